@@ -1,0 +1,76 @@
+"""The `loadgen` command line.
+
+Each command lives in its own module, which exposes ``register(subparsers)``; this file only wires
+them together. Modules are imported lazily by name so that a heavy dependency of one command (torch
+for dataset building, matplotlib for reports) never slows down another.
+
+Everything after a bare ``--`` is not parsed here: it is handed to the command as
+``args.passthrough`` (``loadgen serve vllm --model M -- --max-model-len 4096``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (top-level command, module that registers it). `serve` is a group: several modules add engines.
+_SERVE_MODULES = ("loadgen.synthetic.cli", "loadgen.launch.cli")
+_COMMAND_MODULES = (
+    "loadgen.run_cli",
+    "loadgen.data.cli",
+    "loadgen.sweep_cli",
+    "loadgen.report_cli",
+)
+
+
+def _try_register(module_name: str, subparsers: argparse._SubParsersAction) -> None:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # A command whose module is not built yet is simply absent; a missing third-party
+        # dependency inside an existing module is a real error and must surface.
+        if exc.name and module_name.startswith(exc.name):
+            return
+        raise
+    module.register(subparsers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from loadgen import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="loadgen",
+        description="Benchmark speculative decoding on live LLM servers.",
+    )
+    parser.add_argument("--version", action="version", version=f"loadgen {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser("serve", help="start an engine (synthetic or real) with SD configured")
+    engines = serve.add_subparsers(dest="engine", metavar="ENGINE", required=True)
+    for name in _SERVE_MODULES:
+        _try_register(name, engines)
+
+    for name in _COMMAND_MODULES:
+        _try_register(name, commands)
+    return parser
+
+
+def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``argv`` at the first bare ``--``: (ours, passed through to a child program)."""
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1 :]
+    return argv, []
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ours, passthrough = split_passthrough(argv)
+    parser = build_parser()
+    args = parser.parse_args(ours)
+    args.passthrough = passthrough
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130

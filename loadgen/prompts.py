@@ -1,0 +1,252 @@
+"""The pre-tokenized prompt file: one record per prompt, JSONL or parquet (docs/FORMATS.md).
+
+Every engine under test must receive byte-identical inputs, so prompts travel as token ids that
+already include the target model's chat template. A file may start with a header record (JSONL: a
+first line holding the key ``loadgen_prompts``; parquet: the schema metadata key
+``loadgen_prompts``) that says which tokenizer and template produced the ids.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+HEADER_KEY = "loadgen_prompts"
+
+
+class PromptFileError(ValueError):
+    """A prompt file that cannot be used; the message names the file, line and field."""
+
+
+@dataclass(slots=True)
+class PromptRecord:
+    """One prompt.
+
+    ``prompt_token_ids`` are sent as they are: no engine adds BOS to a token-id prompt.
+    ``turns`` holds the later user turns of a multi-turn conversation, each already tokenized as
+    the ids that follow the previous assistant reply (end-of-turn marks, the user turn and the
+    generation prompt), so live replay appends: prompt + reply_1 + turns[0] + reply_2 + ...
+    ``messages`` is the same conversation as text, for text-only (chat) endpoints.
+    """
+
+    id: str
+    category: str
+    prompt_token_ids: list[int]
+    turns: list[list[int]] | None = None
+    max_tokens: int | None = None
+    messages: list[dict[str, str]] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_len(self) -> int:
+        return len(self.prompt_token_ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "category": self.category,
+            "prompt_token_ids": self.prompt_token_ids,
+        }
+        if self.turns is not None:
+            out["turns"] = self.turns
+        if self.max_tokens is not None:
+            out["max_tokens"] = self.max_tokens
+        if self.messages is not None:
+            out["messages"] = self.messages
+        if self.meta:
+            out["meta"] = self.meta
+        return out
+
+
+@dataclass(slots=True)
+class PromptFile:
+    header: dict[str, Any]
+    records: list[PromptRecord]
+
+    @property
+    def tokenizer(self) -> str | None:
+        return self.header.get("tokenizer")
+
+    def categories(self) -> list[str]:
+        return sorted({r.category for r in self.records})
+
+
+def _where(path: Path, line: int | None) -> str:
+    return f"{path}:{line}" if line is not None else str(path)
+
+
+def _int_list(value: Any, path: Path, line: int | None, name: str, allow_empty: bool) -> list[int]:
+    if not isinstance(value, list):
+        raise PromptFileError(f"{_where(path, line)}: field '{name}' must be a list of ints")
+    if not value and not allow_empty:
+        raise PromptFileError(f"{_where(path, line)}: field '{name}' is empty")
+    for i, v in enumerate(value):
+        # bool is an int subclass; a token id is never a bool.
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise PromptFileError(
+                f"{_where(path, line)}: field '{name}'[{i}] is {v!r}, not a non-negative int"
+            )
+    return value
+
+
+def record_from_dict(obj: Any, path: Path, line: int | None = None) -> PromptRecord:
+    """Validate one decoded record; errors name the file, the line and the field."""
+    where = _where(path, line)
+    if not isinstance(obj, dict):
+        raise PromptFileError(f"{where}: a record must be a JSON object")
+    for key in ("id", "category", "prompt_token_ids"):
+        if key not in obj or obj[key] is None:
+            raise PromptFileError(f"{where}: missing required field '{key}'")
+    rid = obj["id"]
+    if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+        raise PromptFileError(f"{where}: field 'id' must be a string")
+    category = obj["category"]
+    if not isinstance(category, str) or not category:
+        raise PromptFileError(f"{where}: field 'category' must be a non-empty string")
+    ids = _int_list(obj["prompt_token_ids"], path, line, "prompt_token_ids", allow_empty=False)
+    turns = obj.get("turns")
+    if turns is not None:
+        if not isinstance(turns, list):
+            raise PromptFileError(f"{where}: field 'turns' must be a list of token-id lists")
+        turns = [
+            _int_list(t, path, line, f"turns[{i}]", allow_empty=False) for i, t in enumerate(turns)
+        ]
+    max_tokens = obj.get("max_tokens")
+    if max_tokens is not None and (
+        not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1
+    ):
+        raise PromptFileError(f"{where}: field 'max_tokens' must be a positive int")
+    messages = obj.get("messages")
+    if messages is not None:
+        ok = isinstance(messages, list) and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+            for m in messages
+        )
+        if not ok:
+            raise PromptFileError(
+                f"{where}: field 'messages' must be a list of {{role, content}} string objects"
+            )
+    meta = obj.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise PromptFileError(f"{where}: field 'meta' must be an object")
+    return PromptRecord(
+        id=str(rid), category=category, prompt_token_ids=ids, turns=turns,
+        max_tokens=max_tokens, messages=messages, meta=meta,
+    )
+
+
+def _open_text(path: Path):
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8", newline="\n")
+    return open(path, encoding="utf-8", newline="\n")
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    with _open_text(path) as fh:
+        # Split on "\n" only: prompt text may hold U+2028 and other separators.
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise PromptFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix == ".parquet"
+
+
+def read_prompts(path: str | Path) -> PromptFile:
+    """Read and validate a prompt file (``.jsonl``, ``.jsonl.gz`` or ``.parquet``)."""
+    path = Path(path)
+    if not path.exists():
+        raise PromptFileError(f"{path}: no such prompt file")
+    header: dict[str, Any] = {}
+    records: list[PromptRecord] = []
+    if _is_parquet(path):
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path)
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise PromptFileError(f"{path}: not a readable parquet file ({exc})") from None
+        raw = (table.schema.metadata or {}).get(HEADER_KEY.encode())
+        if raw:
+            header = json.loads(raw)
+        for row_no, row in enumerate(table.to_pylist(), start=1):
+            row = {k: v for k, v in row.items() if v is not None}
+            if isinstance(row.get("meta"), str):
+                row["meta"] = json.loads(row["meta"])
+            if isinstance(row.get("messages"), str):
+                row["messages"] = json.loads(row["messages"])
+            records.append(record_from_dict(row, path, row_no))
+    else:
+        for lineno, obj in _iter_jsonl(path):
+            if isinstance(obj, dict) and HEADER_KEY in obj:
+                if records or header:
+                    raise PromptFileError(f"{path}:{lineno}: header record must be the first line")
+                header = obj
+                continue
+            records.append(record_from_dict(obj, path, lineno))
+    if not records:
+        raise PromptFileError(f"{path}: holds no prompt records")
+    seen: set[str] = set()
+    for r in records:
+        if r.id in seen:
+            raise PromptFileError(f"{path}: duplicate id {r.id!r}")
+        seen.add(r.id)
+    return PromptFile(header=header, records=records)
+
+
+def make_header(**fields: Any) -> dict[str, Any]:
+    """A header record: ``tokenizer``, ``chat_template``, ``built_by`` and anything else useful."""
+    return {HEADER_KEY: FORMAT_VERSION, **fields}
+
+
+def write_prompts(
+    path: str | Path, records: Iterable[PromptRecord], header: dict[str, Any] | None = None
+) -> Path:
+    """Write records as JSONL (optionally ``.gz``) or parquet, chosen by the file suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = make_header(**(header or {})) if not header or HEADER_KEY not in header else header
+    if _is_parquet(path):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows = []
+        for r in records:
+            d = r.to_dict()
+            rows.append({
+                "id": d["id"],
+                "category": d["category"],
+                "prompt_token_ids": d["prompt_token_ids"],
+                "turns": d.get("turns"),
+                "max_tokens": d.get("max_tokens"),
+                "messages": json.dumps(d["messages"]) if "messages" in d else None,
+                "meta": json.dumps(d.get("meta", {}), ensure_ascii=False),
+            })
+        schema = pa.schema([
+            ("id", pa.string()),
+            ("category", pa.string()),
+            ("prompt_token_ids", pa.list_(pa.int32())),
+            ("turns", pa.list_(pa.list_(pa.int32()))),
+            ("max_tokens", pa.int32()),
+            ("messages", pa.string()),
+            ("meta", pa.string()),
+        ], metadata={HEADER_KEY: json.dumps(header)})
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+        return path
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", encoding="utf-8") as fh:
+        fh.write(json.dumps(header, ensure_ascii=False) + "\n")
+        for r in records:
+            fh.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+    return path
