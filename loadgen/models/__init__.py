@@ -1,0 +1,1 @@
+"""Models that packages ship (no hub access at run time)."""
