@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"loadgen {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    serve = commands.add_parser("serve", help="start an engine (synthetic or real) with SD configured")
+    serve = commands.add_parser(
+        "serve", help="start an engine (synthetic or real) with SD configured")
     engines = serve.add_subparsers(dest="engine", metavar="ENGINE", required=True)
     for name in _SERVE_MODULES:
         _try_register(name, engines)

@@ -1,0 +1,1 @@
+"""The synthetic speculative-decoding engine: loadgen's ground truth (docs/SYNTHETIC.md)."""

@@ -1,0 +1,135 @@
+"""``loadgen serve synthetic``: run the synthetic SD engine as an HTTP server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from loadgen.synthetic.protocols import PROTOCOLS
+
+
+def _rates(text: str) -> list[float]:
+    try:
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of rates: {text!r}") from None
+    if not rates or any(not 0 <= r <= 1 for r in rates):
+        raise argparse.ArgumentTypeError(f"rates must be in [0, 1]: {text!r}")
+    return rates
+
+
+def _rates_for(text: str) -> tuple[int, list[float]]:
+    token, eq, rates = text.partition("=")
+    if not eq or not token.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected TOKEN_ID=r1,r2,...: {text!r}")
+    return int(token), _rates(rates)
+
+
+def register(engines: argparse._SubParsersAction) -> None:
+    p = engines.add_parser(
+        "synthetic",
+        help="the synthetic SD engine (ground truth: known acceptance and timing)",
+        description="Serve an engine's HTTP API with simulated speculative decoding, a "
+                    "continuous-batching timing model, a truth log and injectable faults.",
+    )
+    p.add_argument("--protocol", choices=PROTOCOLS, default="vllm")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.add_argument("--model-name", default="synthetic-sd")
+    sd = p.add_argument_group("speculative decoding")
+    sd.add_argument("--no-spec", action="store_true", help="plain decoding, no draft counters")
+    sd.add_argument("--num-spec-tokens", "-k", type=int, default=None,
+                    help="draft length K (default: the number of --accept-rates)")
+    sd.add_argument("--accept-rates", type=_rates, default=[0.8, 0.6, 0.4],
+                    help="conditional acceptance per draft position (default 0.8,0.6,0.4)")
+    sd.add_argument("--accept-rates-for", type=_rates_for, action="append", default=[],
+                    metavar="TOKEN=RATES",
+                    help="rates for prompts whose first token id is TOKEN (repeatable)")
+    sd.add_argument("--seed", type=int, default=0)
+    sd.add_argument("--vocab-size", type=int, default=49152)
+    tm = p.add_argument_group("timing model (docs/SYNTHETIC.md)")
+    tm.add_argument("--step-base-ms", type=float, default=8.0)
+    tm.add_argument("--per-token-ms", type=float, default=0.05)
+    tm.add_argument("--draft-ms", type=float, default=0.5, help="drafter cost per position")
+    tm.add_argument("--max-num-seqs", type=int, default=256)
+    tm.add_argument("--max-prefill-tokens", type=int, default=8192)
+    tm.add_argument("--fast", action="store_true",
+                    help="zero step time: as fast as the server can go (ceiling measurements)")
+    sv = p.add_argument_group("server behaviour")
+    sv.add_argument("--load-delay", type=float, default=0.0,
+                    help="seconds during which health answers 503 (model loading)")
+    sv.add_argument("--max-model-len", type=int, default=131072)
+    sv.add_argument("--stream-interval", type=int, default=1,
+                    help="tokens per stream chunk after the first (vLLM/SGLang)")
+    sv.add_argument("--incremental-streaming", action="store_true",
+                    help="SGLang: delta output_ids instead of cumulative")
+    sv.add_argument("--per-request-spec-metrics", choices=["summary", "detailed"],
+                    help="vLLM: per-request SD metrics in the final usage chunk")
+    sv.add_argument("--truth-log", type=Path, help="JSONL, one record per request")
+    sv.add_argument("--fault", action="append", default=[], metavar="KIND[:k=v,...]",
+                    help="inject faults (repeatable); see docs/SYNTHETIC.md")
+    sv.add_argument("--no-uvloop", action="store_true")
+    p.set_defaults(func=main)
+
+
+def build(args: argparse.Namespace):
+    from loadgen.synthetic.engine import Engine, TimingModel
+    from loadgen.synthetic.faults import FaultPlan
+    from loadgen.synthetic.model import SpecModel
+    from loadgen.synthetic.server import ServerConfig, SyntheticServer
+
+    k = args.num_spec_tokens or len(args.accept_rates)
+    spec = SpecModel(enabled=not args.no_spec, num_spec_tokens=k,
+                     accept_rates=args.accept_rates,
+                     rates_by_first_token=dict(args.accept_rates_for))
+    timing = TimingModel(
+        step_base_ms=0.0 if args.fast else args.step_base_ms,
+        per_token_ms=0.0 if args.fast else args.per_token_ms,
+        draft_ms_per_pos=0.0 if args.fast else args.draft_ms,
+        max_num_seqs=args.max_num_seqs, max_prefill_tokens_per_step=args.max_prefill_tokens,
+    )
+    engine = Engine(spec, timing, seed=args.seed, vocab_size=args.vocab_size)
+    cfg = ServerConfig(
+        protocol=args.protocol, model_name=args.model_name, load_delay_s=args.load_delay,
+        max_model_len=args.max_model_len, stream_interval=max(1, args.stream_interval),
+        incremental_streaming=args.incremental_streaming,
+        per_request_spec_metrics=args.per_request_spec_metrics, truth_log=args.truth_log,
+        faults=FaultPlan.parse(args.fault, seed=args.seed),
+    )
+    return SyntheticServer(cfg, engine)
+
+
+async def serve(args: argparse.Namespace, server) -> None:
+    from loadgen.synthetic.http import start_server
+
+    srv = await start_server(server.handle, args.host, args.port)
+    port = srv.sockets[0].getsockname()[1]
+    print(f"loadgen synthetic ({args.protocol}) listening on http://{args.host}:{port}",
+          flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        srv.close()
+        server.truth.close()
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        server = build(args)  # everything is validated before the port is bound
+    except ValueError as exc:
+        print(f"loadgen serve synthetic: {exc}", file=sys.stderr)
+        return 2
+    if args.no_uvloop:
+        asyncio.run(serve(args, server))
+    else:
+        import uvloop
+
+        uvloop.run(serve(args, server))
+    return 0
