@@ -1,0 +1,73 @@
+"""The built-in prompt set that ``loadgen run`` uses with no arguments.
+
+``datasets/builtin/prompts.jsonl`` holds 44 short text prompts (4 for each of the 11 categories)
+written for this project, in the text prompt format (loadgen.data.textfmt). They are tokenized for
+the target tokenizer on first use and the result is cached under ``cache_dir("prompts")``, keyed by
+the content hash of the prompt file and of the tokenizer's files, so later calls load in
+milliseconds without importing transformers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from loadgen.cache import cache_dir
+from loadgen.prompts import PromptFile, read_prompts, write_prompts
+
+BUILTIN_PATH = Path(__file__).resolve().parents[2] / "datasets" / "builtin" / "prompts.jsonl"
+
+
+def builtin_prompts_path() -> Path:
+    if not BUILTIN_PATH.exists():
+        raise FileNotFoundError(
+            f"{BUILTIN_PATH}: the built-in prompt set ships with the loadgen checkout "
+            "(datasets/builtin/prompts.jsonl)"
+        )
+    return BUILTIN_PATH
+
+
+def _tokenizer_key(tokenizer: str) -> str:
+    """A content key for a tokenizer spec, computed without loading it."""
+    from loadgen.data.tokenizer import SMOLLM2_ALIASES, _sha256_file
+
+    if tokenizer.lower() in SMOLLM2_ALIASES:
+        from loadgen.models.smollm2 import smollm2_gguf_path
+
+        return "gguf:" + _sha256_file(smollm2_gguf_path())
+    path = Path(tokenizer).expanduser()
+    if path.is_file():
+        return "file:" + _sha256_file(path)
+    if path.is_dir():
+        h = hashlib.sha256()
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
+                     "tokenizer.model", "special_tokens_map.json"):
+            f = path / name
+            if f.exists():
+                h.update(name.encode() + b"\0" + _sha256_file(f).encode())
+        return "dir:" + h.hexdigest()
+    return "hub:" + tokenizer
+
+
+def builtin_prompts(tokenizer: str = "smollm2", path: str | Path | None = None) -> PromptFile:
+    """The built-in prompts, pre-tokenized for ``tokenizer`` (cached by content hash)."""
+    src = Path(path) if path else builtin_prompts_path()
+    content = hashlib.sha256(src.read_bytes()).hexdigest()
+    key = hashlib.sha256(f"{content}|{_tokenizer_key(tokenizer)}|v1".encode()).hexdigest()[:24]
+    cached = cache_dir("prompts") / f"builtin-{key}.jsonl"
+    if cached.exists():
+        return read_prompts(cached)
+    from loadgen.data.textfmt import read_text_prompts
+    from loadgen.data.tokenize import tokenize_prompts
+    from loadgen.data.tokenizer import load_tokenizer
+
+    text_header, prompts = read_text_prompts(src)
+    tok = load_tokenizer(tokenizer)
+    pf = tokenize_prompts(prompts, tok, header={
+        "source_file": str(src), "source_sha256": content,
+        "source_header": {k: v for k, v in text_header.items() if k != "loadgen_text_prompts"},
+        "dataset": "builtin"})
+    tmp = cached.with_suffix(".partial")
+    write_prompts(tmp, pf.records, pf.header)
+    tmp.replace(cached)
+    return read_prompts(cached)
