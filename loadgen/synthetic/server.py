@@ -171,8 +171,7 @@ class SyntheticServer:
         if fault is not None and fault.kind in PRE_HEADER_KINDS:
             return self._pre_header_fault(conn, fault, record)
         if stream:
-            status = await self._stream(conn, seq, fmt, fault, record)
-            self._finish_record(seq, record, status)
+            await self._stream(conn, seq, fmt, fault, record)
             return None
         done = asyncio.get_running_loop().create_future()
 
@@ -208,7 +207,9 @@ class SyntheticServer:
         return self.protocol.error(status, f"injected fault {fault.kind}")
 
     async def _stream(self, conn: Connection, seq: Sequence, fmt: Formatter,
-                      fault: FaultRule | None, record: dict[str, Any]) -> str:
+                      fault: FaultRule | None, record: dict[str, Any]) -> None:
+        """Stream a generation. The truth record is written before the response's last byte,
+        so a client that has seen the end of its stream can read its record."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         send_ns: list[int] = []
@@ -221,8 +222,14 @@ class SyntheticServer:
         stalled = False
 
         def finish(status: str) -> None:
-            if not done.done():
-                done.set_result(status)
+            if done.done():
+                return
+            done.set_result(status)
+            record["chunk_send_ns"] = send_ns
+            record["chunk_tokens"] = chunk_tokens
+            if stream_fault == "stall":
+                record["stall_s"] = fault.seconds  # type: ignore[union-attr]
+            self._finish_record(seq, record, status)
 
         def sink(s: Sequence, tokens: list[int], finished: bool) -> None:
             nonlocal sent, stalled
@@ -247,27 +254,28 @@ class SyntheticServer:
                 send_ns.append(stamp)
                 chunk_tokens.append(ntok)
                 if crossed and stream_fault == "reset":
-                    conn.abort()
                     self.engine.cancel(s)
                     finish("fault:reset")
+                    conn.abort()
                     return
                 if crossed and stream_fault == "truncate":
-                    conn.end_stream()
                     self.engine.cancel(s)
                     finish("fault:truncate")
+                    conn.end_stream()
                     return
                 if crossed and stream_fault == "stall" and not stalled:
                     stalled = True
                     s.paused_until = loop.time() + fault.seconds  # type: ignore[union-attr]
             if finished:
                 if stream_fault == "truncate":  # `after` beyond the output: drop only the tail
-                    conn.end_stream()
                     finish("fault:truncate")
+                    conn.end_stream()
                     return
-                for payload in fmt.tail(s):
+                tail = fmt.tail(s)
+                finish("fault:malformed" if stream_fault == "malformed" else "ok")
+                for payload in tail:
                     conn.write_chunk(payload)
                 conn.end_stream()
-                finish("fault:malformed" if stream_fault == "malformed" else "ok")
 
         conn.start_stream()
         self.engine.submit(seq, sink)
@@ -279,11 +287,6 @@ class SyntheticServer:
         if not done.done():
             self.engine.cancel(seq)
             finish("cancelled")
-        record["chunk_send_ns"] = send_ns
-        record["chunk_tokens"] = chunk_tokens
-        if stream_fault == "stall":
-            record["stall_s"] = fault.seconds  # type: ignore[union-attr]
-        return done.result()
 
     def _finish_record(self, seq: Sequence, record: dict[str, Any], status: str) -> None:
         record.update(
