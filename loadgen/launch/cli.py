@@ -77,7 +77,10 @@ def load_preset(ref: str, engine: str) -> dict[str, Any]:
             known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
             raise C.LaunchConfigError(
                 f"preset {ref!r} not found (a file, or one of: {', '.join(known) or 'none'})")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise C.LaunchConfigError(f"preset {path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise C.LaunchConfigError(f"preset {path}: expected a mapping at the top level")
     unknown = set(data) - PRESET_KEYS
