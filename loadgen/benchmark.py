@@ -1,0 +1,69 @@
+"""Run a benchmark end to end: manifest, requests, summary, in one output directory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from loadgen.manifest import build_manifest
+from loadgen.metrics import summarize
+from loadgen.prompts import PromptFile
+from loadgen.runner import Run, RunConfig
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)  # a reader never sees half a file
+
+
+def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None = None,
+                  argv: list[str] | None = None, use_uvloop: bool = True) -> dict[str, Any]:
+    """Execute one run and write manifest.json, requests.jsonl and summary.json to cfg.out."""
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    req_file = cfg.out / "requests.jsonl"
+    if req_file.exists():
+        req_file.unlink()  # a run directory holds one run
+    manifest = build_manifest(cfg, dataset_path, prompts.header, argv or sys.argv)
+    manifest["status"] = "running"
+    _write_json(cfg.out / "manifest.json", manifest)
+    run = Run(cfg, prompts)
+
+    async def main() -> dict[str, Any]:
+        return await run.execute()
+
+    if use_uvloop:
+        import uvloop
+
+        client = uvloop.run(main())
+    else:
+        client = asyncio.run(main())
+    window = run.window_bounds()
+    window_delta = run._delta("window_start", "window_end")
+    if window["includes_drain"]:
+        window_delta = run._delta("window_start", "run_end")
+    acceptance = None
+    if window_delta:
+        acc = run.adapter.acceptance(window_delta)
+        if acc is not None:
+            acceptance = {k: getattr(acc, k) for k in acc.__slots__}
+    summary = summarize(run.records, window, acceptance=acceptance,
+                        counter_delta=window_delta,
+                        run_counter_delta=run._delta("run_start", "run_end"),
+                        rate_mode=cfg.request_rate is not None, client=client)
+    summary["warnings"] = run.warnings + summary["warnings"]
+    summary["error_reasons"] = dict(Counter(
+        (r["error"] or "")[:120] for r in run.records if r["status"] != "ok"))
+    summary["interrupted"] = run.interrupted
+    token_source = getattr(run.adapter, "token_count_source", None)
+    if token_source:
+        summary["token_count_source"] = token_source
+    _write_json(cfg.out / "summary.json", summary)
+    manifest["status"] = "interrupted" if run.interrupted else "complete"
+    manifest["server"] = run.probe
+    _write_json(cfg.out / "manifest.json", manifest)
+    return summary

@@ -1,0 +1,24 @@
+"""Engine adapters: one module per engine behind ``EngineAdapter``."""
+
+from __future__ import annotations
+
+from loadgen.engines.base import EngineAdapter
+
+ENGINES = ("vllm", "sglang", "trtllm", "llamacpp", "openai")
+
+
+def make_adapter(name: str, model: str | None = None, keep_token_ids: bool = False,
+                 **options: object) -> EngineAdapter:
+    if name == "vllm":
+        from loadgen.engines.vllm import VllmAdapter as cls
+    elif name == "sglang":
+        from loadgen.engines.sglang import SglangAdapter as cls
+    elif name == "trtllm":
+        from loadgen.engines.trtllm import TrtllmAdapter as cls
+    elif name == "llamacpp":
+        from loadgen.engines.llamacpp import LlamacppAdapter as cls
+    elif name == "openai":
+        from loadgen.engines.openai import OpenAIAdapter as cls
+    else:
+        raise ValueError(f"unknown engine {name!r} (choose from {', '.join(ENGINES)})")
+    return cls(model=model, keep_token_ids=keep_token_ids, **options)

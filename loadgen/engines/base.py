@@ -1,0 +1,199 @@
+"""The interface every engine adapter implements: build a request, parse its stream, scrape the
+server's SD statistics. One small module per engine sits behind it (vllm, sglang, trtllm,
+llamacpp, openai)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+_loads = json.loads
+
+
+@dataclass(slots=True)
+class StreamState:
+    """What one streamed response has told us so far. Tokens are counted from ids or cumulative
+    counts in the payload, never from the number of events."""
+
+    buf: bytes = b""
+    tokens: int = 0
+    arrivals_ns: list[int] = field(default_factory=list)  # one per token-carrying event
+    event_tokens: list[int] = field(default_factory=list)  # tokens in that event
+    token_ids: list[int] | None = None  # kept only when asked (greedy-equality checks)
+    done: bool = False  # the stream's terminal marker arrived ([DONE] / stop: true)
+    final_seen: bool = False  # the final chunk (usage / finish) arrived
+    finish_reason: str | None = None
+    usage_prompt_tokens: int | None = None
+    usage_completion_tokens: int | None = None
+    sd: dict[str, Any] | None = None  # per-request SD fields as the engine names them
+    error: str | None = None
+
+    def add(self, n: int, stamp: int, ids: list[int] | None = None) -> None:
+        if n <= 0:
+            return
+        self.tokens += n
+        self.arrivals_ns.append(stamp)
+        self.event_tokens.append(n)
+        if self.token_ids is not None and ids is not None:
+            self.token_ids.extend(ids)
+
+
+@dataclass(slots=True)
+class Acceptance:
+    """SD acceptance over a window, from server counters (docs/METRICS.md)."""
+
+    source: str
+    acceptance_length: float | None = None
+    acceptance_rate: float | None = None
+    per_position_rate: list[float] | None = None
+    conditional_rate: list[float] | None = None
+    drafts: float | None = None
+    draft_tokens: float | None = None
+    accepted_tokens: float | None = None
+
+
+class EngineAdapter:
+    name: ClassVar[str] = "base"
+    stream_path: ClassVar[str] = "/v1/completions"
+    metrics_path: ClassVar[str | None] = "/metrics"
+    health_path: ClassVar[str] = "/health"
+    # whether the stream ends with a terminal marker after the final chunk
+    has_done_marker: ClassVar[bool] = True
+
+    def __init__(self, model: str | None = None, keep_token_ids: bool = False) -> None:
+        self.model = model
+        self.keep_token_ids = keep_token_ids
+
+    # -- requests -------------------------------------------------------------------------------
+    def build_body(self, prompt_ids: list[int], max_tokens: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def encode(self, prompt_ids: list[int], max_tokens: int) -> bytes:
+        return json.dumps(self.build_body(prompt_ids, max_tokens),
+                          separators=(",", ":")).encode()
+
+    def new_state(self) -> StreamState:
+        return StreamState(token_ids=[] if self.keep_token_ids else None)
+
+    # -- the stream (hot path) ------------------------------------------------------------------
+    def feed(self, st: StreamState, data: bytes, stamp: int) -> None:
+        """Split SSE events out of body bytes and hand each ``data:`` payload to on_event."""
+        buf = st.buf + data if st.buf else data
+        if b"\n\n" not in buf:
+            st.buf = buf
+            return
+        events = buf.split(b"\n\n")
+        st.buf = events.pop()
+        on_event = self.on_event
+        for ev in events:
+            if ev.startswith(b"data:"):
+                if b"\n" in ev:  # a multi-line event: join its data lines
+                    ev = b"\n".join(ln[5:].strip() for ln in ev.split(b"\n")
+                                    if ln.startswith(b"data:"))
+                    on_event(st, ev, stamp)
+                else:
+                    on_event(st, ev[5:].strip(), stamp)
+            elif ev.startswith(b"error:") or b"\ndata:" in ev:
+                for ln in ev.split(b"\n"):
+                    if ln.startswith(b"data:"):
+                        on_event(st, ln[5:].strip(), stamp)
+                    elif ln.startswith(b"error:"):
+                        st.error = st.error or "server error event: " + ln[6:].strip().decode(
+                            "utf-8", "replace")[:300]
+
+    def on_event(self, st: StreamState, payload: bytes, stamp: int) -> None:
+        raise NotImplementedError
+
+    def parse_json(self, st: StreamState, payload: bytes) -> Any:
+        try:
+            return _loads(payload)
+        except ValueError:
+            st.error = st.error or f"malformed JSON chunk: {payload[:80]!r}"
+            return None
+
+    def check_complete(self, st: StreamState) -> str | None:
+        """Why a stream that ended is not a complete response, or None."""
+        if st.error:
+            return st.error
+        if self.has_done_marker and not st.done:
+            return "stream ended without its [DONE] marker"
+        if not st.final_seen:
+            return "stream ended without its final chunk"
+        return None
+
+    def per_request_sd(self, st: StreamState) -> dict[str, float] | None:
+        """Per-request SD numbers: ``{"acceptance_length", "drafted", "accepted"}`` as far as
+        the engine tells (docs/METRICS.md says which formula each engine's value follows)."""
+        return None
+
+    # -- server statistics ----------------------------------------------------------------------
+    async def scrape(self, http: httpx.AsyncClient) -> dict[str, float]:
+        """A snapshot of monotonic counters (names are loadgen's, see ``COUNTERS``)."""
+        if self.metrics_path is None:
+            return {}
+        resp = await http.get(self.metrics_path)
+        resp.raise_for_status()
+        return self.counters_from_prometheus(resp.text)
+
+    # (loadgen name, exposition sample name, label that splits it or None)
+    COUNTERS: ClassVar[tuple[tuple[str, str, str | None], ...]] = ()
+
+    def counters_from_prometheus(self, text: str) -> dict[str, float]:
+        wanted = {sample: (ours, label) for ours, sample, label in self.COUNTERS}
+        out: dict[str, float] = {}
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                hit = wanted.get(s.name)  # exact names: `_created` series never match
+                if hit is None:
+                    continue
+                ours, label = hit
+                key = f"{ours}{s.labels[label]}" if label else ours
+                out[key] = out.get(key, 0.0) + s.value  # summed over engines / data parallel
+        return out
+
+    def acceptance(self, delta: dict[str, float]) -> Acceptance | None:
+        """SD acceptance from counter deltas over the window (vLLM's formulas by default)."""
+        drafts = delta.get("drafts", 0.0)
+        if "drafts" not in delta or drafts <= 0:
+            return None
+        accepted = delta.get("accepted", 0.0)
+        draft_tokens = delta.get("draft_tokens", 0.0)
+        per_pos = []
+        i = 0
+        while f"accepted_pos_{i}" in delta:
+            per_pos.append(delta[f"accepted_pos_{i}"])
+            i += 1
+        per_pos_rate = [p / drafts for p in per_pos] if per_pos else None
+        cond = None
+        if per_pos:
+            prev = [drafts, *per_pos[:-1]]
+            cond = [p / q if q else 0.0 for p, q in zip(per_pos, prev, strict=True)]
+        return Acceptance(
+            source=f"server_counters:{self.name}",
+            acceptance_length=1.0 + accepted / drafts,
+            acceptance_rate=accepted / draft_tokens if draft_tokens else None,
+            per_position_rate=per_pos_rate, conditional_rate=cond,
+            drafts=drafts, draft_tokens=draft_tokens, accepted_tokens=accepted,
+        )
+
+    async def probe(self, http: httpx.AsyncClient) -> dict[str, Any]:
+        """What the server says about itself (version, SD config), for the run manifest."""
+        out: dict[str, Any] = {}
+        for path in ("/version", "/v1/models", "/loadgen/info"):
+            try:
+                r = await http.get(path)
+                if r.status_code == 200:
+                    out[path] = r.json()
+            except (httpx.HTTPError, ValueError):
+                continue
+        return out
+
+    def start_polling(self, http: httpx.AsyncClient) -> None:
+        """Engines whose stats are consumed on read poll in the background (TRT-LLM)."""
+
+    async def stop_polling(self) -> None:
+        return None

@@ -1,0 +1,64 @@
+"""llama.cpp server: native /completion, one event per token, ``stop: true`` with ``timings``
+last, no [DONE]. Its counters move when a request finishes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loadgen.engines.base import EngineAdapter, StreamState
+
+
+class LlamacppAdapter(EngineAdapter):
+    name = "llamacpp"
+    stream_path = "/completion"
+    has_done_marker = False
+    COUNTERS = (
+        ("drafts", "llamacpp:spec_decode_num_drafts_total", None),
+        ("draft_tokens", "llamacpp:spec_decode_num_draft_tokens_total", None),
+        ("accepted", "llamacpp:spec_decode_num_accepted_tokens_total", None),
+        ("accepted_pos_", "llamacpp:spec_decode_num_accepted_tokens_per_pos_total", "position"),
+        ("generation_tokens", "llamacpp:tokens_predicted_total", None),
+        ("prompt_tokens", "llamacpp:prompt_tokens_total", None),
+    )
+
+    def build_body(self, prompt_ids: list[int], max_tokens: int) -> dict[str, Any]:
+        return {"prompt": prompt_ids, "n_predict": max_tokens, "ignore_eos": True,
+                "stream": True, "cache_prompt": False, "return_tokens": True,
+                "temperature": 0.0}
+
+    def on_event(self, st: StreamState, payload: bytes, stamp: int) -> None:
+        obj = self.parse_json(st, payload)
+        if obj is None:
+            return
+        if "error" in obj:
+            st.error = "server error in stream: " + str(obj["error"])[:300]
+            return
+        if obj.get("stop"):
+            st.done = st.final_seen = True
+            st.finish_reason = obj.get("stop_type")
+            st.usage_prompt_tokens = obj.get("tokens_evaluated")
+            st.usage_completion_tokens = obj.get("tokens_predicted")
+            t = obj.get("timings") or {}
+            if "draft_n" in t:
+                st.sd = {k: t[k] for k in ("draft_n", "draft_n_accepted", "predicted_n")
+                         if k in t}
+            # a final event may still carry tokens (not with streaming, but be exact)
+            ids = obj.get("tokens") or []
+            st.add(len(ids), stamp, ids)
+            return
+        ids = obj.get("tokens")
+        if ids:
+            st.add(len(ids), stamp, ids)
+        elif obj.get("content"):
+            st.error = st.error or "events carry no token ids (send return_tokens: true)"
+
+    def per_request_sd(self, st: StreamState) -> dict[str, float] | None:
+        sd = st.sd
+        if not sd:
+            return None
+        n = float(sd.get("predicted_n", st.tokens))
+        accepted = float(sd.get("draft_n_accepted", 0))
+        # llama.cpp reports no step count: tokens per target forward pass = n / (n - accepted)
+        al = n / (n - accepted) if n > accepted else None
+        return {"acceptance_length": al, "drafted": float(sd.get("draft_n", 0)),
+                "accepted": accepted}

@@ -1,0 +1,73 @@
+"""vLLM: token-id prompts to /v1/completions, ids back in ``choices[0].token_ids``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loadgen.engines.base import EngineAdapter, StreamState
+
+
+class VllmAdapter(EngineAdapter):
+    name = "vllm"
+    COUNTERS = (
+        ("drafts", "vllm:spec_decode_num_drafts_total", None),
+        ("draft_tokens", "vllm:spec_decode_num_draft_tokens_total", None),
+        ("accepted", "vllm:spec_decode_num_accepted_tokens_total", None),
+        ("accepted_pos_", "vllm:spec_decode_num_accepted_tokens_per_pos_total", "position"),
+        ("generation_tokens", "vllm:generation_tokens_total", None),
+        ("prompt_tokens", "vllm:prompt_tokens_total", None),
+    )
+
+    def build_body(self, prompt_ids: list[int], max_tokens: int) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "prompt": prompt_ids, "max_tokens": max_tokens, "min_tokens": max_tokens,
+            "ignore_eos": True, "temperature": 0.0, "stream": True, "return_token_ids": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        }
+        if self.model:
+            body["model"] = self.model
+        return body
+
+    def on_event(self, st: StreamState, payload: bytes, stamp: int) -> None:
+        if payload == b"[DONE]":
+            st.done = True
+            return
+        obj = self.parse_json(st, payload)
+        if obj is None:
+            return
+        if "error" in obj:
+            err = obj["error"]
+            st.error = "server error in stream: " + str(
+                err.get("message") if isinstance(err, dict) else err)[:300]
+            return
+        choices = obj.get("choices")
+        if choices:
+            c = choices[0]
+            ids = c.get("token_ids")
+            if ids is not None:
+                st.add(len(ids), stamp, ids)
+            else:
+                usage = obj.get("usage")
+                if usage and usage.get("completion_tokens") is not None:
+                    st.add(usage["completion_tokens"] - st.tokens, stamp)
+                elif c.get("text"):
+                    st.error = st.error or ("chunks carry neither token_ids nor cumulative "
+                                            "usage: cannot count tokens")
+            if c.get("finish_reason") is not None:
+                st.finish_reason = c["finish_reason"]
+        elif "usage" in obj and obj["usage"] is not None:
+            u = obj["usage"]
+            st.final_seen = True
+            st.usage_prompt_tokens = u.get("prompt_tokens")
+            st.usage_completion_tokens = u.get("completion_tokens")
+            sd = (obj.get("metrics") or {}).get("speculative_decoding")
+            if sd:
+                st.sd = sd
+
+    def per_request_sd(self, st: StreamState) -> dict[str, float] | None:
+        sd = st.sd
+        if not sd:
+            return None
+        return {"acceptance_length": float(sd.get("mean_acceptance_length", 0.0)),
+                "drafted": float(sd.get("num_draft_tokens", 0)),
+                "accepted": float(sd.get("num_accepted_draft_tokens", 0))}

@@ -1,0 +1,203 @@
+"""Every number in summary.json, computed from per-request records (docs/METRICS.md defines each).
+
+Pure functions over the dicts in requests.jsonl, so a summary can be recomputed from a run
+directory at any time and tests can check each formula against known truth.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+QUANTILES = {"p50": 50, "p90": 90, "p99": 99}
+
+
+def stats(values: Sequence[float] | np.ndarray) -> dict[str, float | None]:
+    """mean, p50, p90, p99 and max; percentiles by linear interpolation between order
+    statistics (numpy's default). None when there are no values."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        return {"mean": None, **dict.fromkeys(QUANTILES), "max": None, "count": 0}
+    out: dict[str, Any] = {"mean": float(arr.mean())}
+    for name, q in QUANTILES.items():
+        out[name] = float(np.percentile(arr, q))
+    out["max"] = float(arr.max())
+    out["count"] = int(arr.size)
+    return out
+
+
+def reference_ns(r: dict[str, Any]) -> int:
+    """Latency counts from the scheduled send time (equal to the send time in closed loop)."""
+    return r["scheduled_ns"] or r["send_ns"]
+
+
+def ttft_ms(r: dict[str, Any]) -> float:
+    return (r["first_token_ns"] - reference_ns(r)) / 1e6
+
+
+def e2e_ms(r: dict[str, Any]) -> float:
+    return (r["end_ns"] - reference_ns(r)) / 1e6
+
+
+def tpot_ms(r: dict[str, Any]) -> float | None:
+    n = r["output_tokens"]
+    if n < 2:
+        return None
+    return (e2e_ms(r) - ttft_ms(r)) / (n - 1)
+
+
+def per_user_tokens_per_s(r: dict[str, Any]) -> float | None:
+    """Decode speed one user sees: (tokens - 1) / (last token arrival - first token arrival)."""
+    arr = r["arrivals_ns"]
+    if r["output_tokens"] < 2 or len(arr) < 2 or arr[-1] <= arr[0]:
+        return None
+    return (r["output_tokens"] - r["event_tokens"][0]) / ((arr[-1] - arr[0]) / 1e9)
+
+
+def itl_values_ms(r: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """(per-token ITL, inter-chunk latency). An event that brings n tokens after a gap g adds n
+    values g/n to the per-token ITL (its tokens arrived together, so each cost g/n of waiting)
+    and one value g to the inter-chunk latency."""
+    arr = r["arrivals_ns"]
+    ntok = r["event_tokens"]
+    per_token: list[float] = []
+    per_chunk: list[float] = []
+    for i in range(1, len(arr)):
+        gap = (arr[i] - arr[i - 1]) / 1e6
+        per_chunk.append(gap)
+        n = ntok[i]
+        per_token.extend([gap / n] * n)
+    return per_token, per_chunk
+
+
+def tokens_in_window(r: dict[str, Any], start_ns: int, end_ns: int) -> tuple[int, int]:
+    """(tokens, events) of a request that arrived within [start_ns, end_ns]."""
+    toks = events = 0
+    for t, n in zip(r["arrivals_ns"], r["event_tokens"], strict=True):
+        if start_ns <= t <= end_ns:
+            toks += n
+            events += 1
+    return toks, events
+
+
+def per_request_al(records: Iterable[dict[str, Any]]) -> dict[str, float | None]:
+    """Request-weighted mean of per-request AL, and token-weighted (total tokens / total target
+    steps, where a request's steps are tokens / AL)."""
+    als, toks, steps = [], 0.0, 0.0
+    for r in records:
+        al = r.get("acceptance_length")
+        if al:
+            als.append(al)
+            toks += r["output_tokens"]
+            steps += r["output_tokens"] / al
+    if not als:
+        return {"request_weighted": None, "token_weighted": None, "requests": 0}
+    return {"request_weighted": float(np.mean(als)), "token_weighted": toks / steps,
+            "requests": len(als)}
+
+
+def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
+              acceptance: dict[str, Any] | None, counter_delta: dict[str, float] | None,
+              run_counter_delta: dict[str, float] | None, rate_mode: bool,
+              client: dict[str, Any] | None = None) -> dict[str, Any]:
+    measured = [r for r in records if not r["warmup"]]
+    ok = [r for r in measured if r["status"] == "ok"]
+    counts = {"total": len(measured), "ok": len(ok),
+              "error": sum(r["status"] == "error" for r in measured),
+              "cancelled": sum(r["status"] == "cancelled" for r in measured),
+              "warmup": len(records) - len(measured)}
+    start_ns, end_ns = window["start_ns"], window["end_ns"]
+    duration = max((end_ns - start_ns) / 1e9, 1e-9)
+    win_tokens = win_events = 0
+    for r in records:
+        t, e = tokens_in_window(r, start_ns, end_ns)
+        win_tokens += t
+        win_events += e
+    done_in_window = sum(1 for r in ok if start_ns <= r["end_ns"] <= end_ns)
+
+    itl: list[float] = []
+    ichunk: list[float] = []
+    for r in ok:
+        a, b = itl_values_ms(r)
+        itl.extend(a)
+        ichunk.extend(b)
+    tpots = [v for r in ok if (v := tpot_ms(r)) is not None]
+    users = [v for r in ok if (v := per_user_tokens_per_s(r)) is not None]
+    latency = {
+        "ttft": stats([ttft_ms(r) for r in ok]),
+        "tpot": stats(tpots),
+        "itl": stats(itl),
+        "inter_chunk": stats(ichunk),
+        "e2e": stats([e2e_ms(r) for r in ok]),
+    }
+    if rate_mode:
+        latency["schedule_lag"] = stats([(r["send_ns"] - r["scheduled_ns"]) / 1e6
+                                         for r in measured if r["send_ns"]])
+    acc: dict[str, Any] = dict(acceptance or {"source": None})
+    acc["client_tokens_per_chunk"] = {
+        "value": win_tokens / win_events if win_events else None,
+        "note": "tokens per stream event seen by this client in the window; a cross-check, "
+                "not an acceptance length (engines may merge or split steps into events)",
+    }
+    acc["per_request"] = per_request_al(ok)
+
+    by_cat: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in ok:
+        by_cat[r["category"]].append(r)
+    categories = {}
+    for cat in sorted(by_cat):
+        rs = by_cat[cat]
+        al = per_request_al(rs)
+        cat_tpot = [v for r in rs if (v := tpot_ms(r)) is not None]
+        categories[cat] = {
+            "requests": len(rs),
+            "acceptance_length": al["token_weighted"],
+            "acceptance_length_request_weighted": al["request_weighted"],
+            "output_tokens": sum(r["output_tokens"] for r in rs),
+            "ttft_ms_p50": float(np.percentile([ttft_ms(r) for r in rs], 50)),
+            "tpot_ms_p50": float(np.percentile(cat_tpot, 50)) if cat_tpot else None,
+        }
+
+    warnings: list[str] = []
+    mismatched = [r for r in measured if r.get("usage_prompt_tokens") is not None
+                  and r["usage_prompt_tokens"] != r["input_tokens"]]
+    if mismatched:
+        warnings.append(f"{len(mismatched)} request(s): the server's prompt_tokens differ from "
+                        f"the ids sent (e.g. {mismatched[0]['usage_prompt_tokens']} vs "
+                        f"{mismatched[0]['input_tokens']}): the engine did not see the same input")
+    if run_counter_delta and "generation_tokens" in run_counter_delta:
+        server = run_counter_delta["generation_tokens"]
+        mine = sum(r["output_tokens"] for r in records)
+        # cancelled/errored requests may have generated tokens this client never received
+        slack = sum(r["expected_tokens"] - r["output_tokens"] for r in records
+                    if r["status"] != "ok") + 0.01 * mine + 16
+        if server > mine + slack:
+            warnings.append(f"the server generated {server:.0f} tokens during the run but this "
+                            f"client received {mine}: other traffic shares the server, so "
+                            f"server-wide counters (acceptance) include it")
+    if window.get("includes_drain"):
+        warnings.append("the window includes the drain (too few requests for a steady state: "
+                        "all were sent at once); throughput is a lower bound")
+    if client and client.get("overloaded"):
+        warnings.append(f"client event-loop lag p99 {client['loop_lag_ms']['p99']:.2f} ms is "
+                        f"above {client['lag_threshold_ms']} ms: timings may include client "
+                        f"delay; lower the load per process")
+    return {
+        "requests": counts,
+        "window": {"start_s": 0.0, "end_s": duration, "duration_s": duration,
+                   "start_ns": start_ns, "end_ns": end_ns,
+                   "includes_drain": bool(window.get("includes_drain"))},
+        "throughput": {"output_tokens_per_s": win_tokens / duration,
+                       "requests_per_s": done_in_window / duration,
+                       "window_output_tokens": win_tokens},
+        "latency_ms": latency,
+        "per_user_tokens_per_s": stats(users),
+        "acceptance": acc,
+        "server_counters": {"window_delta": counter_delta, "run_delta": run_counter_delta},
+        "categories": categories,
+        "client": client or {},
+        "warnings": warnings,
+    }

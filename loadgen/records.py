@@ -1,0 +1,72 @@
+"""Per-request records: one JSON line each in ``requests.jsonl``, appended as requests finish."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+OK, ERROR, CANCELLED = "ok", "error", "cancelled"
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """All times are ``time.monotonic_ns()`` of this host (the clock the synthetic engine's truth
+    log uses too), so records can be checked against a server's own send stamps."""
+
+    index: int
+    prompt_id: str
+    category: str
+    turn: int
+    warmup: bool
+    input_tokens: int
+    expected_tokens: int
+    scheduled_ns: int
+    send_ns: int = 0
+    headers_ns: int = 0
+    first_token_ns: int = 0
+    end_ns: int = 0
+    status: str = CANCELLED
+    error: str | None = None
+    http_status: int | None = None
+    retry_after: str | None = None
+    output_tokens: int = 0
+    events: int = 0
+    arrivals_ns: list[int] = field(default_factory=list)
+    event_tokens: list[int] = field(default_factory=list)
+    usage_prompt_tokens: int | None = None
+    usage_completion_tokens: int | None = None
+    finish_reason: str | None = None
+    sd: dict[str, Any] | None = None  # per-request SD as the engine reported it
+    acceptance_length: float | None = None  # per-request AL (docs/METRICS.md)
+    token_ids: list[int] | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+
+class RecordWriter:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[str] | None = open(path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, rec: RequestRecord) -> None:
+        if self._fh is None:
+            raise RuntimeError("record writer is closed")
+        self._fh.write(rec.to_json() + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    out = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                out.append(json.loads(line))
+    return out

@@ -1,0 +1,185 @@
+"""The streaming hot path: HTTP/1.1 over a raw asyncio Protocol, parsed by httptools.
+
+Measured on 2 vCPU (../shared/REFERENCE.md, scripts/bench_client.py): httpx's pool costs ~40 ms
+per request at 1,000 connections and ~60 µs per SSE event; a Protocol on uvloop ~25 µs. So streams
+go through this module, one kept-alive connection per in-flight request, and every read is stamped
+with ``time.monotonic_ns()`` the moment the kernel hands it over, before any parsing.
+httpx stays in use for everything off the hot path (health checks, metric scrapes, probes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httptools
+
+_now_ns = time.monotonic_ns
+
+# sink(body_bytes, read_stamp_ns): called for every piece of (de-chunked) response body.
+BodySink = Callable[[bytes, int], None]
+
+
+class TransportError(Exception):
+    """The connection failed: refused, reset, closed early, or the response was not HTTP."""
+
+
+@dataclass(slots=True)
+class HttpResult:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""  # only when no sink was given, or for non-2xx responses
+    headers_ns: int = 0  # when the status line and headers had arrived
+
+
+class _Connection(asyncio.Protocol):
+    __slots__ = (
+        "_body", "_done", "_headers", "_parser", "_result", "_sink", "_stamp", "closed",
+        "transport",
+    )
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._done: asyncio.Future[HttpResult] | None = None
+        self._sink: BodySink | None = None
+        self._result: HttpResult | None = None
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._stamp = 0
+        self.closed = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        self._stamp = _now_ns()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(TransportError(f"invalid HTTP response: {exc}"))
+            self.abort()
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; connection_lost reports it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._done is not None and not self._done.done():
+            where = "mid-response" if self._result is not None else "before the response headers"
+            reason = f"connection {'reset' if exc else 'closed'} {where}"
+            self._fail(TransportError(reason + (f" ({exc})" if exc else "")))
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self._result = HttpResult(self._parser.get_status_code(), self._headers,
+                                  headers_ns=self._stamp)
+
+    def on_body(self, body: bytes) -> None:
+        res = self._result
+        if self._sink is not None and res is not None and 200 <= res.status < 300:
+            self._sink(body, self._stamp)
+        else:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        res = self._result
+        if res is None:
+            return
+        res.body = b"".join(self._body)
+        done = self._done
+        if done is not None and not done.done():
+            done.set_result(res)
+
+    # use
+    def _fail(self, exc: Exception) -> None:
+        if self._done is not None and not self._done.done():
+            self._done.set_exception(exc)
+
+    def begin(self, payload: bytes, sink: BodySink | None) -> asyncio.Future[HttpResult]:
+        self._done = asyncio.get_running_loop().create_future()
+        self._sink = sink
+        self._result = None
+        self._headers = {}
+        self._body = []
+        assert self.transport is not None
+        self.transport.write(payload)
+        return self._done
+
+    @property
+    def keep_alive(self) -> bool:
+        return not self.closed and self._parser.should_keep_alive()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class HttpClient:
+    """Kept-alive HTTP/1.1 connections to one origin, one request per connection at a time."""
+
+    def __init__(self, base_url: str, headers: dict[str, str] | None = None,
+                 connect_timeout: float = 10.0) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", ""):
+            raise ValueError(f"{base_url}: only http:// is supported by the streaming transport")
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 80
+        self.base_path = parts.path.rstrip("/")
+        self.connect_timeout = connect_timeout
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self._fixed_headers = (f"host: {self.host}:{self.port}\r\n"
+                               "content-type: application/json\r\n"
+                               "accept: text/event-stream, application/json\r\n" + extra)
+        self._idle: list[_Connection] = []
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, proto = await asyncio.wait_for(
+                loop.create_connection(_Connection, self.host, self.port),
+                self.connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            raise TransportError(f"cannot connect to {self.host}:{self.port}: {exc!r}") from None
+        return proto
+
+    async def post(self, path: str, body: bytes, sink: BodySink | None = None,
+                   timeout: float | None = None) -> HttpResult:
+        """POST ``body``; body bytes of a 2xx response go to ``sink`` as they arrive."""
+        conn = None
+        while self._idle:
+            c = self._idle.pop()
+            if not c.closed:
+                conn = c
+                break
+        if conn is None:
+            conn = await self._connect()
+        head = (f"POST {self.base_path}{path} HTTP/1.1\r\n{self._fixed_headers}"
+                f"content-length: {len(body)}\r\n\r\n").encode("latin-1")
+        fut = conn.begin(head + body, sink)
+        try:
+            result = await asyncio.wait_for(fut, timeout) if timeout else await fut
+        except BaseException:
+            conn.abort()  # cancelled, timed out or failed: this connection's state is unknown
+            raise
+        if conn.keep_alive:
+            self._idle.append(conn)
+        else:
+            conn.abort()
+        return result
+
+    def close(self) -> None:
+        for c in self._idle:
+            c.abort()
+        self._idle.clear()
