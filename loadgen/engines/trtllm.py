@@ -16,6 +16,12 @@ from loadgen.engines.vllm import VllmAdapter
 class TrtllmAdapter(VllmAdapter):
     name = "trtllm"
     POLL_INTERVAL_S = 0.5
+    # From /prometheus/metrics (needs return_perf_metrics); the SD numbers come from the
+    # iteration stats, which every build with enable_iter_perf_stats has.
+    COUNTERS = (
+        ("generation_tokens", "trtllm_generation_tokens_total", None),
+        ("prompt_tokens", "trtllm_prompt_tokens_total", None),
+    )
 
     def __init__(self, model: str | None = None, keep_token_ids: bool = False) -> None:
         if not model:
@@ -63,7 +69,12 @@ class TrtllmAdapter(VllmAdapter):
 
     async def scrape(self, http: httpx.AsyncClient) -> dict[str, float]:
         await self._poll_once(http)
-        return dict(self._totals)
+        out = dict(self._totals)
+        with contextlib.suppress(httpx.HTTPError):
+            resp = await http.get("/prometheus/metrics")
+            if resp.status_code == 200:
+                out.update(self.counters_from_prometheus(resp.text))
+        return out
 
     def start_polling(self, http: httpx.AsyncClient) -> None:
         async def loop() -> None:
