@@ -220,8 +220,8 @@ def test_warns_about_other_traffic_on_the_server(synthetic, tmp_path):
     eng = synthetic(*engine_args("vllm", truth))
     # someone else's request lands inside our run
     other = subprocess.Popen([sys.executable, "-c", (
-        "import httpx,time; time.sleep(0.2); httpx.post('%s/v1/completions', json={'prompt':"
-        " [5,6,7], 'max_tokens': 400, 'ignore_eos': True}, timeout=60)") % eng.url])
+        f"import httpx,time; time.sleep(0.2); httpx.post('{eng.url}/v1/completions', "
+        "json={'prompt': [5,6,7], 'max_tokens': 400, 'ignore_eos': True}, timeout=60)")])
     s = run(eng.url, "vllm", ds, tmp_path / "out", concurrency=2, num_requests=24)
     other.wait(60)
     httpx.get(eng.url + "/health")
