@@ -299,6 +299,10 @@ class Run:
                     await asyncio.wait_for(self._stop.wait(), delay)
                 if self._stop.is_set():
                     break
+                # Event-loop timers have millisecond resolution and may fire early: never
+                # send before the scheduled time.
+                while _now_ns() < due:
+                    await asyncio.sleep(0)
             tasks.append(self._spawn(fire(next(items), due)))
         self._mark_window_end()
         await self._wait(tasks)

@@ -4,14 +4,14 @@ llamacpp, openai)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
+import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-_loads = json.loads
+_loads = orjson.loads  # ~4x faster than json.loads on a stream chunk
 
 
 @dataclass(slots=True)
@@ -73,8 +73,7 @@ class EngineAdapter:
         raise NotImplementedError
 
     def encode(self, prompt_ids: list[int], max_tokens: int) -> bytes:
-        return json.dumps(self.build_body(prompt_ids, max_tokens),
-                          separators=(",", ":")).encode()
+        return orjson.dumps(self.build_body(prompt_ids, max_tokens))
 
     def new_state(self) -> StreamState:
         return StreamState(token_ids=[] if self.keep_token_ids else None)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import orjson
+
 from loadgen.synthetic.engine import Engine, Sequence
 from loadgen.synthetic.faults import PRE_HEADER_KINDS, FaultPlan, FaultRule
 from loadgen.synthetic.http import Connection, Request, Response
@@ -57,7 +59,7 @@ class Formatter(Protocol):
 
 
 def sse(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
 SSE_DONE = b"data: [DONE]\n\n"
