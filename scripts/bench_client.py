@@ -25,10 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadgen.engines import make_adapter  # noqa: E402
-from loadgen.synthetic.model import prompt_digest  # noqa: E402
-from loadgen.synthetic.process import SyntheticProcess, read_truth  # noqa: E402
-from loadgen.transport import HttpClient  # noqa: E402
+from loadgen.engines import make_adapter
+from loadgen.synthetic.model import prompt_digest
+from loadgen.synthetic.process import SyntheticProcess, read_truth
+from loadgen.transport import HttpClient
 
 
 def prompts(n: int, offset: int) -> list[list[int]]:
