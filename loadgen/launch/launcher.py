@@ -43,6 +43,7 @@ class LaunchPlan:
     health_path: str
     config_files: dict[str, str] = field(default_factory=dict)  # path -> contents
     env: dict[str, str] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # static facts (binary, build version)
 
     @property
     def base_url(self) -> str:
@@ -69,6 +70,7 @@ class LaunchPlan:
             self.argv, engine=self.engine, base_url=self.base_url,
             health_path=self.health_path, log_path=log_path, env=self.env or None,
             sd=self.spec.as_dict(), model=self.model, config_files=self.config_files,
+            info=self.info,
             grace_s=grace_s, health_timeout_s=health_timeout_s,
         )
 
@@ -108,6 +110,7 @@ def plan_launch(
         port = free_port(host)
     extra = [str(a) for a in extra_args]
     config_files: dict[str, str] = {}
+    info: dict[str, Any] = {}
 
     if engine == "llamacpp":
         from loadgen.launch import llamacpp_build as B
@@ -124,6 +127,10 @@ def plan_launch(
             draft_path = gguf_draft.resolve_draft(spec.draft, model, create=prepare)
             spec = replace(spec, extra={**spec.extra, "draft_path": str(draft_path),
                                         "draft_spec": spec.draft}, draft=str(draft_path))
+        info["binary"] = binary
+        if Path(binary) == B.cached_binary():
+            # The server reports build_info "b0-unknown" (no git in the sdist): record the source.
+            info["source"] = f"{B.LLAMACPP_SDIST}=={B.LLAMACPP_VERSION} (sdist, built locally)"
         argv = C.llamacpp_command(model, spec, binary=binary, host=host, port=port, extra=extra)
     else:
         if model is None:
@@ -139,7 +146,7 @@ def plan_launch(
             argv = C.trtllm_command(model, spec, path, host=host, port=port, extra=extra)
     plan = LaunchPlan(engine=engine, model=model, spec=spec, host=host, port=port, argv=argv,
                       health_path=C.HEALTH_PATHS[engine], config_files=config_files,
-                      env=dict(env or {}))
+                      env=dict(env or {}), info=info)
     # Small and cheap: written even for --print-command, so the printed command runs as is.
     plan.write_config_files()
     return plan

@@ -88,6 +88,7 @@ class EngineProcess:
         sd: Mapping[str, Any] | None = None,
         model: str | None = None,
         config_files: Mapping[str, str] | None = None,
+        info: Mapping[str, Any] | None = None,
         grace_s: float = DEFAULT_GRACE_S,
         health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S,
     ) -> None:
@@ -102,6 +103,7 @@ class EngineProcess:
         self.sd = dict(sd) if sd else {"method": "none"}
         self.model = model
         self.config_files = dict(config_files or {})
+        self.info = dict(info or {})  # static facts for the manifest (e.g. how it was built)
         self.grace_s = grace_s
         self.health_timeout_s = health_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
@@ -273,6 +275,7 @@ class EngineProcess:
             "base_url": self.base_url,
             "health_url": self.health_url,
             "version": self.probe_version() if self.alive() else self._version,
+            "build": dict(self.info),
             "sd": dict(self.sd),
             "pid": self.pid,
             "log": str(self.log_path) if self.log_path else None,
