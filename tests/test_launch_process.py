@@ -214,8 +214,9 @@ def test_exception_inside_the_block_stops_the_engine(fake_server, tmp_path):
     assert not port_open(port)
 
 
-def test_serve_cli_foreground_prints_url_and_stops_on_sigterm(fake_server, tmp_path):
-    """`loadgen serve llamacpp --binary FAKE`: healthy -> URL on stdout -> SIGTERM -> clean."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_cli_foreground_prints_url_and_stops_on_signal(fake_server, tmp_path, sig):
+    """`loadgen serve llamacpp --binary FAKE`: healthy -> URL on stdout -> signal -> clean."""
     binary = tmp_path / "llama-server"
     binary.write_text(f"#!{sys.executable}\n" + FAKE_SERVER)
     binary.chmod(0o755)
@@ -231,7 +232,7 @@ def test_serve_cli_foreground_prints_url_and_stops_on_sigterm(fake_server, tmp_p
         line = cli.stdout.readline().strip()
         assert line == f"http://127.0.0.1:{port}"
         assert httpx.get(line + "/health").status_code == 200
-        cli.send_signal(signal.SIGTERM)
+        cli.send_signal(sig)
         rc = cli.wait(timeout=20)
     finally:
         if cli.poll() is None:

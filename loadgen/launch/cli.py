@@ -162,7 +162,8 @@ def main(args: argparse.Namespace) -> int:
     proc = plan.process(log_path=args.log, health_timeout_s=timeout)
     print(f"loadgen: starting {plan.engine}: {shlex.join(plan.argv)}", file=sys.stderr)
     print(f"loadgen: log: {proc.log_path}", file=sys.stderr)
-    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too: a shell that starts us in the background sets it to "ignore", and we inherit that.
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     for s in old:
         signal.signal(s, _raise_stop)
     try:
@@ -185,6 +186,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"loadgen serve {plan.engine}: error: {exc}", file=sys.stderr)
         return 1
     finally:
+        for s in old:  # a second Ctrl-C must not interrupt the shutdown itself
+            signal.signal(s, signal.SIG_IGN)
         proc.stop()
         for s, h in old.items():
             signal.signal(s, h)
