@@ -54,7 +54,13 @@ def truncated_path(src: Path, n_layers: int) -> Path:
 def truncate_gguf(src: Path, n_layers: int, dst: Path | None = None) -> Path:
     """Write ``src`` with only its first ``n_layers`` blocks; returns the (cached) output path."""
     import numpy as np
-    from gguf import GGUFReader, GGUFValueType, GGUFWriter
+
+    try:
+        from gguf import GGUFReader, GGUFValueType, GGUFWriter
+    except ImportError as exc:
+        raise DraftSpecError(
+            "truncated drafts need the `gguf` package: pip install gguf (or loadgen[data])"
+        ) from exc
 
     src = Path(src)
     dst = Path(dst) if dst else truncated_path(src, n_layers)
