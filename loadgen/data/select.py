@@ -10,7 +10,8 @@ Minimising f is minimising the norm of the subset's sum vector. The selection:
 1. greedy start: a seeded random first item, then repeatedly the item i with the smallest s.e_i
    (each step is the exact best single addition);
 2. swap local search: for every member j and non-member i the change of |s|^2 when i replaces j is
-   2 s.e_i - 2 s.e_j + 2 - 2 e_i.e_j (all unit vectors); the best improving swap is applied until none
+   2 s.e_i - 2 s.e_j + 2 - 2 e_i.e_j (all unit vectors); the best improving swap is applied until
+   none
    improves (or ``max_swaps``). Each pass is one (n x k) matrix product, so a category of 5,000
    candidates and k = 80 takes milliseconds per pass.
 

@@ -200,7 +200,7 @@ def qmsum_queries(path: Path, rel: str, spec: dict[str, Any]) -> Iterator[dict[s
     for m_idx, rec in enumerate(read_file_records(path, rel, {"format": "jsonl"})):
         turns = rec["meeting_transcripts"]
 
-        def span_text(spans: list[list[str]]) -> str:
+        def span_text(spans: list[list[str]], turns: list[dict[str, str]] = turns) -> str:
             lines = []
             for a, b in spans:
                 for t in turns[int(a): int(b) + 1]:
@@ -214,7 +214,8 @@ def qmsum_queries(path: Path, rel: str, spec: dict[str, Any]) -> Iterator[dict[s
             ctx = span_text(spans)
             if len(ctx) > limit:
                 ctx = ctx[:limit].rsplit("\n", 1)[0]
-            yield {"_file": rel, "_file_stem": path.name.split(".")[0], "_index": m_idx * 1000 + q_idx,
+            yield {"_file": rel, "_file_stem": path.name.split(".")[0],
+                   "_index": m_idx * 1000 + q_idx,
                    "meeting": m_idx, "query": q["query"], "kind": kind, "context": ctx}
 
 

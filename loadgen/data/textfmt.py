@@ -1,8 +1,8 @@
 """Text prompt sets: the model-agnostic JSONL that builders write and ``loadgen data tokenize``
 turns into the pre-tokenized format (loadgen.prompts).
 
-One JSON object a line (split on ``\\n`` only), optionally ``.gz``; an optional first line is a header
-holding the key ``loadgen_text_prompts``. A record::
+One JSON object a line (split on ``\\n`` only), optionally ``.gz``; an optional first line is a
+header holding the key ``loadgen_text_prompts``. A record::
 
     {"id": "coding-003", "category": "coding",
      "turns": ["first user turn", "second user turn"],   # or "prompt": "one turn"

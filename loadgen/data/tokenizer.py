@@ -11,7 +11,8 @@ Conventions (the same as SPEED-Bench's reference harness and vLLM's chat endpoin
   start with a double BOS (a second one, if a template and tokenizer both add it, is dropped);
 * ``--raw`` prompts (no template) are encoded with the tokenizer's own special-token policy;
 * a later user turn is the token suffix that follows the previous assistant reply: the template is
-  rendered with a sentinel reply, and the ids after the sentinel (end of the assistant turn, the user
+  rendered with a sentinel reply, and the ids after the sentinel (end of the assistant turn, the
+  user
   turn, the generation prompt) are kept. The split is checked on ids: the ids of the text before the
   split must be a prefix of the ids of the whole conversation.
 """
@@ -38,7 +39,8 @@ class TokenizerError(RuntimeError):
 def _sha256_file(path: Path) -> str:
     """sha256 of a file, memoised in the cache by (path, size, mtime)."""
     st = path.stat()
-    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:24]
+    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    key = hashlib.sha256(ident.encode()).hexdigest()[:24]
     memo = cache_dir("tokenizers", "filehash") / key
     if memo.exists():
         return memo.read_text().strip()
@@ -121,9 +123,8 @@ class ChatTokenizer:
         """Many texts at once (the Rust backend spreads them over the cores)."""
         backend = self._backend()
         if backend is not None:
-            enc = backend.encode_batch_fast(texts, add_special_tokens=add_special_tokens) if hasattr(
-                backend, "encode_batch_fast") else backend.encode_batch(
-                    texts, add_special_tokens=add_special_tokens)
+            fn = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
+            enc = fn(texts, add_special_tokens=add_special_tokens)
             return [e.ids for e in enc]
         return [list(self.hf.encode(t, add_special_tokens=add_special_tokens)) for t in texts]
 
@@ -228,8 +229,8 @@ def _load_gguf(path: Path) -> tuple[Any, str]:
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except ImportError as exc:
         raise TokenizerError(
-            f"reading the tokenizer of {path} needs the 'gguf' package: pip install 'loadgen[data]' "
-            f"({exc})"
+            f"reading the tokenizer of {path} needs the 'gguf' package: pip install "
+            f"'loadgen[data]' ({exc})"
         ) from None
     tmp = folder.with_name(folder.name + ".partial")
     tok.save_pretrained(str(tmp))

