@@ -1,0 +1,152 @@
+"""Tokenization, the built-in set, exact-length throughput prompts and the random control, on
+SmolLM2's real tokenizer (GGUF through transformers). Skipped without the ``data`` extra."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("gguf")
+
+from loadgen.data.sources import default_data_root  # noqa: E402
+
+DATA = default_data_root()
+needs_data = pytest.mark.skipif(DATA is None, reason="../shared/data is not present")
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from loadgen.data.tokenizer import load_tokenizer
+
+    try:
+        return load_tokenizer("smollm2")
+    except Exception as exc:  # no cached GGUF and no package index
+        pytest.skip(f"SmolLM2 tokenizer unavailable: {exc}")
+
+
+def _contains(hay: list[int], needle: list[int]) -> bool:
+    n = len(needle)
+    return any(hay[i:i + n] == needle for i in range(len(hay) - n + 1))
+
+
+def test_identity_and_no_double_bos(tok):
+    ident = tok.identity()
+    assert ident["vocab_size"] == 49152 and len(ident["vocab_sha256"]) == 64
+    assert ident["file_sha256"] and ident["chat_template_sha256"]
+    ids = tok.chat_ids([{"role": "user", "content": "hi"}])
+    assert ids[0] == tok.hf.convert_tokens_to_ids("<|im_start|>")
+    assert ids[:2] != [tok.bos_id, tok.bos_id]
+    assert tok.decode(ids).endswith("<|im_start|>assistant\n")
+
+
+def test_multi_turn_suffix_replays_exactly(tok):
+    """prompt + reply + turns[0] must equal the template's own render of the conversation."""
+    first, later, warns = tok.conversation(["What is 2+2?", "And 3+3?"])
+    assert warns == []
+    reply = "It is 4."
+    whole = tok.chat_ids([{"role": "user", "content": "What is 2+2?"},
+                          {"role": "assistant", "content": reply},
+                          {"role": "user", "content": "And 3+3?"}])
+    assert first + tok.encode(reply) + later[0] == whole
+    assert tok.decode(later[0]).startswith("<|im_end|>")
+
+
+def test_builtin_prompts_cached(tok, tmp_path, monkeypatch):
+    from loadgen.data import builtin
+    from loadgen.data.builtin import builtin_prompts
+
+    def tmp_cache(*parts):  # a fresh prompt cache; the model stays in the real cache
+        d = tmp_path.joinpath(*parts)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    monkeypatch.setattr(builtin, "cache_dir", tmp_cache)
+
+    pf = builtin_prompts("smollm2")
+    assert len(pf.records) == 44 and len(pf.categories()) == 11
+    assert pf.header["tokenizer_identity"]["vocab_sha256"] == tok.identity()["vocab_sha256"]
+    assert max(r.input_len for r in pf.records) < 300
+    for r in pf.records:
+        assert r.meta["isl"] == r.input_len and r.messages and r.meta["license"]
+        assert r.prompt_token_ids[:2] != [tok.bos_id, tok.bos_id]
+        for t in r.turns or []:
+            assert tok.decode(t).endswith("<|im_start|>assistant\n")
+    assert any(r.turns for r in pf.records)
+    again = builtin_prompts("smollm2")  # from the cache
+    assert [r.prompt_token_ids for r in again.records] == [r.prompt_token_ids for r in pf.records]
+    assert len(list((tmp_path / "prompts").glob("builtin-*.jsonl"))) == 1
+
+
+def test_tokenize_file_and_raw(tok, tmp_path):
+    from loadgen.data.textfmt import TextPrompt, write_text_prompts
+    from loadgen.data.tokenize import tokenize_file
+    from loadgen.prompts import read_prompts
+
+    src = write_text_prompts(tmp_path / "t.jsonl", [
+        TextPrompt(id="1", category="qa", turns=["Hello there"], meta={"source": "x"}),
+        TextPrompt(id="2", category="qa", turns=["One", "Two"], system="Be brief.")])
+    pf, timing = tokenize_file(src, tmp_path / "o.parquet", tok)
+    back = read_prompts(tmp_path / "o.parquet")
+    assert [r.prompt_token_ids for r in back.records] == [r.prompt_token_ids for r in pf.records]
+    assert back.header["chat_template"]["sha256"] == tok.identity()["chat_template_sha256"]
+    assert back.records[1].turns and back.records[1].meta["turn_lens"]
+    assert "Be brief." in tok.decode(back.records[1].prompt_token_ids)
+    raw, _ = tokenize_file(src, tmp_path / "raw.jsonl", tok, raw=True)
+    assert raw.records[0].prompt_token_ids == tok.encode("Hello there")
+
+
+@needs_data
+def test_throughput_exact_lengths_instruction_last_and_deterministic(tok):
+    from loadgen.data.throughput import INSTRUCTIONS, ThroughputBuilder
+
+    b = ThroughputBuilder(tok, seed=7)
+    for isl, label in ((1000, "1k"), (2000, "2k")):
+        pf = b.build(isl, label, 12)
+        assert len(pf.records) == 12
+        assert {r.category for r in pf.records} == {"low_entropy", "mixed", "high_entropy"}
+        assert len({r.meta["sub_category"] for r in pf.records}) == 6
+        for r in pf.records:
+            assert len(r.prompt_token_ids) == isl  # counted, never re-tokenized
+            tail = r.prompt_token_ids[-r.meta["instruction_len"]:]
+            if "instruction" in r.meta:
+                assert tail == tok.encode("\n\n" + r.meta["instruction"]) + b.suffix
+                assert r.meta["instruction"] in INSTRUCTIONS[r.meta["sub_category"]]
+            else:
+                assert tail[-len(b.suffix):] == b.suffix
+            assert r.prompt_token_ids[:len(b.prefix)] == b.prefix
+            if r.meta["sub_category"] == "needle":
+                assert _contains(r.prompt_token_ids,
+                                 tok.encode(f"The secret code is {r.meta['needle']}.\n"))
+    same = ThroughputBuilder(tok, seed=7).build(1000, "1k", 12)
+    other = ThroughputBuilder(tok, seed=8).build(1000, "1k", 12)
+    first = b.build(1000, "1k", 12)
+    assert [r.prompt_token_ids for r in same.records] == [r.prompt_token_ids
+                                                          for r in first.records]
+    assert [r.prompt_token_ids for r in other.records] != [r.prompt_token_ids
+                                                           for r in first.records]
+
+
+def test_isl_parsing():
+    from loadgen.data.throughput import parse_isl
+
+    assert parse_isl("32k") == ("32k", 32000) and parse_isl("1500") == ("1500", 1500)
+    with pytest.raises(ValueError):
+        parse_isl("lots")
+
+
+@pytest.mark.parametrize("method", ["speed-bench", "uniform"])
+def test_random_control_matches_lengths(tok, method):
+    from loadgen.data.random_control import random_like
+    from loadgen.prompts import PromptFile, PromptRecord
+
+    like = PromptFile(header={}, records=[
+        PromptRecord(id=str(n), category="c", prompt_token_ids=[5] * n) for n in (40, 300, 1200)])
+    a = random_like(like, tok, method=method, seed=1)
+    b = random_like(like, tok, method=method, seed=1)
+    assert [r.input_len for r in a.records] == [40, 300, 1200]
+    assert [r.prompt_token_ids for r in a.records] == [r.prompt_token_ids for r in b.records]
+    prefix, suffix = tok.template_parts()
+    for r in a.records:
+        assert r.prompt_token_ids[:len(prefix)] == prefix
+        assert r.prompt_token_ids[-len(suffix):] == suffix
+        assert max(r.prompt_token_ids) < len(tok.hf)
