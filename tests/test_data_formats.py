@@ -47,7 +47,7 @@ def test_text_format_roundtrip(tmp_path):
 def test_text_format_errors(tmp_path):
     f = tmp_path / "bad.jsonl"
     f.write_text('{"id": "a", "category": "qa", "turns": []}\n')
-    with pytest.raises(TextPromptError, match="bad.jsonl:1"):
+    with pytest.raises(TextPromptError, match=r"bad\.jsonl:1"):
         read_text_prompts(f)
     f.write_text('{"id": "a", "category": "qa", "prompt": "x"}\n{"id": "a", "category": "qa", '
                  '"prompt": "y"}\n')
@@ -56,7 +56,7 @@ def test_text_format_errors(tmp_path):
 
 
 def test_builtin_text_set_is_complete():
-    header, ps = read_text_prompts(REPO / "datasets" / "builtin" / "prompts.jsonl")
+    _, ps = read_text_prompts(REPO / "datasets" / "builtin" / "prompts.jsonl")
     cats = {c: sum(p.category == c for p in ps) for c in CATEGORIES}
     assert cats == {c: 4 for c in CATEGORIES}
     assert all(p.meta.get("source") and p.meta.get("license") for p in ps)

