@@ -53,7 +53,8 @@ def bench_tokenize(per_tier: int, isl: str) -> None:
         pf = read_prompts(rep[isl]["file"])
         lens = {r.input_len for r in pf.records}
         print(f"THROUGHPUT-BUILD throughput_{isl}: {len(pf.records)} prompts, "
-              f"lengths {sorted(lens)} (exact), build {rep[isl]['build_s']:.1f}s + write {rep[isl]['write_s']:.1f}s = "
+              f"lengths {sorted(lens)} (exact), build {rep[isl]['build_s']:.1f}s + "
+              f"write {rep[isl]['write_s']:.1f}s = "
               f"{t_build:.1f}s target<120s", flush=True)
         text = [TextPrompt(id=r.id, category=r.category, turns=[r.messages[-1]["content"]])
                 for r in pf.records]
