@@ -152,6 +152,7 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
         rs = by_cat[cat]
         al = per_request_al(rs)
         cat_tpot = [v for r in rs if (v := tpot_ms(r)) is not None]
+        cat_users = [v for r in rs if (v := per_user_tokens_per_s(r)) is not None]
         categories[cat] = {
             "requests": len(rs),
             "acceptance_length": al["token_weighted"],
@@ -159,6 +160,7 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
             "output_tokens": sum(r["output_tokens"] for r in rs),
             "ttft_ms_p50": float(np.percentile([ttft_ms(r) for r in rs], 50)),
             "tpot_ms_p50": float(np.percentile(cat_tpot, 50)) if cat_tpot else None,
+            "per_user_tokens_per_s_mean": float(np.mean(cat_users)) if cat_users else None,
         }
 
     warnings: list[str] = []

@@ -156,7 +156,8 @@ class Run:
         ids = list(p.prompt_token_ids)
         turns = p.turns if (self.cfg.multi_turn and p.turns) else []
         for turn in range(len(turns) + 1):
-            rec = await self._one_turn(client, item, ids, turn, scheduled_ns, keep=bool(turns))
+            rec = await self._one_turn(client, item, ids, turn, scheduled_ns,
+                                       keep=turn < len(turns))
             writer.write(rec)
             d = _record_dict(rec)
             self.records.append(d)
@@ -226,7 +227,12 @@ class Run:
             rec.sd = st.sd
             sd = ad.per_request_sd(st)
             rec.acceptance_length = sd.get("acceptance_length") if sd else None
-            rec.token_ids = st.token_ids
+            rec.token_ids = st.token_ids if st.ids_complete else None
+            if keep and rec.status == OK and (rec.token_ids is None
+                                              or len(rec.token_ids) != rec.output_tokens):
+                rec.status = ERROR
+                rec.error = ("cannot replay the next turn: the stream did not carry every "
+                             "output token id")
             if rec.status == OK and rec.usage_completion_tokens not in (None, rec.output_tokens):
                 rec.status = ERROR
                 rec.error = (f"server usage says {rec.usage_completion_tokens} tokens, the "

@@ -33,6 +33,20 @@ class LlamacppAdapter(EngineAdapter):
         if "error" in obj:
             st.error = "server error in stream: " + str(obj["error"])[:300]
             return
+        ids = obj.get("tokens") or []
+        # Count from the cumulative `tokens_predicted`, not from `tokens`: llama-server sends no
+        # event for a token whose text is an incomplete UTF-8 sequence, and the next event
+        # carries only its own id (seen on SmolLM2 with Chinese output: 54 events for 96 tokens).
+        total = obj.get("tokens_predicted")
+        if total is None:
+            if not ids and obj.get("content") and not obj.get("stop"):
+                st.error = st.error or "events carry neither tokens_predicted nor token ids"
+                return
+            total = st.tokens + len(ids)
+        if total > st.tokens:
+            if st.token_ids is not None and len(ids) < total - st.tokens:
+                st.ids_complete = False
+            st.add(total - st.tokens, stamp, ids)
         if obj.get("stop"):
             st.done = st.final_seen = True
             st.finish_reason = obj.get("stop_type")
@@ -42,15 +56,6 @@ class LlamacppAdapter(EngineAdapter):
             if "draft_n" in t:
                 st.sd = {k: t[k] for k in ("draft_n", "draft_n_accepted", "predicted_n")
                          if k in t}
-            # a final event may still carry tokens (not with streaming, but be exact)
-            ids = obj.get("tokens") or []
-            st.add(len(ids), stamp, ids)
-            return
-        ids = obj.get("tokens")
-        if ids:
-            st.add(len(ids), stamp, ids)
-        elif obj.get("content"):
-            st.error = st.error or "events carry no token ids (send return_tokens: true)"
 
     def per_request_sd(self, st: StreamState) -> dict[str, float] | None:
         sd = st.sd

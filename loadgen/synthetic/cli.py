@@ -68,6 +68,9 @@ def register(engines: argparse._SubParsersAction) -> None:
                     help="SGLang: delta output_ids instead of cumulative")
     sv.add_argument("--per-request-spec-metrics", choices=["summary", "detailed"],
                     help="vLLM: per-request SD metrics in the final usage chunk")
+    sv.add_argument("--llamacpp-partial-utf8", type=int, default=13, metavar="N",
+                    help="llama.cpp: token ids divisible by N stand for incomplete UTF-8 "
+                         "pieces and get no event of their own, as in llama-server (0: off)")
     sv.add_argument("--truth-log", type=Path, help="JSONL, one record per request")
     sv.add_argument("--fault", action="append", default=[], metavar="KIND[:k=v,...]",
                     help="inject faults (repeatable); see docs/SYNTHETIC.md")
@@ -97,6 +100,7 @@ def build(args: argparse.Namespace):
         max_model_len=args.max_model_len, stream_interval=max(1, args.stream_interval),
         incremental_streaming=args.incremental_streaming,
         per_request_spec_metrics=args.per_request_spec_metrics, truth_log=args.truth_log,
+        llamacpp_partial_utf8=args.llamacpp_partial_utf8,
         faults=FaultPlan.parse(args.fault, seed=args.seed),
     )
     return SyntheticServer(cfg, engine)

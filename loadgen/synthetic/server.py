@@ -41,6 +41,7 @@ class ServerConfig:
     stream_interval: int = 1  # tokens buffered per chunk (vLLM/SGLang --stream-interval)
     incremental_streaming: bool = False  # SGLang --incremental-streaming-output
     per_request_spec_metrics: str | None = None  # vLLM: None | "summary" | "detailed"
+    llamacpp_partial_utf8: int = 13  # llama.cpp: ids divisible by this get no event of their own
     truth_log: Path | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
 

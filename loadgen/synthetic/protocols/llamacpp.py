@@ -22,10 +22,18 @@ from loadgen.synthetic.server import BadRequest, detokenize, sse, tokenize_text
 
 
 class CompletionFormatter:
-    def __init__(self, model: str, return_tokens: bool, spec_on: bool) -> None:
+    """llama-server's stream. Like the real server, it sends no event for a token whose text is
+    an incomplete UTF-8 sequence: here every token id divisible by ``partial_every`` (0: never)
+    that is not the request's last. The next event carries only its own id, while
+    ``tokens_predicted`` stays cumulative, so a client that counts ids undercounts."""
+
+    def __init__(self, model: str, return_tokens: bool, spec_on: bool,
+                 partial_every: int = 13) -> None:
         self.model = model
         self.return_tokens = return_tokens
         self.spec_on = spec_on
+        self.partial_every = partial_every
+        self.withheld = 0
         self.t0 = time.monotonic()
         self.t_first = 0.0
 
@@ -39,7 +47,16 @@ class CompletionFormatter:
             self.t_first = time.monotonic()
         # One event per token, sent back to back after each verify step.
         start = len(seq.generated) - len(tokens)
-        return [(sse(self._event(seq, t, start + i + 1)), 1) for i, t in enumerate(tokens)]
+        out = []
+        every = self.partial_every
+        for i, t in enumerate(tokens):
+            last = finished and i == len(tokens) - 1
+            if every and t % every == 0 and not last:
+                self.withheld += 1
+                continue
+            out.append((sse(self._event(seq, t, start + i + 1)), 1 + self.withheld))
+            self.withheld = 0
+        return out
 
     def _final(self, seq: Sequence, content: str, tokens: list[int]) -> dict[str, Any]:
         now = time.monotonic()
@@ -121,7 +138,7 @@ class LlamacppProtocol(BaseProtocol):
         seq = self.engine.new_sequence(self.server.next_rid(), ids, max_tokens,
                                        bool(body.get("ignore_eos", False)))
         fmt = CompletionFormatter(self.cfg.model_name, bool(body.get("return_tokens")),
-                                  self.engine.spec.enabled)
+                                  self.engine.spec.enabled, self.cfg.llamacpp_partial_utf8)
         return await self.server.generate(conn, seq, fmt, bool(body.get("stream")), req.path)
 
     def metric_families(self) -> Iterable[Metric]:
