@@ -191,7 +191,7 @@ class Run:
         try:
             res = await client.post(ad.stream_path, body,
                                     sink=lambda data, stamp: feed(st, data, stamp),
-                                    timeout=self.cfg.timeout_s)
+                                    timeout=self.cfg.timeout_s, reuse=ad.reuse_connections)
             rec.end_ns = _now_ns()
             rec.http_status = res.status
             rec.headers_ns = res.headers_ns

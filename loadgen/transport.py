@@ -155,10 +155,15 @@ class HttpClient:
         return proto
 
     async def post(self, path: str, body: bytes, sink: BodySink | None = None,
-                   timeout: float | None = None) -> HttpResult:
-        """POST ``body``; body bytes of a 2xx response go to ``sink`` as they arrive."""
+                   timeout: float | None = None, reuse: bool = True) -> HttpResult:
+        """POST ``body``; body bytes of a 2xx response go to ``sink`` as they arrive.
+
+        ``reuse=False`` for servers that close every streamed response whatever their headers
+        say (llama-server): a pooled connection could be half-closed when the next request is
+        written, and a POST is not safe to retry.
+        """
         conn = None
-        while self._idle:
+        while reuse and self._idle:
             c = self._idle.pop()
             if not c.closed:
                 conn = c
@@ -173,7 +178,7 @@ class HttpClient:
         except BaseException:
             conn.abort()  # cancelled, timed out or failed: this connection's state is unknown
             raise
-        if conn.keep_alive:
+        if reuse and conn.keep_alive:
             self._idle.append(conn)
         else:
             conn.abort()

@@ -64,6 +64,8 @@ class EngineAdapter:
     health_path: ClassVar[str] = "/health"
     # whether the stream ends with a terminal marker after the final chunk
     has_done_marker: ClassVar[bool] = True
+    # whether a connection may carry the next request (False: the server closes it anyway)
+    reuse_connections: ClassVar[bool] = True
 
     def __init__(self, model: str | None = None, keep_token_ids: bool = False) -> None:
         self.model = model

@@ -12,6 +12,7 @@ class LlamacppAdapter(EngineAdapter):
     name = "llamacpp"
     stream_path = "/completion"
     has_done_marker = False
+    reuse_connections = False  # llama-server closes after every streamed response
     COUNTERS = (
         ("drafts", "llamacpp:spec_decode_num_drafts_total", None),
         ("draft_tokens", "llamacpp:spec_decode_num_draft_tokens_total", None),

@@ -175,6 +175,8 @@ class SyntheticServer:
             return self._pre_header_fault(conn, fault, record)
         if stream:
             await self._stream(conn, seq, fmt, fault, record)
+            if self.protocol.close_after_stream:
+                conn.close()
             return None
         done = asyncio.get_running_loop().create_future()
 

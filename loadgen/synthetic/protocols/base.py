@@ -24,6 +24,8 @@ class _Collector:
 
 class BaseProtocol:
     name = "base"
+    # llama-server closes the connection after every streamed response, keep-alive or not
+    close_after_stream = False
 
     def __init__(self, server: SyntheticServer) -> None:
         self.server = server

@@ -92,6 +92,7 @@ class CompletionFormatter:
 
 class LlamacppProtocol(BaseProtocol):
     name = "llamacpp"
+    close_after_stream = True
 
     def routes(self):
         r = super().routes()
