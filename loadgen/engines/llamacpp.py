@@ -57,6 +57,13 @@ class LlamacppAdapter(EngineAdapter):
             if "draft_n" in t:
                 st.sd = {k: t[k] for k in ("draft_n", "draft_n_accepted", "predicted_n")
                          if k in t}
+            else:
+                # llama-server leaves draft_n out when a request drew no draft at all; with SD
+                # configured that is a request with AL 1, not one without SD information.
+                types = (obj.get("generation_settings") or {}).get("speculative.types", "")
+                if types and set(types.split(",")) - {"none"}:
+                    st.sd = {"draft_n": 0, "draft_n_accepted": 0,
+                             "predicted_n": obj.get("tokens_predicted", st.tokens)}
 
     def per_request_sd(self, st: StreamState) -> dict[str, float] | None:
         sd = st.sd

@@ -71,12 +71,16 @@ class CompletionFormatter:
             "predicted_per_token_ms": predicted_ms / n if n else 0.0,
             "predicted_per_second": n / (predicted_ms / 1000) if predicted_ms else 0.0,
         }
-        if self.spec_on:
+        if self.spec_on and sum(seq.drafted_per_step):
+            # like llama-server: no draft_n at all for a request that drew no draft
             timings["draft_n"] = sum(seq.drafted_per_step)
             timings["draft_n_accepted"] = sum(seq.accepted_per_step)
         return {
             "index": 0, "content": content, "tokens": tokens, "id_slot": 0, "stop": True,
             "model": self.model, "tokens_predicted": n, "tokens_evaluated": len(seq.prompt_ids),
+            "generation_settings": {"n_predict": seq.max_tokens,
+                                    "speculative.types": "none,synthetic" if self.spec_on
+                                    else "none"},
             "prompt": "", "has_new_line": False, "truncated": False,
             "stop_type": "limit" if seq.finish_reason == "length" else "eos",
             "stopping_word": "", "tokens_cached": len(seq.prompt_ids) + n, "timings": timings,
