@@ -18,7 +18,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "summary.json (docs/METRICS.md defines every number).")
     p.add_argument("--endpoint", help="base URL, e.g. http://127.0.0.1:8000 (default: start "
                    "the embedded llama.cpp engine and compare n-gram SD with SD off)")
-    p.add_argument("--engine", choices=ENGINES, default="vllm")
+    p.add_argument("--engine", choices=ENGINES,
+                   help="the endpoint's protocol (default: vllm, or the --serve engine)")
     p.add_argument("--dataset", type=Path, help="prompt file (.jsonl, .jsonl.gz, .parquet)")
     p.add_argument("--output-len", type=int, help="exactly this many output tokens per request")
     p.add_argument("--out", type=Path, help="output directory (default runs/<timestamp>)")
@@ -43,7 +44,28 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="send only the first turn of multi-turn records")
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    sv = p.add_argument_group(
+        "launching the engine around the run (arguments after a bare -- go to the engine)")
+    sv.add_argument("--serve", metavar="ENGINE",
+                    choices=["vllm", "sglang", "trtllm", "llamacpp"],
+                    help="start this engine (as `loadgen serve ENGINE`), run, stop it")
+    sv.add_argument("--serve-model", help="the engine's --model (default: SmolLM2 where local)")
+    sv.add_argument("--spec", choices=["none", "ngram", "draft", "eagle3", "mtp"])
+    sv.add_argument("--draft")
+    sv.add_argument("--num-spec-tokens", type=int)
+    sv.add_argument("--preset", help="a servers/presets/*.yaml file or name")
+    sv.add_argument("--serve-python", help="python of the engine's environment")
+    sv.add_argument("--health-timeout", type=float)
     p.set_defaults(func=main)
+
+
+def _serve_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The namespace `loadgen serve ENGINE` would have parsed (loadgen/launch/cli.py)."""
+    return argparse.Namespace(
+        launch_engine=args.serve, model=args.serve_model, spec=args.spec, draft=args.draft,
+        num_spec_tokens=args.num_spec_tokens, preset=args.preset, port=0, host=None,
+        python=args.serve_python, binary=None, passthrough=args.passthrough,
+        health_timeout=args.health_timeout)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -52,12 +74,15 @@ def main(args: argparse.Namespace) -> int:
     from loadgen.prompts import PromptFileError, read_prompts
     from loadgen.runner import RunConfig
 
-    if args.endpoint is None:
+    if args.endpoint is None and not args.serve:
         from loadgen.default_run import main as default_main
 
         return default_main(args)
+    if args.endpoint and args.serve:
+        print("loadgen run: give --endpoint or --serve, not both", file=sys.stderr)
+        return 2
     if args.dataset is None:
-        print("loadgen run: --dataset is required with --endpoint", file=sys.stderr)
+        print("loadgen run: --dataset is required with --endpoint or --serve", file=sys.stderr)
         return 2
     try:
         prompts = read_prompts(args.dataset)
@@ -67,8 +92,10 @@ def main(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.concurrency is None and args.request_rate is None:
         args.concurrency = 1
+    engine = args.engine or args.serve or "vllm"
     cfg = RunConfig(
-        endpoint=args.endpoint, engine=args.engine, out=out, output_len=args.output_len,
+        endpoint=args.endpoint or "http://127.0.0.1:0", engine=engine, out=out,
+        output_len=args.output_len,
         concurrency=args.concurrency, request_rate=args.request_rate, arrival=args.arrival,
         burstiness=args.burstiness, max_concurrency=args.max_concurrency,
         num_requests=args.num_requests, duration_s=args.duration,
@@ -80,9 +107,7 @@ def main(args: argparse.Namespace) -> int:
         cfg.num_requests = len(prompts.records)
     try:
         cfg.validate()
-        from loadgen.benchmark import run_benchmark
-
-        summary = run_benchmark(cfg, prompts, args.dataset, use_uvloop=not args.no_uvloop)
+        summary = _run(cfg, prompts, args)
     except ValueError as exc:
         print(f"loadgen run: {exc}", file=sys.stderr)
         return 2
@@ -92,3 +117,31 @@ def main(args: argparse.Namespace) -> int:
         print_summary(summary)
         print(f"results in {out}")
     return 130 if summary.get("interrupted") else 0
+
+
+def _run(cfg, prompts, args: argparse.Namespace) -> dict:
+    import json
+
+    from loadgen.benchmark import run_benchmark
+
+    if not args.serve:
+        return run_benchmark(cfg, prompts, args.dataset, use_uvloop=not args.no_uvloop)
+    from loadgen.launch.cli import plan_from_args
+    from loadgen.launch.commands import LaunchConfigError
+
+    try:
+        plan, timeout = plan_from_args(_serve_args(args), prepare=True)
+    except LaunchConfigError as exc:
+        raise ValueError(str(exc)) from None
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    print(f"loadgen: starting {plan.engine}; log in {cfg.out / 'engine.log'}", file=sys.stderr)
+    with plan.process(log_path=cfg.out / "engine.log", health_timeout_s=timeout) as eng:
+        cfg.endpoint = eng.base_url
+        if cfg.engine == "trtllm" and not cfg.model:
+            cfg.model = plan.model
+        summary = run_benchmark(cfg, prompts, args.dataset, use_uvloop=not args.no_uvloop)
+        manifest_path = cfg.out / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        manifest["engine"] = eng.describe()  # engine, command, version, SD config
+        manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
+    return summary

@@ -166,3 +166,61 @@ def test_vllm_cpu_end_to_end(vllm_runs):
     _, sd_recs = runs["ngram"]
     assert sum(r["sd"]["num_accepted_draft_tokens"] for r in sd_recs) == delta["accepted"]
     assert sum(r["sd"]["num_draft_tokens"] for r in sd_recs) == delta["draft_tokens"]
+
+
+def _need_llama_server() -> None:
+    from loadgen.launch.llamacpp_build import find_llama_server
+
+    if find_llama_server() is None:
+        pytest.skip("llama-server is not built (bash scripts/setup_llamacpp.sh)")
+
+
+def test_run_serve_launches_and_stops_the_engine(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    _need_llama_server()
+    ds = tmp_path / "ds.jsonl"
+    from loadgen.prompts import write_prompts
+
+    write_prompts(ds, _prompts().records[:3])
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadgen", "run", "--serve", "llamacpp", "--spec", "ngram",
+         "--dataset", str(ds), "--output-len", "16", "--concurrency", "1", "--no-multi-turn",
+         "--out", str(out), "--quiet", "--", "-t", "1"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["engine"]["engine"] == "llamacpp"
+    assert manifest["engine"]["sd"]["method"] == "ngram"
+    assert "--spec-type" in manifest["engine"]["command"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests"]["ok"] == 3
+    # the engine is gone once the run is over
+    pid = manifest["engine"]["pid"]
+    assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0
+
+
+def test_default_run_compares_ngram_sd_with_sd_off(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    _need_llama_server()
+    _prompts()  # skips without the tokenizer
+    out = tmp_path / "default"
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadgen", "run", "--num-requests", "8", "--output-len", "24",
+         "--concurrency", "2", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "speedup" in proc.stdout
+    cmp = json.loads((out / "comparison.json").read_text())
+    assert cmp["speedup_output_tokens_per_s"] > 0
+    assert cmp["acceptance_length"] > 1.0
+    assert cmp["categories"]
+    for label in ("sd-off", "sd-ngram"):
+        s = json.loads((out / label / "summary.json").read_text())
+        assert s["requests"]["error"] == 0 and s["requests"]["ok"] >= 8

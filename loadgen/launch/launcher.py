@@ -9,6 +9,7 @@ defaults (llama.cpp binary and SmolLM2 model, free port), resolves llama.cpp dra
 from __future__ import annotations
 
 import hashlib
+import shutil
 import socket
 import time
 from collections.abc import Mapping, Sequence
@@ -75,6 +76,22 @@ class LaunchPlan:
         )
 
 
+def _vllm_cpu_defaults(extra: list[str],
+                       info: dict[str, Any]) -> tuple[str | None, dict[str, str], list[str]]:
+    """No `vllm` on PATH: use the vLLM-CPU venv (scripts/setup_vllm_cpu.sh) when it exists,
+    with the environment and flags vLLM needs on a CPU; the caller's extra args come last, so
+    they win."""
+    from loadgen.launch import vllm_cpu
+
+    venv = vllm_cpu.vllm_cpu_venv()
+    if venv is None:
+        return None, {}, extra
+    info["vllm_cpu_venv"] = str(venv)
+    python = vllm_cpu.vllm_cpu_python(venv)
+    return (str(python) if python else None, vllm_cpu.vllm_cpu_env(venv),
+            [*vllm_cpu.vllm_cpu_extra_args(), *extra])
+
+
 def _trtllm_config_file(spec: C.SpecConfig) -> tuple[str, str]:
     text = yaml.safe_dump(C.trtllm_config(spec), sort_keys=False)
     digest = hashlib.sha1(text.encode()).hexdigest()[:10]
@@ -133,9 +150,17 @@ def plan_launch(
             info["source"] = f"{B.LLAMACPP_SDIST}=={B.LLAMACPP_VERSION} (sdist, built locally)"
         argv = C.llamacpp_command(model, spec, binary=binary, host=host, port=port, extra=extra)
     else:
+        if model is None and engine == "vllm" and shutil.which("vllm") is None:
+            from loadgen.launch.vllm_cpu import smollm2_hf_dir
+
+            hf = smollm2_hf_dir()  # the CPU default: SmolLM2 converted for vLLM-CPU
+            model = str(hf) if hf else None
         if model is None:
             raise C.LaunchConfigError(f"--model is required for {engine}")
         if engine == "vllm":
+            if python is None and shutil.which("vllm") is None:
+                python, cpu_env, extra = _vllm_cpu_defaults(extra, info)
+                env = {**cpu_env, **(env or {})}
             argv = C.vllm_command(model, spec, host=host, port=port, python=python, extra=extra)
         elif engine == "sglang":
             argv = C.sglang_command(model, spec, host=host, port=port, python=python,
