@@ -1,0 +1,184 @@
+"""Across runs: SD speedup against the baseline, and capacity under SLOs (docs/METRICS.md).
+
+- **Speedup** of an SD configuration at (dataset, load level, category) = its output tokens/s (or
+  mean per-user tokens/s) / the baseline's at the same dataset and load level. Overall rows use
+  the window throughput; per-category rows use the mean per-user tokens/s of the category's
+  requests (throughput is a property of the whole mix, not of one category). ``pays`` is
+  speedup >= 1.
+- **SLOs** are ``<metric>_<stat>_ms=<limit>``, e.g. ``ttft_p99_ms=2000,tpot_p99_ms=50``, with
+  metric in ttft, tpot, itl, e2e and stat in mean, p50, p90, p99, max. A run meets them if every
+  named statistic of its summary is within its limit.
+- **Capacity** of a configuration = the highest load level whose run meets every SLO (and whose
+  requests all succeeded), provided every lower level met them too.
+- **Goodput** of a run = requests per second, over its window, of the ok requests that meet every
+  SLO individually (each request's own TTFT, TPOT, E2E against the limits; ITL limits are checked
+  against the request's worst per-token gap).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from loadgen.metrics import e2e_ms, itl_values_ms, tpot_ms, ttft_ms
+from loadgen.sweep_format import Cell, Sweep
+
+SLO_METRICS = ("ttft", "tpot", "itl", "e2e")
+SLO_STATS = ("mean", "p50", "p90", "p99", "max")
+
+
+def parse_slos(text: str | None) -> dict[str, float]:
+    """``ttft_p99_ms=2000,tpot_p99_ms=50`` -> {"ttft_p99_ms": 2000.0, "tpot_p99_ms": 50.0}."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        key, eq, value = part.partition("=")
+        pieces = key.split("_")
+        if (not eq or len(pieces) != 3 or pieces[0] not in SLO_METRICS
+                or pieces[1] not in SLO_STATS or pieces[2] != "ms"):
+            raise ValueError(f"bad SLO {part!r}: use METRIC_STAT_ms=LIMIT with METRIC in "
+                             f"{SLO_METRICS} and STAT in {SLO_STATS}")
+        out[key] = float(value)
+    return out
+
+
+def meets_slos(summary: dict[str, Any], slos: dict[str, float]) -> tuple[bool, list[str]]:
+    failed = []
+    for key, limit in slos.items():
+        metric, stat, _ = key.split("_")
+        value = summary["latency_ms"][metric][stat]
+        if value is None or value > limit:
+            failed.append(f"{metric} {stat} {value if value is None else round(value, 1)} ms "
+                          f"> {limit:g} ms")
+    if summary["requests"]["error"] or summary["requests"]["cancelled"]:
+        failed.append(f"{summary['requests']['error']} failed requests")
+    return not failed, failed
+
+
+def request_meets_slos(r: dict[str, Any], slos: dict[str, float]) -> bool:
+    if r["status"] != "ok":
+        return False
+    for key, limit in slos.items():
+        metric = key.split("_")[0]
+        if metric == "ttft":
+            value = ttft_ms(r)
+        elif metric == "e2e":
+            value = e2e_ms(r)
+        elif metric == "tpot":
+            value = tpot_ms(r) or 0.0
+        else:
+            per_token, _ = itl_values_ms(r)
+            value = max(per_token, default=0.0)
+        if value > limit:
+            return False
+    return True
+
+
+def goodput(records: list[dict[str, Any]], summary: dict[str, Any],
+            slos: dict[str, float]) -> float:
+    w = summary["window"]
+    good = sum(1 for r in records if not r["warmup"] and w["start_ns"] <= r["end_ns"]
+               <= w["end_ns"] and request_meets_slos(r, slos))
+    return good / w["duration_s"] if w["duration_s"] else 0.0
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def speedup_rows(sweep: Sweep) -> list[dict[str, Any]]:
+    summaries = {c.id: sweep.summary(c) for c in sweep.cells if c.status == "complete"}
+    base: dict[tuple[str, float], Cell] = {
+        (c.dataset, c.load_level): c for c in sweep.cells if c.baseline and summaries.get(c.id)}
+    rows = []
+    for c in sweep.cells:
+        s = summaries.get(c.id)
+        b = base.get((c.dataset, c.load_level))
+        if c.baseline or s is None or b is None:
+            continue
+        bs = summaries[b.id]
+        row = {"dataset": c.dataset, "sd": c.sd, "load_kind": c.load_kind,
+               "load_level": c.load_level, "category": "all",
+               "acceptance_length": (s["acceptance"].get("per_request") or {}).get(
+                   "token_weighted") or s["acceptance"].get("acceptance_length"),
+               "output_tokens_per_s": s["throughput"]["output_tokens_per_s"],
+               "baseline_output_tokens_per_s": bs["throughput"]["output_tokens_per_s"],
+               "speedup_output_tokens_per_s": _ratio(s["throughput"]["output_tokens_per_s"],
+                                                     bs["throughput"]["output_tokens_per_s"]),
+               "speedup_per_user_tokens_per_s": _ratio(s["per_user_tokens_per_s"]["mean"],
+                                                       bs["per_user_tokens_per_s"]["mean"])}
+        row["pays"] = (row["speedup_output_tokens_per_s"] or 0) >= 1.0
+        rows.append(row)
+        for cat, cs in s["categories"].items():
+            bc = bs["categories"].get(cat)
+            if not bc:
+                continue
+            sp = _ratio(cs.get("per_user_tokens_per_s_mean"), bc.get("per_user_tokens_per_s_mean"))
+            rows.append({"dataset": c.dataset, "sd": c.sd, "load_kind": c.load_kind,
+                         "load_level": c.load_level, "category": cat,
+                         "acceptance_length": cs.get("acceptance_length"),
+                         "speedup_per_user_tokens_per_s": sp,
+                         "pays": (sp or 0) >= 1.0})
+    return rows
+
+
+def capacity(sweep: Sweep, slos: dict[str, float]) -> dict[str, Any]:
+    """Per (dataset, SD configuration): each load level's SLO verdict and goodput, and the
+    highest level that meets every SLO."""
+    from loadgen.records import read_records
+
+    groups: dict[tuple[str, str], list[Cell]] = defaultdict(list)
+    for c in sweep.cells:
+        if c.status == "complete":
+            groups[(c.dataset, c.sd)].append(c)
+    out: dict[str, Any] = {"slos": slos, "configs": []}
+    for (dataset, sd), cells in sorted(groups.items()):
+        levels = []
+        for c in sorted(cells, key=lambda c: c.load_level):
+            s = sweep.summary(c)
+            if s is None:
+                continue
+            ok, why = meets_slos(s, slos)
+            recs = read_records(sweep.cell_dir(c) / "requests.jsonl")
+            levels.append({"load_level": c.load_level, "meets_slos": ok, "violations": why,
+                           "goodput_requests_per_s": goodput(recs, s, slos),
+                           "requests_per_s": s["throughput"]["requests_per_s"],
+                           "output_tokens_per_s": s["throughput"]["output_tokens_per_s"]})
+        # capacity: the highest level such that it and every level below it meet the SLOs
+        cap = None
+        for lv in levels:
+            if not lv["meets_slos"]:
+                break
+            cap = lv["load_level"]
+        out["configs"].append({"dataset": dataset, "sd": sd,
+                               "load_kind": cells[0].load_kind, "capacity": cap,
+                               "levels": levels})
+    out["recommendation"] = recommend(out)
+    return out
+
+
+def recommend(cap: dict[str, Any]) -> str:
+    """A few plain sentences: which configuration carries the most load within the SLOs."""
+    lines = []
+    by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for c in cap["configs"]:
+        by_dataset[c["dataset"]].append(c)
+    slo_text = ", ".join(f"{k.replace('_ms', '')} <= {v:g} ms" for k, v in cap["slos"].items())
+    for dataset, configs in by_dataset.items():
+        meeting = [c for c in configs if c["capacity"] is not None]
+        if not meeting:
+            lines.append(f"{dataset}: no configuration meets {slo_text} at any load tested; "
+                         "test lower loads or relax the SLOs.")
+            continue
+        best = max(meeting, key=lambda c: c["capacity"])
+        unit = "concurrent requests" if best["load_kind"] == "concurrency" else "requests/s"
+        good = next(lv["goodput_requests_per_s"] for lv in best["levels"]
+                    if lv["load_level"] == best["capacity"])
+        lines.append(f"{dataset}: {best['sd']} carries the most load within {slo_text}: up to "
+                     f"{best['capacity']:g} {unit} (goodput {good:.2f} requests/s there).")
+        others = [c for c in configs if c is not best]
+        for c in others:
+            if c["capacity"] is None:
+                lines.append(f"  {c['sd']} meets the SLOs at no load tested.")
+            else:
+                lines.append(f"  {c['sd']}: up to {c['capacity']:g} {unit}.")
+    return "\n".join(lines)
