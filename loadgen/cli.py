@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "loadgen.data.cli",
     "loadgen.sweep_cli",
     "loadgen.report_cli",
+    "loadgen.compare_cli",
 )
 
 
