@@ -22,8 +22,10 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None = None,
-                  argv: list[str] | None = None, use_uvloop: bool = True) -> dict[str, Any]:
-    """Execute one run and write manifest.json, requests.jsonl and summary.json to cfg.out."""
+                  argv: list[str] | None = None, use_uvloop: bool = True,
+                  progress: bool = False) -> dict[str, Any]:
+    """Execute one run and write manifest.json, requests.jsonl and summary.json to cfg.out.
+    ``progress`` shows a live line on a terminal (never when stderr is not a TTY)."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     req_file = cfg.out / "requests.jsonl"
     if req_file.exists():
@@ -36,12 +38,23 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
     async def main() -> dict[str, Any]:
         return await run.execute()
 
-    if use_uvloop:
-        import uvloop
+    live = None
+    if progress and sys.stderr.isatty():
+        from loadgen.progress import LiveProgress
 
-        client = uvloop.run(main())
-    else:
-        client = asyncio.run(main())
+        live = LiveProgress(run, label=cfg.out.name)
+        run.progress_cb = live.on_record
+        live.__enter__()
+    try:
+        if use_uvloop:
+            import uvloop
+
+            client = uvloop.run(main())
+        else:
+            client = asyncio.run(main())
+    finally:
+        if live is not None:
+            live.__exit__(None, None, None)
     window = run.window_bounds()
     window_delta = run._delta("window_start", "window_end")
     if window["includes_drain"]:

@@ -104,7 +104,8 @@ def main(args: argparse.Namespace) -> int:
                             warmup_requests=min(args.warmup_requests or 2, len(prompts.records)),
                             seed=args.seed, timeout_s=args.timeout)
             summaries[label] = run_benchmark(cfg, prompts, args.dataset,
-                                             use_uvloop=not args.no_uvloop)
+                                             use_uvloop=not args.no_uvloop,
+                                             progress=not args.quiet)
             manifest_path = out / label / "manifest.json"
             manifest = json.loads(manifest_path.read_text())
             manifest["engine"] = eng.describe()

@@ -125,7 +125,8 @@ def _run(cfg, prompts, args: argparse.Namespace) -> dict:
     from loadgen.benchmark import run_benchmark
 
     if not args.serve:
-        return run_benchmark(cfg, prompts, args.dataset, use_uvloop=not args.no_uvloop)
+        return run_benchmark(cfg, prompts, args.dataset, use_uvloop=not args.no_uvloop,
+                             progress=not args.quiet)
     from loadgen.launch.cli import plan_from_args
     from loadgen.launch.commands import LaunchConfigError
 
@@ -139,7 +140,8 @@ def _run(cfg, prompts, args: argparse.Namespace) -> dict:
         cfg.endpoint = eng.base_url
         if cfg.engine == "trtllm" and not cfg.model:
             cfg.model = plan.model
-        summary = run_benchmark(cfg, prompts, args.dataset, use_uvloop=not args.no_uvloop)
+        summary = run_benchmark(cfg, prompts, args.dataset, use_uvloop=not args.no_uvloop,
+                                progress=not args.quiet)
         manifest_path = cfg.out / "manifest.json"
         manifest = json.loads(manifest_path.read_text())
         manifest["engine"] = eng.describe()  # engine, command, version, SD config

@@ -130,6 +130,7 @@ class Run:
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self.interrupted = False
+        self.in_flight = 0
         self.progress_cb = None  # called with (record dict) after each request
 
     # -- the plan -------------------------------------------------------------------------------
@@ -186,6 +187,7 @@ class Run:
                             warmup=item.warmup, input_tokens=len(ids),
                             expected_tokens=max_tokens, scheduled_ns=scheduled_ns)
         feed = ad.feed
+        self.in_flight += 1
         rec.send_ns = _now_ns()
         if not scheduled_ns:
             rec.scheduled_ns = rec.send_ns
@@ -216,6 +218,7 @@ class Run:
             rec.end_ns = _now_ns()
             rec.status, rec.error = CANCELLED, "run interrupted"
         finally:
+            self.in_flight -= 1
             if st.arrivals_ns:
                 rec.first_token_ns = st.arrivals_ns[0]
             rec.output_tokens = st.tokens

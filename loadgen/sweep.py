@@ -1,0 +1,223 @@
+"""``loadgen sweep``: a grid of runs over load x SD configuration x dataset.
+
+Every cell is an ordinary run directory under ``cells/``; ``sweep.json`` (loadgen/sweep_format.py)
+is rewritten after each cell, so an interrupted sweep resumes where it stopped and skips the cells
+already complete. Engines are launched (and relaunched between SD configurations) through the same
+code as ``loadgen serve`` when the config has a ``serve`` section; otherwise each SD configuration
+names a fixed endpoint.
+
+Config (YAML)::
+
+    engine: llamacpp                 # the client protocol (default: serve.engine)
+    serve:                           # optional: launch the engine per SD configuration
+      engine: llamacpp
+      model: null                    # engine default (SmolLM2 for llama.cpp / vLLM-CPU)
+      extra_args: ["-np", "8", "-t", "1"]
+    sd_configs:
+      - {label: "off", baseline: true, spec: none}
+      - {label: ngram-k4, spec: ngram, num_spec_tokens: 4}
+      # with fixed endpoints instead: {label: vendor, endpoint: "https://...", baseline: true}
+    datasets:
+      - {name: builtin, path: builtin}          # `builtin`: the built-in prompts (SmolLM2)
+      - {name: qual, path: qual.jsonl}
+    loads: {concurrency: [1, 2, 4, 8]}         # or {request_rate: [0.5, 1, 2]}
+    run: {output_len: 128, num_requests: 64, warmup_requests: 4}
+    slo: "ttft_p99_ms=2000,tpot_p99_ms=50"     # optional: capacity planning
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loadgen.analysis import capacity, parse_slos, speedup_rows
+from loadgen.sweep_format import Cell, Sweep, is_sweep_dir, load_sweep
+
+RUN_KEYS = {"output_len", "num_requests", "duration_s", "warmup_requests", "model",
+            "api_key_env", "seed", "timeout_s", "max_concurrency", "arrival", "burstiness",
+            "multi_turn", "openai_mode"}
+
+
+class SweepConfigError(ValueError):
+    pass
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", str(text)).strip("-") or "x"
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    try:
+        cfg = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SweepConfigError(f"{path}: cannot read the sweep config: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise SweepConfigError(f"{path}: a sweep config is a YAML mapping")
+    return cfg
+
+
+def validate(cfg: dict[str, Any]) -> None:
+    sds = cfg.get("sd_configs")
+    if not isinstance(sds, list) or not sds:
+        raise SweepConfigError("sd_configs: give at least one SD configuration")
+    labels = [str(sd.get("label", "")) for sd in sds]
+    if any(not lab for lab in labels) or len(set(labels)) != len(labels):
+        raise SweepConfigError("sd_configs: every entry needs a unique label")
+    if sum(bool(sd.get("baseline")) for sd in sds) > 1:
+        raise SweepConfigError("sd_configs: at most one baseline (SD off)")
+    if not cfg.get("serve") and any(not sd.get("endpoint") for sd in sds):
+        raise SweepConfigError("without a serve section, every SD configuration needs an "
+                               "endpoint")
+    loads = cfg.get("loads") or {}
+    if len(loads) != 1 or next(iter(loads)) not in ("concurrency", "request_rate"):
+        raise SweepConfigError("loads: exactly one of concurrency: [...] or request_rate: [...]")
+    if not cfg.get("datasets"):
+        raise SweepConfigError("datasets: give at least one {name, path}")
+    unknown = set(cfg.get("run") or {}) - RUN_KEYS
+    if unknown:
+        raise SweepConfigError(f"run: unknown keys {sorted(unknown)} (known: {sorted(RUN_KEYS)})")
+    if cfg.get("slo"):
+        parse_slos(cfg["slo"])
+
+
+def plan_cells(cfg: dict[str, Any]) -> list[Cell]:
+    (kind, levels), = cfg["loads"].items()
+    cells = []
+    for sd in cfg["sd_configs"]:
+        for ds in cfg["datasets"]:
+            for level in levels:
+                tag = f"c{level:g}" if kind == "concurrency" else f"r{level:g}"
+                cid = f"{_slug(sd['label'])}__{tag}__{_slug(ds['name'])}"
+                cells.append(Cell(id=cid, sd=str(sd["label"]), dataset=str(ds["name"]),
+                                  load={kind: float(level)}, dir=f"cells/{cid}",
+                                  sd_config={k: v for k, v in sd.items() if k != "label"},
+                                  baseline=bool(sd.get("baseline"))))
+    return cells
+
+
+def _load_dataset(entry: dict[str, Any], base: Path):
+    from loadgen.prompts import read_prompts
+
+    path = str(entry.get("path", ""))
+    if path == "builtin":
+        from loadgen.data.builtin import builtin_prompts
+
+        return builtin_prompts(entry.get("tokenizer", "smollm2")), None
+    p = Path(path)
+    if not p.is_absolute():
+        p = base / p
+    return read_prompts(p), p
+
+
+def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
+              progress: bool = True) -> Sweep:
+    """Run every pending cell; returns the sweep with its analysis."""
+    from loadgen.benchmark import run_benchmark
+    from loadgen.runner import RunConfig
+
+    validate(cfg)
+    planned = plan_cells(cfg)
+    if is_sweep_dir(out):
+        sweep = load_sweep(out)
+        done = {c.id: c for c in sweep.cells if c.status == "complete"
+                and (out / c.dir / "summary.json").exists()}
+        sweep.cells = [done.get(c.id, c) for c in planned]
+        sweep.config = cfg
+    else:
+        sweep = Sweep(root=out, config=cfg, cells=planned)
+    sweep.save()
+    datasets = {d["name"]: _load_dataset(d, config_dir) for d in cfg["datasets"]}
+    run_opts = dict(cfg.get("run") or {})
+    engine = cfg.get("engine") or (cfg.get("serve") or {}).get("engine") or "vllm"
+    interrupted = False
+    for sd in cfg["sd_configs"]:
+        todo = [c for c in sweep.cells if c.sd == str(sd["label"]) and c.status != "complete"]
+        if not todo:
+            continue
+        with _endpoint_for(cfg, sd, out) as (endpoint, describe):
+            for cell in todo:
+                prompts, ds_path = datasets[cell.dataset]
+                rc = RunConfig(endpoint=endpoint, engine=engine, out=out / cell.dir,
+                               concurrency=int(cell.load["concurrency"])
+                               if "concurrency" in cell.load else None,
+                               request_rate=cell.load.get("request_rate"), **run_opts)
+                if rc.num_requests is None and rc.duration_s is None:
+                    rc.num_requests = len(prompts.records)
+                print(f"loadgen sweep: cell {cell.id}", file=sys.stderr)
+                try:
+                    summary = run_benchmark(rc, prompts, ds_path, argv=["loadgen", "sweep"],
+                                            progress=progress)
+                except Exception as exc:  # one broken cell must not lose the others
+                    cell.status, cell.error = "failed", f"{type(exc).__name__}: {exc}"
+                    sweep.save()
+                    continue
+                _record_engine(out / cell.dir, describe())
+                if summary.get("interrupted"):
+                    cell.status = "interrupted"
+                    interrupted = True
+                    sweep.save()
+                    break
+                cell.status = "complete"
+                sweep.save()
+        if interrupted:
+            break
+    sweep.analysis = analyse(sweep)
+    sweep.save()
+    return sweep
+
+
+def analyse(sweep: Sweep) -> dict[str, Any]:
+    out: dict[str, Any] = {"speedup": speedup_rows(sweep)}
+    slo = sweep.config.get("slo")
+    if slo:
+        out["capacity"] = capacity(sweep, parse_slos(slo))
+    return out
+
+
+def _record_engine(run_dir: Path, engine: dict[str, Any] | None) -> None:
+    import json
+
+    if not engine:
+        return
+    path = run_dir / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["engine"] = engine
+    path.write_text(json.dumps(manifest, indent=2, default=str))
+
+
+class _endpoint_for:
+    """Context: the endpoint of one SD configuration, launching its engine when configured."""
+
+    def __init__(self, cfg: dict[str, Any], sd: dict[str, Any], out: Path) -> None:
+        self.cfg, self.sd, self.out = cfg, sd, out
+        self.proc = None
+
+    def __enter__(self):
+        serve = self.cfg.get("serve")
+        if not serve:
+            return self.sd["endpoint"], lambda: None
+        from loadgen.launch.commands import SpecConfig
+        from loadgen.launch.launcher import plan_launch
+
+        sd = self.sd
+        spec = SpecConfig(str(sd.get("spec", "none")), draft=sd.get("draft"),
+                          num_spec_tokens=sd.get("num_spec_tokens"))
+        plan = plan_launch(serve["engine"], serve.get("model"), spec, port=0,
+                           python=serve.get("python"),
+                           extra_args=[*serve.get("extra_args", []),
+                                       *sd.get("extra_args", [])])
+        log = self.out / "engines" / f"{_slug(sd['label'])}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print(f"loadgen sweep: starting {plan.engine} for {sd['label']}", file=sys.stderr)
+        self.proc = plan.process(log_path=log,
+                                 health_timeout_s=float(serve.get("health_timeout", 600)))
+        self.proc.__enter__()
+        return plan.base_url, self.proc.describe
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            self.proc.__exit__(*exc)

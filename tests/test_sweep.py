@@ -1,0 +1,88 @@
+"""`loadgen sweep` over two synthetic engines (SD on, SD off) as fixed endpoints: every cell is a
+run directory, speedup shows where SD stops paying, capacity follows the SLOs, and an
+interrupted sweep resumes without redoing finished cells."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from loadgen.analysis import parse_slos
+from loadgen.cli import main as cli_main
+from loadgen.sweep_format import load_sweep
+from tests.synthetic_data import make_dataset
+
+# the timing model of test_sd_pays_at_low_load_and_costs_at_high_load: SD pays at concurrency 1,
+# costs at 32 (verifying K+1 tokens per sequence dominates the step)
+TIMING = ["--step-base-ms", "10", "--per-token-ms", "0.4", "--draft-ms", "0.5",
+          "--accept-rates", "0.6,0.4,0.2", "--model-name", "m"]
+
+
+@pytest.fixture
+def sweep_config(synthetic, tmp_path):
+    sd = synthetic("--protocol", "vllm", *TIMING, "--per-request-spec-metrics", "summary")
+    off = synthetic("--protocol", "vllm", *TIMING, "--no-spec")
+    make_dataset(tmp_path / "ds.jsonl", n=32)
+    cfg = {
+        "engine": "vllm",
+        "sd_configs": [{"label": "off", "baseline": True, "endpoint": off.url},
+                       {"label": "sd-k3", "endpoint": sd.url}],
+        "datasets": [{"name": "synth", "path": "ds.jsonl"}],
+        "loads": {"concurrency": [1, 32]},
+        "run": {"output_len": 16, "num_requests": 32, "warmup_requests": 0},
+        "slo": "tpot_p99_ms=40",
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_sweep_speedup_capacity_and_resume(sweep_config, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    rc = cli_main(["sweep", "--config", str(sweep_config), "--out", str(out), "--quiet"])
+    assert rc == 0
+    sweep = load_sweep(out)
+    assert [c.status for c in sweep.cells] == ["complete"] * 4
+    for c in sweep.cells:
+        s = json.loads((out / c.dir / "summary.json").read_text())
+        assert s["requests"]["ok"] == 32
+    rows = {(r["load_level"], r["category"]): r for r in sweep.analysis["speedup"]}
+    low, high = rows[(1.0, "all")], rows[(32.0, "all")]
+    assert low["pays"] and low["speedup_output_tokens_per_s"] > 1.1
+    assert not high["pays"] and high["speedup_output_tokens_per_s"] < 1.0
+    assert low["acceptance_length"] > 1.5
+    assert {cat for (_, cat) in rows} >= {"coding", "roleplay", "math"}
+    # capacity: TPOT p99 <= 40 ms holds at concurrency 1 and fails at 32 for both configs
+    cap = {c["sd"]: c for c in sweep.analysis["capacity"]["configs"]}
+    for label in ("off", "sd-k3"):
+        levels = {lv["load_level"]: lv for lv in cap[label]["levels"]}
+        assert levels[1.0]["meets_slos"] and not levels[32.0]["meets_slos"]
+        assert cap[label]["capacity"] == 1.0
+        assert levels[1.0]["goodput_requests_per_s"] > 0
+    assert "up to 1 concurrent requests" in sweep.analysis["capacity"]["recommendation"]
+
+    # Resume: a finished sweep re-runs nothing; a cell left unfinished is run again.
+    stamps = {c.id: (out / c.dir / "summary.json").stat().st_mtime_ns for c in sweep.cells}
+    doc = json.loads((out / "sweep.json").read_text())
+    victim = doc["cells"][1]
+    victim["status"] = "interrupted"
+    (out / "sweep.json").write_text(json.dumps(doc))
+    rc = cli_main(["sweep", "--config", str(sweep_config), "--out", str(out), "--quiet"])
+    assert rc == 0
+    after = load_sweep(out)
+    assert all(c.status == "complete" for c in after.cells)
+    for c in after.cells:
+        changed = (out / c.dir / "summary.json").stat().st_mtime_ns != stamps[c.id]
+        assert changed == (c.id == victim["id"])
+
+
+def test_sweep_config_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"sd_configs": [{"label": "a"}], "datasets": [],
+                                   "loads": {"concurrency": [1]}}))
+    assert cli_main(["sweep", "--config", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "endpoint" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="METRIC_STAT_ms"):
+        parse_slos("ttft=5")
