@@ -117,6 +117,23 @@ class EngineAdapter:
             st.error = st.error or f"malformed JSON chunk: {payload[:80]!r}"
             return None
 
+    def parse_event(self, st: StreamState, payload: bytes) -> dict[str, Any] | None:
+        """The common prelude of every engine's event: the ``[DONE]`` marker, JSON, and an
+        ``error`` object in the stream. Returns the chunk, or None when there is nothing more
+        to read from this event."""
+        if payload == b"[DONE]":
+            st.done = True
+            return None
+        obj = self.parse_json(st, payload)
+        if obj is None:
+            return None
+        if "error" in obj:
+            err = obj["error"]
+            msg = err.get("message") if isinstance(err, dict) else err
+            st.error = "server error in stream: " + str(msg)[:300]
+            return None
+        return obj
+
     def check_complete(self, st: StreamState) -> str | None:
         """Why a stream that ended is not a complete response, or None."""
         if st.error:

@@ -28,11 +28,8 @@ class LlamacppAdapter(EngineAdapter):
                 "temperature": 0.0}
 
     def on_event(self, st: StreamState, payload: bytes, stamp: int) -> None:
-        obj = self.parse_json(st, payload)
+        obj = self.parse_event(st, payload)
         if obj is None:
-            return
-        if "error" in obj:
-            st.error = "server error in stream: " + str(obj["error"])[:300]
             return
         ids = obj.get("tokens") or []
         # Count from the cumulative `tokens_predicted`, not from `tokens`: llama-server sends no

@@ -50,14 +50,8 @@ class OpenAIAdapter(EngineAdapter):
         return body
 
     def on_event(self, st: StreamState, payload: bytes, stamp: int) -> None:
-        if payload == b"[DONE]":
-            st.done = True
-            return
-        obj = self.parse_json(st, payload)
+        obj = self.parse_event(st, payload)
         if obj is None:
-            return
-        if "error" in obj:
-            st.error = "server error in stream: " + str(obj["error"])[:300]
             return
         usage = obj.get("usage")
         choices = obj.get("choices")

@@ -25,14 +25,8 @@ class SglangAdapter(EngineAdapter):
         }
 
     def on_event(self, st: StreamState, payload: bytes, stamp: int) -> None:
-        if payload == b"[DONE]":
-            st.done = True
-            return
-        obj = self.parse_json(st, payload)
+        obj = self.parse_event(st, payload)
         if obj is None:
-            return
-        if "error" in obj:
-            st.error = "server error in stream: " + str(obj["error"])[:300]
             return
         meta = obj.get("meta_info") or {}
         total = meta.get("completion_tokens")

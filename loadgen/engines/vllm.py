@@ -29,16 +29,8 @@ class VllmAdapter(EngineAdapter):
         return body
 
     def on_event(self, st: StreamState, payload: bytes, stamp: int) -> None:
-        if payload == b"[DONE]":
-            st.done = True
-            return
-        obj = self.parse_json(st, payload)
+        obj = self.parse_event(st, payload)
         if obj is None:
-            return
-        if "error" in obj:
-            err = obj["error"]
-            st.error = "server error in stream: " + str(
-                err.get("message") if isinstance(err, dict) else err)[:300]
             return
         choices = obj.get("choices")
         if choices:

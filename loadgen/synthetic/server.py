@@ -185,13 +185,7 @@ class SyntheticServer:
                 done.set_result(None)
 
         self.engine.submit(seq, sink)
-        closed = asyncio.ensure_future(conn.closed_event.wait())
-        try:
-            await asyncio.wait([done, closed], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            closed.cancel()
-        if not done.done():
-            self.engine.cancel(seq)
+        if not await self._until_done(conn, seq, done):
             self._finish_record(seq, record, "cancelled")
             return None
         self._finish_record(seq, record, "ok")
@@ -284,6 +278,12 @@ class SyntheticServer:
 
         conn.start_stream()
         self.engine.submit(seq, sink)
+        if not await self._until_done(conn, seq, done):
+            finish("cancelled")
+
+    async def _until_done(self, conn: Connection, seq: Sequence, done: asyncio.Future) -> bool:
+        """Wait until the generation ends or the client goes away (then stop generating for
+        it). True if it ended."""
         closed = asyncio.ensure_future(conn.closed_event.wait())
         try:
             await asyncio.wait([done, closed], return_when=asyncio.FIRST_COMPLETED)
@@ -291,7 +291,8 @@ class SyntheticServer:
             closed.cancel()
         if not done.done():
             self.engine.cancel(seq)
-            finish("cancelled")
+            return False
+        return True
 
     def _finish_record(self, seq: Sequence, record: dict[str, Any], status: str) -> None:
         record.update(

@@ -14,6 +14,15 @@ if TYPE_CHECKING:
     from loadgen.synthetic.server import Route, SyntheticServer
 
 
+def family(kind: type, name: str, doc: str, value: float,
+           labels: dict[str, str] | None = None) -> Metric:
+    """One Prometheus metric family with a single sample (``kind``: a *MetricFamily class)."""
+    labels = labels or {}
+    m = kind(name, doc, labels=list(labels))
+    m.add_metric(list(labels.values()), value)
+    return m
+
+
 class _Collector:
     def __init__(self, protocol: BaseProtocol) -> None:
         self._protocol = protocol

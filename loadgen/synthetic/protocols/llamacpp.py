@@ -16,7 +16,7 @@ from prometheus_client.metrics_core import Metric
 
 from loadgen.synthetic.engine import Sequence
 from loadgen.synthetic.http import Connection, Request, Response
-from loadgen.synthetic.protocols.base import BaseProtocol
+from loadgen.synthetic.protocols.base import BaseProtocol, family
 from loadgen.synthetic.protocols.openai import is_token_list
 from loadgen.synthetic.server import BadRequest, detokenize, sse, tokenize_text
 
@@ -148,27 +148,21 @@ class LlamacppProtocol(BaseProtocol):
 
     def metric_families(self) -> Iterable[Metric]:
         c = self.engine.finished
-
-        def fam(cls, name: str, doc: str, value: float):
-            m = cls(name, doc)
-            m.add_metric([], value)
-            return m
-
-        yield fam(CounterMetricFamily, "llamacpp:prompt_tokens", "Prompt tokens processed.",
-                  c.prompt_tokens)
-        yield fam(CounterMetricFamily, "llamacpp:tokens_predicted", "Generation tokens.",
-                  c.generation_tokens)
-        yield fam(GaugeMetricFamily, "llamacpp:requests_processing", "Requests processing.",
-                  len(self.engine.running))
-        yield fam(GaugeMetricFamily, "llamacpp:requests_deferred", "Requests deferred.",
-                  len(self.engine.waiting))
+        yield family(CounterMetricFamily, "llamacpp:prompt_tokens", "Prompt tokens processed.",
+                     c.prompt_tokens)
+        yield family(CounterMetricFamily, "llamacpp:tokens_predicted", "Generation tokens.",
+                     c.generation_tokens)
+        yield family(GaugeMetricFamily, "llamacpp:requests_processing", "Requests processing.",
+                     len(self.engine.running))
+        yield family(GaugeMetricFamily, "llamacpp:requests_deferred", "Requests deferred.",
+                     len(self.engine.waiting))
         if self.engine.spec.enabled:
-            yield fam(CounterMetricFamily, "llamacpp:spec_decode_num_drafts", "Drafts.",
-                      c.num_drafts)
-            yield fam(CounterMetricFamily, "llamacpp:spec_decode_num_draft_tokens",
-                      "Draft tokens.", c.num_draft_tokens)
-            yield fam(CounterMetricFamily, "llamacpp:spec_decode_num_accepted_tokens",
-                      "Accepted draft tokens.", c.num_accepted_tokens)
+            yield family(CounterMetricFamily, "llamacpp:spec_decode_num_drafts", "Drafts.",
+                         c.num_drafts)
+            yield family(CounterMetricFamily, "llamacpp:spec_decode_num_draft_tokens",
+                         "Draft tokens.", c.num_draft_tokens)
+            yield family(CounterMetricFamily, "llamacpp:spec_decode_num_accepted_tokens",
+                         "Accepted draft tokens.", c.num_accepted_tokens)
             m = CounterMetricFamily("llamacpp:spec_decode_num_accepted_tokens_per_pos",
                                     "Accepted tokens per draft position.", labels=["position"])
             for i, v in enumerate(c.accepted_per_pos):

@@ -16,7 +16,7 @@ from prometheus_client.metrics_core import Metric
 
 from loadgen.synthetic.engine import Sequence, StepStats
 from loadgen.synthetic.http import Connection, Request, Response
-from loadgen.synthetic.protocols.base import BaseProtocol
+from loadgen.synthetic.protocols.base import BaseProtocol, family
 from loadgen.synthetic.protocols.openai import (
     CompletionFormatter,
     CompletionOptions,
@@ -176,28 +176,24 @@ class SglangProtocol(BaseProtocol):
 
     def metric_families(self) -> Iterable[Metric]:
         c = self.engine.live
-        lv = [self.cfg.model_name]
-
-        def fam(cls, name: str, doc: str, value: float):
-            m = cls(name, doc, labels=["model_name"])
-            m.add_metric(lv, value)
-            return m
-
-        yield fam(CounterMetricFamily, "sglang:prompt_tokens", "Prefill tokens.",
-                  c.prompt_tokens)
-        yield fam(CounterMetricFamily, "sglang:generation_tokens", "Generation tokens.",
-                  c.generation_tokens)
-        yield fam(GaugeMetricFamily, "sglang:num_running_reqs", "Running requests.",
-                  len(self.engine.running))
-        yield fam(GaugeMetricFamily, "sglang:num_queue_reqs", "Queued requests.",
-                  len(self.engine.waiting))
+        lab = {"model_name": self.cfg.model_name}
+        yield family(CounterMetricFamily, "sglang:prompt_tokens", "Prefill tokens.",
+                     c.prompt_tokens, lab)
+        yield family(CounterMetricFamily, "sglang:generation_tokens", "Generation tokens.",
+                     c.generation_tokens, lab)
+        yield family(GaugeMetricFamily, "sglang:num_running_reqs", "Running requests.",
+                     len(self.engine.running), lab)
+        yield family(GaugeMetricFamily, "sglang:num_queue_reqs", "Queued requests.",
+                     len(self.engine.waiting), lab)
         if self.engine.spec.enabled:
             reqs = sum(r for r, _, _ in self._recent)
             acc = sum(a for _, a, _ in self._recent)
             drafted = sum(d for _, _, d in self._recent)
-            yield fam(CounterMetricFamily, "sglang:spec_verify_calls", "Verify calls.",
-                      c.verify_steps)
-            yield fam(GaugeMetricFamily, "sglang:spec_accept_length",
-                      "Acceptance length over recent steps.", 1 + acc / reqs if reqs else 0.0)
-            yield fam(GaugeMetricFamily, "sglang:spec_accept_rate",
-                      "Acceptance rate over recent steps.", acc / drafted if drafted else 0.0)
+            yield family(CounterMetricFamily, "sglang:spec_verify_calls", "Verify calls.",
+                         c.verify_steps, lab)
+            yield family(GaugeMetricFamily, "sglang:spec_accept_length",
+                         "Acceptance length over recent steps.",
+                         1 + acc / reqs if reqs else 0.0, lab)
+            yield family(GaugeMetricFamily, "sglang:spec_accept_rate",
+                         "Acceptance rate over recent steps.",
+                         acc / drafted if drafted else 0.0, lab)

@@ -18,7 +18,7 @@ from prometheus_client.metrics_core import Metric
 
 from loadgen.synthetic.engine import Sequence, StepStats
 from loadgen.synthetic.http import Connection, Request, Response
-from loadgen.synthetic.protocols.base import BaseProtocol
+from loadgen.synthetic.protocols.base import BaseProtocol, family
 from loadgen.synthetic.protocols.openai import (
     CompletionFormatter,
     CompletionOptions,
@@ -132,25 +132,19 @@ class TrtllmProtocol(BaseProtocol):
 
     def metric_families(self) -> Iterable[Metric]:
         c = self.engine.live
-        lv = [self.cfg.model_name]
-
-        def fam(cls, name: str, doc: str, value: float):
-            m = cls(name, doc, labels=["model_name"])
-            m.add_metric(lv, value)
-            return m
-
-        yield fam(CounterMetricFamily, "trtllm_generation_tokens", "Generated tokens.",
-                  c.generation_tokens)
-        yield fam(CounterMetricFamily, "trtllm_prompt_tokens", "Prompt tokens.",
-                  c.prompt_tokens)
+        lab = {"model_name": self.cfg.model_name}
+        yield family(CounterMetricFamily, "trtllm_generation_tokens", "Generated tokens.",
+                     c.generation_tokens, lab)
+        yield family(CounterMetricFamily, "trtllm_prompt_tokens", "Prompt tokens.",
+                     c.prompt_tokens, lab)
         if self.engine.spec.enabled:
-            yield fam(CounterMetricFamily, "trtllm_spec_decode_num_draft_tokens",
-                      "Draft tokens.", c.num_draft_tokens)
-            yield fam(CounterMetricFamily, "trtllm_spec_decode_num_accepted_tokens",
-                      "Accepted draft tokens.", c.num_accepted_tokens)
-            yield fam(GaugeMetricFamily, "trtllm_spec_decode_acceptance_length",
-                      "Lifetime acceptance length.",
-                      1 + c.num_accepted_tokens / c.num_drafts if c.num_drafts else 0.0)
+            yield family(CounterMetricFamily, "trtllm_spec_decode_num_draft_tokens",
+                         "Draft tokens.", c.num_draft_tokens, lab)
+            yield family(CounterMetricFamily, "trtllm_spec_decode_num_accepted_tokens",
+                         "Accepted draft tokens.", c.num_accepted_tokens, lab)
+            yield family(GaugeMetricFamily, "trtllm_spec_decode_acceptance_length",
+                         "Lifetime acceptance length.",
+                         1 + c.num_accepted_tokens / c.num_drafts if c.num_drafts else 0.0, lab)
             drafted = CounterMetricFamily("trtllm_spec_decode_drafted_tokens",
                                           "Drafted tokens per position.",
                                           labels=["model_name", "token_position"])
@@ -159,7 +153,7 @@ class TrtllmProtocol(BaseProtocol):
                                            labels=["model_name", "token_position"])
             for i, (d, a) in enumerate(zip(c.drafted_per_pos, c.accepted_per_pos,
                                            strict=True)):
-                drafted.add_metric([*lv, str(i)], d)
-                accepted.add_metric([*lv, str(i)], a)
+                drafted.add_metric([self.cfg.model_name, str(i)], d)
+                accepted.add_metric([self.cfg.model_name, str(i)], a)
             yield drafted
             yield accepted

@@ -14,7 +14,7 @@ from prometheus_client.metrics_core import Metric
 
 from loadgen.synthetic.engine import Sequence
 from loadgen.synthetic.http import Connection, Request, Response
-from loadgen.synthetic.protocols.base import BaseProtocol
+from loadgen.synthetic.protocols.base import BaseProtocol, family
 from loadgen.synthetic.protocols.openai import (
     CompletionFormatter,
     CompletionOptions,
@@ -112,37 +112,25 @@ class VllmProtocol(BaseProtocol):
     def metric_families(self) -> Iterable[Metric]:
         e = self.engine
         c = e.live
-        labels = ["model_name", "engine"]
-        lv = [self.cfg.model_name, "0"]
-
-        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
-            m = CounterMetricFamily(name, doc, labels=labels)
-            m.add_metric(lv, value)
-            return m
-
-        def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
-            m = GaugeMetricFamily(name, doc, labels=labels)
-            m.add_metric(lv, value)
-            return m
-
-        yield gauge("vllm:num_requests_running", "Requests in model execution batches.",
-                    len(e.running))
-        yield gauge("vllm:num_requests_waiting", "Requests waiting to be processed.",
-                    len(e.waiting))
-        yield counter("vllm:prompt_tokens", "Number of prefill tokens processed.",
-                      c.prompt_tokens)
-        yield counter("vllm:generation_tokens", "Number of generation tokens processed.",
-                      c.generation_tokens)
+        lab = {"model_name": self.cfg.model_name, "engine": "0"}
+        yield family(GaugeMetricFamily, "vllm:num_requests_running",
+                     "Requests in model execution batches.", len(e.running), lab)
+        yield family(GaugeMetricFamily, "vllm:num_requests_waiting",
+                     "Requests waiting to be processed.", len(e.waiting), lab)
+        yield family(CounterMetricFamily, "vllm:prompt_tokens",
+                     "Number of prefill tokens processed.", c.prompt_tokens, lab)
+        yield family(CounterMetricFamily, "vllm:generation_tokens",
+                     "Number of generation tokens processed.", c.generation_tokens, lab)
         if e.spec.enabled:
-            yield counter("vllm:spec_decode_num_drafts", "Number of spec decoding drafts.",
-                          c.num_drafts)
-            yield counter("vllm:spec_decode_num_draft_tokens", "Number of draft tokens.",
-                          c.num_draft_tokens)
-            yield counter("vllm:spec_decode_num_accepted_tokens",
-                          "Number of accepted tokens.", c.num_accepted_tokens)
+            yield family(CounterMetricFamily, "vllm:spec_decode_num_drafts",
+                         "Number of spec decoding drafts.", c.num_drafts, lab)
+            yield family(CounterMetricFamily, "vllm:spec_decode_num_draft_tokens",
+                         "Number of draft tokens.", c.num_draft_tokens, lab)
+            yield family(CounterMetricFamily, "vllm:spec_decode_num_accepted_tokens",
+                         "Number of accepted tokens.", c.num_accepted_tokens, lab)
             m = CounterMetricFamily("vllm:spec_decode_num_accepted_tokens_per_pos",
                                     "Accepted tokens per draft position.",
-                                    labels=[*labels, "position"])
+                                    labels=[*lab, "position"])
             for i, v in enumerate(c.accepted_per_pos):
-                m.add_metric([*lv, str(i)], v)
+                m.add_metric([*lab.values(), str(i)], v)
             yield m
