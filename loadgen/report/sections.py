@@ -1,0 +1,366 @@
+"""The report's content, independent of its format: sections of text, plots and tables, which
+loadgen.report.html and loadgen.report.markdown render."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from loadgen.report import data as D
+from loadgen.report.plots import Plot
+
+METRICS_POINTER = ("Every number is defined in docs/METRICS.md of the loadgen repository "
+                   "(this report links to nothing, so it opens anywhere); the plots are "
+                   "described in docs/REPORT.md.")
+
+
+@dataclass(frozen=True, slots=True)
+class V:
+    """A table cell: its text and an optional class (``slower``: a speedup below 1; ``na``)."""
+
+    text: str
+    cls: str | None = None
+
+
+@dataclass(slots=True)
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[V]]
+    note: str | None = None
+    collapsed: bool = False  # HTML: inside <details>
+
+
+@dataclass(slots=True)
+class Section:
+    key: str
+    title: str
+    text: list[str] = field(default_factory=list)
+    plot: Plot | None = None
+    tables: list[Table] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)  # a bulleted list
+    pre: str | None = None  # preformatted text (config)
+
+
+def num(v: D.Num | float | int | None, digits: int = 2) -> V:
+    if v is None:
+        return V("n/a", "num na")
+    if isinstance(v, D.NA):
+        return V(str(v), "num na")
+    return V(f"{float(v):,.{digits}f}", "num")
+
+
+def speedup(v: D.Num) -> V:
+    if isinstance(v, D.NA):
+        return V(str(v), "num na")
+    if v < 1:
+        return V(f"{v:.2f}× ▼ slower", "num slower")
+    return V(f"{v:.2f}×", "num faster")
+
+
+def missing_row(v: D.CellView, lead: list[V], n: int) -> list[V]:
+    """A row for a cell without a summary: the reason once, then n/a."""
+    return [*lead, V(f"n/a ({v.missing or 'no summary'})", "na"), *[V("n/a", "num na")] * (n - 1)]
+
+
+def text(s: Any) -> V:
+    return V(str(s))
+
+
+# ------------------------------------------------------------------ sections
+
+def build(inp: D.ReportInput, plots: list[Plot], gpus: int,
+          slos: dict[str, float] | None) -> tuple[str, list[Section]]:
+    by_key = {p.key: p for p in plots}
+    if inp.kind == "run":
+        title = f"loadgen report: run {inp.root.name}"
+    else:
+        title = f"loadgen report: sweep {inp.root.resolve().name}"
+    out = [_overview(inp, gpus), _config(inp), _key_numbers(inp, gpus)]
+    if inp.kind == "sweep":
+        out.append(Section("pareto", "Throughput per GPU against per-user speed (Pareto)",
+                           plot=by_key["pareto"]))
+    out.append(_al_section(inp, by_key["al_per_category"]))
+    out.append(_position_section(inp, by_key["acceptance_by_position"]))
+    if inp.kind == "sweep":
+        out.append(_latency_section(inp, by_key["latency_vs_load"]))
+        out.append(_speedup_section(inp, by_key["speedup_heatmap"]))
+        out.append(_random_section(inp, by_key["random_vs_real"], gpus))
+    else:
+        out.append(_latency_section(inp, by_key["latency_percentiles"]))
+    out.append(_per_category(inp))
+    out.append(_capacity(inp, slos))
+    out.append(_warnings(inp))
+    return title, out
+
+
+def _overview(inp: D.ReportInput, gpus: int) -> Section:
+    n_ok = sum(1 for v in inp.cells if v.summary)
+    if inp.kind == "sweep":
+        lines = [f"Sweep directory {inp.root}: {len(inp.cells)} cells, {n_ok} with a summary; "
+                 f"SD configurations {', '.join(inp.sd_labels())}; datasets "
+                 f"{', '.join(inp.datasets())}."]
+    else:
+        v = inp.cells[0]
+        lines = [f"Run directory {inp.root}: {v.label}"
+                 + ("" if v.summary else f" — {v.missing}") + "."]
+        lines.append("A single run: the Pareto plot, latency against load, the speedup heatmap "
+                     "and the random-vs-real comparison need a sweep (several runs) and are "
+                     "not shown.")
+    lines.append(f"Per-GPU figures divide output tokens/s by --gpus {gpus}.")
+    lines.append(METRICS_POINTER)
+    return Section("overview", "Overview", text=lines)
+
+
+def _config(inp: D.ReportInput) -> Section:
+    if inp.kind == "sweep":
+        cfg = inp.config
+        rows = [[text(v.cell.id), text(v.cell.sd + (" (baseline)" if v.cell.baseline else "")),
+                 text(json.dumps(v.cell.sd_config, sort_keys=True) if v.cell.sd_config
+                      else "-"),
+                 text(v.cell.dataset), text(D.load_text(v.cell)),
+                 V(v.cell.status + (f": {v.cell.error}" if v.cell.error else ""),
+                   None if v.cell.status == "complete" else "na"),
+                 _requests(v)] for v in inp.cells]
+        t = Table("Cells", ["cell", "SD configuration", "SD config", "dataset", "load",
+                            "status", "requests ok / error / cancelled"], rows)
+        return Section("config", "Configuration", pre=json.dumps(cfg, indent=2, default=str),
+                       tables=[t])
+    m = inp.config or {}
+    keep = {k: m.get(k) for k in ("command", "config", "endpoint", "dataset", "engine",
+                                  "versions", "host", "status") if m.get(k) is not None}
+    ds = keep.get("dataset")
+    if isinstance(ds, dict) and isinstance(ds.get("header"), dict):
+        keep["dataset"] = dict(ds, header={k: v for k, v in ds["header"].items()
+                                           if not isinstance(v, list | dict)})
+    return Section("config", "Configuration (manifest.json)",
+                   pre=json.dumps(keep, indent=2, default=str) if keep
+                   else "manifest.json missing")
+
+
+def _requests(v: D.CellView) -> V:
+    if v.summary is None:
+        return V(f"n/a ({v.missing})", "na")
+    r = v.summary["requests"]
+    return V(f"{r['ok']} / {r['error']} / {r['cancelled']}",
+             "num slower" if r["error"] or r["cancelled"] else "num")
+
+
+def _key_numbers(inp: D.ReportInput, gpus: int) -> Section:
+    cols = ["SD", "dataset", "load", "requests ok / error / cancelled", "output tokens/s",
+            f"output tokens/s per GPU (÷{gpus})", "requests/s", "per-user tokens/s (mean)",
+            "TTFT p50 (ms)", "TTFT p99 (ms)", "TPOT p50 (ms)", "TPOT p99 (ms)",
+            "AL (per-request, token-weighted)", "AL (server counters, window)",
+            "acceptance rate"]
+    rows = []
+    for v in inp.cells:
+        lead = [text(v.cell.sd), text(v.cell.dataset), text(D.load_text(v.cell))]
+        if v.summary is None:
+            rows.append(missing_row(v, lead, len(cols) - 3))
+            continue
+        rows.append([*lead, _requests(v), num(D.output_tps(v), 1), num(D.output_tps(v, gpus), 1),
+                     num(D.get(v, "throughput", "requests_per_s"), 3),
+                     num(D.per_user_tps(v), 1),
+                     num(D.latency(v, "ttft", "p50")), num(D.latency(v, "ttft", "p99")),
+                     num(D.latency(v, "tpot", "p50")), num(D.latency(v, "tpot", "p99")),
+                     num(D.acceptance_length(v), 3), num(D.counter_al(v), 3),
+                     num(D.acceptance_rate(v), 3)])
+    return Section("key_numbers", "Key numbers", tables=[Table(
+        "Per run" if inp.kind == "run" else "Per cell", cols, rows,
+        note="Output tokens/s: tokens that arrived inside the measurement window / its "
+             "duration. AL (per-request): Σ tokens / Σ tokens/AL over the requests, the "
+             "measure the per-category AL uses; AL (server counters): 1 + accepted / drafts "
+             "over the window, i.e. per verify step that drafted.")])
+
+
+def _al_section(inp: D.ReportInput, plot: Plot) -> Section:
+    cats, cols = D.al_per_category(inp.cells)
+    sec = Section("al_per_category", "Acceptance length per category", plot=plot)
+    if not cols:
+        sec.text.append("n/a (no SD configuration: every cell has SD off)")
+        return sec
+    rows = [[text(c), *(num(cols[col][c], 3) for col in cols)] for c in cats]
+    sec.tables.append(Table("AL per category (tokens per target step)",
+                            ["category", *cols], rows))
+    return sec
+
+
+def _position_section(inp: D.ReportInput, plot: Plot) -> Section:
+    curves, missing = D.acceptance_by_position(inp.cells)
+    sec = Section("acceptance_by_position", "Acceptance by draft position", plot=plot)
+    sec.items.extend(missing)
+    if curves:
+        k = max(len(c.per_position) for c in curves)
+        cols = ["position"]
+        for c in curves:
+            cols += [f"{c.label}: per-position rate", f"{c.label}: conditional rate"]
+        rows = []
+        for i in range(k):
+            row = [V(str(i + 1), "num")]
+            for c in curves:
+                row += [num(c.per_position[i] if i < len(c.per_position) else None, 3),
+                        num(c.conditional[i] if i < len(c.conditional) else None, 3)]
+            rows.append(row)
+        sec.tables.append(Table("Acceptance by draft position (1 = first drafted token)",
+                                cols, rows))
+    return sec
+
+
+def _latency_section(inp: D.ReportInput, plot: Plot) -> Section:
+    title = ("TTFT and TPOT percentiles against load" if inp.kind == "sweep"
+             else "Latency percentiles")
+    stats = ("p50", "p90", "p99")
+    cols = ["SD", "dataset", "load"] + [f"{m.upper()} {s} (ms)" for m in ("ttft", "tpot")
+                                        for s in stats] + ["ITL p99 (ms)", "E2E p99 (ms)"]
+    rows = []
+    for v in sorted(inp.cells, key=lambda v: (v.cell.dataset, v.cell.sd, v.cell.load_level)):
+        lead = [text(v.cell.sd), text(v.cell.dataset), text(D.load_text(v.cell))]
+        if v.summary is None:
+            rows.append(missing_row(v, lead, len(cols) - 3))
+            continue
+        rows.append([*lead, *(num(D.latency(v, m, s)) for m in ("ttft", "tpot") for s in stats),
+                     num(D.latency(v, "itl", "p99")), num(D.latency(v, "e2e", "p99"))])
+    return Section("latency", title, plot=plot, tables=[Table("Latency (ms)", cols, rows)])
+
+
+def _speedup_section(inp: D.ReportInput, plot: Plot) -> Section:
+    sec = Section("speedup", "SD speedup (category × load)", plot=plot)
+    grids = D.speedup_grids(inp)
+    if not grids:
+        sec.text.append(f"n/a ({plot.na or 'no SD configuration with a baseline'})")
+    slower = []
+    for g in grids:
+        rows = []
+        for r in g.rows:
+            rows.append([text(r), *(speedup(g.values[(r, lv)]) for lv in g.loads)])
+            slower += [f"{g.sd} · {g.dataset} · {r} at {lv:g}: {float(g.values[(r, lv)]):.2f}×"
+                       for lv in g.loads if not isinstance(g.values[(r, lv)], D.NA)
+                       and float(g.values[(r, lv)]) < 1]
+        sec.tables.append(Table(f"{g.sd} vs SD off · dataset {g.dataset} (speedup, ×)",
+                                ["category", *(f"{D.load_unit(g.load_kind).split(' ')[0]} "
+                                               f"{lv:g}" for lv in g.loads)], rows))
+    if slower:
+        sec.text.append(f"SD is slower than the baseline (speedup < 1, marked ▼) in "
+                        f"{len(slower)} place(s):")
+        sec.items.extend(slower)
+    elif grids:
+        sec.text.append("SD is at least as fast as the baseline everywhere it was measured.")
+    return sec
+
+
+def _random_section(inp: D.ReportInput, plot: Plot, gpus: int) -> Section:
+    sec = Section("random_vs_real", "Random vs real prompts", plot=plot)
+    pairs = D.random_pairs(inp)
+    if not pairs:
+        sec.text.append(f"n/a ({plot.na})")
+        return sec
+    sec.text.append("Ratio = random ÷ real; above 1, random prompts overstate what SD "
+                    "delivers on real prompts.")
+    spd = {(g.dataset, g.sd, lv): g.values[(D.ALL_TPUT, lv)] for g in D.speedup_grids(inp)
+           for lv in g.loads}
+    rows = []
+    for p in sorted(pairs, key=lambda p: (p.sd, p.load, p.real.cell.dataset)):
+        tr, tl = D.output_tps(p.random, gpus), D.output_tps(p.real, gpus)
+        ar, al = D.acceptance_length(p.random), D.acceptance_length(p.real)
+        sr = spd.get((p.random.cell.dataset, p.sd, p.load), D.NA("baseline"))
+        sl = spd.get((p.real.cell.dataset, p.sd, p.load), D.NA("baseline"))
+        rows.append([text(p.sd), text(D.load_text(p.random.cell)),
+                     text(f"{p.random.cell.dataset} vs {p.real.cell.dataset}"),
+                     num(tr, 1), num(tl, 1), num(D.ratio(tr, tl), 2),
+                     num(ar, 3), num(al, 3), num(D.ratio(ar, al), 2),
+                     speedup(sr) if not p.random.cell.baseline else text("-"),
+                     speedup(sl) if not p.real.cell.baseline else text("-")])
+    sec.tables.append(Table(
+        "Random vs real at the same SD configuration and load",
+        ["SD", "load", "datasets (random vs real)", f"random: output tok/s per GPU (÷{gpus})",
+         f"real: output tok/s per GPU (÷{gpus})", "ratio tok/s", "random: AL", "real: AL",
+         "ratio AL", "random: SD speedup (tok/s)", "real: SD speedup (tok/s)"], rows))
+    return sec
+
+
+def _per_category(inp: D.ReportInput) -> Section:
+    cols = ["SD", "dataset", "load", "category", "requests", "AL (token-weighted)",
+            "AL (request-weighted)", "output tokens", "TTFT p50 (ms)", "TPOT p50 (ms)",
+            "per-user tokens/s (mean)"]
+    rows = []
+    for v in inp.cells:
+        if v.summary is None:
+            rows.append(missing_row(v, [text(v.cell.sd), text(v.cell.dataset),
+                                        text(D.load_text(v.cell))], len(cols) - 3))
+            continue
+        why = D.no_sd_reason(v)
+        for cat, c in v.summary.get("categories", {}).items():
+            al = c.get("acceptance_length")
+            alr = c.get("acceptance_length_request_weighted")
+            rows.append([text(v.cell.sd), text(v.cell.dataset), text(D.load_text(v.cell)),
+                         text(cat), num(c.get("requests"), 0),
+                         num(D.NA(why or "engine reported no per-request AL")
+                             if al is None else al, 3),
+                         num(D.NA(why or "engine reported no per-request AL")
+                             if alr is None else alr, 3),
+                         num(c.get("output_tokens"), 0), num(c.get("ttft_ms_p50")),
+                         num(c.get("tpot_ms_p50")), num(c.get("per_user_tokens_per_s_mean"), 1)])
+    return Section("per_category", "Per category", tables=[Table(
+        "Per category" + ("" if inp.kind == "run" else ", every cell"), cols, rows,
+        collapsed=inp.kind == "sweep" and len(rows) > 12)])
+
+
+def _capacity(inp: D.ReportInput, slos: dict[str, float] | None) -> Section:
+    cap = D.capacity_section(inp, slos)
+    sec = Section("capacity", "Capacity and recommendation")
+    if "na" in cap:
+        sec.text.append(f"n/a ({cap['na']})")
+        return sec
+    slo_text = ", ".join(f"{k} <= {v:g}" for k, v in cap.get("slos", {}).items())
+    sec.text.append(f"SLOs ({cap.get('source')}): {slo_text}.")
+    if "run" in cap:
+        r = cap["run"]
+        sec.text.append("The run meets every SLO." if r["meets_slos"] else
+                        "The run does not meet the SLOs: " + "; ".join(r["violations"]) + ".")
+        sec.tables.append(Table("SLO verdict", ["meets SLOs", "goodput (requests/s)"],
+                                [[text("yes" if r["meets_slos"] else "no"),
+                                  num(r["goodput_requests_per_s"], 3)]]))
+        return sec
+    rows = []
+    for c in cap.get("configs", []):
+        unit = "concurrency" if c.get("load_kind") == "concurrency" else "req/s"
+        for lv in c.get("levels", []):
+            rows.append([text(c["dataset"]), text(c["sd"]), text(f"{lv['load_level']:g}"),
+                         V("yes") if lv["meets_slos"] else V("no", "slower"),
+                         text("; ".join(lv.get("violations") or []) or "-"),
+                         num(lv.get("goodput_requests_per_s"), 3),
+                         num(lv.get("requests_per_s"), 3),
+                         num(lv.get("output_tokens_per_s"), 1),
+                         text(f"{c['capacity']:g} ({unit})" if c.get("capacity") is not None
+                              else "n/a (meets the SLOs at no load tested)")])
+    sec.tables.append(Table("Capacity per configuration and load",
+                            ["dataset", "SD", "load", "meets SLOs", "violations",
+                             "goodput (requests/s)", "requests/s", "output tokens/s",
+                             "capacity"], rows))
+    failed = [v for v in inp.cells if v.summary is None]
+    if failed:
+        sec.text.append("Cells without a summary are not part of the capacity: "
+                        + "; ".join(f"{v.cell.id} ({v.missing})" for v in failed) + ".")
+    rec = cap.get("recommendation")
+    if rec:
+        sec.text.append("Recommendation:")
+        sec.pre = rec
+    return sec
+
+
+def _warnings(inp: D.ReportInput) -> Section:
+    sec = Section("warnings", "Warnings")
+    for v in inp.cells:
+        if v.summary is None:
+            sec.items.append(f"{v.cell.id}: no summary ({v.missing})")
+            continue
+        for w in v.summary.get("warnings", []):
+            sec.items.append(f"{v.cell.id}: {w}")
+        for reason, n in (v.summary.get("error_reasons") or {}).items():
+            sec.items.append(f"{v.cell.id}: {n} request(s) failed: {reason}")
+        if v.summary.get("interrupted"):
+            sec.items.append(f"{v.cell.id}: the run was interrupted")
+    if not sec.items:
+        sec.text.append("No warnings in any summary.")
+    return sec
