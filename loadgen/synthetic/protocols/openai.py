@@ -75,6 +75,17 @@ def check_stream_options(body: dict[str, Any]) -> tuple[bool, bool, bool]:
     return stream, bool(opts.get("include_usage")), bool(opts.get("continuous_usage_stats"))
 
 
+def completion_sequence(server: Any, body: dict[str, Any]) -> tuple[Sequence, bool, bool, bool]:
+    """A /v1/completions body as a sequence: (seq, stream, include_usage, continuous_usage)."""
+    ids = prompt_ids_from(body, server.engine.vocab_size)
+    max_tokens = int_field(body, "max_tokens", 16, 1)
+    stream, include_usage, continuous = check_stream_options(body)
+    seq = server.engine.new_sequence(server.next_rid(), ids, max_tokens,
+                                     bool(body.get("ignore_eos", False)),
+                                     int_field(body, "min_tokens", 0, 0) or 0)
+    return seq, stream, include_usage, continuous
+
+
 @dataclass(slots=True)
 class CompletionOptions:
     model: str

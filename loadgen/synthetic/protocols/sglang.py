@@ -20,10 +20,9 @@ from loadgen.synthetic.protocols.base import BaseProtocol, family
 from loadgen.synthetic.protocols.openai import (
     CompletionFormatter,
     CompletionOptions,
-    check_stream_options,
+    completion_sequence,
     int_field,
     is_token_list,
-    prompt_ids_from,
 )
 from loadgen.synthetic.server import SSE_DONE, BadRequest, detokenize, sse, tokenize_text
 
@@ -145,12 +144,7 @@ class SglangProtocol(BaseProtocol):
 
     async def completions(self, req: Request, conn: Connection) -> Response | None:
         body = self.server.parse_json(req)
-        ids = prompt_ids_from(body, self.engine.vocab_size)
-        max_tokens = int_field(body, "max_tokens", 16, 1)
-        stream, include_usage, continuous = check_stream_options(body)
-        seq = self.engine.new_sequence(self.server.next_rid(), ids, max_tokens,
-                                       bool(body.get("ignore_eos", False)),
-                                       int_field(body, "min_tokens", 0, 0) or 0)
+        seq, stream, include_usage, continuous = completion_sequence(self.server, body)
         fmt = CompletionFormatter(seq.rid, CompletionOptions(
             model=self.cfg.model_name, token_ids=bool(body.get("return_token_ids")), text=True,
             include_usage=include_usage, continuous_usage=continuous))

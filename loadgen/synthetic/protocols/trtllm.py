@@ -22,9 +22,7 @@ from loadgen.synthetic.protocols.base import BaseProtocol, family
 from loadgen.synthetic.protocols.openai import (
     CompletionFormatter,
     CompletionOptions,
-    check_stream_options,
-    int_field,
-    prompt_ids_from,
+    completion_sequence,
 )
 from loadgen.synthetic.server import BadRequest
 
@@ -116,12 +114,7 @@ class TrtllmProtocol(BaseProtocol):
                              "'msg': 'Field required'}]")
         if body["model"] != self.cfg.model_name:
             raise BadRequest(f"The model `{body['model']}` does not exist.", status=404)
-        ids = prompt_ids_from(body, self.engine.vocab_size)
-        max_tokens = int_field(body, "max_tokens", 16, 1)
-        stream, include_usage, continuous = check_stream_options(body)
-        seq = self.engine.new_sequence(self.server.next_rid(), ids, max_tokens,
-                                       bool(body.get("ignore_eos", False)),
-                                       int_field(body, "min_tokens", 0, 0) or 0)
+        seq, stream, include_usage, continuous = completion_sequence(self.server, body)
         detok = body.get("detokenize", True) is not False
         fmt = CompletionFormatter(seq.rid, CompletionOptions(
             model=self.cfg.model_name, token_ids=not detok, text=detok,
