@@ -75,6 +75,9 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
     token_source = getattr(run.adapter, "token_count_source", None)
     if token_source:
         summary["token_count_source"] = token_source
+    neutral = getattr(run.adapter, "neutral_tokenizer", None)
+    if neutral:
+        summary["throughput"]["neutral_tokenizer"] = neutral
     _write_json(cfg.out / "summary.json", summary)
     manifest["status"] = "interrupted" if run.interrupted else "complete"
     manifest["server"] = run.probe

@@ -187,14 +187,22 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
         warnings.append(f"client event-loop lag p99 {client['loop_lag_ms']['p99']:.2f} ms is "
                         f"above {client['lag_threshold_ms']} ms: timings may include client "
                         f"delay; lower the load per process")
+    throughput = {"output_tokens_per_s": win_tokens / duration,
+                  "requests_per_s": done_in_window / duration,
+                  "window_output_tokens": win_tokens}
+    neutral = [r for r in ok if r.get("neutral_output_tokens") is not None]
+    if neutral:
+        # the engine's tokens/s rescaled by how many neutral-encoding tokens its text holds
+        ratio = (sum(r["neutral_output_tokens"] for r in neutral)
+                 / max(1, sum(r["output_tokens"] for r in neutral)))
+        throughput["neutral_tokens_per_engine_token"] = ratio
+        throughput["neutral_output_tokens_per_s"] = ratio * win_tokens / duration
     return {
         "requests": counts,
         "window": {"start_s": 0.0, "end_s": duration, "duration_s": duration,
                    "start_ns": start_ns, "end_ns": end_ns,
                    "includes_drain": bool(window.get("includes_drain"))},
-        "throughput": {"output_tokens_per_s": win_tokens / duration,
-                       "requests_per_s": done_in_window / duration,
-                       "window_output_tokens": win_tokens},
+        "throughput": throughput,
         "latency_ms": latency,
         "per_user_tokens_per_s": stats(users),
         "acceptance": acc,

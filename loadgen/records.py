@@ -41,6 +41,7 @@ class RequestRecord:
     sd: dict[str, Any] | None = None  # per-request SD as the engine reported it
     acceptance_length: float | None = None  # per-request AL (docs/METRICS.md)
     token_ids: list[int] | None = None
+    neutral_output_tokens: int | None = None  # the output text in a neutral encoding
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -232,6 +232,8 @@ class Run:
             sd = ad.per_request_sd(st)
             rec.acceptance_length = sd.get("acceptance_length") if sd else None
             rec.token_ids = st.token_ids if st.ids_complete else None
+            if st.text_parts is not None:
+                rec.neutral_output_tokens = ad.neutral_count("".join(st.text_parts))  # type: ignore[attr-defined]
             if keep and rec.status == OK and (rec.token_ids is None
                                               or len(rec.token_ids) != rec.output_tokens):
                 rec.status = ERROR

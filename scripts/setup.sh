@@ -16,7 +16,7 @@ say() { printf 'setup: %s (%ss)\n' "$*" "$((SECONDS - t0))" >&2; }
 
 say "installing loadgen and its extras"
 timeout 1200 "$PY" -m pip install -q --disable-pip-version-check torch==2.13.0
-timeout 1800 "$PY" -m pip install -q --disable-pip-version-check -e '.[data,report,dev]'
+timeout 1800 "$PY" -m pip install -q --disable-pip-version-check -e '.[data,report,vendor,dev]'
 
 say "llama-server"
 timeout 2400 bash scripts/setup_llamacpp.sh

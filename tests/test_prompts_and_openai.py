@@ -10,6 +10,10 @@ from loadgen.benchmark import run_benchmark
 from loadgen.prompts import PromptFileError, PromptRecord, read_prompts, write_prompts
 from loadgen.records import read_records
 from loadgen.runner import RunConfig
+from loadgen.synthetic.model import prompt_digest
+from loadgen.synthetic.process import read_truth
+from loadgen.synthetic.server import detokenize
+from loadgen.tokencount import neutral_counter
 
 RECS = [
     PromptRecord(id="a", category="coding", prompt_token_ids=[1, 2, 3], max_tokens=5,
@@ -66,7 +70,9 @@ def test_file_level_errors(tmp_path):
 def test_openai_adapter_token_ids_and_chat(synthetic, tmp_path, monkeypatch):
     """A vendor-style endpoint (the synthetic engine's OpenAI surface) behind an API key:
     token ids to /v1/completions, and text messages to /v1/chat/completions."""
-    eng = synthetic("--protocol", "vllm", "--step-base-ms", "1", "--model-name", "vendor-m")
+    truth = tmp_path / "truth.jsonl"
+    eng = synthetic("--protocol", "vllm", "--step-base-ms", "1", "--model-name", "vendor-m",
+                    "--truth-log", str(truth))
     ds = write_prompts(tmp_path / "p.jsonl", [
         PromptRecord(id=f"p{i}", category="c", prompt_token_ids=[10 + i, 20, 30],
                      messages=[{"role": "user", "content": f"question {i}"}])
@@ -86,3 +92,18 @@ def test_openai_adapter_token_ids_and_chat(synthetic, tmp_path, monkeypatch):
                                            else "continuous_usage")
         for f in out.iterdir():
             assert "sk-test-not-real" not in f.read_text()
+        # tokenizer-neutral counts: the output text in o200k_base
+        counter = neutral_counter()
+        if counter is None:
+            continue
+        count, name = counter
+        assert s["throughput"]["neutral_tokenizer"] == name
+        texts = {r["prompt_sha256"]: detokenize(r["output_token_ids"]) for r in read_truth(truth)}
+        prompts = {p.id: p for p in read_prompts(ds).records}
+        if mode == "completions":
+            for r in recs:
+                digest = prompt_digest(prompts[r["prompt_id"]].prompt_token_ids)
+                assert r["neutral_output_tokens"] == count(texts[digest])
+        ratio = s["throughput"]["neutral_tokens_per_engine_token"]
+        assert s["throughput"]["neutral_output_tokens_per_s"] == pytest.approx(
+            ratio * s["throughput"]["output_tokens_per_s"])

@@ -25,6 +25,7 @@ class StreamState:
     event_tokens: list[int] = field(default_factory=list)  # tokens in that event
     token_ids: list[int] | None = None  # kept only when asked (greedy-equality checks)
     ids_complete: bool = True  # False when the engine's stream omitted some ids
+    text_parts: list[str] | None = None  # output text, kept for tokenizer-neutral counts
     done: bool = False  # the stream's terminal marker arrived ([DONE] / stop: true)
     final_seen: bool = False  # the final chunk (usage / finish) arrived
     finish_reason: str | None = None

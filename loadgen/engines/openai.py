@@ -31,6 +31,16 @@ class OpenAIAdapter(EngineAdapter):
         self.stream_path = "/v1/chat/completions" if mode == "chat" else "/v1/completions"
         self.count_text = count_text
         self.token_count_source: str | None = None
+        from loadgen.tokencount import neutral_counter
+
+        neutral = neutral_counter()
+        self.neutral_count, self.neutral_tokenizer = neutral if neutral else (None, None)
+
+    def new_state(self) -> StreamState:
+        st = super().new_state()
+        if self.neutral_count is not None:
+            st.text_parts = []
+        return st
 
     def build_body(self, prompt_ids: list[int], max_tokens: int,
                    messages: list[dict[str, str]] | None = None) -> dict[str, Any]:
@@ -59,6 +69,8 @@ class OpenAIAdapter(EngineAdapter):
             c = choices[0]
             ids = c.get("token_ids")
             text = c.get("text") if "text" in c else (c.get("delta") or {}).get("content")
+            if text and st.text_parts is not None:
+                st.text_parts.append(text)
             if ids is not None:
                 self.token_count_source = "token_ids"
                 st.add(len(ids), stamp, ids)
