@@ -6,6 +6,12 @@ request has been sent (or ``--duration`` is up): the steady state, without ramp-
 Counters are scraped at both edges, so acceptance from counter deltas and output tokens/s cover
 the same window. Every request ends ok, error (with a reason) or cancelled, and its record is
 appended to requests.jsonl the moment it ends.
+
+Built so that several worker processes can share one run later: the request plan is a pure
+function of (dataset, seed, index) and the rate-mode schedule of (rate, arrival, seed), so worker k
+of N can take the indices i with i % N == k against the same t0 and write its own requests.jsonl
+shard; every summary number is computed from the merged records (loadgen/metrics.py is pure) and
+the counter scrapes bracket the whole window from the coordinator.
 """
 
 from __future__ import annotations
