@@ -60,6 +60,15 @@ class ReportInput:
     def sd_cells(self) -> list[CellView]:
         return [c for c in self.cells if not c.cell.baseline]
 
+    def readable_sweep(self) -> Sweep | None:
+        """The sweep restricted to the cells whose summary could be read, for loadgen.analysis
+        (which reads every complete cell's summary and would stop at a broken one)."""
+        if self.sweep is None:
+            return None
+        return Sweep(root=self.sweep.root, config=self.sweep.config,
+                     cells=[v.cell for v in self.cells if v.summary is not None],
+                     analysis=self.sweep.analysis)
+
     def datasets(self) -> list[str]:
         return _unique(c.cell.dataset for c in self.cells)
 
@@ -338,12 +347,14 @@ def speedup_grids(inp: ReportInput) -> list[SpeedupGrid]:
     output tokens/s."""
     from loadgen.analysis import speedup_rows
 
-    if inp.sweep is None:
+    sweep = inp.readable_sweep()
+    if sweep is None:
         return []
+    failure = None
     try:
-        rows = speedup_rows(inp.sweep)
-    except (OSError, ValueError, KeyError, TypeError):
-        rows = []
+        rows = speedup_rows(sweep)
+    except (KeyError, TypeError, ValueError) as exc:  # a summary missing a field
+        rows, failure = [], f"speedup not computable: {type(exc).__name__} {exc}"
     by_key = {(r["dataset"], r["sd"], r["load_level"], r["category"]): r for r in rows}
     base_ok = {(v.cell.dataset, v.cell.load_level): v for v in inp.cells
                if v.cell.baseline and v.summary}
@@ -358,6 +369,8 @@ def speedup_grids(inp: ReportInput) -> list[SpeedupGrid]:
             v = next(x for x in views if x.cell.load_level == lv)
             if v.summary is None:
                 why: str | None = v.missing or "no summary"
+            elif failure:
+                why = failure
             elif (ds, lv) not in base_any:
                 why = "no baseline cell at this load"
             elif (ds, lv) not in base_ok:
@@ -424,9 +437,10 @@ def capacity_section(inp: ReportInput, slos: dict[str, float] | None) -> dict[st
             return dict(stored, source="sweep.json analysis")
         return {"na": "no SLO given (loadgen report DIR --slo ttft_p99_ms=...,tpot_p99_ms=...)"}
     if inp.kind == "sweep":
-        assert inp.sweep is not None
+        sweep = inp.readable_sweep()
+        assert sweep is not None
         try:
-            return dict(analysis.capacity(inp.sweep, slos), source="--slo")
+            return dict(analysis.capacity(sweep, slos), source="--slo")
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return {"na": f"capacity could not be computed: {exc}"}
     v = inp.cells[0]

@@ -64,11 +64,16 @@ def _section(s: Section) -> str:
     return "\n".join(parts)
 
 
+# The browser enforces self-containment: nothing may load but inline styles and data: images.
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
 def render(title: str, sections: list[Section], generated: str) -> str:
     toc = "".join(f'<li><a href="#{escape(s.key)}">{escape(s.title)}</a></li>'
                   for s in sections)
     body = "\n".join(_section(s) for s in sections)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{escape(title)}</title><style>{CSS}</style></head>\n<body>"
             f"<h1>{escape(title)}</h1><p class=\"note\">{escape(generated)}</p>"

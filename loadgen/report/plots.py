@@ -213,8 +213,7 @@ def speedup_heatmap(inp: D.ReportInput) -> Plot:
     norm = TwoSlopeNorm(vcenter=1.0, vmin=min(lo, 0.99), vmax=max(hi, 1.01))
     fig, axes = _subplots(len(grids), max(4.0, 1.1 * max(len(g.loads) for g in grids) + 2.5),
                           0.45 * max(len(g.rows) for g in grids) + 1.6)
-    cmap = plt.get_cmap("RdYlGn").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("RdYlGn").with_extremes(bad="#dddddd")
     im = None
     for ax, g in zip(axes, grids, strict=True):
         arr = np.full((len(g.rows), len(g.loads)), np.nan)
