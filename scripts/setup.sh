@@ -18,6 +18,10 @@ say "installing loadgen and its extras"
 timeout 1200 "$PY" -m pip install -q --disable-pip-version-check torch==2.13.0
 timeout 1800 "$PY" -m pip install -q --disable-pip-version-check -e '.[data,report,vendor,dev]'
 
+say "Debian's chromium (headless; tests/test_report.py renders the HTML report in it)"
+[ -x /usr/bin/chromium ] || { timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+    timeout 1200 apt-get install -y -qq chromium >/dev/null; }
+
 say "llama-server"
 timeout 2400 bash scripts/setup_llamacpp.sh
 
