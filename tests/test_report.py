@@ -121,6 +121,7 @@ def _assert_self_contained(html: str) -> None:
     for bad in ("<script", "<link", "<iframe", "<object", "<embed", "@import", "url(", "//cdn"):
         assert bad not in low, bad
     assert not re.search(r'(src|href)\s*=\s*["\']?\s*(https?:)?//', html, re.I)
+    assert "could not be built" not in html and "plot failed" not in html
 
 
 # ------------------------------------------------------------------ files and content
@@ -199,6 +200,7 @@ def test_failed_cell_and_sd_off_show_na_with_reason(sweep_report):
         assert f"n/a (cell failed: {FAILED})" in doc
         assert "n/a (SD off)" in doc
         assert not re.search(r"\b(nan|None|inf)\b", doc.split("Configuration")[-1])
+        assert "could not be built" not in doc and "plot failed" not in doc
 
 
 def test_random_vs_real_and_capacity(sweep_dir, sweep_report):
@@ -228,6 +230,7 @@ def test_warnings_of_each_summary_are_listed(tmp_path, sweep_dir):
     broken.write_text("{not json")
     html_path, md_path = build_report(root)  # no --slo: capacity n/a with the reason
     html, md = html_path.read_text(), md_path.read_text()
+    _assert_self_contained(html)
     for doc in (html, md):
         assert "ngram-k3__c4__qual: the server generated 999 tokens" in doc
         assert "summary.json unreadable" in doc

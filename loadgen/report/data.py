@@ -319,7 +319,7 @@ def acceptance_by_position(cells: list[CellView]) -> tuple[list[PositionCurve], 
                 why = "no SD counters"
             else:
                 why = f"{', '.join(s for s in srcs if s)} gives no per-position counters"
-            missing.append(f"{label}: n/a ({why})")
+            missing.append(f"{label}: {why}")
             continue
         cond = [pos[i] / (pos[i - 1] if i else 1.0) if (pos[i - 1] if i else 1.0) else 0.0
                 for i in range(len(pos))]

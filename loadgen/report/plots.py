@@ -111,7 +111,8 @@ def al_per_category(inp: D.ReportInput) -> Plot:
         return Plot("al_per_category", title, caption,
                     na=NO_SD if not cols else "no categories")
     if all(isinstance(v, D.NA) for col in cols.values() for v in col.values()):
-        reasons = {str(v) for col in cols.values() for v in col.values()}
+        reasons = {v.reason for col in cols.values() for v in col.values()
+                   if isinstance(v, D.NA)}
         return Plot("al_per_category", title, caption, na="; ".join(sorted(reasons)))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(cats) * max(1, len(cols)) + 2), 4.2),
                            layout="constrained")
@@ -160,7 +161,7 @@ def acceptance_by_position(inp: D.ReportInput) -> Plot:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if missing:
-        caption += " " + " ".join(missing)
+        caption += " No curve for " + "; ".join(missing) + "."
     return Plot("acceptance_by_position", title, caption, _png(fig))
 
 
@@ -207,7 +208,8 @@ def speedup_heatmap(inp: D.ReportInput) -> Plot:
         return Plot("speedup_heatmap", title, caption, na=why)
     vals = [float(v) for g in grids for v in g.values.values() if not isinstance(v, D.NA)]
     if not vals:
-        reasons = sorted({str(v) for g in grids for v in g.values.values()})
+        reasons = sorted({v.reason for g in grids for v in g.values.values()
+                          if isinstance(v, D.NA)})
         return Plot("speedup_heatmap", title, caption, na="; ".join(reasons))
     lo, hi = min([*vals, 0.99]), max([*vals, 1.01])
     norm = TwoSlopeNorm(vcenter=1.0, vmin=min(lo, 0.99), vmax=max(hi, 1.01))
@@ -312,8 +314,30 @@ def latency_percentiles(inp: D.ReportInput) -> Plot:
     return Plot("latency_percentiles", title, caption, _png(fig))
 
 
+def _safe(key: str, title: str, make, *args) -> Plot:
+    """A plot, or n/a with the error: a summary of an unexpected shape never stops the report."""
+    try:
+        return make(*args)
+    except Exception as exc:  # a summary of an unexpected shape never stops the report
+        plt.close("all")
+        return Plot(key, title, "", na=f"plot failed: {type(exc).__name__}: {exc}")
+
+
 def all_plots(inp: D.ReportInput, gpus: int) -> list[Plot]:
     if inp.kind == "run":
-        return [al_per_category(inp), acceptance_by_position(inp), latency_percentiles(inp)]
-    return [pareto(inp, gpus), al_per_category(inp), acceptance_by_position(inp),
-            latency_vs_load(inp), speedup_heatmap(inp), random_vs_real(inp, gpus)]
+        todo = [("al_per_category", "Acceptance length (AL) per category", al_per_category,
+                 inp),
+                ("acceptance_by_position", "Acceptance by draft position",
+                 acceptance_by_position, inp),
+                ("latency_percentiles", "Latency percentiles", latency_percentiles, inp)]
+    else:
+        todo = [("pareto", "Pareto plot", pareto, inp, gpus),
+                ("al_per_category", "Acceptance length (AL) per category", al_per_category,
+                 inp),
+                ("acceptance_by_position", "Acceptance by draft position",
+                 acceptance_by_position, inp),
+                ("latency_vs_load", "TTFT and TPOT percentiles against load", latency_vs_load,
+                 inp),
+                ("speedup_heatmap", "SD speedup heatmap", speedup_heatmap, inp),
+                ("random_vs_real", "Random vs real prompts", random_vs_real, inp, gpus)]
+    return [_safe(*t) for t in todo]

@@ -77,21 +77,38 @@ def build(inp: D.ReportInput, plots: list[Plot], gpus: int,
         title = f"loadgen report: run {inp.root.name}"
     else:
         title = f"loadgen report: sweep {inp.root.resolve().name}"
-    out = [_overview(inp, gpus), _config(inp), _key_numbers(inp, gpus)]
+    steps: list[tuple[str, str, Any, tuple[Any, ...]]] = [
+        ("overview", "Overview", _overview, (inp, gpus)),
+        ("config", "Configuration", _config, (inp,)),
+        ("key_numbers", "Key numbers", _key_numbers, (inp, gpus))]
     if inp.kind == "sweep":
-        out.append(Section("pareto", "Throughput per GPU against per-user speed (Pareto)",
-                           plot=by_key["pareto"]))
-    out.append(_al_section(inp, by_key["al_per_category"]))
-    out.append(_position_section(inp, by_key["acceptance_by_position"]))
+        steps.append(("pareto", "Throughput per GPU against per-user speed (Pareto)",
+                      lambda p: Section("pareto", "Throughput per GPU against per-user speed "
+                                        "(Pareto)", plot=p), (by_key["pareto"],)))
+    steps += [("al_per_category", "Acceptance length per category", _al_section,
+               (inp, by_key["al_per_category"])),
+              ("acceptance_by_position", "Acceptance by draft position", _position_section,
+               (inp, by_key["acceptance_by_position"]))]
     if inp.kind == "sweep":
-        out.append(_latency_section(inp, by_key["latency_vs_load"]))
-        out.append(_speedup_section(inp, by_key["speedup_heatmap"]))
-        out.append(_random_section(inp, by_key["random_vs_real"], gpus))
+        steps += [("latency", "TTFT and TPOT percentiles against load", _latency_section,
+                   (inp, by_key["latency_vs_load"])),
+                  ("speedup", "SD speedup (category × load)", _speedup_section,
+                   (inp, by_key["speedup_heatmap"])),
+                  ("random_vs_real", "Random vs real prompts", _random_section,
+                   (inp, by_key["random_vs_real"], gpus))]
     else:
-        out.append(_latency_section(inp, by_key["latency_percentiles"]))
-    out.append(_per_category(inp))
-    out.append(_capacity(inp, slos))
-    out.append(_warnings(inp))
+        steps.append(("latency", "Latency percentiles", _latency_section,
+                      (inp, by_key["latency_percentiles"])))
+    steps += [("per_category", "Per category", _per_category, (inp,)),
+              ("capacity", "Capacity and recommendation", _capacity, (inp, slos)),
+              ("warnings", "Warnings", _warnings, (inp,))]
+    out = []
+    for key, sec_title, make, args in steps:
+        try:
+            out.append(make(*args))
+        except Exception as exc:  # an unexpected summary never stops the report
+            out.append(Section(key, sec_title, text=[
+                f"n/a (section could not be built: {type(exc).__name__}: {exc})"]))
     return title, out
 
 
@@ -189,7 +206,7 @@ def _al_section(inp: D.ReportInput, plot: Plot) -> Section:
 def _position_section(inp: D.ReportInput, plot: Plot) -> Section:
     curves, missing = D.acceptance_by_position(inp.cells)
     sec = Section("acceptance_by_position", "Acceptance by draft position", plot=plot)
-    sec.items.extend(missing)
+    sec.items.extend(f"n/a for {m}" for m in missing)
     if curves:
         k = max(len(c.per_position) for c in curves)
         cols = ["position"]
