@@ -262,3 +262,13 @@ def test_ctrl_c_leaves_a_valid_partial_result(synthetic, tmp_path):
     for f in out.iterdir():
         assert "sekrit-value-123" not in f.read_text()
     assert "sekrit-value-123" not in stdout + stderr
+
+
+def test_warns_when_the_engine_did_not_see_the_ids_sent(synthetic, tmp_path):
+    ds = make_dataset(tmp_path / "ds.jsonl", n=6)
+    eng = synthetic("--protocol", "vllm", "--step-base-ms", "1", "--add-bos", "--model-name", "m")
+    s = run(eng.url, "vllm", ds, tmp_path / "out", concurrency=2, num_requests=6)
+    assert s["requests"]["ok"] == 6
+    assert any("prompt_tokens differ" in w and "6 request(s)" in w for w in s["warnings"])
+    records = read_records(tmp_path / "out" / "requests.jsonl")
+    assert all(r["usage_prompt_tokens"] == r["input_tokens"] + 1 for r in records)

@@ -71,6 +71,9 @@ def register(engines: argparse._SubParsersAction) -> None:
     sv.add_argument("--llamacpp-partial-utf8", type=int, default=13, metavar="N",
                     help="llama.cpp: token ids divisible by N stand for incomplete UTF-8 "
                          "pieces and get no event of their own, as in llama-server (0: off)")
+    sv.add_argument("--add-bos", action="store_true",
+                    help="vLLM: prepend a BOS to token-id prompts, as a misconfigured server "
+                         "would (the client must notice)")
     sv.add_argument("--truth-log", type=Path, help="JSONL, one record per request")
     sv.add_argument("--fault", action="append", default=[], metavar="KIND[:k=v,...]",
                     help="inject faults (repeatable); see docs/SYNTHETIC.md")
@@ -100,7 +103,7 @@ def build(args: argparse.Namespace):
         max_model_len=args.max_model_len, stream_interval=max(1, args.stream_interval),
         incremental_streaming=args.incremental_streaming,
         per_request_spec_metrics=args.per_request_spec_metrics, truth_log=args.truth_log,
-        llamacpp_partial_utf8=args.llamacpp_partial_utf8,
+        llamacpp_partial_utf8=args.llamacpp_partial_utf8, add_bos=args.add_bos,
         faults=FaultPlan.parse(args.fault, seed=args.seed),
     )
     return SyntheticServer(cfg, engine)

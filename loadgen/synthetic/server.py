@@ -42,6 +42,7 @@ class ServerConfig:
     incremental_streaming: bool = False  # SGLang --incremental-streaming-output
     per_request_spec_metrics: str | None = None  # vLLM: None | "summary" | "detailed"
     llamacpp_partial_utf8: int = 13  # llama.cpp: ids divisible by this get no event of their own
+    add_bos: bool = False  # vLLM: prepend BOS to token-id prompts (what no real engine does)
     truth_log: Path | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
 

@@ -89,6 +89,8 @@ class VllmProtocol(BaseProtocol):
         if body.get("n", 1) != 1:
             raise BadRequest("the synthetic engine serves n=1 only")
         ids = chat_prompt_ids(body) if chat else prompt_ids_from(body, self.engine.vocab_size)
+        if self.cfg.add_bos and not chat:
+            ids = [1, *ids]  # a misconfigured server: the engine no longer sees the ids sent
         max_tokens = int_field(body, "max_completion_tokens", None, 1) if chat else None
         max_tokens = max_tokens or int_field(body, "max_tokens", 16, 1)
         min_tokens = int_field(body, "min_tokens", 0, 0) or 0
