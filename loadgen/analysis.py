@@ -169,10 +169,14 @@ def recommend(cap: dict[str, Any]) -> str:
             lines.append(f"{dataset}: no configuration meets {slo_text} at any load tested; "
                          "test lower loads or relax the SLOs.")
             continue
-        best = max(meeting, key=lambda c: c["capacity"])
+        def at_capacity(c: dict[str, Any]) -> float:
+            return next(lv["goodput_requests_per_s"] for lv in c["levels"]
+                        if lv["load_level"] == c["capacity"])
+
+        # the most load within the SLOs; between equals, the most goodput there
+        best = max(meeting, key=lambda c: (c["capacity"], at_capacity(c)))
         unit = "concurrent requests" if best["load_kind"] == "concurrency" else "requests/s"
-        good = next(lv["goodput_requests_per_s"] for lv in best["levels"]
-                    if lv["load_level"] == best["capacity"])
+        good = at_capacity(best)
         lines.append(f"{dataset}: {best['sd']} carries the most load within {slo_text}: up to "
                      f"{best['capacity']:g} {unit} (goodput {good:.2f} requests/s there).")
         others = [c for c in configs if c is not best]
