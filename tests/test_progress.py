@@ -1,0 +1,31 @@
+"""The live progress line: what it shows after some records (rendered, not mocked)."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+from rich.console import Console
+
+from loadgen.progress import LiveProgress
+from loadgen.runner import RunConfig
+
+
+def test_progress_shows_done_in_flight_errors_rate_al_and_time_left(tmp_path):
+    cfg = RunConfig(endpoint="http://127.0.0.1:1", engine="vllm", out=tmp_path,
+                    concurrency=2, num_requests=10)
+    run = SimpleNamespace(cfg=cfg, in_flight=2)
+    prog = LiveProgress(run, label="demo")
+    now = time.monotonic_ns()
+    for i, status in enumerate(["ok", "ok", "error"]):
+        prog.on_record({"status": status, "output_tokens": 10, "acceptance_length": 2.0,
+                        "arrivals_ns": [now - 1_000_000 * (10 - j) for j in range(10)],
+                        "event_tokens": [1] * 10})
+        assert prog.done == i + 1
+    console = Console(record=True, width=200)
+    console.print(prog)
+    text = console.export_text()
+    assert "done 3/10" in text and "in flight 2" in text and "errors 1" in text
+    assert "AL 2.00" in text
+    assert "6 tok/s" in text  # 30 tokens in the last 5 s
+    assert "left ~" in text
