@@ -334,7 +334,8 @@ def run_estimates(run: RunData, resamples: int, rng_requests: np.random.Generato
         for s in stats:
             key = f"{prefix}.{s}"
             if nv == 0:
-                est[key] = Estimate(None, reason=f"no values in {run.label}", n=0)
+                est[key] = Estimate(None, n=0, reason=f"no ok requests in {run.label}" if n == 0
+                                    else f"no values in {run.label}")
                 continue
             value = float(vals.mean()) if s == "mean" else float(np.percentile(vals, QUANTS[s]
                                                                                  * 100))
@@ -453,7 +454,7 @@ def run_estimates(run: RunData, resamples: int, rng_requests: np.random.Generato
         mask = run.category == cat
         if not mask.any():
             for key in (f"category.{cat}.al", f"category.{cat}.tpot_ms.p50"):
-                est[key] = Estimate(None, reason=f"no {cat!r} requests in {run.label}", n=0)
+                est[key] = Estimate(None, reason=f"no ok {cat!r} requests in {run.label}", n=0)
             continue
         al_stats(f"category.{cat}.al", None, mask, f"for {cat!r} ")
         per_request(f"category.{cat}.tpot_ms", run.tpot, mask, stats=("p50",))
@@ -559,6 +560,10 @@ def comparability(a: RunData, b: RunData) -> tuple[list[str], list[str]]:
         status = (r.manifest or {}).get("status")
         if status and status != "complete":
             warnings.append(f"{r.label}: run status is {status!r}")
+        bad = [x for x in r.measured if x.get("status") != "ok"]
+        if bad:
+            warnings.append(f"{r.label}: {len(bad)} of {len(r.measured)} measured requests did "
+                            f"not complete (statistics use the ok ones only)")
         for w in (r.summary or {}).get("warnings") or []:
             warnings.append(f"{r.label}: {w}")
     ma, mb = a.manifest or {}, b.manifest or {}

@@ -390,3 +390,16 @@ def test_cli_writes_json_and_markdown(runs, tmp_path, capsys):
     md = out_md.read_text()
     assert md.startswith("# loadgen compare") and "| TPOT p50 (ms) |" in md
     assert compare_main([str(runs["sd"]), str(tmp_path / "nowhere")]) == 2
+
+
+def test_register_adds_a_compare_command(runs, tmp_path):
+    import argparse
+
+    from loadgen.compare_cli import register
+
+    parser = argparse.ArgumentParser(prog="loadgen")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["compare", str(runs["sd"]), str(runs["sd_seed2"]), "--quiet",
+                              "--json", str(tmp_path / "x.json"), "--confidence", "0.9"])
+    assert args.func(args) == 0
+    assert json.loads((tmp_path / "x.json").read_text())["settings"]["confidence"] == 0.9
