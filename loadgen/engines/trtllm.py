@@ -39,13 +39,11 @@ class TrtllmAdapter(VllmAdapter):
             "stream_options": {"include_usage": True, "continuous_usage_stats": True},
         }
 
-    def on_event(self, st, payload: bytes, stamp: int) -> None:
-        VllmAdapter.on_event(self, st, payload, stamp)
+    def on_choice(self, st, choice: dict[str, Any]) -> None:
         # each choice carries avg_decoded_tokens_per_iter; the last one covers the request
-        if b"avg_decoded_tokens_per_iter" in payload and not st.error:
-            for c in self.parse_json(st, payload).get("choices") or []:
-                if "avg_decoded_tokens_per_iter" in c:
-                    st.sd = {"avg_decoded_tokens_per_iter": c["avg_decoded_tokens_per_iter"]}
+        avg = choice.get("avg_decoded_tokens_per_iter")
+        if avg is not None:
+            st.sd = {"avg_decoded_tokens_per_iter": avg}
 
     def per_request_sd(self, st) -> dict[str, float] | None:
         if not st.sd:

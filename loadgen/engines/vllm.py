@@ -47,6 +47,7 @@ class VllmAdapter(EngineAdapter):
                                             "usage: cannot count tokens")
             if c.get("finish_reason") is not None:
                 st.finish_reason = c["finish_reason"]
+            self.on_choice(st, c)
         elif "usage" in obj and obj["usage"] is not None:
             u = obj["usage"]
             st.final_seen = True
@@ -55,6 +56,9 @@ class VllmAdapter(EngineAdapter):
             sd = (obj.get("metrics") or {}).get("speculative_decoding")
             if sd:
                 st.sd = sd
+
+    def on_choice(self, st: StreamState, choice: dict[str, Any]) -> None:
+        """Engine-specific fields of a choice (a hook for subclasses)."""
 
     def per_request_sd(self, st: StreamState) -> dict[str, float] | None:
         sd = st.sd
