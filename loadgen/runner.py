@@ -141,18 +141,17 @@ class Run:
 
     # -- the plan -------------------------------------------------------------------------------
     def _items(self) -> Iterator[_Item]:
-        recs = list(self.prompts.records)
+        """Endless: the prompts in a seeded shuffled order, reshuffled on every pass."""
         rng = random.Random(self.cfg.seed)
-        order: list[PromptRecord] = []
-        i = 0
         warm = self.cfg.warmup_requests
+        i = 0
         while True:
-            if not order:
-                order = recs[:]
-                if self.cfg.shuffle:
-                    rng.shuffle(order)
-            yield _Item(i, order.pop(0), warmup=i < warm)
-            i += 1
+            order = list(self.prompts.records)
+            if self.cfg.shuffle:
+                rng.shuffle(order)
+            for p in order:
+                yield _Item(i, p, warmup=i < warm)
+                i += 1
 
     def _max_tokens(self, p: PromptRecord) -> int:
         return self.cfg.output_len or p.max_tokens or 256

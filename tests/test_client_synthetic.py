@@ -208,19 +208,32 @@ def test_rate_mode_latency_from_schedule(synthetic, tmp_path):
 
 
 def test_warns_about_other_traffic_on_the_server(synthetic, tmp_path):
+    import threading
+
     import httpx
 
     truth = tmp_path / "truth.jsonl"
     ds = make_dataset(tmp_path / "ds.jsonl")
     eng = synthetic(*engine_args("vllm", truth))
-    # someone else's request lands inside our run
-    other = subprocess.Popen([sys.executable, "-c", (
-        f"import httpx,time; time.sleep(0.2); httpx.post('{eng.url}/v1/completions', "
-        "json={'prompt': [5,6,7], 'max_tokens': 400, 'ignore_eos': True}, timeout=60)")])
+    streaming = threading.Event()
+
+    def someone_else() -> None:  # a long request that is generating during the whole run
+        body = {"prompt": [5, 6, 7], "max_tokens": 3000, "ignore_eos": True, "stream": True}
+        try:
+            with httpx.stream("POST", eng.url + "/v1/completions", json=body, timeout=120) as r:
+                for _ in r.iter_lines():
+                    streaming.set()
+        except httpx.HTTPError:
+            pass  # the engine is stopped under it at the end of the test
+
+    other = threading.Thread(target=someone_else, daemon=True)
+    other.start()
+    assert streaming.wait(30)
     s = run(eng.url, "vllm", ds, tmp_path / "out", concurrency=2, num_requests=24)
-    other.wait(60)
-    httpx.get(eng.url + "/health")
+    assert other.is_alive()  # still generating when our run ended
     assert any("other traffic" in w for w in s["warnings"]), s["warnings"]
+    eng.stop()
+    other.join(10)
 
 
 def test_bad_prompt_file_names_line_and_field(tmp_path):
