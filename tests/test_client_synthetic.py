@@ -259,7 +259,13 @@ def test_ctrl_c_leaves_a_valid_partial_result(synthetic, tmp_path):
          "--dataset", str(ds), "--output-len", "200", "--concurrency", "4",
          "--num-requests", "400", "--out", str(out), "--api-key-env", "LOADGEN_TEST_KEY",
          "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3.0)
+    # interrupt once some requests have finished (so the run has both ok and in-flight ones)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done = out / "requests.jsonl"
+        if done.exists() and done.read_text().count('"status":"ok"') >= 2:
+            break
+        time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
