@@ -17,6 +17,7 @@ from typing import Any
 
 FORMAT_VERSION = 1
 HEADER_KEY = "loadgen_prompts"
+TEXT_HEADER_KEY = "loadgen_text_prompts"  # text prompts (loadgen/data/textfmt.py), not token ids
 
 
 class PromptFileError(ValueError):
@@ -189,6 +190,11 @@ def read_prompts(path: str | Path) -> PromptFile:
             records.append(record_from_dict(row, path, row_no))
     else:
         for lineno, obj in _iter_jsonl(path):
+            if isinstance(obj, dict) and TEXT_HEADER_KEY in obj:
+                raise PromptFileError(
+                    f"{path}:{lineno}: this is a text prompt file, not token ids: tokenize it "
+                    f"for the target model first (loadgen data tokenize {path} --tokenizer T "
+                    f"--out FILE)")
             if isinstance(obj, dict) and HEADER_KEY in obj:
                 if records or header:
                     raise PromptFileError(f"{path}:{lineno}: header record must be the first line")

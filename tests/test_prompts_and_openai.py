@@ -65,6 +65,11 @@ def test_file_level_errors(tmp_path):
     empty.write_text("")
     with pytest.raises(PromptFileError, match="no prompt records"):
         read_prompts(empty)
+    text = tmp_path / "text.jsonl"
+    text.write_text(json.dumps({"loadgen_text_prompts": 1}) + "\n"
+                    + json.dumps({"id": "a", "category": "c", "turns": ["hi"]}) + "\n")
+    with pytest.raises(PromptFileError, match=r"text prompt file.*loadgen data tokenize"):
+        read_prompts(text)
 
 
 def test_openai_adapter_token_ids_and_chat(synthetic, tmp_path, monkeypatch):
