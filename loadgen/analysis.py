@@ -112,10 +112,14 @@ def speedup_rows(sweep: Sweep) -> list[dict[str, Any]]:
             bc = bs["categories"].get(cat)
             if not bc:
                 continue
-            sp = _ratio(cs.get("per_user_tokens_per_s_mean"), bc.get("per_user_tokens_per_s_mean"))
+            mine = cs.get("per_user_tokens_per_s_mean")
+            theirs = bc.get("per_user_tokens_per_s_mean")
+            sp = _ratio(mine, theirs)
             rows.append({"dataset": c.dataset, "sd": c.sd, "load_kind": c.load_kind,
                          "load_level": c.load_level, "category": cat,
                          "acceptance_length": cs.get("acceptance_length"),
+                         "per_user_tokens_per_s": mine,
+                         "baseline_per_user_tokens_per_s": theirs,
                          "speedup_per_user_tokens_per_s": sp,
                          "pays": (sp or 0) >= 1.0})
     return rows

@@ -23,15 +23,19 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None = None,
                   argv: list[str] | None = None, use_uvloop: bool = True,
-                  progress: bool = False) -> dict[str, Any]:
+                  progress: bool = False,
+                  engine: dict[str, Any] | None = None) -> dict[str, Any]:
     """Execute one run and write manifest.json, requests.jsonl and summary.json to cfg.out.
-    ``progress`` shows a live line on a terminal (never when stderr is not a TTY)."""
+    ``progress`` shows a live line on a terminal (never when stderr is not a TTY); ``engine`` is
+    what a launched engine says about itself (EngineProcess.describe()), kept in the manifest."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     req_file = cfg.out / "requests.jsonl"
     if req_file.exists():
         req_file.unlink()  # a run directory holds one run
     manifest = build_manifest(cfg, dataset_path, prompts.header, argv or sys.argv)
     manifest["status"] = "running"
+    if engine is not None:
+        manifest["engine"] = engine
     _write_json(cfg.out / "manifest.json", manifest)
     run = Run(cfg, prompts)
 

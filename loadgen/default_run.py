@@ -18,35 +18,37 @@ from typing import Any
 CONFIGS = (("sd-off", "none"), ("sd-ngram", "ngram"))
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return a / b if a and b else None
+def compare(out: Path, concurrency: int) -> dict[str, Any]:
+    """SD against the baseline, overall and per category, with the sweep's own speedup
+    definitions (loadgen/analysis.py, docs/METRICS.md): the two runs are read as a two-cell
+    sweep."""
+    from loadgen.analysis import speedup_rows
+    from loadgen.sweep_format import Cell, Sweep
 
-
-def compare(off: dict[str, Any], sd: dict[str, Any]) -> dict[str, Any]:
-    """SD against the baseline: overall and per category (docs/METRICS.md, 'speedup')."""
-    cats = {}
-    for name, c in sd["categories"].items():
-        base = off["categories"].get(name, {})
-        cats[name] = {
-            "acceptance_length": c["acceptance_length"],
-            "per_user_tokens_per_s_sd": c.get("per_user_tokens_per_s_mean"),
-            "per_user_tokens_per_s_off": base.get("per_user_tokens_per_s_mean"),
-            "speedup": _ratio(c.get("per_user_tokens_per_s_mean"),
-                              base.get("per_user_tokens_per_s_mean")),
-        }
+    load = {"concurrency": float(concurrency)}
+    cells = [Cell(id=label, sd=label, dataset="builtin", load=load, dir=label,
+                  baseline=method == "none", status="complete") for label, method in CONFIGS]
+    sweep = Sweep(root=out, config={}, cells=cells)
+    rows = speedup_rows(sweep)
+    overall = next(r for r in rows if r["category"] == "all")
+    sd = sweep.summary(cells[1])
+    assert sd is not None
     return {
-        "output_tokens_per_s": {"sd": sd["throughput"]["output_tokens_per_s"],
-                                "off": off["throughput"]["output_tokens_per_s"]},
-        "speedup_output_tokens_per_s": _ratio(sd["throughput"]["output_tokens_per_s"],
-                                              off["throughput"]["output_tokens_per_s"]),
-        "speedup_per_user_tokens_per_s": _ratio(sd["per_user_tokens_per_s"]["mean"],
-                                                off["per_user_tokens_per_s"]["mean"]),
+        "output_tokens_per_s": {"sd": overall["output_tokens_per_s"],
+                                "off": overall["baseline_output_tokens_per_s"]},
+        "speedup_output_tokens_per_s": overall["speedup_output_tokens_per_s"],
+        "speedup_per_user_tokens_per_s": overall["speedup_per_user_tokens_per_s"],
         # tokens per target forward pass, per request, token-weighted: the categories' measure
-        "acceptance_length": (sd["acceptance"].get("per_request") or {}).get("token_weighted"),
+        "acceptance_length": overall["acceptance_length"],
         # vLLM's formula over the counters: 1 + accepted / verify steps that had drafts
         "acceptance_length_when_drafting": sd["acceptance"].get("acceptance_length"),
         "acceptance_source": sd["acceptance"].get("source"),
-        "categories": cats,
+        "categories": {r["category"]: {
+            "acceptance_length": r["acceptance_length"],
+            "per_user_tokens_per_s_sd": r["per_user_tokens_per_s"],
+            "per_user_tokens_per_s_off": r["baseline_per_user_tokens_per_s"],
+            "speedup": r["speedup_per_user_tokens_per_s"],
+        } for r in rows if r["category"] != "all"},
     }
 
 
@@ -105,14 +107,10 @@ def main(args: argparse.Namespace) -> int:
                             seed=args.seed, timeout_s=args.timeout)
             summaries[label] = run_benchmark(cfg, prompts, args.dataset,
                                              use_uvloop=not args.no_uvloop,
-                                             progress=not args.quiet)
-            manifest_path = out / label / "manifest.json"
-            manifest = json.loads(manifest_path.read_text())
-            manifest["engine"] = eng.describe()
-            manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
+                                             progress=not args.quiet, engine=eng.describe())
         if summaries[label].get("interrupted"):
             return 130
-    cmp = compare(summaries["sd-off"], summaries["sd-ngram"])
+    cmp = compare(out, concurrency)
     (out / "comparison.json").write_text(json.dumps(cmp, indent=2))
     if not args.quiet:
         print_comparison(cmp)

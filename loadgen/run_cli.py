@@ -120,8 +120,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(cfg, prompts, args: argparse.Namespace) -> dict:
-    import json
-
     from loadgen.benchmark import run_benchmark
 
     if not args.serve:
@@ -140,10 +138,5 @@ def _run(cfg, prompts, args: argparse.Namespace) -> dict:
         cfg.endpoint = eng.base_url
         if cfg.engine == "trtllm" and not cfg.model:
             cfg.model = plan.model
-        summary = run_benchmark(cfg, prompts, args.dataset, use_uvloop=not args.no_uvloop,
-                                progress=not args.quiet)
-        manifest_path = cfg.out / "manifest.json"
-        manifest = json.loads(manifest_path.read_text())
-        manifest["engine"] = eng.describe()  # engine, command, version, SD config
-        manifest_path.write_text(json.dumps(manifest, indent=2, default=str))
-    return summary
+        return run_benchmark(cfg, prompts, args.dataset, use_uvloop=not args.no_uvloop,
+                             progress=not args.quiet, engine=eng.describe())

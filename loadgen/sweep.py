@@ -150,12 +150,11 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
                 print(f"loadgen sweep: cell {cell.id}", file=sys.stderr)
                 try:
                     summary = run_benchmark(rc, prompts, ds_path, argv=["loadgen", "sweep"],
-                                            progress=progress)
+                                            progress=progress, engine=describe())
                 except Exception as exc:  # one broken cell must not lose the others
                     cell.status, cell.error = "failed", f"{type(exc).__name__}: {exc}"
                     sweep.save()
                     continue
-                _record_engine(out / cell.dir, describe())
                 if summary.get("interrupted"):
                     cell.status = "interrupted"
                     interrupted = True
@@ -176,17 +175,6 @@ def analyse(sweep: Sweep) -> dict[str, Any]:
     if slo:
         out["capacity"] = capacity(sweep, parse_slos(slo))
     return out
-
-
-def _record_engine(run_dir: Path, engine: dict[str, Any] | None) -> None:
-    import json
-
-    if not engine:
-        return
-    path = run_dir / "manifest.json"
-    manifest = json.loads(path.read_text())
-    manifest["engine"] = engine
-    path.write_text(json.dumps(manifest, indent=2, default=str))
 
 
 class _endpoint_for:
