@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+import orjson
 
 OK, ERROR, CANCELLED = "ok", "error", "cancelled"
 
@@ -43,8 +45,9 @@ class RequestRecord:
     token_ids: list[int] | None = None
     neutral_output_tokens: int | None = None  # the output text in a neutral encoding
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+    def to_dict(self) -> dict[str, Any]:
+        """A shallow dict: its lists are the record's own (no copy of the per-event stamps)."""
+        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
 
 
 class RecordWriter:
@@ -52,10 +55,11 @@ class RecordWriter:
         self.path = path
         self._fh: IO[str] | None = open(path, "a", encoding="utf-8")  # noqa: SIM115
 
-    def write(self, rec: RequestRecord) -> None:
+    def write(self, rec: dict[str, Any]) -> None:
+        """Append one record (RequestRecord.to_dict()) and flush it to the file."""
         if self._fh is None:
             raise RuntimeError("record writer is closed")
-        self._fh.write(rec.to_json() + "\n")
+        self._fh.write(orjson.dumps(rec).decode() + "\n")
         self._fh.flush()
 
     def close(self) -> None:

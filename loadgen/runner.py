@@ -165,8 +165,8 @@ class Run:
         for turn in range(len(turns) + 1):
             rec = await self._one_turn(client, item, ids, turn, scheduled_ns,
                                        keep=turn < len(turns))
-            writer.write(rec)
-            d = _record_dict(rec)
+            d = rec.to_dict()
+            writer.write(d)
             self.records.append(d)
             if self.progress_cb:
                 self.progress_cb(d)
@@ -184,10 +184,7 @@ class Run:
         st = ad.new_state()
         if keep and st.token_ids is None:
             st.token_ids = []
-        if ad.name == "openai" and getattr(ad, "mode", "") == "chat":
-            body = _json_bytes(ad.build_body(ids, max_tokens, messages=p.messages))  # type: ignore[call-arg]
-        else:
-            body = ad.encode(ids, max_tokens)
+        body = ad.encode(ids, max_tokens, p.messages)
         rec = RequestRecord(index=item.index, prompt_id=p.id, category=p.category, turn=turn,
                             warmup=item.warmup, input_tokens=len(ids),
                             expected_tokens=max_tokens, scheduled_ns=scheduled_ns)
@@ -445,13 +442,3 @@ class Run:
             end = max(r["end_ns"] for r in measured)
             includes_drain = True
         return {"start_ns": start, "end_ns": end, "includes_drain": includes_drain}
-
-
-def _json_bytes(obj: Any) -> bytes:
-    import json
-
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
-def _record_dict(rec: RequestRecord) -> dict[str, Any]:
-    return {k: getattr(rec, k) for k in rec.__slots__}  # type: ignore[attr-defined]

@@ -76,7 +76,10 @@ class EngineAdapter:
     def build_body(self, prompt_ids: list[int], max_tokens: int) -> dict[str, Any]:
         raise NotImplementedError
 
-    def encode(self, prompt_ids: list[int], max_tokens: int) -> bytes:
+    def encode(self, prompt_ids: list[int], max_tokens: int,
+               messages: list[dict[str, str]] | None = None) -> bytes:
+        """The request body. ``messages`` (the record's text conversation) is for adapters
+        that send text; token-id adapters ignore it."""
         return orjson.dumps(self.build_body(prompt_ids, max_tokens))
 
     def new_state(self) -> StreamState:

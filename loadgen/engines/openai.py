@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from loadgen.engines.base import EngineAdapter, StreamState
 
 
@@ -41,6 +43,10 @@ class OpenAIAdapter(EngineAdapter):
         if self.neutral_count is not None:
             st.text_parts = []
         return st
+
+    def encode(self, prompt_ids: list[int], max_tokens: int,
+               messages: list[dict[str, str]] | None = None) -> bytes:
+        return orjson.dumps(self.build_body(prompt_ids, max_tokens, messages))
 
     def build_body(self, prompt_ids: list[int], max_tokens: int,
                    messages: list[dict[str, str]] | None = None) -> dict[str, Any]:
