@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from loadgen.metrics import e2e_ms, per_user_tokens_per_s, tpot_ms, ttft_ms
+from loadgen.analysis.metrics import e2e_ms, per_user_tokens_per_s, tpot_ms, ttft_ms
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95

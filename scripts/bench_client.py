@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from loadgen.engines import make_adapter
 from loadgen.synthetic.model import prompt_digest
 from loadgen.synthetic.process import SyntheticProcess, read_truth
-from loadgen.transport import HttpClient
+from loadgen.client.transport import HttpClient
 
 
 def prompts(n: int, offset: int) -> list[list[int]]:

@@ -42,7 +42,7 @@ def bench_tokenize(per_tier: int, isl: str) -> None:
     from loadgen.data.throughput import build_throughput
     from loadgen.data.tokenize import tokenize_file
     from loadgen.data.tokenizer import load_tokenizer
-    from loadgen.prompts import read_prompts
+    from loadgen.data.prompts import read_prompts
 
     tok = load_tokenizer("smollm2")
     tok.identity()

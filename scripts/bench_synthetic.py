@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadgen.benchmark import run_benchmark
-from loadgen.prompts import PromptRecord, read_prompts, write_prompts
-from loadgen.runner import RunConfig
+from loadgen.client.benchmark import run_benchmark
+from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
+from loadgen.client.runner import RunConfig
 from loadgen.synthetic.process import SyntheticProcess
 
 _EVENT = (b'data: {"id":"cmpl-0","object":"text_completion","created":0,"model":"m",'
@@ -86,7 +86,7 @@ def measure_counting(url: str, pid: int, engine: str, streams: int,
     import uvloop
 
     from loadgen.engines import make_adapter
-    from loadgen.transport import HttpClient
+    from loadgen.client.transport import HttpClient
 
     ad = make_adapter(engine, model="m")
 

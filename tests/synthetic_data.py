@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from loadgen.prompts import PromptRecord, write_prompts
+from loadgen.data.prompts import PromptRecord, write_prompts
 
 # Each category starts its prompts with its own marker token, so the synthetic engine gives it
 # its own acceptance profile.

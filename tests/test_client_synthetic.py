@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadgen.benchmark import run_benchmark
-from loadgen.prompts import read_prompts
-from loadgen.records import read_records
-from loadgen.runner import RunConfig
+from loadgen.client.benchmark import run_benchmark
+from loadgen.data.prompts import read_prompts
+from loadgen.results.records import read_records
+from loadgen.client.runner import RunConfig
 from loadgen.synthetic.model import prompt_digest
 from loadgen.synthetic.process import read_truth
 from tests.synthetic_data import CATEGORIES, make_dataset, rates_args

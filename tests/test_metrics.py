@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from loadgen.engines import make_adapter
-from loadgen.metrics import (
+from loadgen.analysis.metrics import (
     e2e_ms,
     itl_values_ms,
     per_request_al,

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 from rich.console import Console
 
-from loadgen.progress import LiveProgress
-from loadgen.runner import RunConfig
+from loadgen.cli.progress import LiveProgress
+from loadgen.client.runner import RunConfig
 
 
 def test_progress_shows_done_in_flight_errors_rate_al_and_time_left(tmp_path):

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from loadgen.benchmark import run_benchmark
-from loadgen.prompts import PromptFileError, PromptRecord, read_prompts, write_prompts
-from loadgen.records import read_records
-from loadgen.runner import RunConfig
+from loadgen.client.benchmark import run_benchmark
+from loadgen.data.prompts import PromptFileError, PromptRecord, read_prompts, write_prompts
+from loadgen.results.records import read_records
+from loadgen.client.runner import RunConfig
 from loadgen.synthetic.model import prompt_digest
 from loadgen.synthetic.process import read_truth
 from loadgen.synthetic.server import detokenize
-from loadgen.tokencount import neutral_counter
+from loadgen.engines.tokencount import neutral_counter
 
 RECS = [
     PromptRecord(id="a", category="coding", prompt_token_ids=[1, 2, 3], max_tokens=5,

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from loadgen.benchmark import run_benchmark
-from loadgen.prompts import PromptFile
-from loadgen.records import read_records
-from loadgen.runner import RunConfig
+from loadgen.client.benchmark import run_benchmark
+from loadgen.data.prompts import PromptFile
+from loadgen.results.records import read_records
+from loadgen.client.runner import RunConfig
 
 pytestmark = pytest.mark.real_engine
 
@@ -182,7 +182,7 @@ def test_run_serve_launches_and_stops_the_engine(tmp_path):
 
     _need_llama_server()
     ds = tmp_path / "ds.jsonl"
-    from loadgen.prompts import write_prompts
+    from loadgen.data.prompts import write_prompts
 
     write_prompts(ds, _prompts().records[:3])
     out = tmp_path / "run"

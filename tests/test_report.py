@@ -25,13 +25,13 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from loadgen.analysis import speedup_rows
-from loadgen.benchmark import run_benchmark
+from loadgen.analysis.sweeps import speedup_rows
+from loadgen.client.benchmark import run_benchmark
 from loadgen.cli import main as cli_main
-from loadgen.prompts import PromptRecord, read_prompts, write_prompts
+from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
 from loadgen.report import build_report
-from loadgen.runner import RunConfig
-from loadgen.sweep_format import Cell, Sweep, load_sweep
+from loadgen.client.runner import RunConfig
+from loadgen.results.sweepdir import Cell, Sweep, load_sweep
 from loadgen.synthetic.process import SyntheticProcess
 
 # Each category's prompts start with its own marker token, so the engine gives it its own

@@ -9,9 +9,9 @@ import json
 import pytest
 import yaml
 
-from loadgen.analysis import parse_slos
+from loadgen.analysis.sweeps import parse_slos
 from loadgen.cli import main as cli_main
-from loadgen.sweep_format import load_sweep
+from loadgen.results.sweepdir import load_sweep
 from tests.synthetic_data import make_dataset
 
 # the timing model of test_sd_pays_at_low_load_and_costs_at_high_load: SD pays at concurrency 1,

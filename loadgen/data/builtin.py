@@ -13,7 +13,7 @@ import hashlib
 from pathlib import Path
 
 from loadgen.cache import cache_dir
-from loadgen.prompts import PromptFile, read_prompts, write_prompts
+from loadgen.data.prompts import PromptFile, read_prompts, write_prompts
 
 BUILTIN_PATH = Path(__file__).resolve().parents[2] / "datasets" / "builtin" / "prompts.jsonl"
 

@@ -17,7 +17,7 @@ import random
 from typing import Any
 
 from loadgen.data.tokenizer import ChatTokenizer
-from loadgen.prompts import PromptFile, PromptRecord, make_header
+from loadgen.data.prompts import PromptFile, PromptRecord, make_header
 
 METHODS = ("speed-bench", "uniform")
 

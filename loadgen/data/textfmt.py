@@ -1,5 +1,5 @@
 """Text prompt sets: the model-agnostic JSONL that builders write and ``loadgen data tokenize``
-turns into the pre-tokenized format (loadgen.prompts).
+turns into the pre-tokenized format (loadgen.data.prompts).
 
 One JSON object a line (split on ``\\n`` only), optionally ``.gz``; an optional first line is a
 header holding the key ``loadgen_text_prompts``. A record::

@@ -33,7 +33,7 @@ from typing import Any
 
 from loadgen.data.sources import default_data_root, read_bytes_text, read_file_records
 from loadgen.data.tokenizer import ChatTokenizer
-from loadgen.prompts import PromptFile, PromptRecord, make_header
+from loadgen.data.prompts import PromptFile, PromptRecord, make_header
 
 TIERS = {
     "low_entropy": ("code", "sorting"),
@@ -390,7 +390,7 @@ def build_throughput(tok: ChatTokenizer, isls: list[str], per_tier: int, out: st
                      seed: int = 0, data_root: str | Path | None = None, fmt: str = "parquet",
                      messages: bool = True, system: str | None = None, log=None) -> dict[str, Any]:
     """Write one file per ISL (``throughput_<label>.<fmt>``) into ``out``; returns timings."""
-    from loadgen.prompts import write_prompts
+    from loadgen.data.prompts import write_prompts
 
     out = Path(out)
     builder = ThroughputBuilder(tok, data_root, seed=seed, system=system)

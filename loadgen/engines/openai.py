@@ -33,7 +33,7 @@ class OpenAIAdapter(EngineAdapter):
         self.stream_path = "/v1/chat/completions" if mode == "chat" else "/v1/completions"
         self.count_text = count_text
         self.token_count_source: str | None = None
-        from loadgen.tokencount import neutral_counter
+        from loadgen.engines.tokencount import neutral_counter
 
         neutral = neutral_counter()
         self.neutral_count, self.neutral_tokenizer = neutral if neutral else (None, None)

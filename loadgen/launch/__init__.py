@@ -36,7 +36,7 @@ _EXPORTS = {
     "probe_version": "loadgen.launch.process",
     "llama_server_path": "loadgen.launch.llamacpp_build",
     "BuildError": "loadgen.launch.llamacpp_build",
-    "load_preset": "loadgen.launch.cli",
+    "load_preset": "loadgen.cli.serve",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadgen.sweep_format import Cell, Sweep, is_run_dir, is_sweep_dir, load_sweep
+from loadgen.results.sweepdir import Cell, Sweep, is_run_dir, is_sweep_dir, load_sweep
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ class ReportInput:
         return [c for c in self.cells if not c.cell.baseline]
 
     def readable_sweep(self) -> Sweep | None:
-        """The sweep restricted to the cells whose summary could be read, for loadgen.analysis
+        """The sweep restricted to the cells whose summary could be read, for loadgen.analysis.sweeps
         (which reads every complete cell's summary and would stop at a broken one)."""
         if self.sweep is None:
             return None
@@ -345,7 +345,7 @@ def speedup_grids(inp: ReportInput) -> list[SpeedupGrid]:
     """Category × load grids of SD speedup over the baseline at the same dataset and load
     (loadgen.analysis.speedup_rows): per-user tokens/s per category and overall, and the run's
     output tokens/s."""
-    from loadgen.analysis import speedup_rows
+    from loadgen.analysis.sweeps import speedup_rows
 
     sweep = inp.readable_sweep()
     if sweep is None:
@@ -429,7 +429,7 @@ def capacity_section(inp: ReportInput, slos: dict[str, float] | None) -> dict[st
     """Capacity under the SLOs (loadgen.analysis.capacity) for a sweep; for a run, its SLO
     verdict and goodput. Returns {"na": reason} when there is nothing to say."""
     from loadgen import analysis
-    from loadgen.records import read_records
+    from loadgen.results.records import read_records
 
     if not slos:
         stored = (inp.analysis or {}).get("capacity")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from loadgen.engines import ENGINES
-from loadgen.schedule import ARRIVALS
+from loadgen.client.schedule import ARRIVALS
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -60,7 +60,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _serve_args(args: argparse.Namespace) -> argparse.Namespace:
-    """The namespace `loadgen serve ENGINE` would have parsed (loadgen/launch/cli.py)."""
+    """The namespace `loadgen serve ENGINE` would have parsed (loadgen/cli/serve.py)."""
     return argparse.Namespace(
         launch_engine=args.serve, model=args.serve_model, spec=args.spec, draft=args.draft,
         num_spec_tokens=args.num_spec_tokens, preset=args.preset, port=0, host=None,
@@ -71,11 +71,11 @@ def _serve_args(args: argparse.Namespace) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from loadgen.prompts import PromptFileError, read_prompts
-    from loadgen.runner import RunConfig
+    from loadgen.data.prompts import PromptFileError, read_prompts
+    from loadgen.client.runner import RunConfig
 
     if args.endpoint is None and not args.serve:
-        from loadgen.default_run import main as default_main
+        from loadgen.sweep.default import main as default_main
 
         return default_main(args)
     if args.endpoint and args.serve:
@@ -112,7 +112,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"loadgen run: {exc}", file=sys.stderr)
         return 2
     if not args.quiet:
-        from loadgen.console import print_summary
+        from loadgen.cli.console import print_summary
 
         print_summary(summary)
         print(f"results in {out}")
@@ -120,12 +120,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(cfg, prompts, args: argparse.Namespace) -> dict:
-    from loadgen.benchmark import run_benchmark
+    from loadgen.client.benchmark import run_benchmark
 
     if not args.serve:
         return run_benchmark(cfg, prompts, args.dataset, use_uvloop=not args.no_uvloop,
                              progress=not args.quiet)
-    from loadgen.launch.cli import plan_from_args
+    from loadgen.cli.serve import plan_from_args
     from loadgen.launch.commands import LaunchConfigError
 
     try:

@@ -26,7 +26,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from loadgen.analysis import parse_slos
+    from loadgen.analysis.sweeps import parse_slos
 
     try:
         slos = parse_slos(args.slo) if args.slo else None

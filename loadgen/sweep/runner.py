@@ -1,6 +1,6 @@
 """``loadgen sweep``: a grid of runs over load x SD configuration x dataset.
 
-Every cell is an ordinary run directory under ``cells/``; ``sweep.json`` (loadgen/sweep_format.py)
+Every cell is an ordinary run directory under ``cells/``; ``sweep.json`` (loadgen/results/sweepdir.py)
 is rewritten after each cell, so an interrupted sweep resumes where it stopped and skips the cells
 already complete. Engines are launched (and relaunched between SD configurations) through the same
 code as ``loadgen serve`` when the config has a ``serve`` section; otherwise each SD configuration
@@ -34,8 +34,8 @@ from typing import Any
 
 import yaml
 
-from loadgen.analysis import capacity, parse_slos, speedup_rows
-from loadgen.sweep_format import Cell, Sweep, is_sweep_dir, load_sweep
+from loadgen.analysis.sweeps import capacity, parse_slos, speedup_rows
+from loadgen.results.sweepdir import Cell, Sweep, is_sweep_dir, load_sweep
 
 RUN_KEYS = {"output_len", "num_requests", "duration_s", "warmup_requests", "model",
             "api_key_env", "seed", "timeout_s", "max_concurrency", "arrival", "burstiness",
@@ -100,7 +100,7 @@ def plan_cells(cfg: dict[str, Any]) -> list[Cell]:
 
 
 def _load_dataset(entry: dict[str, Any], base: Path):
-    from loadgen.prompts import read_prompts
+    from loadgen.data.prompts import read_prompts
 
     path = str(entry.get("path", ""))
     if path == "builtin":
@@ -116,8 +116,8 @@ def _load_dataset(entry: dict[str, Any], base: Path):
 def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
               progress: bool = True) -> Sweep:
     """Run every pending cell; returns the sweep with its analysis."""
-    from loadgen.benchmark import run_benchmark
-    from loadgen.runner import RunConfig
+    from loadgen.client.benchmark import run_benchmark
+    from loadgen.client.runner import RunConfig
 
     validate(cfg)
     planned = plan_cells(cfg)

@@ -9,10 +9,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from loadgen.manifest import build_manifest
-from loadgen.metrics import summarize
-from loadgen.prompts import PromptFile
-from loadgen.runner import Run, RunConfig
+from loadgen.results.manifest import build_manifest
+from loadgen.analysis.metrics import summarize
+from loadgen.data.prompts import PromptFile
+from loadgen.client.runner import Run, RunConfig
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -44,7 +44,7 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
 
     live = None
     if progress and sys.stderr.isatty():
-        from loadgen.progress import LiveProgress
+        from loadgen.cli.progress import LiveProgress
 
         live = LiveProgress(run, label=cfg.out.name)
         run.progress_cb = live.on_record

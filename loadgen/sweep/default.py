@@ -20,10 +20,10 @@ CONFIGS = (("sd-off", "none"), ("sd-ngram", "ngram"))
 
 def compare(out: Path, concurrency: int) -> dict[str, Any]:
     """SD against the baseline, overall and per category, with the sweep's own speedup
-    definitions (loadgen/analysis.py, docs/METRICS.md): the two runs are read as a two-cell
+    definitions (loadgen/analysis/sweeps.py, docs/METRICS.md): the two runs are read as a two-cell
     sweep."""
-    from loadgen.analysis import speedup_rows
-    from loadgen.sweep_format import Cell, Sweep
+    from loadgen.analysis.sweeps import speedup_rows
+    from loadgen.results.sweepdir import Cell, Sweep
 
     load = {"concurrency": float(concurrency)}
     cells = [Cell(id=label, sd=label, dataset="builtin", load=load, dir=label,
@@ -78,11 +78,11 @@ def print_comparison(cmp: dict[str, Any]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from loadgen.benchmark import run_benchmark
+    from loadgen.client.benchmark import run_benchmark
     from loadgen.launch.commands import SpecConfig
     from loadgen.launch.launcher import start_engine
-    from loadgen.prompts import read_prompts
-    from loadgen.runner import RunConfig
+    from loadgen.data.prompts import read_prompts
+    from loadgen.client.runner import RunConfig
 
     if args.dataset:
         prompts = read_prompts(args.dataset)

@@ -15,13 +15,13 @@ import importlib
 import sys
 
 # (top-level command, module that registers it). `serve` is a group: several modules add engines.
-_SERVE_MODULES = ("loadgen.synthetic.cli", "loadgen.launch.cli")
+_SERVE_MODULES = ("loadgen.cli.serve_synthetic", "loadgen.cli.serve")
 _COMMAND_MODULES = (
-    "loadgen.run_cli",
+    "loadgen.cli.run",
     "loadgen.data.cli",
-    "loadgen.sweep_cli",
-    "loadgen.report_cli",
-    "loadgen.compare_cli",
+    "loadgen.cli.sweep",
+    "loadgen.cli.report",
+    "loadgen.cli.compare",
 )
 
 

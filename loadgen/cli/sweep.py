@@ -1,4 +1,4 @@
-"""``loadgen sweep``: run a grid of load x SD configuration x dataset (loadgen/sweep.py)."""
+"""``loadgen sweep``: run a grid of load x SD configuration x dataset (loadgen/sweep/runner.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Run every cell of a sweep (resuming an interrupted one), then report SD "
                     "speedup against the baseline per category and load, and the capacity "
                     "within SLOs. A YAML config (--config) or flags for the simple cases.")
-    p.add_argument("--config", type=Path, help="sweep YAML (see loadgen/sweep.py)")
+    p.add_argument("--config", type=Path, help="sweep YAML (see loadgen/sweep/runner.py)")
     p.add_argument("--out", type=Path, required=True, help="sweep directory")
     simple = p.add_argument_group("simple cases without a config")
     simple.add_argument("--serve", choices=["vllm", "sglang", "trtllm", "llamacpp"],
@@ -96,8 +96,8 @@ def print_analysis(analysis: dict) -> None:
 def main(args: argparse.Namespace) -> int:
     import yaml
 
-    from loadgen.analysis import parse_slos
-    from loadgen.sweep import SweepConfigError, load_config, run_sweep
+    from loadgen.analysis.sweeps import parse_slos
+    from loadgen.sweep.runner import SweepConfigError, load_config, run_sweep
 
     try:
         if args.config:

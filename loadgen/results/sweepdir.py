@@ -13,7 +13,7 @@
                 "load_level": 8.0, "load_kind": "concurrency", "dir": "cells/ngram-k4__c8__builtin",
                 "status": "complete" | "failed" | "interrupted" | "pending",
                 "error": null}, ...],
-     "analysis": {...}}     speedup and capacity (loadgen/analysis.py), recomputed on demand
+     "analysis": {...}}     speedup and capacity (loadgen/analysis/sweeps.py), recomputed on demand
 
 A cell's ``sd`` is the label of its SD configuration; exactly one label is the baseline (SD off)
 and speedups compare every other label with it at the same dataset and load level.

@@ -20,8 +20,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from loadgen.metrics import e2e_ms, itl_values_ms, tpot_ms, ttft_ms
-from loadgen.sweep_format import Cell, Sweep
+from loadgen.analysis.metrics import e2e_ms, itl_values_ms, tpot_ms, ttft_ms
+from loadgen.results.sweepdir import Cell, Sweep
 
 SLO_METRICS = ("ttft", "tpot", "itl", "e2e")
 SLO_STATS = ("mean", "p50", "p90", "p99", "max")
@@ -128,7 +128,7 @@ def speedup_rows(sweep: Sweep) -> list[dict[str, Any]]:
 def capacity(sweep: Sweep, slos: dict[str, float]) -> dict[str, Any]:
     """Per (dataset, SD configuration): each load level's SLO verdict and goodput, and the
     highest level that meets every SLO."""
-    from loadgen.records import read_records
+    from loadgen.results.records import read_records
 
     groups: dict[tuple[str, str], list[Cell]] = defaultdict(list)
     for c in sweep.cells:

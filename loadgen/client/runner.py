@@ -10,7 +10,7 @@ appended to requests.jsonl the moment it ends.
 Built so that several worker processes can share one run later: the request plan is a pure
 function of (dataset, seed, index) and the rate-mode schedule of (rate, arrival, seed), so worker k
 of N can take the indices i with i % N == k against the same t0 and write its own requests.jsonl
-shard; every summary number is computed from the merged records (loadgen/metrics.py is pure) and
+shard; every summary number is computed from the merged records (loadgen/analysis/metrics.py is pure) and
 the counter scrapes bracket the whole window from the coordinator.
 """
 
@@ -32,10 +32,10 @@ import httpx
 
 from loadgen.engines import make_adapter
 from loadgen.engines.base import EngineAdapter
-from loadgen.prompts import PromptFile, PromptRecord
-from loadgen.records import CANCELLED, ERROR, OK, RecordWriter, RequestRecord
-from loadgen.schedule import arrival_offsets
-from loadgen.transport import HttpClient, TransportError
+from loadgen.data.prompts import PromptFile, PromptRecord
+from loadgen.results.records import CANCELLED, ERROR, OK, RecordWriter, RequestRecord
+from loadgen.client.schedule import arrival_offsets
+from loadgen.client.transport import HttpClient, TransportError
 
 _now_ns = time.monotonic_ns
 
@@ -410,7 +410,7 @@ class Run:
         await self._scrape(http, "window_end")
 
     def _client_stats(self, cpu_s: float, lag: LagMonitor) -> dict[str, Any]:
-        from loadgen.metrics import stats
+        from loadgen.analysis.metrics import stats
 
         measured = [r for r in self.records if not r["warmup"]]
         events = sum(r["events"] for r in measured)
