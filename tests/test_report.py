@@ -26,11 +26,11 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from loadgen.analysis.sweeps import speedup_rows
-from loadgen.client.benchmark import run_benchmark
 from loadgen.cli import main as cli_main
+from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
 from loadgen.report import build_report
-from loadgen.client.runner import RunConfig
+from loadgen.results.config import RunConfig
 from loadgen.results.sweepdir import Cell, Sweep, load_sweep
 from loadgen.synthetic.process import SyntheticProcess
 

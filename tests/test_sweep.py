@@ -46,8 +46,8 @@ def test_sweep_speedup_capacity_and_resume(sweep_config, tmp_path, capsys):
     sweep = load_sweep(out)
     assert [c.status for c in sweep.cells] == ["complete"] * 4
     for c in sweep.cells:
-        s = json.loads((out / c.dir / "summary.json").read_text())
-        assert s["requests"]["ok"] == 32
+        s = sweep.summary(c)
+        assert s is not None and s.requests.ok == 32
     rows = {(r["load_level"], r["category"]): r for r in sweep.analysis["speedup"]}
     low, high = rows[(1.0, "all")], rows[(32.0, "all")]
     assert low["pays"] and low["speedup_output_tokens_per_s"] > 1.1

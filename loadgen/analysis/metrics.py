@@ -12,21 +12,33 @@ from typing import Any
 
 import numpy as np
 
+from loadgen.results.summary import (
+    AcceptanceSummary,
+    CategoryStats,
+    ChunkRatio,
+    ClientStats,
+    CounterDeltas,
+    Latency,
+    PerRequestAL,
+    RequestCounts,
+    Stats,
+    Summary,
+    Throughput,
+    Window,
+)
+
 QUANTILES = {"p50": 50, "p90": 90, "p99": 99}
 
 
-def stats(values: Sequence[float] | np.ndarray) -> dict[str, float | None]:
+def stats(values: Sequence[float] | np.ndarray) -> Stats:
     """mean, p50, p90, p99 and max; percentiles by linear interpolation between order
     statistics (numpy's default). None when there are no values."""
     arr = np.asarray(values, dtype=float)
     if arr.size == 0:
-        return {"mean": None, **dict.fromkeys(QUANTILES), "max": None, "count": 0}
-    out: dict[str, Any] = {"mean": float(arr.mean())}
-    for name, q in QUANTILES.items():
-        out[name] = float(np.percentile(arr, q))
-    out["max"] = float(arr.max())
-    out["count"] = int(arr.size)
-    return out
+        return Stats()
+    p50, p90, p99 = (float(v) for v in np.percentile(arr, list(QUANTILES.values())))
+    return Stats(mean=float(arr.mean()), p50=p50, p90=p90, p99=p99, max=float(arr.max()),
+                 count=int(arr.size))
 
 
 def reference_ns(r: dict[str, Any]) -> int:
@@ -83,7 +95,7 @@ def tokens_in_window(r: dict[str, Any], start_ns: int, end_ns: int) -> tuple[int
     return toks, events
 
 
-def per_request_al(records: Iterable[dict[str, Any]]) -> dict[str, float | None]:
+def per_request_al(records: Iterable[dict[str, Any]]) -> PerRequestAL:
     """Request-weighted mean of per-request AL, and token-weighted (total tokens / total target
     steps, where a request's steps are tokens / AL)."""
     als, toks, steps = [], 0.0, 0.0
@@ -94,21 +106,22 @@ def per_request_al(records: Iterable[dict[str, Any]]) -> dict[str, float | None]
             toks += r["output_tokens"]
             steps += r["output_tokens"] / al
     if not als:
-        return {"request_weighted": None, "token_weighted": None, "requests": 0}
-    return {"request_weighted": float(np.mean(als)), "token_weighted": toks / steps,
-            "requests": len(als)}
+        return PerRequestAL()
+    return PerRequestAL(request_weighted=float(np.mean(als)), token_weighted=toks / steps,
+                        requests=len(als))
 
 
 def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
-              acceptance: dict[str, Any] | None, counter_delta: dict[str, float] | None,
+              acceptance: AcceptanceSummary | None, counter_delta: dict[str, float] | None,
               run_counter_delta: dict[str, float] | None, rate_mode: bool,
-              client: dict[str, Any] | None = None) -> dict[str, Any]:
+              client: ClientStats | None = None) -> Summary:
+    """Every number of summary.json from the run's records (docs/METRICS.md)."""
     measured = [r for r in records if not r["warmup"]]
     ok = [r for r in measured if r["status"] == "ok"]
-    counts = {"total": len(measured), "ok": len(ok),
-              "error": sum(r["status"] == "error" for r in measured),
-              "cancelled": sum(r["status"] == "cancelled" for r in measured),
-              "warmup": len(records) - len(measured)}
+    counts = RequestCounts(total=len(measured), ok=len(ok),
+                           error=sum(r["status"] == "error" for r in measured),
+                           cancelled=sum(r["status"] == "cancelled" for r in measured),
+                           warmup=len(records) - len(measured))
     start_ns, end_ns = window["start_ns"], window["end_ns"]
     duration = max((end_ns - start_ns) / 1e9, 1e-9)
     win_tokens = win_events = 0
@@ -126,23 +139,17 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
         ichunk.extend(b)
     tpots = [v for r in ok if (v := tpot_ms(r)) is not None]
     users = [v for r in ok if (v := per_user_tokens_per_s(r)) is not None]
-    latency = {
-        "ttft": stats([ttft_ms(r) for r in ok]),
-        "tpot": stats(tpots),
-        "itl": stats(itl),
-        "inter_chunk": stats(ichunk),
-        "e2e": stats([e2e_ms(r) for r in ok]),
-    }
+    latency = Latency(ttft=stats([ttft_ms(r) for r in ok]), tpot=stats(tpots), itl=stats(itl),
+                      inter_chunk=stats(ichunk), e2e=stats([e2e_ms(r) for r in ok]))
     if rate_mode:
-        latency["schedule_lag"] = stats([(r["send_ns"] - r["scheduled_ns"]) / 1e6
-                                         for r in measured if r["send_ns"]])
-    acc: dict[str, Any] = dict(acceptance or {"source": None})
-    acc["client_tokens_per_chunk"] = {
-        "value": win_tokens / win_events if win_events else None,
-        "note": "tokens per stream event seen by this client in the window; a cross-check, "
-                "not an acceptance length (engines may merge or split steps into events)",
-    }
-    acc["per_request"] = per_request_al(ok)
+        latency.schedule_lag = stats([(r["send_ns"] - r["scheduled_ns"]) / 1e6
+                                      for r in measured if r["send_ns"]])
+    acc = acceptance if acceptance is not None else AcceptanceSummary()
+    acc.client_tokens_per_chunk = ChunkRatio(
+        value=win_tokens / win_events if win_events else None,
+        note="tokens per stream event seen by this client in the window; a cross-check, "
+             "not an acceptance length (engines may merge or split steps into events)")
+    acc.per_request = per_request_al(ok)
 
     by_cat: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in ok:
@@ -153,15 +160,15 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
         al = per_request_al(rs)
         cat_tpot = [v for r in rs if (v := tpot_ms(r)) is not None]
         cat_users = [v for r in rs if (v := per_user_tokens_per_s(r)) is not None]
-        categories[cat] = {
-            "requests": len(rs),
-            "acceptance_length": al["token_weighted"],
-            "acceptance_length_request_weighted": al["request_weighted"],
-            "output_tokens": sum(r["output_tokens"] for r in rs),
-            "ttft_ms_p50": float(np.percentile([ttft_ms(r) for r in rs], 50)),
-            "tpot_ms_p50": float(np.percentile(cat_tpot, 50)) if cat_tpot else None,
-            "per_user_tokens_per_s_mean": float(np.mean(cat_users)) if cat_users else None,
-        }
+        categories[cat] = CategoryStats(
+            requests=len(rs),
+            acceptance_length=al.token_weighted,
+            acceptance_length_request_weighted=al.request_weighted,
+            output_tokens=sum(r["output_tokens"] for r in rs),
+            ttft_ms_p50=float(np.percentile([ttft_ms(r) for r in rs], 50)),
+            tpot_ms_p50=float(np.percentile(cat_tpot, 50)) if cat_tpot else None,
+            per_user_tokens_per_s_mean=float(np.mean(cat_users)) if cat_users else None,
+        )
 
     warnings: list[str] = []
     mismatched = [r for r in measured if r.get("usage_prompt_tokens") is not None
@@ -183,31 +190,30 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
     if window.get("includes_drain"):
         warnings.append("the window includes the drain (too few requests for a steady state: "
                         "all were sent at once); throughput is a lower bound")
-    if client and client.get("overloaded"):
-        warnings.append(f"client event-loop lag p99 {client['loop_lag_ms']['p99']:.2f} ms is "
-                        f"above {client['lag_threshold_ms']} ms: timings may include client "
+    if client and client.overloaded:
+        warnings.append(f"client event-loop lag p99 {client.loop_lag_ms.p99:.2f} ms is "
+                        f"above {client.lag_threshold_ms} ms: timings may include client "
                         f"delay; lower the load per process")
-    throughput = {"output_tokens_per_s": win_tokens / duration,
-                  "requests_per_s": done_in_window / duration,
-                  "window_output_tokens": win_tokens}
+    throughput = Throughput(output_tokens_per_s=win_tokens / duration,
+                            requests_per_s=done_in_window / duration,
+                            window_output_tokens=win_tokens)
     neutral = [r for r in ok if r.get("neutral_output_tokens") is not None]
     if neutral:
         # the engine's tokens/s rescaled by how many neutral-encoding tokens its text holds
         ratio = (sum(r["neutral_output_tokens"] for r in neutral)
                  / max(1, sum(r["output_tokens"] for r in neutral)))
-        throughput["neutral_tokens_per_engine_token"] = ratio
-        throughput["neutral_output_tokens_per_s"] = ratio * win_tokens / duration
-    return {
-        "requests": counts,
-        "window": {"start_s": 0.0, "end_s": duration, "duration_s": duration,
-                   "start_ns": start_ns, "end_ns": end_ns,
-                   "includes_drain": bool(window.get("includes_drain"))},
-        "throughput": throughput,
-        "latency_ms": latency,
-        "per_user_tokens_per_s": stats(users),
-        "acceptance": acc,
-        "server_counters": {"window_delta": counter_delta, "run_delta": run_counter_delta},
-        "categories": categories,
-        "client": client or {},
-        "warnings": warnings,
-    }
+        throughput.neutral_tokens_per_engine_token = ratio
+        throughput.neutral_output_tokens_per_s = ratio * win_tokens / duration
+    return Summary(
+        requests=counts,
+        window=Window(start_s=0.0, end_s=duration, duration_s=duration, start_ns=start_ns,
+                      end_ns=end_ns, includes_drain=bool(window.get("includes_drain"))),
+        throughput=throughput,
+        latency_ms=latency,
+        per_user_tokens_per_s=stats(users),
+        acceptance=acc,
+        server_counters=CounterDeltas(window_delta=counter_delta, run_delta=run_counter_delta),
+        categories=categories,
+        client=client or ClientStats(),
+        warnings=warnings,
+    )

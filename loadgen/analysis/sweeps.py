@@ -21,6 +21,7 @@ from collections import defaultdict
 from typing import Any
 
 from loadgen.analysis.metrics import e2e_ms, itl_values_ms, tpot_ms, ttft_ms
+from loadgen.results.summary import Summary
 from loadgen.results.sweepdir import Cell, Sweep
 
 SLO_METRICS = ("ttft", "tpot", "itl", "e2e")
@@ -41,16 +42,17 @@ def parse_slos(text: str | None) -> dict[str, float]:
     return out
 
 
-def meets_slos(summary: dict[str, Any], slos: dict[str, float]) -> tuple[bool, list[str]]:
+def meets_slos(summary: Summary, slos: dict[str, float]) -> tuple[bool, list[str]]:
     failed = []
     for key, limit in slos.items():
         metric, stat, _ = key.split("_")
-        value = summary["latency_ms"][metric][stat]
+        st = summary.latency_ms.metric(metric)
+        value = st.get(stat) if st is not None else None
         if value is None or value > limit:
             failed.append(f"{metric} {stat} {value if value is None else round(value, 1)} ms "
                           f"> {limit:g} ms")
-    if summary["requests"]["error"] or summary["requests"]["cancelled"]:
-        failed.append(f"{summary['requests']['error']} failed requests")
+    if summary.requests.error or summary.requests.cancelled:
+        failed.append(f"{summary.requests.error} failed requests")
     return not failed, failed
 
 
@@ -73,12 +75,12 @@ def request_meets_slos(r: dict[str, Any], slos: dict[str, float]) -> bool:
     return True
 
 
-def goodput(records: list[dict[str, Any]], summary: dict[str, Any],
+def goodput(records: list[dict[str, Any]], summary: Summary,
             slos: dict[str, float]) -> float:
-    w = summary["window"]
-    good = sum(1 for r in records if not r["warmup"] and w["start_ns"] <= r["end_ns"]
-               <= w["end_ns"] and request_meets_slos(r, slos))
-    return good / w["duration_s"] if w["duration_s"] else 0.0
+    w = summary.window
+    good = sum(1 for r in records if not r["warmup"] and w.start_ns <= r["end_ns"]
+               <= w.end_ns and request_meets_slos(r, slos))
+    return good / w.duration_s if w.duration_s else 0.0
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -98,26 +100,26 @@ def speedup_rows(sweep: Sweep) -> list[dict[str, Any]]:
         bs = summaries[b.id]
         row = {"dataset": c.dataset, "sd": c.sd, "load_kind": c.load_kind,
                "load_level": c.load_level, "category": "all",
-               "acceptance_length": (s["acceptance"].get("per_request") or {}).get(
-                   "token_weighted") or s["acceptance"].get("acceptance_length"),
-               "output_tokens_per_s": s["throughput"]["output_tokens_per_s"],
-               "baseline_output_tokens_per_s": bs["throughput"]["output_tokens_per_s"],
-               "speedup_output_tokens_per_s": _ratio(s["throughput"]["output_tokens_per_s"],
-                                                     bs["throughput"]["output_tokens_per_s"]),
-               "speedup_per_user_tokens_per_s": _ratio(s["per_user_tokens_per_s"]["mean"],
-                                                       bs["per_user_tokens_per_s"]["mean"])}
+               "acceptance_length": s.acceptance.per_request.token_weighted
+               or s.acceptance.acceptance_length,
+               "output_tokens_per_s": s.throughput.output_tokens_per_s,
+               "baseline_output_tokens_per_s": bs.throughput.output_tokens_per_s,
+               "speedup_output_tokens_per_s": _ratio(s.throughput.output_tokens_per_s,
+                                                     bs.throughput.output_tokens_per_s),
+               "speedup_per_user_tokens_per_s": _ratio(s.per_user_tokens_per_s.mean,
+                                                       bs.per_user_tokens_per_s.mean)}
         row["pays"] = (row["speedup_output_tokens_per_s"] or 0) >= 1.0
         rows.append(row)
-        for cat, cs in s["categories"].items():
-            bc = bs["categories"].get(cat)
+        for cat, cs in s.categories.items():
+            bc = bs.categories.get(cat)
             if not bc:
                 continue
-            mine = cs.get("per_user_tokens_per_s_mean")
-            theirs = bc.get("per_user_tokens_per_s_mean")
+            mine = cs.per_user_tokens_per_s_mean
+            theirs = bc.per_user_tokens_per_s_mean
             sp = _ratio(mine, theirs)
             rows.append({"dataset": c.dataset, "sd": c.sd, "load_kind": c.load_kind,
                          "load_level": c.load_level, "category": cat,
-                         "acceptance_length": cs.get("acceptance_length"),
+                         "acceptance_length": cs.acceptance_length,
                          "per_user_tokens_per_s": mine,
                          "baseline_per_user_tokens_per_s": theirs,
                          "speedup_per_user_tokens_per_s": sp,
@@ -145,8 +147,8 @@ def capacity(sweep: Sweep, slos: dict[str, float]) -> dict[str, Any]:
             recs = read_records(sweep.cell_dir(c) / "requests.jsonl")
             levels.append({"load_level": c.load_level, "meets_slos": ok, "violations": why,
                            "goodput_requests_per_s": goodput(recs, s, slos),
-                           "requests_per_s": s["throughput"]["requests_per_s"],
-                           "output_tokens_per_s": s["throughput"]["output_tokens_per_s"]})
+                           "requests_per_s": s.throughput.requests_per_s,
+                           "output_tokens_per_s": s.throughput.output_tokens_per_s})
         # capacity: the highest level such that it and every level below it meet the SLOs
         cap = None
         for lv in levels:

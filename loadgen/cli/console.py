@@ -7,8 +7,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from loadgen.results.summary import Summary
 
-def _f(v: Any, digits: int = 2) -> str:
+
+def fmt(v: Any, digits: int = 2) -> str:
+    """A number for a table: ``-`` for missing, floats with ``digits`` decimals."""
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -16,45 +19,45 @@ def _f(v: Any, digits: int = 2) -> str:
     return str(v)
 
 
-def print_summary(summary: dict[str, Any], console: Console | None = None) -> None:
+def print_summary(summary: Summary, console: Console | None = None) -> None:
     console = console or Console(stderr=False)
-    req = summary["requests"]
-    thr = summary["throughput"]
-    acc = summary["acceptance"]
+    req = summary.requests
+    thr = summary.throughput
+    acc = summary.acceptance
     head = Table(title="loadgen run", show_header=False, box=None)
-    head.add_row("requests", f"{req['ok']} ok / {req['error']} error / {req['cancelled']} "
-                             f"cancelled (of {req['total']}; {req['warmup']} warm-up)")
-    head.add_row("window", f"{summary['window']['duration_s']:.2f} s"
-                 + (" (includes drain)" if summary["window"]["includes_drain"] else ""))
-    head.add_row("output tokens/s", _f(thr["output_tokens_per_s"], 1))
-    head.add_row("requests/s", _f(thr["requests_per_s"], 3))
-    head.add_row("acceptance length", f"{_f(acc.get('acceptance_length'), 3)} "
-                                      f"[{acc.get('source') or 'no server counters'}]")
-    if acc.get("acceptance_rate") is not None:
-        head.add_row("acceptance rate", _f(acc["acceptance_rate"], 3))
-    pr = acc.get("per_request") or {}
-    if pr.get("token_weighted") is not None:
-        head.add_row("per-request AL", f"{pr['token_weighted']:.3f} token-weighted, "
-                                       f"{pr['request_weighted']:.3f} request-weighted")
+    head.add_row("requests", f"{req.ok} ok / {req.error} error / {req.cancelled} "
+                             f"cancelled (of {req.total}; {req.warmup} warm-up)")
+    head.add_row("window", f"{summary.window.duration_s:.2f} s"
+                 + (" (includes drain)" if summary.window.includes_drain else ""))
+    head.add_row("output tokens/s", fmt(thr.output_tokens_per_s, 1))
+    head.add_row("requests/s", fmt(thr.requests_per_s, 3))
+    head.add_row("acceptance length", f"{fmt(acc.acceptance_length, 3)} "
+                                      f"[{acc.source or 'no server counters'}]")
+    if acc.acceptance_rate is not None:
+        head.add_row("acceptance rate", fmt(acc.acceptance_rate, 3))
+    pr = acc.per_request
+    if pr.token_weighted is not None:
+        head.add_row("per-request AL", f"{pr.token_weighted:.3f} token-weighted, "
+                                       f"{pr.request_weighted:.3f} request-weighted")
     console.print(head)
     lat = Table(title="latency (ms)")
-    for col in ("metric", "mean", "p50", "p90", "p99", "max"):
+    cols = ("mean", "p50", "p90", "p99", "max")
+    for col in ("metric", *cols):
         lat.add_column(col, justify="right")
-    for name, st in summary["latency_ms"].items():
-        lat.add_row(name, *(_f(st[k]) for k in ("mean", "p50", "p90", "p99", "max")))
-    pu = summary["per_user_tokens_per_s"]
-    lat.add_row("per-user tok/s", *(_f(pu[k], 1) for k in ("mean", "p50", "p90", "p99", "max")))
+    for name, st in summary.latency_ms.items():
+        lat.add_row(name, *(fmt(st.get(k)) for k in cols))
+    pu = summary.per_user_tokens_per_s
+    lat.add_row("per-user tok/s", *(fmt(pu.get(k), 1) for k in cols))
     console.print(lat)
-    if summary["categories"]:
+    if summary.categories:
         cat = Table(title="per category")
         for col in ("category", "requests", "AL", "output tokens", "TTFT p50", "TPOT p50"):
             cat.add_column(col, justify="right")
-        for name, c in summary["categories"].items():
-            cat.add_row(name, str(c["requests"]), _f(c["acceptance_length"], 3),
-                        str(c["output_tokens"]), _f(c["ttft_ms_p50"]), _f(c["tpot_ms_p50"]))
+        for name, c in summary.categories.items():
+            cat.add_row(name, str(c.requests), fmt(c.acceptance_length, 3),
+                        str(c.output_tokens), fmt(c.ttft_ms_p50), fmt(c.tpot_ms_p50))
         console.print(cat)
-    for w in summary["warnings"]:
+    for w in summary.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
-    errors = summary.get("error_reasons") or {}
-    for reason, n in errors.items():
+    for reason, n in summary.error_reasons.items():
         console.print(f"[red]{n} x[/red] {reason}")

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from loadgen.engines import ENGINES
-from loadgen.client.schedule import ARRIVALS
+from loadgen.results.config import ARRIVALS
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -72,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from loadgen.data.prompts import PromptFileError, read_prompts
-    from loadgen.client.runner import RunConfig
+    from loadgen.results.config import RunConfig
 
     if args.endpoint is None and not args.serve:
         from loadgen.sweep.default import main as default_main
@@ -116,7 +116,7 @@ def main(args: argparse.Namespace) -> int:
 
         print_summary(summary)
         print(f"results in {out}")
-    return 130 if summary.get("interrupted") else 0
+    return 130 if summary.interrupted else 0
 
 
 def _run(cfg, prompts, args: argparse.Namespace) -> dict:

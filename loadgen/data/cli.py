@@ -63,8 +63,8 @@ def _cmd_throughput(args: argparse.Namespace) -> int:
 
 
 def _cmd_random(args: argparse.Namespace) -> int:
-    from loadgen.data.random_control import random_like
     from loadgen.data.prompts import read_prompts, write_prompts
+    from loadgen.data.random_control import random_like
 
     try:
         like = read_prompts(args.like)
@@ -112,8 +112,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
         prompts, report = import_speed_bench(args.config, args.file,
                                              allow_unresolved=args.allow_unresolved)
         if args.tokenizer:
-            from loadgen.data.tokenize import tokenize_prompts
             from loadgen.data.prompts import write_prompts
+            from loadgen.data.tokenize import tokenize_prompts
 
             pf = tokenize_prompts(prompts, _load_tok(args.tokenizer),
                                   header={"dataset": f"speed-bench/{args.config}",

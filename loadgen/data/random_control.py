@@ -16,8 +16,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from loadgen.data.tokenizer import ChatTokenizer
 from loadgen.data.prompts import PromptFile, PromptRecord, make_header
+from loadgen.data.tokenizer import ChatTokenizer
 
 METHODS = ("speed-bench", "uniform")
 

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadgen.data.prompts import PromptFile, PromptRecord, make_header
 from loadgen.data.sources import default_data_root, read_bytes_text, read_file_records
 from loadgen.data.tokenizer import ChatTokenizer
-from loadgen.data.prompts import PromptFile, PromptRecord, make_header
 
 TIERS = {
     "low_entropy": ("code", "sorting"),

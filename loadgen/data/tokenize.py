@@ -6,9 +6,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from loadgen.data.prompts import PromptFile, PromptRecord, make_header, write_prompts
 from loadgen.data.textfmt import TextPrompt, read_text_prompts
 from loadgen.data.tokenizer import ChatTokenizer, load_tokenizer
-from loadgen.data.prompts import PromptFile, PromptRecord, make_header, write_prompts
 
 
 def _record(p: TextPrompt, ids: list[int], turns: list[list[int]] | None,

@@ -4,12 +4,15 @@ llamacpp, openai)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
+
+from loadgen.results.summary import AcceptanceSummary
 
 _loads = orjson.loads  # ~4x faster than json.loads on a stream chunk
 
@@ -44,20 +47,6 @@ class StreamState:
             self.token_ids.extend(ids)
 
 
-@dataclass(slots=True)
-class Acceptance:
-    """SD acceptance over a window, from server counters (docs/METRICS.md)."""
-
-    source: str
-    acceptance_length: float | None = None
-    acceptance_rate: float | None = None
-    per_position_rate: list[float] | None = None
-    conditional_rate: list[float] | None = None
-    drafts: float | None = None
-    draft_tokens: float | None = None
-    accepted_tokens: float | None = None
-
-
 class EngineAdapter:
     name: ClassVar[str] = "base"
     stream_path: ClassVar[str] = "/v1/completions"
@@ -67,6 +56,11 @@ class EngineAdapter:
     has_done_marker: ClassVar[bool] = True
     # whether a connection may carry the next request (False: the server closes it anyway)
     reuse_connections: ClassVar[bool] = True
+    # tokenizer-neutral counting of the output text (vendor endpoints), and how tokens were
+    # counted when the stream carries no ids; None for engines that send token ids
+    neutral_count: Callable[[str], int] | None = None
+    neutral_tokenizer: str | None = None
+    token_count_source: str | None = None
 
     def __init__(self, model: str | None = None, keep_token_ids: bool = False) -> None:
         self.model = model
@@ -178,7 +172,7 @@ class EngineAdapter:
                 out[key] = out.get(key, 0.0) + s.value  # summed over engines / data parallel
         return out
 
-    def acceptance(self, delta: dict[str, float]) -> Acceptance | None:
+    def acceptance(self, delta: dict[str, float]) -> AcceptanceSummary | None:
         """SD acceptance from counter deltas over the window (vLLM's formulas by default)."""
         drafts = delta.get("drafts", 0.0)
         if "drafts" not in delta or drafts <= 0:
@@ -195,7 +189,7 @@ class EngineAdapter:
         if per_pos:
             prev = [drafts, *per_pos[:-1]]
             cond = [p / q if q else 0.0 for p, q in zip(per_pos, prev, strict=True)]
-        return Acceptance(
+        return AcceptanceSummary(
             source=f"server_counters:{self.name}",
             acceptance_length=1.0 + accepted / drafts,
             acceptance_rate=accepted / draft_tokens if draft_tokens else None,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadgen.engines.base import Acceptance, EngineAdapter, StreamState
+from loadgen.engines.base import EngineAdapter, StreamState
+from loadgen.results.summary import AcceptanceSummary
 
 
 class SglangAdapter(EngineAdapter):
@@ -59,11 +60,11 @@ class SglangAdapter(EngineAdapter):
             out["accepted"] = float(sd.get("spec_num_correct_drafts", 0))
         return out
 
-    def acceptance(self, delta: dict[str, float]) -> Acceptance | None:
+    def acceptance(self, delta: dict[str, float]) -> AcceptanceSummary | None:
         verify = delta.get("verify_calls", 0.0)
         if verify <= 0:
             return None
         # SGLang's own definition: generated tokens per verify call.
-        return Acceptance(source="server_counters:sglang",
+        return AcceptanceSummary(source="server_counters:sglang",
                           acceptance_length=delta.get("generation_tokens", 0.0) / verify,
                           drafts=verify)

@@ -343,7 +343,7 @@ ALL_TPUT = "output tokens/s (whole run)"
 
 def speedup_grids(inp: ReportInput) -> list[SpeedupGrid]:
     """Category × load grids of SD speedup over the baseline at the same dataset and load
-    (loadgen.analysis.speedup_rows): per-user tokens/s per category and overall, and the run's
+    (loadgen.analysis.sweeps.speedup_rows): per-user tokens/s per category and overall, and the run's
     output tokens/s."""
     from loadgen.analysis.sweeps import speedup_rows
 
@@ -426,10 +426,11 @@ def ratio(a: Num, b: Num) -> Num:
 
 
 def capacity_section(inp: ReportInput, slos: dict[str, float] | None) -> dict[str, Any]:
-    """Capacity under the SLOs (loadgen.analysis.capacity) for a sweep; for a run, its SLO
+    """Capacity under the SLOs (loadgen.analysis.sweeps.capacity) for a sweep; for a run, its SLO
     verdict and goodput. Returns {"na": reason} when there is nothing to say."""
-    from loadgen import analysis
+    from loadgen.analysis import sweeps as analysis
     from loadgen.results.records import read_records
+    from loadgen.results.summary import Summary
 
     if not slos:
         stored = (inp.analysis or {}).get("capacity")
@@ -446,9 +447,10 @@ def capacity_section(inp: ReportInput, slos: dict[str, float] | None) -> dict[st
     v = inp.cells[0]
     if v.summary is None:
         return {"na": v.missing or "no summary"}
-    ok, why = analysis.meets_slos(v.summary, slos)
+    summary = Summary.from_dict(v.summary)
+    ok, why = analysis.meets_slos(summary, slos)
     try:
-        good: Num = analysis.goodput(read_records(inp.root / "requests.jsonl"), v.summary, slos)
+        good: Num = analysis.goodput(read_records(inp.root / "requests.jsonl"), summary, slos)
     except (OSError, ValueError, KeyError) as exc:
         good = NA(f"requests.jsonl unreadable: {exc}")
     return {"slos": slos, "source": "--slo", "run": {"meets_slos": ok, "violations": why,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+
+from loadgen.results.files import ResultFileError
 
 OK, ERROR, CANCELLED = "ok", "error", "cancelled"
 
@@ -68,10 +69,34 @@ class RecordWriter:
             self._fh = None
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    out = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                out.append(json.loads(line))
+class TornFile(ResultFileError):
+    """requests.jsonl has a malformed line before its last."""
+
+
+def read_records(path: Path, torn: list[int] | None = None) -> list[dict[str, Any]]:
+    """Every record of a requests.jsonl. The LAST line may be torn (a process killed while
+    appending it): it is skipped, and its line number appended to ``torn`` when given. A
+    malformed line anywhere else is an error naming the file and line."""
+    out: list[dict[str, Any]] = []
+    bad: int | None = None
+    try:
+        fh = open(path, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise ResultFileError(f"{path}: cannot open ({exc.strerror})") from None
+    with fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            if bad is not None:
+                raise TornFile(f"{path}:{bad}: not a JSON record")
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                bad = lineno
+                continue
+            if not isinstance(rec, dict):
+                raise TornFile(f"{path}:{lineno}: not a JSON record")
+            out.append(rec)
+    if bad is not None and torn is not None:
+        torn.append(bad)
     return out

@@ -21,10 +21,12 @@ and speedups compare every other label with it at the same dataset and load leve
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from loadgen.results.files import read_json, write_json
+from loadgen.results.summary import Summary
 
 SWEEP_FILE = "sweep.json"
 FORMAT_KEY = "loadgen_sweep"
@@ -72,17 +74,16 @@ class Sweep:
     def cell_dir(self, cell: Cell) -> Path:
         return self.root / cell.dir
 
-    def summary(self, cell: Cell) -> dict[str, Any] | None:
+    def summary(self, cell: Cell) -> Summary | None:
+        """The cell's summary.json, or None when the cell has none (not run, or failed)."""
         path = self.cell_dir(cell) / "summary.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        return Summary.from_dict(read_json(path)) if path.exists() else None
 
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         doc = {FORMAT_KEY: 1, "config": self.config,
                "cells": [c.to_dict() for c in self.cells], "analysis": self.analysis}
-        tmp = self.root / (SWEEP_FILE + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=2, default=str))
-        tmp.replace(self.root / SWEEP_FILE)
+        write_json(self.root / SWEEP_FILE, doc)
 
 
 def is_sweep_dir(path: Path) -> bool:
@@ -95,7 +96,9 @@ def is_run_dir(path: Path) -> bool:
 
 def load_sweep(root: str | Path) -> Sweep:
     root = Path(root)
-    doc = json.loads((root / SWEEP_FILE).read_text())
+    doc = read_json(root / SWEEP_FILE)
+    if not isinstance(doc, dict):
+        raise ValueError(f"{root / SWEEP_FILE}: not a loadgen sweep file")
     if doc.get(FORMAT_KEY) != 1:
         raise ValueError(f"{root / SWEEP_FILE}: not a loadgen sweep file")
     return Sweep(root=root, config=doc.get("config", {}),

@@ -41,8 +41,8 @@ def compare(out: Path, concurrency: int) -> dict[str, Any]:
         # tokens per target forward pass, per request, token-weighted: the categories' measure
         "acceptance_length": overall["acceptance_length"],
         # vLLM's formula over the counters: 1 + accepted / verify steps that had drafts
-        "acceptance_length_when_drafting": sd["acceptance"].get("acceptance_length"),
-        "acceptance_source": sd["acceptance"].get("source"),
+        "acceptance_length_when_drafting": sd.acceptance.acceptance_length,
+        "acceptance_source": sd.acceptance.source,
         "categories": {r["category"]: {
             "acceptance_length": r["acceptance_length"],
             "per_user_tokens_per_s_sd": r["per_user_tokens_per_s"],
@@ -79,10 +79,10 @@ def print_comparison(cmp: dict[str, Any]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from loadgen.client.benchmark import run_benchmark
+    from loadgen.data.prompts import read_prompts
     from loadgen.launch.commands import SpecConfig
     from loadgen.launch.launcher import start_engine
-    from loadgen.data.prompts import read_prompts
-    from loadgen.client.runner import RunConfig
+    from loadgen.results.config import RunConfig
 
     if args.dataset:
         prompts = read_prompts(args.dataset)
@@ -115,7 +115,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.quiet:
         print_comparison(cmp)
         for label, s in summaries.items():
-            req = s["requests"]
-            print(f"{label}: {req['ok']} ok, {req['error']} error, {req['cancelled']} cancelled;"
+            req = s.requests
+            print(f"{label}: {req.ok} ok, {req.error} error, {req.cancelled} cancelled;"
                   f" results in {out / label}")
     return 0

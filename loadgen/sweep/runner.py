@@ -117,7 +117,7 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
               progress: bool = True) -> Sweep:
     """Run every pending cell; returns the sweep with its analysis."""
     from loadgen.client.benchmark import run_benchmark
-    from loadgen.client.runner import RunConfig
+    from loadgen.results.config import RunConfig
 
     validate(cfg)
     planned = plan_cells(cfg)
@@ -155,7 +155,7 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
                     cell.status, cell.error = "failed", f"{type(exc).__name__}: {exc}"
                     sweep.save()
                     continue
-                if summary.get("interrupted"):
+                if summary.interrupted:
                     cell.status = "interrupted"
                     interrupted = True
                     sweep.save()

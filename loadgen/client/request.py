@@ -1,0 +1,128 @@
+"""One request's life: encode, send, stream, check, record. Every way it can end is a record.
+
+A conversation (a multi-turn prompt) is sent turn by turn: the next turn's ids are the previous
+ids, the reply's ids and the next user turn. Each turn is one record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from loadgen.client.plan import Item
+from loadgen.client.transport import HttpClient, TransportError
+from loadgen.engines.base import EngineAdapter, StreamState
+from loadgen.results.config import RunConfig
+from loadgen.results.records import CANCELLED, ERROR, OK, RequestRecord
+
+_now_ns = time.monotonic_ns
+
+
+class RequestSender:
+    """Sends requests of one run through one HTTP client and hands each finished record (as a
+    dict) to ``on_record``."""
+
+    def __init__(self, cfg: RunConfig, adapter: EngineAdapter, client: HttpClient,
+                 on_record: Callable[[dict[str, Any]], None]) -> None:
+        self.cfg = cfg
+        self.adapter = adapter
+        self.client = client
+        self.on_record = on_record
+        self.in_flight = 0
+
+    def max_tokens(self, item: Item) -> int:
+        return self.cfg.output_len or item.prompt.max_tokens or 256
+
+    async def conversation(self, item: Item, scheduled_ns: int) -> None:
+        p = item.prompt
+        ids = list(p.prompt_token_ids)
+        turns = p.turns if (self.cfg.multi_turn and p.turns) else []
+        for turn in range(len(turns) + 1):
+            rec = await self.one_turn(item, ids, turn, scheduled_ns, keep=turn < len(turns))
+            self.on_record(rec.to_dict())
+            if rec.status != OK or turn == len(turns):
+                return
+            # next turn: what the model saw, its reply, then the next user turn
+            ids = ids + (rec.token_ids or []) + turns[turn]
+            scheduled_ns = 0  # later turns are sent as soon as the previous reply ends
+
+    async def one_turn(self, item: Item, ids: list[int], turn: int, scheduled_ns: int,
+                       keep: bool) -> RequestRecord:
+        p = item.prompt
+        max_tokens = self.max_tokens(item)
+        ad = self.adapter
+        st = ad.new_state()
+        if keep and st.token_ids is None:
+            st.token_ids = []
+        rec = RequestRecord(index=item.index, prompt_id=p.id, category=p.category, turn=turn,
+                            warmup=item.warmup, input_tokens=len(ids),
+                            expected_tokens=max_tokens, scheduled_ns=scheduled_ns)
+        feed = ad.feed
+        self.in_flight += 1
+        rec.send_ns = _now_ns()
+        if not scheduled_ns:
+            rec.scheduled_ns = rec.send_ns
+        try:
+            body = ad.encode(ids, max_tokens, p.messages)
+            res = await self.client.post(ad.stream_path, body,
+                                         sink=lambda data, stamp: feed(st, data, stamp),
+                                         timeout=self.cfg.timeout_s,
+                                         reuse=ad.reuse_connections)
+            rec.end_ns = _now_ns()
+            rec.http_status = res.status
+            rec.headers_ns = res.headers_ns
+            if res.status != 200:
+                rec.status = ERROR
+                rec.retry_after = res.headers.get("retry-after")
+                rec.error = f"HTTP {res.status}: {res.body[:300].decode('utf-8', 'replace')}"
+            else:
+                reason = ad.check_complete(st)
+                if reason is None and st.tokens != max_tokens:
+                    reason = (f"output length {st.tokens} != requested {max_tokens} "
+                              f"(finish_reason {st.finish_reason!r})")
+                rec.status, rec.error = (ERROR, reason) if reason else (OK, None)
+        except TransportError as exc:
+            rec.end_ns = _now_ns()
+            rec.status, rec.error = ERROR, str(exc)
+        except TimeoutError:
+            rec.end_ns = _now_ns()
+            rec.status, rec.error = ERROR, f"timed out after {self.cfg.timeout_s:g} s"
+        except asyncio.CancelledError:
+            rec.end_ns = _now_ns()
+            rec.status, rec.error = CANCELLED, "run interrupted"
+        except Exception as exc:  # anything else is this request's error, never a dead worker
+            rec.end_ns = _now_ns()
+            rec.status, rec.error = ERROR, f"client error: {type(exc).__name__}: {exc}"
+        finally:
+            self.in_flight -= 1
+            self._finish(rec, st, keep)
+        return rec
+
+    def _finish(self, rec: RequestRecord, st: StreamState, keep: bool) -> None:
+        ad = self.adapter
+        if st.arrivals_ns:
+            rec.first_token_ns = st.arrivals_ns[0]
+        rec.output_tokens = st.tokens
+        rec.events = len(st.arrivals_ns)
+        rec.arrivals_ns = st.arrivals_ns
+        rec.event_tokens = st.event_tokens
+        rec.usage_prompt_tokens = st.usage_prompt_tokens
+        rec.usage_completion_tokens = st.usage_completion_tokens
+        rec.finish_reason = st.finish_reason
+        rec.sd = st.sd
+        sd = ad.per_request_sd(st)
+        rec.acceptance_length = sd.get("acceptance_length") if sd else None
+        rec.token_ids = st.token_ids if st.ids_complete else None
+        if st.text_parts is not None:
+            rec.neutral_output_tokens = ad.neutral_count("".join(st.text_parts))
+        if keep and rec.status == OK and (rec.token_ids is None
+                                          or len(rec.token_ids) != rec.output_tokens):
+            rec.status = ERROR
+            rec.error = ("cannot replay the next turn: the stream did not carry every "
+                         "output token id")
+        if rec.status == OK and rec.usage_completion_tokens not in (None, rec.output_tokens):
+            rec.status = ERROR
+            rec.error = (f"server usage says {rec.usage_completion_tokens} tokens, the "
+                         f"stream carried {rec.output_tokens}")

@@ -1,0 +1,70 @@
+"""The configuration of one run: one definition of every field and default.
+
+``loadgen run`` flags, sweep configs (``run:`` keys) and the embedded default all build this one
+dataclass; its defaults are the defaults everywhere (``default(name)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ARRIVALS = ("poisson", "constant", "gamma")
+OPENAI_MODES = ("completions", "chat")
+
+
+@dataclass(slots=True)
+class RunConfig:
+    endpoint: str
+    engine: str
+    out: Path
+    output_len: int | None = None
+    concurrency: int | None = None
+    request_rate: float | None = None
+    arrival: str = "poisson"
+    burstiness: float = 1.0
+    max_concurrency: int | None = None
+    num_requests: int | None = None
+    duration_s: float | None = None
+    warmup_requests: int = 0
+    model: str | None = None
+    api_key_env: str | None = None
+    seed: int = 0
+    timeout_s: float = 600.0
+    keep_token_ids: bool = False
+    openai_mode: str = "completions"
+    lag_threshold_ms: float = 5.0
+    multi_turn: bool = True
+    shuffle: bool = True
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if (self.concurrency is None) == (self.request_rate is None):
+            raise ValueError("give exactly one of --concurrency or --request-rate")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError("--concurrency must be >= 1")
+        if self.num_requests is None and self.duration_s is None:
+            raise ValueError("give --num-requests or --duration")
+        if self.num_requests is not None and self.num_requests < 1:
+            raise ValueError("--num-requests must be >= 1")
+        if self.output_len is not None and self.output_len < 1:
+            raise ValueError("--output-len must be >= 1")
+
+
+# What a run is pointed at and how hard it is driven: set per cell by a sweep, not by `run:`.
+PER_CELL = frozenset({"endpoint", "engine", "out", "concurrency", "request_rate", "progress",
+                      "extra"})
+# The keys a sweep config's `run:` section may set.
+SWEEP_RUN_KEYS = frozenset(f.name for f in fields(RunConfig)) - PER_CELL
+
+
+def default(name: str) -> Any:
+    """RunConfig's default for field ``name``."""
+    for f in fields(RunConfig):
+        if f.name == name:
+            if f.default is not MISSING:
+                return f.default
+            raise KeyError(f"RunConfig.{name} has no default")
+    raise KeyError(name)

@@ -1,0 +1,29 @@
+"""Reading and writing the JSON files of run and sweep directories: atomic writes, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+class ResultFileError(ValueError):
+    """A result file that cannot be read; the message names the file and why."""
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON through a temporary file and a rename, so a reader never
+    sees half a file (and a crash never leaves one)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultFileError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultFileError(f"{path}: cannot read it as JSON ({exc})") from None
