@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadgen.benchmark import run_benchmark
+from loadgen.cli.compare import main as compare_main
+from loadgen.client.benchmark import run_benchmark
+from loadgen.client.runner import RunConfig
 from loadgen.compare import (
-    _PooledQuantiles,
+    PooledQuantiles,
     compare_dirs,
     compare_runs,
     load_run,
@@ -22,9 +24,7 @@ from loadgen.compare import (
     throughput_estimates,
     weighted_quantiles,
 )
-from loadgen.compare_cli import main as compare_main
-from loadgen.prompts import PromptRecord, read_prompts, write_prompts
-from loadgen.runner import RunConfig
+from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
 from loadgen.synthetic.process import SyntheticProcess
 
 # ------------------------------------------------------------------------------------------
@@ -67,7 +67,7 @@ def test_pooled_itl_quantiles_against_exact():
     n_req = 300
     val, w, req = _itl_like(rng, n_req, (5, 40))
     order = np.argsort(val)
-    pq = _PooledQuantiles(val, w, req, n_req, qs, val[order], w[order])
+    pq = PooledQuantiles(val, w, req, n_req, qs, val[order], w[order])
     counts = resample_counts(rng, n_req, 30)
     exact = np.array([np.percentile(np.repeat(val, w * c[req]), [50, 90, 99]) for c in counts])
     assert pq(counts) == pytest.approx(exact, rel=1e-9)
@@ -79,7 +79,7 @@ def test_pooled_itl_quantiles_against_exact():
     counts = resample_counts(rng, n_req, 30)
     exact = np.array([np.percentile(np.repeat(val, w * c[req]), [50, 90, 99]) for c in counts])
     spread = exact.std(axis=0)
-    pq = _PooledQuantiles(val, w, req, n_req, qs, val[order], w[order])
+    pq = PooledQuantiles(val, w, req, n_req, qs, val[order], w[order])
     assert pq.edges.size <= 2100  # budget CELLS / n_req
     err = np.abs(pq(counts) - exact).max(axis=0)
     assert (err < 0.1 * spread).all(), (err, spread)
@@ -395,7 +395,7 @@ def test_cli_writes_json_and_markdown(runs, tmp_path, capsys):
 def test_register_adds_a_compare_command(runs, tmp_path):
     import argparse
 
-    from loadgen.compare_cli import register
+    from loadgen.cli.compare import register
 
     parser = argparse.ArgumentParser(prog="loadgen")
     register(parser.add_subparsers(dest="command", required=True))
