@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from loadgen.cli.compare import main as compare_main
 from loadgen.client.benchmark import run_benchmark
 from loadgen.client.runner import RunConfig
 from loadgen.compare import (
+    CompareError,
     PooledQuantiles,
     compare_dirs,
     compare_runs,
@@ -375,6 +377,34 @@ def test_comparability_warnings(runs, tmp_path):
     (c / "requests.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     res = compare_dirs(runs["sd"], c)
     assert any("different prompts: 80 of 90" in w for w in res["warnings"])
+
+
+def test_torn_last_line_tolerated_malformed_line_before_it_an_error(runs, tmp_path, capsys):
+    """A crash can leave the last line of requests.jsonl half written: it is skipped and the
+    run counts one request fewer. A bad line before the last is corruption: an error naming
+    the file and the line."""
+    lines = (runs["sd"] / "requests.jsonl").read_text().splitlines(keepends=True)
+    torn = tmp_path / "torn"
+    shutil.copytree(runs["sd"], torn)
+    for tail in ("", "\n", "\n  \n"):  # blank lines after the torn one: still the last
+        (torn / "requests.jsonl").write_text("".join(lines[:-1]) + lines[-1][:40] + tail)
+        run = load_run(torn)
+        assert len(run.records) == len(lines) - 1
+        assert len(run.ok) == N_REQUESTS - 1
+    res = compare_dirs(runs["sd"], torn)
+    assert res["errors"]["a"]["ok"] == N_REQUESTS
+    assert res["errors"]["b"]["ok"] == res["errors"]["b"]["total"] == N_REQUESTS - 1
+    assert _row(res, "ttft_ms.mean")["n_b"] == N_REQUESTS - 1
+
+    bad = tmp_path / "bad"
+    shutil.copytree(runs["sd"], bad)
+    damaged = [*lines[:41], lines[41][:40] + "\n", *lines[42:]]
+    (bad / "requests.jsonl").write_text("".join(damaged))
+    where = re.escape(f"{bad / 'requests.jsonl'}:42: not valid JSON")
+    with pytest.raises(CompareError, match=where):
+        load_run(bad)
+    assert compare_main([str(runs["sd"]), str(bad), "--quiet"]) == 2
+    assert re.search(where, capsys.readouterr().err)
 
 
 def test_cli_writes_json_and_markdown(runs, tmp_path, capsys):
