@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import time
 from pathlib import Path
@@ -12,9 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadgen.benchmark import run_benchmark
+from loadgen.cli.compare import main as compare_main
+from loadgen.client.benchmark import run_benchmark
+from loadgen.client.runner import RunConfig
 from loadgen.compare import (
-    _PooledQuantiles,
+    CompareError,
+    PooledQuantiles,
     compare_dirs,
     compare_runs,
     load_run,
@@ -22,9 +26,7 @@ from loadgen.compare import (
     throughput_estimates,
     weighted_quantiles,
 )
-from loadgen.compare_cli import main as compare_main
-from loadgen.prompts import PromptRecord, read_prompts, write_prompts
-from loadgen.runner import RunConfig
+from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
 from loadgen.synthetic.process import SyntheticProcess
 
 # ------------------------------------------------------------------------------------------
@@ -67,7 +69,7 @@ def test_pooled_itl_quantiles_against_exact():
     n_req = 300
     val, w, req = _itl_like(rng, n_req, (5, 40))
     order = np.argsort(val)
-    pq = _PooledQuantiles(val, w, req, n_req, qs, val[order], w[order])
+    pq = PooledQuantiles(val, w, req, n_req, qs, val[order], w[order])
     counts = resample_counts(rng, n_req, 30)
     exact = np.array([np.percentile(np.repeat(val, w * c[req]), [50, 90, 99]) for c in counts])
     assert pq(counts) == pytest.approx(exact, rel=1e-9)
@@ -79,7 +81,7 @@ def test_pooled_itl_quantiles_against_exact():
     counts = resample_counts(rng, n_req, 30)
     exact = np.array([np.percentile(np.repeat(val, w * c[req]), [50, 90, 99]) for c in counts])
     spread = exact.std(axis=0)
-    pq = _PooledQuantiles(val, w, req, n_req, qs, val[order], w[order])
+    pq = PooledQuantiles(val, w, req, n_req, qs, val[order], w[order])
     assert pq.edges.size <= 2100  # budget CELLS / n_req
     err = np.abs(pq(counts) - exact).max(axis=0)
     assert (err < 0.1 * spread).all(), (err, spread)
@@ -377,6 +379,34 @@ def test_comparability_warnings(runs, tmp_path):
     assert any("different prompts: 80 of 90" in w for w in res["warnings"])
 
 
+def test_torn_last_line_tolerated_malformed_line_before_it_an_error(runs, tmp_path, capsys):
+    """A crash can leave the last line of requests.jsonl half written: it is skipped and the
+    run counts one request fewer. A bad line before the last is corruption: an error naming
+    the file and the line."""
+    lines = (runs["sd"] / "requests.jsonl").read_text().splitlines(keepends=True)
+    torn = tmp_path / "torn"
+    shutil.copytree(runs["sd"], torn)
+    for tail in ("", "\n", "\n  \n"):  # blank lines after the torn one: still the last
+        (torn / "requests.jsonl").write_text("".join(lines[:-1]) + lines[-1][:40] + tail)
+        run = load_run(torn)
+        assert len(run.records) == len(lines) - 1
+        assert len(run.ok) == N_REQUESTS - 1
+    res = compare_dirs(runs["sd"], torn)
+    assert res["errors"]["a"]["ok"] == N_REQUESTS
+    assert res["errors"]["b"]["ok"] == res["errors"]["b"]["total"] == N_REQUESTS - 1
+    assert _row(res, "ttft_ms.mean")["n_b"] == N_REQUESTS - 1
+
+    bad = tmp_path / "bad"
+    shutil.copytree(runs["sd"], bad)
+    damaged = [*lines[:41], lines[41][:40] + "\n", *lines[42:]]
+    (bad / "requests.jsonl").write_text("".join(damaged))
+    where = re.escape(f"{bad / 'requests.jsonl'}:42: not valid JSON")
+    with pytest.raises(CompareError, match=where):
+        load_run(bad)
+    assert compare_main([str(runs["sd"]), str(bad), "--quiet"]) == 2
+    assert re.search(where, capsys.readouterr().err)
+
+
 def test_cli_writes_json_and_markdown(runs, tmp_path, capsys):
     out_json, out_md = tmp_path / "c.json", tmp_path / "c.md"
     rc = compare_main([str(runs["sd"]), str(runs["nosd"]), "--json", str(out_json),
@@ -395,7 +425,7 @@ def test_cli_writes_json_and_markdown(runs, tmp_path, capsys):
 def test_register_adds_a_compare_command(runs, tmp_path):
     import argparse
 
-    from loadgen.compare_cli import register
+    from loadgen.cli.compare import register
 
     parser = argparse.ArgumentParser(prog="loadgen")
     register(parser.add_subparsers(dest="command", required=True))
