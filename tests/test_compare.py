@@ -15,7 +15,6 @@ import pytest
 
 from loadgen.cli.compare import main as compare_main
 from loadgen.client.benchmark import run_benchmark
-from loadgen.client.runner import RunConfig
 from loadgen.compare import (
     CompareError,
     PooledQuantiles,
@@ -27,6 +26,7 @@ from loadgen.compare import (
     weighted_quantiles,
 )
 from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
+from loadgen.results.config import RunConfig
 from loadgen.synthetic.process import SyntheticProcess
 
 # ------------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
                             output_len=32, concurrency=4, num_requests=N_REQUESTS,
                             progress=False)
             s = run_benchmark(cfg, prompts, ds, argv=["test"])
-        assert s["requests"]["ok"] == N_REQUESTS
+        assert s.requests.ok == N_REQUESTS
         out[name] = root / name
     return out
 

@@ -13,7 +13,7 @@ from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
 from loadgen.synthetic.model import prompt_digest
 from loadgen.synthetic.process import read_truth
-from loadgen.synthetic.server import detokenize
+from loadgen.synthetic.wire import detokenize
 
 RECS = [
     PromptRecord(id="a", category="coding", prompt_token_ids=[1, 2, 3], max_tokens=5,

@@ -26,11 +26,12 @@ from pathlib import Path
 
 import pytest
 
+from loadgen.launch.commands import SpecConfig, vllm_command
 from loadgen.launch.vllm_cpu import (
-    ngram_speculative_config,
     smollm2_hf_dir,
-    vllm_cpu_argv,
     vllm_cpu_env,
+    vllm_cpu_extra_args,
+    vllm_cpu_python,
     vllm_cpu_venv,
 )
 
@@ -182,12 +183,14 @@ class Run:
 def _serve_and_collect(tmp: Path, spec: bool) -> Run:
     venv, model = _requirements()
     port = _free_port()
-    argv = vllm_cpu_argv(
-        model,
-        port,
-        speculative_config=ngram_speculative_config(3, 4, 2) if spec else None,
-        per_request_metrics="summary" if spec else None,
-    )
+    # The one vLLM command builder `loadgen serve vllm` uses, with the CPU venv's flags.
+    extra = vllm_cpu_extra_args()
+    if spec:  # vLLM refuses this flag without SD
+        extra += ["--per-request-spec-decode-metrics", "summary"]
+    sd = SpecConfig("ngram", num_spec_tokens=3) if spec else SpecConfig("none")
+    argv = vllm_command(str(model), sd,
+                        host="127.0.0.1", port=port, python=str(vllm_cpu_python(venv)),
+                        extra=extra)
     env = dict(os.environ)
     env.update(vllm_cpu_env(venv))
     log_path = tmp / f"vllm-{'sd' if spec else 'plain'}.log"

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from loadgen.engines import ENGINES
-from loadgen.results.config import ARRIVALS
+from loadgen.launch.commands import LAUNCHABLE_ENGINES, SPEC_METHODS
+from loadgen.results.config import ARRIVALS, OPENAI_MODES, default
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -26,18 +27,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     load = p.add_mutually_exclusive_group()
     load.add_argument("--concurrency", type=int, help="closed loop with C requests in flight")
     load.add_argument("--request-rate", type=float, help="open loop, requests per second")
-    p.add_argument("--arrival", choices=ARRIVALS, default="poisson")
-    p.add_argument("--burstiness", type=float, default=1.0, help="gamma shape (1 = Poisson)")
+    p.add_argument("--arrival", choices=ARRIVALS, default=default("arrival"))
+    p.add_argument("--burstiness", type=float, default=default("burstiness"),
+                   help="gamma shape (1 = Poisson)")
     p.add_argument("--max-concurrency", type=int, help="cap on in-flight requests (rate mode)")
     p.add_argument("--num-requests", type=int)
     p.add_argument("--duration", type=float, help="seconds of measured load")
-    p.add_argument("--warmup-requests", type=int, default=0)
+    p.add_argument("--warmup-requests", type=int, default=default("warmup_requests"))
     p.add_argument("--model", help="model name to send (required by TensorRT-LLM)")
     p.add_argument("--api-key-env", metavar="VAR",
                    help="read the API key from this environment variable")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--timeout", type=float, default=600.0, help="per-request timeout, seconds")
-    p.add_argument("--openai-mode", choices=["completions", "chat"], default="completions")
+    p.add_argument("--seed", type=int, default=default("seed"))
+    p.add_argument("--timeout", type=float, default=default("timeout_s"),
+                   help="per-request timeout, seconds")
+    p.add_argument("--openai-mode", choices=OPENAI_MODES, default=default("openai_mode"))
     p.add_argument("--keep-token-ids", action="store_true",
                    help="store output token ids in requests.jsonl")
     p.add_argument("--no-multi-turn", action="store_true",
@@ -47,10 +50,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     sv = p.add_argument_group(
         "launching the engine around the run (arguments after a bare -- go to the engine)")
     sv.add_argument("--serve", metavar="ENGINE",
-                    choices=["vllm", "sglang", "trtllm", "llamacpp"],
+                    choices=LAUNCHABLE_ENGINES,
                     help="start this engine (as `loadgen serve ENGINE`), run, stop it")
     sv.add_argument("--serve-model", help="the engine's --model (default: SmolLM2 where local)")
-    sv.add_argument("--spec", choices=["none", "ngram", "draft", "eagle3", "mtp"])
+    sv.add_argument("--spec", choices=SPEC_METHODS)
     sv.add_argument("--draft")
     sv.add_argument("--num-spec-tokens", type=int)
     sv.add_argument("--preset", help="a servers/presets/*.yaml file or name")

@@ -32,7 +32,7 @@ _HELP = {
 
 
 def register(engines: argparse._SubParsersAction) -> None:
-    for engine in C.ENGINES:
+    for engine in C.LAUNCHABLE_ENGINES:
         p = engines.add_parser(engine, help=_HELP[engine], description=_HELP[engine])
         _add_common(p, engine)
         p.set_defaults(func=main, launch_engine=engine)

@@ -85,7 +85,8 @@ def build(args: argparse.Namespace):
     from loadgen.synthetic.engine import Engine, TimingModel
     from loadgen.synthetic.faults import FaultPlan
     from loadgen.synthetic.model import SpecModel
-    from loadgen.synthetic.server import ServerConfig, SyntheticServer
+    from loadgen.synthetic.server import SyntheticServer
+    from loadgen.synthetic.wire import ServerConfig
 
     k = args.num_spec_tokens or len(args.accept_rates)
     spec = SpecModel(enabled=not args.no_spec, num_spec_tokens=k,

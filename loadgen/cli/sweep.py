@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from loadgen.launch.commands import LAUNCHABLE_ENGINES
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
@@ -17,7 +19,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--config", type=Path, help="sweep YAML (see loadgen/sweep/runner.py)")
     p.add_argument("--out", type=Path, required=True, help="sweep directory")
     simple = p.add_argument_group("simple cases without a config")
-    simple.add_argument("--serve", choices=["vllm", "sglang", "trtllm", "llamacpp"],
+    simple.add_argument("--serve", choices=LAUNCHABLE_ENGINES,
                         help="launch this engine once per --spec value")
     simple.add_argument("--spec", default="none,ngram",
                         help="SD methods with --serve, comma-separated; 'none' is the baseline")

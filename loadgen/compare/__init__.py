@@ -33,7 +33,7 @@ from loadgen.compare.core import (
     compare_runs,
 )
 from loadgen.compare.estimates import Estimate, run_estimates, throughput_estimates
-from loadgen.compare.load import CompareError, RunData, iter_records, load_run, read_records
+from loadgen.compare.load import CompareError, RunData, load_run
 from loadgen.compare.render import fmt, fmt_ci, print_result, table_rows, to_json, to_markdown
 from loadgen.compare.resample import PooledQuantiles, resample_counts, weighted_quantiles
 
@@ -52,10 +52,8 @@ __all__ = [
     "compare_runs",
     "fmt",
     "fmt_ci",
-    "iter_records",
     "load_run",
     "print_result",
-    "read_records",
     "resample_counts",
     "run_estimates",
     "table_rows",

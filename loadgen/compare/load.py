@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
 from loadgen.analysis.metrics import e2e_ms, per_user_tokens_per_s, tpot_ms, ttft_ms
+from loadgen.results.files import ResultFileError
+from loadgen.results.records import read_records
 
 
 class CompareError(ValueError):
@@ -60,32 +60,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         raise CompareError(f"{path}: not valid JSON ({exc})") from exc
 
 
-def iter_records(path: Path | str) -> Iterator[dict[str, Any]]:
-    """The records of a ``requests.jsonl``, one dict per non-blank line, in file order.
-
-    A crash can leave the last line torn (partly written): a last non-blank line that is not
-    valid JSON is skipped silently. A line that is not valid JSON anywhere before it is
-    corruption: ``CompareError`` naming the file and the line number (1-based)."""
-    path = Path(path)
-    with open(path, "rb") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                if any(rest.strip() for rest in fh):  # not the last line
-                    raise CompareError(f"{path}:{n}: not valid JSON (only a torn last line "
-                                       f"is tolerated)") from None
-                return
-            yield rec
-
-
-def read_records(path: Path | str) -> list[dict[str, Any]]:
-    """``iter_records`` as a list: a torn last line skipped, any other bad line an error."""
-    return list(iter_records(path))
-
-
 def load_run(path: Path | str, label: str | None = None) -> RunData:
     """Read a run directory (or a sweep cell's directory, which is one)."""
     path = Path(path)
@@ -94,7 +68,10 @@ def load_run(path: Path | str, label: str | None = None) -> RunData:
     req = path / "requests.jsonl"
     if not path.is_dir() or not req.exists():
         raise CompareError(f"{path}: not a run directory (no requests.jsonl)")
-    records = read_records(req)
+    try:
+        records = read_records(req)  # a torn last line skipped, any other bad line an error
+    except ResultFileError as exc:
+        raise CompareError(str(exc)) from None
     run = RunData(path=path, label=label or path.name or str(path),
                   manifest=_read_json(path / "manifest.json"),
                   summary=_read_json(path / "summary.json"), records=records)

@@ -35,7 +35,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-ENGINES = ("vllm", "sglang", "trtllm", "llamacpp")
+LAUNCHABLE_ENGINES = ("vllm", "sglang", "trtllm", "llamacpp")  # what `loadgen serve` starts
 SPEC_METHODS = ("none", "ngram", "draft", "eagle3", "mtp")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = {"vllm": 8000, "sglang": 30000, "trtllm": 8000, "llamacpp": 8080}
@@ -86,8 +86,9 @@ class SpecConfig:
 
 def validate(engine: str, spec: SpecConfig) -> None:
     """Raise :class:`LaunchConfigError` with a clear message for combinations we cannot launch."""
-    if engine not in ENGINES:
-        raise LaunchConfigError(f"unknown engine {engine!r}; expected one of {', '.join(ENGINES)}")
+    if engine not in LAUNCHABLE_ENGINES:
+        raise LaunchConfigError(
+            f"unknown engine {engine!r}; expected one of {', '.join(LAUNCHABLE_ENGINES)}")
     if spec.method not in SPEC_METHODS:
         raise LaunchConfigError(
             f"unknown --spec {spec.method!r}; expected one of {', '.join(SPEC_METHODS)}")

@@ -14,8 +14,8 @@ own source and by running it here:
   tokens for SmolLM2 in fp32), ``LD_PRELOAD=<venv>/lib/libiomp5.so`` (Intel OpenMP shipped in the
   venv; vLLM then sets KMP_AFFINITY per worker), hub access off (no network here).
 - Never pass ``--disable-log-stats``: it freezes the ``vllm:spec_decode_*`` counters at 0.
-- n-gram SD: ``--speculative-config '{"method": "ngram", "num_speculative_tokens": K,
-  "prompt_lookup_max": N, "prompt_lookup_min": M}'`` (``vllm/config/speculative.py``).
+- n-gram SD: ``--speculative-config`` as ``loadgen.launch.commands.vllm_speculative_config``
+  builds it (``vllm/config/speculative.py``); the one command builder is ``commands.vllm_command``.
 - 0.32.0 has ``--per-request-spec-decode-metrics none|summary|detailed`` (needs SD on, else the
   server refuses to start): the final usage chunk then carries ``metrics.speculative_decoding``.
   Without SD the ``vllm:spec_decode_*`` series are not registered at all (absent, not 0).
@@ -28,10 +28,8 @@ own source and by running it here:
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from loadgen.cache import cache_dir
@@ -142,18 +140,6 @@ def vllm_cpu_env(venv: Path, kv_cache_gib: int = DEFAULT_KV_CACHE_GIB) -> dict[s
     return env
 
 
-def ngram_speculative_config(
-    num_speculative_tokens: int = 3, prompt_lookup_max: int = 4, prompt_lookup_min: int = 2
-) -> dict[str, object]:
-    """vLLM's ``--speculative-config`` for n-gram (prompt lookup) drafting."""
-    return {
-        "method": "ngram",
-        "num_speculative_tokens": num_speculative_tokens,
-        "prompt_lookup_max": prompt_lookup_max,
-        "prompt_lookup_min": prompt_lookup_min,
-    }
-
-
 def vllm_cpu_extra_args(
     max_model_len: int = DEFAULT_MAX_MODEL_LEN,
     max_num_seqs: int | None = None,
@@ -175,68 +161,3 @@ def vllm_cpu_extra_args(
     if max_num_seqs is not None:
         args += ["--max-num-seqs", str(max_num_seqs)]
     return args
-
-
-def speculative_args(
-    speculative_config: dict[str, object] | None,
-    per_request_metrics: str | None = None,
-) -> list[str]:
-    """``--speculative-config JSON`` (and optionally ``--per-request-spec-decode-metrics``)."""
-    if not speculative_config:
-        return []
-    args = ["--speculative-config", json.dumps(speculative_config, separators=(",", ":"))]
-    if per_request_metrics and per_request_metrics != "none":
-        args += ["--per-request-spec-decode-metrics", per_request_metrics]
-    return args
-
-
-def vllm_cpu_argv(
-    model: Path | str,
-    port: int,
-    host: str = "127.0.0.1",
-    speculative_config: dict[str, object] | None = None,
-    per_request_metrics: str | None = None,
-    served_model_name: str | None = None,
-    python: Path | str | None = None,
-    max_model_len: int = DEFAULT_MAX_MODEL_LEN,
-) -> list[str]:
-    """A complete argv for the OpenAI server (the generic builder in commands.py may do its own)."""
-    py = python or vllm_cpu_python()
-    if py is None:
-        raise RuntimeError(f"vLLM-CPU venv not set up: run bash {SETUP_SCRIPT}")
-    argv = [
-        str(py),
-        "-m",
-        API_SERVER_MODULE,
-        "--model",
-        str(model),
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    if served_model_name:
-        argv += ["--served-model-name", served_model_name]
-    argv += vllm_cpu_extra_args(max_model_len=max_model_len)
-    argv += speculative_args(speculative_config, per_request_metrics)
-    return argv
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m loadgen.launch.vllm_cpu``: print what a launcher would use (JSON)."""
-    venv = vllm_cpu_venv()
-    info = {
-        "venv": str(venv) if venv else None,
-        "python": str(vllm_cpu_python(venv)) if venv else None,
-        "hf_dir": str(smollm2_hf_dir()) if smollm2_hf_dir() else None,
-        "env": vllm_cpu_env(venv) if venv else None,
-        "extra_args": vllm_cpu_extra_args(),
-        "ngram": speculative_args(ngram_speculative_config()),
-    }
-    json.dump(info, sys.stdout, indent=2)
-    print()
-    return 0 if venv else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -61,8 +61,9 @@ class ReportInput:
         return [c for c in self.cells if not c.cell.baseline]
 
     def readable_sweep(self) -> Sweep | None:
-        """The sweep restricted to the cells whose summary could be read, for loadgen.analysis.sweeps
-        (which reads every complete cell's summary and would stop at a broken one)."""
+        """The sweep restricted to the cells whose summary could be read, for
+        loadgen.analysis.sweeps (which reads every complete cell's summary and would stop at a
+        broken one)."""
         if self.sweep is None:
             return None
         return Sweep(root=self.sweep.root, config=self.sweep.config,
@@ -343,8 +344,8 @@ ALL_TPUT = "output tokens/s (whole run)"
 
 def speedup_grids(inp: ReportInput) -> list[SpeedupGrid]:
     """Category × load grids of SD speedup over the baseline at the same dataset and load
-    (loadgen.analysis.sweeps.speedup_rows): per-user tokens/s per category and overall, and the run's
-    output tokens/s."""
+    (loadgen.analysis.sweeps.speedup_rows): per-user tokens/s per category and overall, and the
+    run's output tokens/s."""
     from loadgen.analysis.sweeps import speedup_rows
 
     sweep = inp.readable_sweep()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -69,34 +70,40 @@ class RecordWriter:
             self._fh = None
 
 
-class TornFile(ResultFileError):
+class CorruptRecords(ResultFileError):
     """requests.jsonl has a malformed line before its last."""
 
 
-def read_records(path: Path, torn: list[int] | None = None) -> list[dict[str, Any]]:
-    """Every record of a requests.jsonl. The LAST line may be torn (a process killed while
-    appending it): it is skipped, and its line number appended to ``torn`` when given. A
-    malformed line anywhere else is an error naming the file and line."""
-    out: list[dict[str, Any]] = []
-    bad: int | None = None
+def iter_records(path: Path | str, torn: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    """The records of a requests.jsonl in file order, streamed. The LAST non-blank line may be
+    torn (a process killed while appending it): it is skipped, and its line number appended to
+    ``torn`` when given. A malformed line anywhere before it is corruption: ``CorruptRecords``
+    naming the file and the line (1-based)."""
+    path = Path(path)
     try:
         fh = open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise ResultFileError(f"{path}: cannot open ({exc.strerror})") from None
+    bad: int | None = None
     with fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             if bad is not None:
-                raise TornFile(f"{path}:{bad}: not a JSON record")
+                raise CorruptRecords(f"{path}:{bad}: not valid JSON (only a torn last line "
+                                     f"is tolerated)")
             try:
                 rec = orjson.loads(line)
             except orjson.JSONDecodeError:
                 bad = lineno
                 continue
             if not isinstance(rec, dict):
-                raise TornFile(f"{path}:{lineno}: not a JSON record")
-            out.append(rec)
+                raise CorruptRecords(f"{path}:{lineno}: not a JSON record")
+            yield rec
     if bad is not None and torn is not None:
         torn.append(bad)
-    return out
+
+
+def read_records(path: Path | str, torn: list[int] | None = None) -> list[dict[str, Any]]:
+    """``iter_records`` as a list."""
+    return list(iter_records(path, torn))

@@ -1,10 +1,10 @@
 """``loadgen sweep``: a grid of runs over load x SD configuration x dataset.
 
-Every cell is an ordinary run directory under ``cells/``; ``sweep.json`` (loadgen/results/sweepdir.py)
-is rewritten after each cell, so an interrupted sweep resumes where it stopped and skips the cells
-already complete. Engines are launched (and relaunched between SD configurations) through the same
-code as ``loadgen serve`` when the config has a ``serve`` section; otherwise each SD configuration
-names a fixed endpoint.
+Every cell is an ordinary run directory under ``cells/``; ``sweep.json``
+(loadgen/results/sweepdir.py) is rewritten after each cell, so an interrupted sweep resumes where
+it stopped and skips the cells already complete. Engines are launched (and relaunched between SD
+configurations) through the same code as ``loadgen serve`` when the config has a ``serve``
+section; otherwise each SD configuration names a fixed endpoint.
 
 Config (YAML)::
 
@@ -35,11 +35,8 @@ from typing import Any
 import yaml
 
 from loadgen.analysis.sweeps import capacity, parse_slos, speedup_rows
+from loadgen.results.config import SWEEP_RUN_KEYS
 from loadgen.results.sweepdir import Cell, Sweep, is_sweep_dir, load_sweep
-
-RUN_KEYS = {"output_len", "num_requests", "duration_s", "warmup_requests", "model",
-            "api_key_env", "seed", "timeout_s", "max_concurrency", "arrival", "burstiness",
-            "multi_turn", "openai_mode"}
 
 
 class SweepConfigError(ValueError):
@@ -77,9 +74,10 @@ def validate(cfg: dict[str, Any]) -> None:
         raise SweepConfigError("loads: exactly one of concurrency: [...] or request_rate: [...]")
     if not cfg.get("datasets"):
         raise SweepConfigError("datasets: give at least one {name, path}")
-    unknown = set(cfg.get("run") or {}) - RUN_KEYS
+    unknown = set(cfg.get("run") or {}) - SWEEP_RUN_KEYS
     if unknown:
-        raise SweepConfigError(f"run: unknown keys {sorted(unknown)} (known: {sorted(RUN_KEYS)})")
+        raise SweepConfigError(
+            f"run: unknown keys {sorted(unknown)} (known: {sorted(SWEEP_RUN_KEYS)})")
     if cfg.get("slo"):
         parse_slos(cfg["slo"])
 

@@ -11,75 +11,21 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
-
-import orjson
+from typing import IO, Any
 
 from loadgen.synthetic.engine import Engine, Sequence
-from loadgen.synthetic.faults import PRE_HEADER_KINDS, FaultPlan, FaultRule
+from loadgen.synthetic.faults import PRE_HEADER_KINDS, FaultRule
 from loadgen.synthetic.http import Connection, Request, Response
 from loadgen.synthetic.model import prompt_digest
-
-
-class BadRequest(Exception):
-    """A request the engine rejects; ``status`` and message go back in the engine's format."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(slots=True)
-class ServerConfig:
-    protocol: str
-    model_name: str = "synthetic-sd"
-    load_delay_s: float = 0.0
-    max_model_len: int = 131072
-    stream_interval: int = 1  # tokens buffered per chunk (vLLM/SGLang --stream-interval)
-    incremental_streaming: bool = False  # SGLang --incremental-streaming-output
-    per_request_spec_metrics: str | None = None  # vLLM: None | "summary" | "detailed"
-    llamacpp_partial_utf8: int = 13  # llama.cpp: ids divisible by this get no event of their own
-    add_bos: bool = False  # vLLM: prepend BOS to token-id prompts (what no real engine does)
-    truth_log: Path | None = None
-    faults: FaultPlan = field(default_factory=FaultPlan)
-
-
-class Formatter(Protocol):
-    """How one endpoint puts a generation on the wire."""
-
-    def events(self, seq: Sequence, tokens: list[int], finished: bool) -> list[tuple[bytes, int]]:
-        """Stream events (SSE-framed bytes, tokens carried) for new tokens."""
-
-    def tail(self, seq: Sequence) -> list[bytes]:
-        """What follows the last token: final/usage chunk, ``[DONE]``."""
-
-    def complete(self, seq: Sequence) -> Response:
-        """The whole response for ``stream: false``."""
-
-
-def sse(obj: Any) -> bytes:
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
-
-
-SSE_DONE = b"data: [DONE]\n\n"
-MALFORMED_EVENT = b'data: {"choices": [{"text": "\xe2\x80\xa6 this chunk is cut\n\n'
-
-# Output tokens are shown as text through a fixed word table, so text-only endpoints have
-# something deterministic to show; one token is one word followed by a space.
-_WORDS = ("the", "model", "draft", "token", "verify", "accept", "batch", "step", "cache",
-          "decode", "serve", "query", "value", "layer", "head", "score", "path", "spec")
-
-
-def detokenize(tokens: list[int]) -> str:
-    return "".join(_WORDS[t % len(_WORDS)] + " " for t in tokens)
-
-
-def tokenize_text(text: str) -> list[int]:
-    """The synthetic tokenizer for text prompts: one token per UTF-8 byte (id = byte + 3)."""
-    return [b + 3 for b in text.encode("utf-8")]
+from loadgen.synthetic.protocols import make_protocol
+from loadgen.synthetic.wire import (
+    MALFORMED_EVENT,
+    BadRequest,
+    Formatter,
+    Route,
+    ServerConfig,
+)
 
 
 class TruthLog:
@@ -99,12 +45,9 @@ class TruthLog:
             self._fh = None
 
 
-Route = Callable[[Request, Connection], Any]
-
-
 class SyntheticServer:
     def __init__(self, cfg: ServerConfig, engine: Engine) -> None:
-        from loadgen.synthetic.protocols import make_protocol
+
 
         self.cfg = cfg
         self.engine = engine

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from loadgen.synthetic.protocols.base import BaseProtocol
-    from loadgen.synthetic.server import SyntheticServer
+    from loadgen.synthetic.wire import Host
 
 PROTOCOLS = ("vllm", "sglang", "trtllm", "llamacpp")
 
 
-def make_protocol(name: str, server: SyntheticServer) -> BaseProtocol:
+def make_protocol(name: str, server: Host) -> BaseProtocol:
     if name == "vllm":
         from loadgen.synthetic.protocols.vllm import VllmProtocol as cls
     elif name == "sglang":

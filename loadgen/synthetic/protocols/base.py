@@ -11,7 +11,7 @@ from prometheus_client.metrics_core import Metric
 from loadgen.synthetic.http import Connection, Request, Response
 
 if TYPE_CHECKING:
-    from loadgen.synthetic.server import Route, SyntheticServer
+    from loadgen.synthetic.wire import Host, Route
 
 
 def family(kind: type, name: str, doc: str, value: float,
@@ -36,7 +36,7 @@ class BaseProtocol:
     # llama-server closes the connection after every streamed response, keep-alive or not
     close_after_stream = False
 
-    def __init__(self, server: SyntheticServer) -> None:
+    def __init__(self, server: Host) -> None:
         self.server = server
         self.engine = server.engine
         self.cfg = server.cfg

@@ -18,10 +18,10 @@ from loadgen.synthetic.engine import Sequence
 from loadgen.synthetic.http import Connection, Request, Response
 from loadgen.synthetic.protocols.base import BaseProtocol, family
 from loadgen.synthetic.protocols.openai import is_token_list
-from loadgen.synthetic.server import BadRequest, detokenize, sse, tokenize_text
+from loadgen.synthetic.wire import BadRequest, detokenize, sse, tokenize_text
 
 
-class CompletionFormatter:
+class LlamacppFormatter:
     """llama-server's stream. Like the real server, it sends no event for a token whose text is
     an incomplete UTF-8 sequence: here every token id divisible by ``partial_every`` (0: never)
     that is not the request's last. The next event carries only its own id, while
@@ -142,7 +142,7 @@ class LlamacppProtocol(BaseProtocol):
         max_tokens = n_predict if n_predict > 0 else self.cfg.max_model_len - len(ids)
         seq = self.engine.new_sequence(self.server.next_rid(), ids, max_tokens,
                                        bool(body.get("ignore_eos", False)))
-        fmt = CompletionFormatter(self.cfg.model_name, bool(body.get("return_tokens")),
+        fmt = LlamacppFormatter(self.cfg.model_name, bool(body.get("return_tokens")),
                                   self.engine.spec.enabled, self.cfg.llamacpp_partial_utf8)
         return await self.server.generate(conn, seq, fmt, bool(body.get("stream")), req.path)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from loadgen.synthetic.engine import Sequence
 from loadgen.synthetic.http import Response
-from loadgen.synthetic.server import SSE_DONE, BadRequest, detokenize, sse, tokenize_text
+from loadgen.synthetic.wire import SSE_DONE, BadRequest, detokenize, sse, tokenize_text
 
 
 def is_token_list(value: Any) -> bool:

@@ -24,7 +24,7 @@ from loadgen.synthetic.protocols.openai import (
     int_field,
     is_token_list,
 )
-from loadgen.synthetic.server import SSE_DONE, BadRequest, detokenize, sse, tokenize_text
+from loadgen.synthetic.wire import SSE_DONE, BadRequest, detokenize, sse, tokenize_text
 
 # SamplingParams' constructor arguments: anything else in sampling_params is a 400, as in SGLang.
 SAMPLING_KEYS = frozenset({

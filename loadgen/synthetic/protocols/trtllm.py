@@ -24,7 +24,7 @@ from loadgen.synthetic.protocols.openai import (
     CompletionOptions,
     completion_sequence,
 )
-from loadgen.synthetic.server import BadRequest
+from loadgen.synthetic.wire import BadRequest
 
 # CompletionRequest's fields (pydantic, extra="forbid"): anything else is a 400.
 COMPLETION_FIELDS = frozenset({

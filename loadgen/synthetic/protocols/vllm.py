@@ -23,7 +23,7 @@ from loadgen.synthetic.protocols.openai import (
     int_field,
     prompt_ids_from,
 )
-from loadgen.synthetic.server import BadRequest
+from loadgen.synthetic.wire import BadRequest
 
 
 def per_request_spec(seq: Sequence, detailed: bool) -> dict[str, Any]:
