@@ -7,7 +7,6 @@ import json
 import random
 import re
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -198,9 +197,9 @@ def test_too_few_requests_give_no_ci(tmp_path):
     assert _row(res, "ttft_ms.p99")["ci_diff"] is None
 
 
-def test_large_run_is_fast(tmp_path):
-    """5,000 requests of 64 tokens, 2,000 resamples per run: a few seconds at most even on a
-    loaded 2-core machine (the figures for 10k requests are in docs/COMPARE.md)."""
+def test_large_run_gives_intervals(tmp_path):
+    """5,000 requests of 64 tokens, 2,000 resamples per run: the pooled ITL percentiles get an
+    interval (their cost is measured by scripts, not here: docs/COMPARE.md)."""
     rng = np.random.default_rng(0)
     n = 5000
     arrivals, t = [], 10**12
@@ -210,11 +209,11 @@ def test_large_run_is_fast(tmp_path):
         arrivals.append(arr)
         t = arr[-1] + 1
     a = load_run(fake_run(tmp_path / "a", np.zeros(n), arrivals=arrivals), "A")
-    start = time.perf_counter()
     res = compare_runs(a, a)
-    elapsed = time.perf_counter() - start
-    assert _row(res, "itl_ms.p99")["ci_diff"] is not None
-    assert elapsed < 15, elapsed
+    row = _row(res, "itl_ms.p99")
+    assert row["ci_diff"] is not None
+    lo, hi = row["ci_diff"]
+    assert lo <= 0 <= hi  # a run against itself
 
 
 # ------------------------------------------------------------------------------------------
