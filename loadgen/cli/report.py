@@ -32,14 +32,10 @@ def main(args: argparse.Namespace) -> int:
         slos = parse_slos(args.slo) if args.slo else None
         if args.gpus < 1:
             raise ValueError("--gpus must be >= 1")
-        try:
-            from loadgen.report import build_report
-        except ImportError as exc:
-            print(f"loadgen report: {exc}; install the report extra: pip install "
-                  "'loadgen[report]'", file=sys.stderr)
-            return 2
+        from loadgen.report import MissingExtra, build_report
+
         html_path, md_path = build_report(args.dir, args.out, gpus=args.gpus, slos=slos)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, MissingExtra) as exc:
         print(f"loadgen report: {exc}", file=sys.stderr)
         return 2
     print(html_path)

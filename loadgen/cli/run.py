@@ -56,7 +56,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     sv.add_argument("--spec", choices=SPEC_METHODS)
     sv.add_argument("--draft")
     sv.add_argument("--num-spec-tokens", type=int)
-    sv.add_argument("--preset", help="a servers/presets/*.yaml file or name")
+    sv.add_argument("--preset", help="a preset YAML file, or the name of a packaged one "
+                                     "(loadgen/resources/presets)")
     sv.add_argument("--serve-python", help="python of the engine's environment")
     sv.add_argument("--health-timeout", type=float)
     p.set_defaults(func=main)

@@ -18,8 +18,9 @@ from typing import Any
 import yaml
 
 from loadgen.launch import commands as C
+from loadgen.resources import resource_path
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "servers" / "presets"
+PRESET_DIR = resource_path("presets")
 PRESET_KEYS = {"engines", "model", "spec", "draft", "num_spec_tokens", "host", "port",
                "extra_args", "description", "health_timeout"}
 
@@ -62,11 +63,13 @@ def _add_common(p: argparse.ArgumentParser, engine: str) -> None:
     p.add_argument("--log", type=Path, help="engine log file (default: under the cache dir)")
     p.add_argument("--health-timeout", type=float, default=None, metavar="S",
                    help="seconds to wait for the engine to become healthy (default 600)")
-    p.add_argument("--preset", help="YAML preset: a file, or a name in servers/presets/")
+    p.add_argument("--preset", help="YAML preset: a file, or the name of a packaged one "
+                                    "(loadgen/resources/presets)")
 
 
 def load_preset(ref: str, engine: str) -> dict[str, Any]:
-    """Read a preset file (or ``servers/presets/<ref>.yaml``) and check it fits ``engine``."""
+    """Read a preset file (or the packaged ``loadgen/resources/presets/<ref>.yaml``) and check
+    it fits ``engine``."""
     path = Path(ref).expanduser()
     if not path.is_file():
         for cand in (PRESET_DIR / ref, PRESET_DIR / f"{ref}.yaml"):

@@ -1,10 +1,10 @@
 """The built-in prompt set that ``loadgen run`` uses with no arguments.
 
-``datasets/builtin/prompts.jsonl`` holds 44 short text prompts (4 for each of the 11 categories)
-written for this project, in the text prompt format (loadgen.data.textfmt). They are tokenized for
-the target tokenizer on first use and the result is cached under ``cache_dir("prompts")``, keyed by
-the content hash of the prompt file and of the tokenizer's files, so later calls load in
-milliseconds without importing transformers.
+``loadgen/resources/builtin_prompts.jsonl`` (package data) holds 44 short text prompts (4 for each
+of the 11 categories) written for this project, in the text prompt format (loadgen.data.textfmt).
+They are tokenized for the target tokenizer on first use and the result is cached under
+``cache_dir("prompts")``, keyed by the content hash of the prompt file and of the tokenizer's
+files, so later calls load in milliseconds without importing transformers.
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from pathlib import Path
 
 from loadgen.cache import cache_dir
 from loadgen.data.prompts import PromptFile, read_prompts, write_prompts
+from loadgen.resources import resource_path
 
-BUILTIN_PATH = Path(__file__).resolve().parents[2] / "datasets" / "builtin" / "prompts.jsonl"
+BUILTIN_PATH = resource_path("builtin_prompts.jsonl")
 
 
 def builtin_prompts_path() -> Path:
     if not BUILTIN_PATH.exists():
         raise FileNotFoundError(
-            f"{BUILTIN_PATH}: the built-in prompt set ships with the loadgen checkout "
-            "(datasets/builtin/prompts.jsonl)"
+            f"{BUILTIN_PATH}: the built-in prompt set is missing from this loadgen install "
+            "(it ships as package data: loadgen/resources/builtin_prompts.jsonl)"
         )
     return BUILTIN_PATH
 

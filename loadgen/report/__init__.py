@@ -6,7 +6,7 @@ directory (docs/REPORT.md).
     sections.py  the report's content, independent of format
     html.py      report.html (no external resource, no script)
     markdown.py  report.md
-    cli.py       the command
+(the command is loadgen/cli/report.py)
 """
 
 from __future__ import annotations
@@ -14,10 +14,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from loadgen.results.files import write_text_atomic
+
+
+class MissingExtra(RuntimeError):
+    """An optional dependency group is not installed; the message names the pip extra."""
+
 
 def build_report(path: str | Path, out: str | Path | None = None, gpus: int = 1,
                  slos: dict[str, float] | None = None) -> tuple[Path, Path]:
-    """Write report.html and report.md for a run or sweep directory; return their paths."""
+    """Write report.html and report.md for a run or sweep directory; return their paths.
+    Raises ``MissingExtra`` when matplotlib (the ``report`` extra) is not installed."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise MissingExtra("the report needs matplotlib: pip install 'loadgen[report]'") from None
     from loadgen.report import data, html, markdown, plots, sections
 
     if gpus < 1:
@@ -34,7 +45,5 @@ def build_report(path: str | Path, out: str | Path | None = None, gpus: int = 1,
     html_path, md_path = out_dir / "report.html", out_dir / "report.md"
     for p, text in ((html_path, html.render(title, secs, generated)),
                     (md_path, markdown.render(title, secs, generated))):
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(p)
+        write_text_atomic(p, text)
     return html_path, md_path

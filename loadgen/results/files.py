@@ -12,12 +12,17 @@ class ResultFileError(ValueError):
     """A result file that cannot be read; the message names the file and why."""
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON through a temporary file and a rename, so a reader never
-    sees half a file (and a crash never leaves one)."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` through a temporary file and a rename, so a reader never sees half a file
+    (and a crash never leaves one)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """``obj`` as indented JSON, written atomically."""
+    write_text_atomic(path, json.dumps(obj, indent=2, default=str))
 
 
 def read_json(path: Path) -> Any:
