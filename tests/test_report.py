@@ -40,10 +40,12 @@ CATEGORIES = {"coding": (7, "0.9,0.8,0.7"), "roleplay": (9, "0.2,0.1"), "math": 
 RANDOM_RATES = "0.95,0.9,0.9"
 LOADS = (1, 4, 8)
 FAILED = "engine exited with code 137 (out of memory)"
-SWEEP_PLOTS = ("Pareto: output tokens/s per GPU against per-user tokens/s",
-               "Acceptance length (AL) per category", "Acceptance by draft position",
-               "TTFT and TPOT percentiles against load",
+# In the report's order: what a reader came for first (AL per category, speedup), detail after.
+SWEEP_PLOTS = ("Acceptance length (AL) per category",
                "SD speedup over the baseline (category × load)",
+               "Pareto: output tokens/s per GPU against per-user tokens/s",
+               "Acceptance by draft position",
+               "TTFT and TPOT percentiles against load",
                "Random vs real prompts: output tokens/s and AL")
 RUN_PLOTS = ("Acceptance length (AL) per category", "Acceptance by draft position",
              "Latency percentiles")
@@ -434,3 +436,12 @@ def test_chromium_detector_catches_deliberate_errors(tmp_path, sweep_report):
     assert any("Content Security Policy" in e and "img-src" in e for e in errors), errors
     assert any("inline script" in e for e in errors), errors
     assert facts["broken"] == 1
+
+
+def test_report_opens_with_the_key_numbers_and_ends_with_the_folded_manifest(sweep_report):
+    html = sweep_report[0].read_text()
+    ids = re.findall(r'<section id="([a-z_]+)">', html)
+    assert ids[:4] == ["overview", "key_numbers", "warnings", "al_per_category"], ids
+    assert ids[-1] == "config"
+    config = html[html.index('<section id="config">'):]
+    assert config.index("<details><summary>Configuration") < config.index("<pre>")

@@ -27,13 +27,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from loadgen.analysis.sweeps import parse_slos
+    from loadgen.report import MissingExtra, build_report
 
     try:
         slos = parse_slos(args.slo) if args.slo else None
         if args.gpus < 1:
             raise ValueError("--gpus must be >= 1")
-        from loadgen.report import MissingExtra, build_report
-
         html_path, md_path = build_report(args.dir, args.out, gpus=args.gpus, slos=slos)
     except (ValueError, FileNotFoundError, MissingExtra) as exc:
         print(f"loadgen report: {exc}", file=sys.stderr)

@@ -58,7 +58,11 @@ def _section(s: Section) -> str:
     if s.items:
         parts.append("<ul>" + "".join(f"<li>{escape(i)}</li>" for i in s.items) + "</ul>")
     if s.pre:
-        parts.append(f"<pre>{escape(s.pre)}</pre>")
+        pre = f"<pre>{escape(s.pre)}</pre>"
+        if s.pre_folded:
+            lines = s.pre.count("\n") + 1
+            pre = f"<details><summary>{escape(s.title)} ({lines} lines)</summary>{pre}</details>"
+        parts.append(pre)
     parts += [_table(t) for t in s.tables]
     parts.append("</section>")
     return "\n".join(parts)

@@ -41,6 +41,7 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     items: list[str] = field(default_factory=list)  # a bulleted list
     pre: str | None = None  # preformatted text (config)
+    pre_folded: bool = False  # HTML: the preformatted text inside <details>
 
 
 def num(v: D.Num | float | int | None, digits: int = 2) -> V:
@@ -77,23 +78,25 @@ def build(inp: D.ReportInput, plots: list[Plot], gpus: int,
         title = f"loadgen report: run {inp.root.name}"
     else:
         title = f"loadgen report: sweep {inp.root.resolve().name}"
+    # What a reader came for first (key numbers, warnings, AL per category, speedup), the
+    # detail after, the configuration (the manifest) last and folded.
     steps: list[tuple[str, str, Any, tuple[Any, ...]]] = [
         ("overview", "Overview", _overview, (inp, gpus)),
-        ("config", "Configuration", _config, (inp,)),
-        ("key_numbers", "Key numbers", _key_numbers, (inp, gpus))]
+        ("key_numbers", "Key numbers", _key_numbers, (inp, gpus)),
+        ("warnings", "Warnings", _warnings, (inp,)),
+        ("al_per_category", "Acceptance length per category", _al_section,
+         (inp, by_key["al_per_category"]))]
     if inp.kind == "sweep":
-        steps.append(("pareto", "Throughput per GPU against per-user speed (Pareto)",
-                      lambda p: Section("pareto", "Throughput per GPU against per-user speed "
-                                        "(Pareto)", plot=p), (by_key["pareto"],)))
-    steps += [("al_per_category", "Acceptance length per category", _al_section,
-               (inp, by_key["al_per_category"])),
-              ("acceptance_by_position", "Acceptance by draft position", _position_section,
-               (inp, by_key["acceptance_by_position"]))]
+        steps += [("speedup", "SD speedup (category × load)", _speedup_section,
+                   (inp, by_key["speedup_heatmap"])),
+                  ("pareto", "Throughput per GPU against per-user speed (Pareto)",
+                   lambda p: Section("pareto", "Throughput per GPU against per-user speed "
+                                     "(Pareto)", plot=p), (by_key["pareto"],))]
+    steps.append(("acceptance_by_position", "Acceptance by draft position", _position_section,
+                  (inp, by_key["acceptance_by_position"])))
     if inp.kind == "sweep":
         steps += [("latency", "TTFT and TPOT percentiles against load", _latency_section,
                    (inp, by_key["latency_vs_load"])),
-                  ("speedup", "SD speedup (category × load)", _speedup_section,
-                   (inp, by_key["speedup_heatmap"])),
                   ("random_vs_real", "Random vs real prompts", _random_section,
                    (inp, by_key["random_vs_real"], gpus))]
     else:
@@ -101,7 +104,7 @@ def build(inp: D.ReportInput, plots: list[Plot], gpus: int,
                       (inp, by_key["latency_percentiles"])))
     steps += [("per_category", "Per category", _per_category, (inp,)),
               ("capacity", "Capacity and recommendation", _capacity, (inp, slos)),
-              ("warnings", "Warnings", _warnings, (inp,))]
+              ("config", "Configuration", _config, (inp,))]
     out = []
     for key, sec_title, make, args in steps:
         try:
@@ -143,7 +146,7 @@ def _config(inp: D.ReportInput) -> Section:
         t = Table("Cells", ["cell", "SD configuration", "SD config", "dataset", "load",
                             "status", "requests ok / error / cancelled"], rows)
         return Section("config", "Configuration", pre=json.dumps(cfg, indent=2, default=str),
-                       tables=[t])
+                       pre_folded=True, tables=[t])
     m = inp.config or {}
     keep = {k: m.get(k) for k in ("command", "config", "endpoint", "dataset", "engine",
                                   "versions", "host", "status") if m.get(k) is not None}
@@ -153,7 +156,7 @@ def _config(inp: D.ReportInput) -> Section:
                                            if not isinstance(v, list | dict)})
     return Section("config", "Configuration (manifest.json)",
                    pre=json.dumps(keep, indent=2, default=str) if keep
-                   else "manifest.json missing")
+                   else "manifest.json missing", pre_folded=bool(keep))
 
 
 def _requests(v: D.CellView) -> V:
