@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.colors import TwoSlopeNorm
 
+from loadgen.report import across as X
 from loadgen.report import data as D
 
 NO_SD = "SD off in every run here: no SD counters, no per-request AL"
@@ -106,7 +107,7 @@ def al_per_category(inp: D.ReportInput) -> Plot:
     title = "Acceptance length (AL) per category"
     caption = ("Per-request AL, token-weighted (Σ tokens / Σ tokens/AL) over the category's "
                "requests in every load level of the configuration. SD-off cells have no AL.")
-    cats, cols = D.al_per_category(inp.cells)
+    cats, cols = X.al_per_category(inp.cells)
     if not cols or not cats:
         return Plot("al_per_category", title, caption,
                     na=NO_SD if not cols else "no categories")
@@ -141,7 +142,7 @@ def acceptance_by_position(inp: D.ReportInput) -> Plot:
     caption = ("Solid: share of verify steps whose draft was accepted up to position i "
                "(per_position_rate); dashed: the chance position i is accepted given i-1 was "
                "(conditional_rate). From server counters, weighted by each window's drafts.")
-    curves, missing = D.acceptance_by_position(inp.cells)
+    curves, missing = X.acceptance_by_position(inp.cells)
     if not curves:
         return Plot("acceptance_by_position", title, caption,
                     na="; ".join(missing) or NO_SD)
@@ -202,7 +203,7 @@ def speedup_heatmap(inp: D.ReportInput) -> Plot:
     caption = ("Speedup = SD configuration ÷ SD off at the same dataset and load: per-user "
                "tokens/s per category and over all requests, and the whole run's output "
                "tokens/s (last row). Red below 1 (SD costs, marked ▼), green above; grey: n/a.")
-    grids = D.speedup_grids(inp)
+    grids = X.speedup_grids(inp)
     if not grids:
         why = "no SD configuration" if not inp.sd_cells else "no baseline (SD off) cell"
         return Plot("speedup_heatmap", title, caption, na=why)
@@ -249,7 +250,7 @@ def random_vs_real(inp: D.ReportInput, gpus: int) -> Plot:
     caption = ("Cells of a dataset whose name contains 'random' against the other datasets at "
                "the same SD configuration and load (SPEED-Bench: random inputs overstate SD "
                "throughput). Solid: real prompts; dashed: random.")
-    pairs = D.random_pairs(inp)
+    pairs = X.random_pairs(inp)
     if not pairs:
         has_random = any(D.is_random(d) for d in inp.datasets())
         return Plot("random_vs_real", title, caption,

@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadgen.report import across as X
 from loadgen.report import data as D
 from loadgen.report.plots import Plot
 
@@ -195,7 +196,7 @@ def _key_numbers(inp: D.ReportInput, gpus: int) -> Section:
 
 
 def _al_section(inp: D.ReportInput, plot: Plot) -> Section:
-    cats, cols = D.al_per_category(inp.cells)
+    cats, cols = X.al_per_category(inp.cells)
     sec = Section("al_per_category", "Acceptance length per category", plot=plot)
     if not cols:
         sec.text.append("n/a (no SD configuration: every cell has SD off)")
@@ -207,7 +208,7 @@ def _al_section(inp: D.ReportInput, plot: Plot) -> Section:
 
 
 def _position_section(inp: D.ReportInput, plot: Plot) -> Section:
-    curves, missing = D.acceptance_by_position(inp.cells)
+    curves, missing = X.acceptance_by_position(inp.cells)
     sec = Section("acceptance_by_position", "Acceptance by draft position", plot=plot)
     sec.items.extend(f"n/a for {m}" for m in missing)
     if curves:
@@ -246,7 +247,7 @@ def _latency_section(inp: D.ReportInput, plot: Plot) -> Section:
 
 def _speedup_section(inp: D.ReportInput, plot: Plot) -> Section:
     sec = Section("speedup", "SD speedup (category × load)", plot=plot)
-    grids = D.speedup_grids(inp)
+    grids = X.speedup_grids(inp)
     if not grids:
         sec.text.append(f"n/a ({plot.na or 'no SD configuration with a baseline'})")
     slower = []
@@ -271,13 +272,13 @@ def _speedup_section(inp: D.ReportInput, plot: Plot) -> Section:
 
 def _random_section(inp: D.ReportInput, plot: Plot, gpus: int) -> Section:
     sec = Section("random_vs_real", "Random vs real prompts", plot=plot)
-    pairs = D.random_pairs(inp)
+    pairs = X.random_pairs(inp)
     if not pairs:
         sec.text.append(f"n/a ({plot.na})")
         return sec
     sec.text.append("Ratio = random ÷ real; above 1, random prompts overstate what SD "
                     "delivers on real prompts.")
-    spd = {(g.dataset, g.sd, lv): g.values[(D.ALL_TPUT, lv)] for g in D.speedup_grids(inp)
+    spd = {(g.dataset, g.sd, lv): g.values[(X.ALL_TPUT, lv)] for g in X.speedup_grids(inp)
            for lv in g.loads}
     rows = []
     for p in sorted(pairs, key=lambda p: (p.sd, p.load, p.real.cell.dataset)):
@@ -287,8 +288,8 @@ def _random_section(inp: D.ReportInput, plot: Plot, gpus: int) -> Section:
         sl = spd.get((p.real.cell.dataset, p.sd, p.load), D.NA("baseline"))
         rows.append([text(p.sd), text(D.load_text(p.random.cell)),
                      text(f"{p.random.cell.dataset} vs {p.real.cell.dataset}"),
-                     num(tr, 1), num(tl, 1), num(D.ratio(tr, tl), 2),
-                     num(ar, 3), num(al, 3), num(D.ratio(ar, al), 2),
+                     num(tr, 1), num(tl, 1), num(X.ratio(tr, tl), 2),
+                     num(ar, 3), num(al, 3), num(X.ratio(ar, al), 2),
                      speedup(sr) if not p.random.cell.baseline else text("-"),
                      speedup(sl) if not p.real.cell.baseline else text("-")])
     sec.tables.append(Table(
@@ -327,7 +328,7 @@ def _per_category(inp: D.ReportInput) -> Section:
 
 
 def _capacity(inp: D.ReportInput, slos: dict[str, float] | None) -> Section:
-    cap = D.capacity_section(inp, slos)
+    cap = X.capacity_section(inp, slos)
     sec = Section("capacity", "Capacity and recommendation")
     if "na" in cap:
         sec.text.append(f"n/a ({cap['na']})")
