@@ -22,6 +22,7 @@ import yaml
 from loadgen.cache import cache_dir
 from loadgen.launch import commands as C
 from loadgen.launch.process import DEFAULT_HEALTH_TIMEOUT_S, EngineProcess
+from loadgen.results.files import write_text_atomic
 
 
 def free_port(host: str = C.DEFAULT_HOST) -> int:
@@ -55,9 +56,7 @@ class LaunchPlan:
             p = Path(path)
             p.parent.mkdir(parents=True, exist_ok=True)
             if not p.exists() or p.read_text() != text:
-                tmp = p.with_name(p.name + ".tmp")
-                tmp.write_text(text)
-                tmp.replace(p)
+                write_text_atomic(p, text)
 
     def process(self, log_path: str | Path | None = None,
                 health_timeout_s: float = DEFAULT_HEALTH_TIMEOUT_S,
