@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from loadgen.data import sources as src_mod
+from loadgen.data.builtin import builtin_prompts_path
 from loadgen.data.recipe import CATEGORIES, load_recipe, source_prompts
 from loadgen.data.select import (
     exact_duplicates,
@@ -56,7 +57,7 @@ def test_text_format_errors(tmp_path):
 
 
 def test_builtin_text_set_is_complete():
-    _, ps = read_text_prompts(REPO / "datasets" / "builtin" / "prompts.jsonl")
+    _, ps = read_text_prompts(builtin_prompts_path())
     cats = {c: sum(p.category == c for p in ps) for c in CATEGORIES}
     assert cats == {c: 4 for c in CATEGORIES}
     assert all(p.meta.get("source") and p.meta.get("license") for p in ps)
