@@ -17,6 +17,7 @@ from loadgen.results.summary import (
     CategoryStats,
     ChunkRatio,
     ClientStats,
+    ConnectionStats,
     CounterDeltas,
     Latency,
     PerRequestAL,
@@ -109,6 +110,18 @@ def per_request_al(records: Iterable[dict[str, Any]]) -> PerRequestAL:
         return PerRequestAL()
     return PerRequestAL(request_weighted=float(np.mean(als)), token_weighted=toks / steps,
                         requests=len(als))
+
+
+def connection_stats(records: Sequence[dict[str, Any]]) -> ConnectionStats:
+    """Connections opened (a record with ``connect_ns`` > 0 opened one), per request, and
+    connect durations, over every record that has the field (warm-up included: connections
+    opened in warm-up serve the measured requests)."""
+    known = [r["connect_ns"] for r in records if "connect_ns" in r]
+    if not known:
+        return ConnectionStats()
+    opened = [ns / 1e6 for ns in known if ns > 0]
+    return ConnectionStats(opened=len(opened), per_request=len(opened) / len(known),
+                           connect_ms=stats(opened))
 
 
 def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
@@ -215,5 +228,6 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
         server_counters=CounterDeltas(window_delta=counter_delta, run_delta=run_counter_delta),
         categories=categories,
         client=client or ClientStats(),
+        connections=connection_stats(records),
         warnings=warnings,
     )

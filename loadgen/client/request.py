@@ -73,6 +73,7 @@ class RequestSender:
             rec.end_ns = _now_ns()
             rec.http_status = res.status
             rec.headers_ns = res.headers_ns
+            rec.connect_ns = res.connect_ns
             if res.status != 200:
                 rec.status = ERROR
                 rec.retry_after = res.headers.get("retry-after")

@@ -34,12 +34,13 @@ class HttpResult:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""  # only when no sink was given, or for non-2xx responses
     headers_ns: int = 0  # when the status line and headers had arrived
+    connect_ns: int = 0  # how long opening this request's connection took; 0 when reused
 
 
 class _Connection(asyncio.Protocol):
     __slots__ = (
-        "_body", "_done", "_headers", "_parser", "_result", "_sink", "_stamp", "closed",
-        "transport",
+        "_body", "_done", "_headers", "_keep_alive", "_parser", "_result", "_sink", "_stamp",
+        "closed", "transport",
     )
 
     def __init__(self) -> None:
@@ -51,6 +52,7 @@ class _Connection(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
         self._stamp = 0
+        self._keep_alive = False
         self.closed = False
 
     # asyncio.Protocol
@@ -98,6 +100,9 @@ class _Connection(asyncio.Protocol):
         if res is None:
             return
         res.body = b"".join(self._body)
+        # httptools answers should_keep_alive() from the message just parsed only inside this
+        # callback: once feed_data has returned it says False (httptools 0.9.0), so remember it.
+        self._keep_alive = self._parser.should_keep_alive()
         done = self._done
         if done is not None and not done.done():
             done.set_result(res)
@@ -113,13 +118,15 @@ class _Connection(asyncio.Protocol):
         self._result = None
         self._headers = {}
         self._body = []
+        self._keep_alive = False
         assert self.transport is not None
         self.transport.write(payload)
         return self._done
 
     @property
     def keep_alive(self) -> bool:
-        return not self.closed and self._parser.should_keep_alive()
+        """The last response completed and allowed the connection to be reused."""
+        return not self.closed and self._keep_alive
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -143,6 +150,7 @@ class HttpClient:
                                "content-type: application/json\r\n"
                                "accept: text/event-stream, application/json\r\n" + extra)
         self._idle: list[_Connection] = []
+        self.connections_opened = 0  # connects attempted (successful or not)
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -168,8 +176,12 @@ class HttpClient:
             if not c.closed:
                 conn = c
                 break
+        connect_ns = 0
         if conn is None:
+            self.connections_opened += 1
+            t0 = _now_ns()
             conn = await self._connect()
+            connect_ns = _now_ns() - t0
         head = (f"POST {self.base_path}{path} HTTP/1.1\r\n{self._fixed_headers}"
                 f"content-length: {len(body)}\r\n\r\n").encode("latin-1")
         fut = conn.begin(head + body, sink)
@@ -182,6 +194,7 @@ class HttpClient:
             self._idle.append(conn)
         else:
             conn.abort()
+        result.connect_ns = connect_ns
         return result
 
     def close(self) -> None:

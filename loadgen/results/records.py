@@ -28,6 +28,7 @@ class RequestRecord:
     expected_tokens: int
     scheduled_ns: int
     send_ns: int = 0
+    connect_ns: int = 0  # duration (ns) of the connect this request waited for; 0 = reused
     headers_ns: int = 0
     first_token_ns: int = 0
     end_ns: int = 0

@@ -186,6 +186,16 @@ class ClientStats:
 
 
 @dataclass(slots=True)
+class ConnectionStats:
+    """Connections the client opened for the run's requests (warm-up included); None/empty for
+    records written before ``connect_ns`` existed."""
+
+    opened: int | None = None
+    per_request: float | None = None
+    connect_ms: Stats = field(default_factory=Stats)  # over the requests that opened one
+
+
+@dataclass(slots=True)
 class Summary:
     requests: RequestCounts = field(default_factory=RequestCounts)
     window: Window = field(default_factory=Window)
@@ -196,6 +206,7 @@ class Summary:
     server_counters: CounterDeltas = field(default_factory=CounterDeltas)
     categories: dict[str, CategoryStats] = field(default_factory=dict)
     client: ClientStats = field(default_factory=ClientStats)
+    connections: ConnectionStats = field(default_factory=ConnectionStats)
     warnings: list[str] = field(default_factory=list)
     error_reasons: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
