@@ -78,6 +78,9 @@ def register(engines: argparse._SubParsersAction) -> None:
     sv.add_argument("--fault", action="append", default=[], metavar="KIND[:k=v,...]",
                     help="inject faults (repeatable); see docs/SYNTHETIC.md")
     sv.add_argument("--no-uvloop", action="store_true")
+    sv.add_argument("--no-kernel-stamps", action="store_true",
+                    help="serve on the event loop's transports: the truth log's rx_ns is then "
+                         "the stamp of the read (rx_source \"read\"), not the kernel's")
     p.set_defaults(func=main)
 
 
@@ -113,7 +116,8 @@ def build(args: argparse.Namespace):
 async def serve(args: argparse.Namespace, server) -> None:
     from loadgen.synthetic.http import start_server
 
-    srv = await start_server(server.handle, args.host, args.port)
+    srv = await start_server(server.handle, args.host, args.port,
+                             kernel_stamps=not args.no_kernel_stamps)
     port = srv.sockets[0].getsockname()[1]
     print(f"loadgen synthetic ({args.protocol}) listening on http://{args.host}:{port}",
           flush=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import socket
 import struct
@@ -22,12 +23,15 @@ from typing import Any
 
 import httptools
 
+from loadgen.synthetic import rxstamp
+
 _REASONS = {
     200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
     422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error",
     503: "Service Unavailable",
 }
 _monotonic_ns = time.monotonic_ns
+_connection_ids = itertools.count(1)
 
 
 @dataclass(slots=True)
@@ -37,7 +41,10 @@ class Request:
     query: str
     headers: dict[str, str]
     body: bytes
-    received_ns: int
+    received_ns: int  # when the server's event loop had parsed the whole request
+    connection_id: int = 0  # which connection (numbered from 1 in accept order) carried it
+    rx_ns: int = 0  # when the request's first bytes reached the host (see rx_source)
+    rx_source: str = "read"  # "kernel": SO_TIMESTAMPING RX stamp; "read": data_received stamp
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
@@ -72,6 +79,8 @@ class Connection(asyncio.Protocol):
         "_app",
         "_body_parts",
         "_closed",
+        "_msg_rx",
+        "_read_rx",
         "_headers",
         "_keep_alive",
         "_parser",
@@ -80,6 +89,8 @@ class Connection(asyncio.Protocol):
         "_task",
         "_url",
         "closed_event",
+        "connection_id",
+        "current",
         "peer",
         "transport",
     )
@@ -98,6 +109,10 @@ class Connection(asyncio.Protocol):
         self._keep_alive = True
         self.closed_event = asyncio.Event()
         self.peer = None
+        self.connection_id = next(_connection_ids)
+        self.current: Request | None = None  # the request being served
+        self._read_rx: tuple[int, str] = (0, "read")
+        self._msg_rx: tuple[int, str] = (0, "read")
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -113,6 +128,11 @@ class Connection(asyncio.Protocol):
         self.closed_event.set()
 
     def data_received(self, data: bytes) -> None:
+        """From an asyncio transport: no kernel stamp, the read's own stamp stands in."""
+        self.data_received_at(data, _monotonic_ns(), "read")
+
+    def data_received_at(self, data: bytes, rx_ns: int, source: str) -> None:
+        self._read_rx = (rx_ns, source)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -128,6 +148,7 @@ class Connection(asyncio.Protocol):
         self._headers = {}
         self._url = b""
         self._body_parts = []
+        self._msg_rx = self._read_rx  # the read that carried this request's first bytes
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -147,6 +168,9 @@ class Connection(asyncio.Protocol):
             headers=self._headers,
             body=b"".join(self._body_parts),
             received_ns=_monotonic_ns(),
+            connection_id=self.connection_id,
+            rx_ns=self._msg_rx[0],
+            rx_source=self._msg_rx[1],
         )
         self._keep_alive = self._parser.should_keep_alive()
         self._pending.append(req)
@@ -158,6 +182,7 @@ class Connection(asyncio.Protocol):
         try:
             while self._pending and not self._closed:
                 req = self._pending.pop(0)
+                self.current = req
                 try:
                     resp = await self._app(req, self)
                 except Exception as exc:  # a handler bug must not kill the server
@@ -236,8 +261,20 @@ class Connection(asyncio.Protocol):
         self.transport.abort()
 
 
-async def start_server(app: Handler, host: str, port: int,
-                       backlog: int = 4096) -> asyncio.base_events.Server:
+async def start_server(app: Handler, host: str, port: int, backlog: int = 4096,
+                       kernel_stamps: bool = True) -> asyncio.base_events.Server \
+        | rxstamp.StampedServer:
+    """Listen on host:port. With ``kernel_stamps`` (and where Linux gives them) connections are
+    served on raw sockets whose reads carry the kernel's receive stamp (rxstamp.py); otherwise,
+    or if the kernel refuses the option, by the event loop's own transports, and each request's
+    ``rx_ns`` is the stamp of the read that brought its first bytes (``rx_source`` "read")."""
     loop = asyncio.get_running_loop()
+    if kernel_stamps and rxstamp.supported():
+        try:
+            sock = rxstamp.listen(host, port, backlog)
+        except OSError:
+            pass
+        else:
+            return rxstamp.StampedServer(loop, sock, lambda: Connection(app))
     return await loop.create_server(lambda: Connection(app), host, port, backlog=backlog,
                                     reuse_address=True)

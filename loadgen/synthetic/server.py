@@ -47,8 +47,6 @@ class TruthLog:
 
 class SyntheticServer:
     def __init__(self, cfg: ServerConfig, engine: Engine) -> None:
-
-
         self.cfg = cfg
         self.engine = engine
         self.truth = TruthLog(cfg.truth_log)
@@ -114,7 +112,12 @@ class SyntheticServer:
             "endpoint": endpoint, "prompt_len": len(seq.prompt_ids),
             "prompt_sha256": prompt_digest(seq.prompt_ids), "max_tokens": seq.max_tokens,
             "received_ns": time.monotonic_ns(), "fault": fault.kind if fault else None,
+            "connection_id": conn.connection_id,
         }
+        req = conn.current
+        if req is not None:  # when the request's bytes reached the host (truth TTFT counts
+            record["rx_ns"] = req.rx_ns  # from there: it includes the wait in the socket)
+            record["rx_source"] = req.rx_source
         if fault is not None and fault.kind in PRE_HEADER_KINDS:
             return self._pre_header_fault(conn, fault, record)
         if stream:
