@@ -56,8 +56,17 @@ def realtime_offset_ns() -> int:
 class StampedTransport:
     """The part of ``asyncio.Transport`` that ``http.Connection`` uses, on a raw socket."""
 
-    __slots__ = ("_buf", "_closing", "_fd", "_lost", "_loop", "_offset", "_peer", "_protocol",
-                 "_sock")
+    __slots__ = (
+        "_buf",
+        "_closing",
+        "_fd",
+        "_loop",
+        "_lost",
+        "_offset",
+        "_peer",
+        "_protocol",
+        "_sock",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, protocol: Any,
                  offset_ns: int) -> None:
