@@ -3,13 +3,21 @@
 
 The synthetic engine runs pinned to CPU 0 and paces ~10k stream events/s (SD off, so one token
 per event); this process runs pinned to CPU 1. For each transport and each stream count it
-prints client CPU µs per event, CPU ms per request, and client-added lag (the moment a read
-returned minus the engine's own send stamp from its truth log, same monotonic clock) p50/p99.
+prints client CPU µs per event, CPU ms per request, client-added stamp lag (the moment a read
+returned minus the engine's own send stamp from its truth log, same monotonic clock) p50/p99, and
+the client's event-loop lag p99 (how late a 5 ms timer fires, loadgen.client.lag.LagMonitor).
 
-CPU per request is measured apart, on 1-token requests (10 rounds over the same streams), so it is
-the per-request overhead (connect/reuse, request build, headers, completion) without events.
+CPU per request, connections per request and the TTFT error are measured apart, on 1-token
+requests (10 rounds over the same streams, a new prompt each round, a fresh engine), so CPU per
+request is the per-request overhead (connect/reuse, request build, headers, completion) without
+events. The TTFT error is the client's TTFT (first token's read stamp − the stamp taken before the
+request was started, connect included) minus the engine's truth TTFT (first chunk's send stamp −
+the kernel's receive stamp of the request, docs/SYNTHETIC.md); "p99 reused" is its p99 over the
+rounds after the first (connections already open). Connections per request counts the distinct
+connection ids in the engine's truth log.
 
-Targets (issue 3): <= 15 µs per event, <= 0.1 ms per request, lag p99 < 1 ms at 100 streams.
+Targets (issues 3 and 15): <= 10 µs per event, <= 0.1 ms per request, lag p99 < 1 ms at 100
+streams, TTFT error p99 < 1 ms, connections per request = 1 / rounds.
 
     python scripts/bench_client.py [--streams 100,1000] [--tokens 100]
 """
@@ -29,36 +37,45 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadgen.client.lag import LagMonitor
 from loadgen.client.transport import HttpClient
 from loadgen.engines import make_adapter
 from loadgen.synthetic.model import prompt_digest
 from loadgen.synthetic.process import SyntheticProcess, read_truth
 
-
-def prompts(n: int, offset: int) -> list[list[int]]:
-    return [[offset + i, 5, 6, 7, 8] for i in range(n)]
+ROUNDS = 10
 
 
-async def run_loadgen(url: str, ids: list[list[int]], tokens: int, rounds: int = 1):
+def prompts(n: int, offset: int, rounds: int = 1) -> list[list[list[int]]]:
+    """Per stream, one distinct prompt per round (the truth log is matched by prompt hash)."""
+    return [[[offset + i, 5, 6, 7, 8 + r] for r in range(rounds)] for i in range(n)]
+
+
+async def run_loadgen(url: str, ids: list[list[list[int]]], tokens: int):
+    """(CPU s, loop lags ms, {digest: (round, start stamp, stream state)})."""
     ad = make_adapter("vllm")
     client = HttpClient(url)
     out = {}
 
-    async def one(p):
-        for _ in range(rounds):
+    async def one(stream):
+        for r, p in enumerate(stream):
             st = ad.new_state()
+            start = time.monotonic_ns()
             await client.post(ad.stream_path, ad.encode(p, tokens),
                               sink=lambda d, s, st=st: ad.feed(st, d, s))
-        out[prompt_digest(p)] = st
+            out[prompt_digest(p)] = (r, start, st)
 
+    mon = LagMonitor()
+    mon.start()
     t0 = time.process_time()
-    await asyncio.gather(*(one(p) for p in ids))
+    await asyncio.gather(*(one(s) for s in ids))
     cpu = time.process_time() - t0
+    mon.stop()
     client.close()
-    return cpu, out
+    return cpu, mon.lags_ms, out
 
 
-async def run_httpx(url: str, ids: list[list[int]], tokens: int, rounds: int = 1):
+async def run_httpx(url: str, ids: list[list[list[int]]], tokens: int):
     import httpx
 
     ad = make_adapter("vllm")
@@ -66,28 +83,49 @@ async def run_httpx(url: str, ids: list[list[int]], tokens: int, rounds: int = 1
     limits = httpx.Limits(max_connections=len(ids), max_keepalive_connections=len(ids))
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=600) as client:
 
-        async def one(p):
-            for _ in range(rounds):
+        async def one(stream):
+            for r, p in enumerate(stream):
                 st = ad.new_state()
+                start = time.monotonic_ns()
                 async with client.stream("POST", ad.stream_path,
                                          content=ad.encode(p, tokens)) as resp:
                     async for chunk in resp.aiter_raw():
                         ad.feed(st, chunk, time.monotonic_ns())
-            out[prompt_digest(p)] = st
+                out[prompt_digest(p)] = (r, start, st)
 
+        mon = LagMonitor()
+        mon.start()
         t0 = time.process_time()
-        await asyncio.gather(*(one(p) for p in ids))
+        await asyncio.gather(*(one(s) for s in ids))
         cpu = time.process_time() - t0
-    return cpu, out
+        mon.stop()
+    return cpu, mon.lags_ms, out
 
 
 def lag_ms(states: dict, truth: list[dict]) -> np.ndarray:
     by_digest = {r["prompt_sha256"]: r for r in truth}
     lags = []
-    for digest, st in states.items():
+    for digest, (_, _, st) in states.items():
         sent = by_digest[digest]["chunk_send_ns"]
         lags.extend((a - b) / 1e6 for a, b in zip(st.arrivals_ns, sent, strict=False))
     return np.array(lags)
+
+
+def ttft_error_ms(states: dict, truth: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(client TTFT − truth TTFT for every request, the same for rounds after the first)."""
+    by_digest = {r["prompt_sha256"]: r for r in truth}
+    every, reused = [], []
+    for digest, (rnd, start, st) in states.items():
+        t = by_digest[digest]
+        err = ((st.arrivals_ns[0] - start) - (t["chunk_send_ns"][0] - t["rx_ns"])) / 1e6
+        every.append(err)
+        if rnd > 0:
+            reused.append(err)
+    return np.array(every), np.array(reused)
+
+
+def connections_per_request(truth: list[dict]) -> float:
+    return len({r["connection_id"] for r in truth}) / len(truth)
 
 
 def main() -> None:
@@ -107,6 +145,7 @@ def main() -> None:
             step_ms = 1000.0 * n / args.events_per_s  # each step emits one event per stream
             for name, fn in (("loadgen", run_loadgen), ("httpx", run_httpx)):
                 truth = Path(tmp) / f"{name}-{n}.jsonl"
+                short_truth = Path(tmp) / f"{name}-{n}-short.jsonl"
                 with SyntheticProcess(["--protocol", "vllm", "--no-spec", "--step-base-ms",
                                        f"{step_ms:g}", "--per-token-ms", "0",
                                        "--max-num-seqs", str(n + 1), "--truth-log",
@@ -115,25 +154,45 @@ def main() -> None:
                     offset += n
                     gc.disable()  # as `loadgen run` does inside its window
                     wall = time.monotonic()
-                    cpu, states = uvloop.run(fn(eng.url, ids, args.tokens))
+                    cpu, loop_lags, states = uvloop.run(fn(eng.url, ids, args.tokens))
                     wall = time.monotonic() - wall
-                    short_ids = prompts(n, offset + 500_000)
-                    cpu_short, _ = uvloop.run(fn(eng.url, short_ids, 1, rounds=10))
                     gc.enable()
                     eng.stop()
-                    events = sum(len(s.arrivals_ns) for s in states.values())
-                    ok = sum(s.tokens == args.tokens for s in states.values())
+                    events = sum(len(s.arrivals_ns) for _, _, s in states.values())
+                    ok = sum(s.tokens == args.tokens for _, _, s in states.values())
                     lags = lag_ms(states, read_truth(truth))
+                # a fresh engine for the short requests, so its truth log holds them alone
+                with SyntheticProcess(["--protocol", "vllm", "--no-spec", "--step-base-ms",
+                                       f"{step_ms:g}", "--per-token-ms", "0",
+                                       "--max-num-seqs", str(n + 1), "--truth-log",
+                                       str(short_truth)], cpu=0) as eng:
+                    short_ids = prompts(n, offset, rounds=ROUNDS)  # ids stay in vocabulary
+                    offset += n
+                    gc.disable()
+                    cpu_short, _, short = uvloop.run(fn(eng.url, short_ids, 1))
+                    gc.enable()
+                    eng.stop()
+                    short_t = read_truth(short_truth)
+                    short_ok = sum(st.tokens == 1 for _, _, st in short.values())
+                    if short_ok != n * ROUNDS or len(short_t) != n * ROUNDS:
+                        sys.exit(f"{name} at {n} streams: {short_ok} of {n * ROUNDS} short "
+                                 f"requests ok, {len(short_t)} in the truth log")
+                    err, err_reused = ttft_error_ms(short, short_t)
                 rows.append((name, n, ok, events / wall, cpu * 1e6 / events,
-                             cpu_short * 1e3 / (10 * n),
-                             np.percentile(lags, 50), np.percentile(lags, 99)))
+                             cpu_short * 1e3 / (ROUNDS * n),
+                             np.percentile(lags, 50), np.percentile(lags, 99),
+                             np.percentile(loop_lags, 99), connections_per_request(short_t),
+                             np.percentile(err, 50), np.percentile(err, 99),
+                             np.percentile(err_reused, 99)))
     head = ("transport", "streams", "ok", "events/s", "CPU us/event", "CPU ms/req",
-            "lag p50 ms", "lag p99 ms")
+            "lag p50 ms", "lag p99 ms", "loop p99 ms", "conn/req", "ttft err p50",
+            "ttft err p99", "p99 reused")
     print("  ".join(f"{h:>12}" for h in head))
     for r in rows:
         print(f"{r[0]:>12}  {r[1]:>12}  {r[2]:>12}  {r[3]:>12.0f}  {r[4]:>12.1f}  "
-              f"{r[5]:>12.3f}  {r[6]:>12.3f}  {r[7]:>12.3f}")
-    print("targets: <= 15 us/event, <= 0.1 ms/request, lag p99 < 1 ms at 100 streams")
+              + "  ".join(f"{v:>12.3f}" for v in r[5:]))
+    print(f"targets: <= 10 us/event, <= 0.1 ms/request, lag p99 < 1 ms at 100 streams, "
+          f"TTFT error p99 < 1 ms, conn/req = {1 / ROUNDS:g} ({ROUNDS} rounds)")
 
 
 if __name__ == "__main__":
