@@ -40,20 +40,49 @@ def default_data_root() -> Path | None:
     return None
 
 
-def read_bytes_text(path: Path, encoding: str | None = None) -> str:
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+def read_bytes_text(path: Path, encoding: str | None = None,
+                    stats: dict[str, Any] | None = None) -> str:
+    """The text of a file (gunzipped when it ends in .gz): UTF-8, else cp1252 (noted in
+    ``stats['decoded_as']``), or ``encoding``. A directory, a .gz that is not gzip, a binary file
+    or an undecodable one is a SourceError naming the file."""
+    if path.is_dir():
+        raise SourceError(f"{path}: is a directory (name files, or a glob such as {path}/*.jsonl)")
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise SourceError(f"{path}: not a valid gzip file ({exc})") from None
+    if b"\x00" in raw[:65536]:
+        raise SourceError(f"{path}: binary data (NUL bytes), not a text file")
     if encoding:
-        return raw.decode(encoding)
+        try:
+            return raw.decode(encoding)
+        except (UnicodeDecodeError, LookupError) as exc:
+            raise SourceError(f"{path}: cannot be read as {encoding}: {exc}") from None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        return raw.decode("cp1252")
+        if stats is not None:
+            stats["decoded_as"] = "cp1252"
+        try:
+            return raw.decode("cp1252")
+        except UnicodeDecodeError:
+            return raw.decode("latin-1")  # every byte maps: nothing is lost
 
 
 def _format_of(path: Path) -> str:
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
     ext = suffixes[-1] if suffixes else ""
-    return {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}.get(ext, "text")
+    return FILE_FORMATS_BY_SUFFIX.get(ext, "lines")
+
+
+#: Extension -> file format when a source gives no ``format`` (anything else is read as lines).
+FILE_FORMATS_BY_SUFFIX = {".jsonl": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
+                          ".parquet": "parquet", ".txt": "lines", ".text": "lines"}
+#: The file formats a source's ``format`` may name (besides the record presets of loadgen.data
+#: .formats, whose files are read by suffix).
+FILE_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet", "lines", "text")
 
 
 def _explode(obj: Any, steps: list[str], parent: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -89,25 +118,55 @@ def _explode(obj: Any, steps: list[str], parent: dict[str, Any]) -> Iterator[dic
     yield from _explode(val, (["[]"] if step.endswith("[]") else []) + rest, here)
 
 
+def file_format(path: Path, spec: dict[str, Any]) -> str:
+    """The file format of ``path`` for a source: its ``format`` when that names a file format
+    (a record preset such as ``sharegpt`` names none), else from the suffix."""
+    fmt = spec.get("format")
+    return fmt if fmt in FILE_FORMATS else _format_of(path)
+
+
+def _parquet_records(path: Path, rel: str) -> list[dict[str, Any]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SourceError(f"{rel}: parquet needs pyarrow: pip install pyarrow") from None
+    try:
+        return pq.read_table(path).to_pylist()
+    except Exception as exc:  # ArrowInvalid, OSError...: all mean "not a readable parquet"
+        raise SourceError(f"{rel}: not a readable parquet file ({exc})") from None
+
+
+def _jsonl(text: str, rel: str, spec: dict[str, Any], stats: dict[str, Any] | None):
+    for lineno, line in enumerate(text.split("\n"), 1):  # "\n" only: U+2028 / U+000B in strings
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line, strict=False)
+        except json.JSONDecodeError as exc:
+            if spec.get("skip_bad_lines"):
+                if stats is not None:
+                    stats["bad_lines"] = stats.get("bad_lines", 0) + 1
+                continue
+            raise SourceError(f"{rel}:{lineno}: malformed JSON line ({exc.msg}); fix it or set "
+                              "skip_bad_lines: true") from None
+
+
 def read_file_records(path: Path, rel: str, spec: dict[str, Any],
-                      stats: dict[str, int] | None = None) -> Iterator[dict[str, Any]]:
+                      stats: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
     """Records of one local file, per the source ``spec`` (format, explode, delimiter...)."""
-    fmt = spec.get("format") or _format_of(path)
+    fmt = file_format(path, spec)
     base = {"_file": rel, "_file_stem": path.name.split(".")[0]}
-    text = read_bytes_text(path, spec.get("encoding"))
+    if fmt == "parquet":
+        for n, rec in enumerate(_parquet_records(path, rel)):
+            yield {**rec, **base, "_index": n}
+        return
+    text = read_bytes_text(path, spec.get("encoding"), stats)
     if fmt == "jsonl":
         n = 0
-        for line in text.split("\n"):  # "\n" only: strings may hold U+2028 / U+000B
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line, strict=False)
-            except json.JSONDecodeError:
-                if spec.get("skip_bad_lines"):
-                    if stats is not None:
-                        stats["bad_lines"] = stats.get("bad_lines", 0) + 1
-                    continue
-                raise SourceError(f"{rel}: malformed JSON line (set skip_bad_lines)") from None
+        for obj in _jsonl(text, rel, spec, stats):
+            if not isinstance(obj, dict):
+                raise SourceError(f"{rel}: record {n + 1} is a JSON {type(obj).__name__}, "
+                                  "not an object")
             if spec.get("explode"):
                 for rec in _explode(obj, spec["explode"].split("."), {}):
                     yield {**rec, **base, "_index": n}
@@ -116,7 +175,12 @@ def read_file_records(path: Path, rel: str, spec: dict[str, Any],
                 yield {**obj, **base, "_index": n}
                 n += 1
     elif fmt == "json":
-        obj = json.loads(text, strict=False)
+        try:
+            obj = json.loads(text, strict=False)
+        except json.JSONDecodeError as exc:
+            raise SourceError(f"{rel}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})"
+                              + ("; a JSON Lines file needs format: jsonl" if exc.msg ==
+                                 "Extra data" else "")) from None
         steps = spec.get("explode", "[]" if isinstance(obj, list) else "*")
         for n, rec in enumerate(_explode(obj, steps.split("."), {})):
             yield {**rec, **base, "_index": n}
@@ -133,9 +197,18 @@ def read_file_records(path: Path, rel: str, spec: dict[str, Any],
                       for row in csv.reader(io.StringIO(text), delimiter=delim, quoting=quoting))
         else:
             reader = csv.DictReader(io.StringIO(text), delimiter=delim, quoting=quoting)
-        for n, row in enumerate(reader):
-            yield {**row, **base, "_index": n}
-    elif fmt == "text":
+        try:
+            for n, row in enumerate(reader):
+                yield {**row, **base, "_index": n}
+        except csv.Error as exc:
+            raise SourceError(f"{rel}: malformed {fmt.upper()} ({exc})") from None
+    elif fmt == "lines":  # one prompt a line; blank lines skipped
+        n = 0
+        for line in text.split("\n"):
+            if line.strip():
+                yield {**base, "_index": n, "text": line.rstrip("\r")}
+                n += 1
+    elif fmt == "text":  # the whole file is one record
         yield {**base, "_index": 0, "text": text}
     else:
         raise SourceError(f"{rel}: unknown format {fmt!r}")
