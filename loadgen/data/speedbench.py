@@ -11,34 +11,29 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.data.sources import hub_offline_reason
+from loadgen.data.speedbench_files import CONFIGS, SpeedBenchError, read_rows, validate
 from loadgen.data.textfmt import TextPrompt
 
+__all__ = ["CONFIGS", "PLACEHOLDER", "SpeedBenchError", "import_speed_bench", "load_rows"]
+
 REPO = "nvidia/SPEED-Bench"
-CONFIGS = ("qualitative", "throughput_1k", "throughput_2k", "throughput_8k", "throughput_16k",
-           "throughput_32k")
 PLACEHOLDER = "FULL BENCHMARK DATA SHOULD BE FETCHED FROM THE SOURCE USING SPECDEC_BENCH"
 
 
-class SpeedBenchError(RuntimeError):
-    pass
-
-
 def load_rows(config: str, file: str | Path | None = None) -> tuple[list[dict[str, Any]], str]:
-    """(rows, where they came from)."""
+    """(validated rows, where they came from): a local file, config folder or snapshot root
+    (loadgen.data.speedbench_files), else the hub."""
     if config not in CONFIGS:
         raise SpeedBenchError(f"unknown config {config!r}; one of {', '.join(CONFIGS)}")
     if file:
-        import pyarrow.parquet as pq
-
-        path = Path(file)
-        if not path.exists():
-            raise SpeedBenchError(f"{path}: no such file")
-        return pq.read_table(path).to_pylist(), str(path)
+        rows, files = read_rows(config, file)
+        return rows, files[0] if len(files) == 1 else f"{file} ({len(files)} files)"
     offline = hub_offline_reason()
     if offline:
         raise SpeedBenchError(
             f"{REPO} config {config!r} is not available offline ({offline}). Download "
-            f"{REPO} ({config}/test parquet) on a connected machine and pass it with --file.")
+            f"{REPO} on a connected machine and pass the file, its folder or the snapshot root "
+            "with --file.")
     try:
         from datasets import load_dataset
     except ImportError:
@@ -48,7 +43,9 @@ def load_rows(config: str, file: str | Path | None = None) -> tuple[list[dict[st
         ds = load_dataset(REPO, config, split="test")
     except Exception as exc:  # hub errors come in many types
         raise SpeedBenchError(f"{REPO} {config}: {type(exc).__name__}: {exc}") from None
-    return [dict(r) for r in ds], f"hub:{REPO}/{config}"
+    where = f"hub:{REPO}/{config}"
+    return validate(config, [(f"{where}:row {n}", dict(r)) for n, r in enumerate(ds, 1)],
+                    where), where
 
 
 def _strip(turn: str) -> str:
@@ -123,8 +120,9 @@ class Resolver:
 def import_speed_bench(config: str, file: str | Path | None = None,
                        allow_unresolved: bool = False) -> tuple[list[TextPrompt], dict[str, Any]]:
     rows, origin = load_rows(config, file)
-    needs = [r for r in rows if r["turns"] and str(r["turns"][0]).startswith(PLACEHOLDER)]
+    needs = [r for r in rows if r["turns"][0].startswith(PLACEHOLDER)]
     report: dict[str, Any] = {"config": config, "from": origin, "rows": len(rows),
+                              "categories": dict(Counter(r["category"] for r in rows)),
                               "placeholders": len(needs)}
     unresolved: Counter[str] = Counter()
     resolved_turns: dict[int, list[str]] = {}
@@ -162,7 +160,7 @@ def import_speed_bench(config: str, file: str | Path | None = None,
                 "original_id": r.get("src_id"), "sub_category": r.get("sub_category"),
                 "question_id": r.get("question_id"), "difficulty": r.get("difficulty"),
                 "speed_bench_config": config}
-        prompts.append(TextPrompt(id=str(r.get("question_id")), category=str(r.get("category")),
+        prompts.append(TextPrompt(id=r["question_id"], category=r["category"],
                                   turns=[str(t) for t in turns], meta=meta))
     report["unresolved"] = dict(unresolved)
     report["prompts"] = len(prompts)
