@@ -17,7 +17,7 @@ import random
 from typing import Any
 
 from loadgen.data.prompts import PromptFile, PromptRecord, make_header
-from loadgen.data.tokenizer import ChatTokenizer
+from loadgen.data.tokenizer import REPLY_SENTINEL, ChatTokenizer
 
 METHODS = ("speed-bench", "uniform")
 
@@ -28,44 +28,88 @@ def _normal_ids(tok: ChatTokenizer) -> list[int]:
     return [i for i in range(len(tok.hf)) if i not in special and i not in added]
 
 
+USER_SENTINEL = "LOADGENUSERSENTINEL"
+
+
+def later_turn_parts(tok: ChatTokenizer) -> tuple[list[int], list[int]]:
+    """(ids before, ids after) the user content of a later turn's ids: what follows a reply
+    (end of turn, the user header) and the generation prompt. Empty when the template's parts
+    do not concatenate on ids (the whole turn is then random)."""
+    msgs = [{"role": "user", "content": "a"}, {"role": "assistant", "content": REPLY_SENTINEL},
+            {"role": "user", "content": USER_SENTINEL}]
+    text = tok.render(msgs, True)
+    tail = text[text.rfind(REPLY_SENTINEL) + len(REPLY_SENTINEL):]
+    i = tail.find(USER_SENTINEL)
+    if i < 0:
+        return [], []
+    before, after = tok.encode(tail[:i]), tok.encode(tail[i + len(USER_SENTINEL):])
+    if before + tok.encode(USER_SENTINEL) + after != tok.encode(tail):
+        return [], []
+    return before, after
+
+
+def _body(tok: ChatTokenizer, normal: list[int], method: str, n: int,
+          rng: random.Random) -> list[int]:
+    vocab = len(normal)
+    if method == "uniform":
+        return [normal[rng.randrange(vocab)] for _ in range(n)]
+    body: list[int] = []
+    start = rng.randrange(vocab)
+    while len(body) < n:
+        span = [normal[(start + j) % vocab] for j in range(n - len(body) + 16)]
+        start = (start + len(span)) % vocab
+        body.extend(tok.encode(tok.decode(span)))
+    return body[:n]
+
+
+def _framed(tok: ChatTokenizer, normal: list[int], method: str, length: int,
+            parts: tuple[list[int], list[int]], rng: random.Random) -> list[int]:
+    """``length`` ids: the template ``parts`` around random content (all random when the
+    parts do not fit)."""
+    before, after = parts
+    budget = length - len(before) - len(after)
+    if budget < 1:
+        return _body(tok, normal, method, length, rng)
+    return before + _body(tok, normal, method, budget, rng) + after
+
+
 def random_like(like: PromptFile, tok: ChatTokenizer, method: str = "speed-bench", seed: int = 0,
                 messages: bool = True) -> PromptFile:
+    """Random-token records with the input length of every record of ``like`` and of every later
+    turn of its multi-turn records (same number of requests, same ids in total)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}")
-    prefix, suffix = tok.template_parts()
+    first_parts = tok.template_parts()
+    later_parts = later_turn_parts(tok) if any(r.turns for r in like.records) else ([], [])
     normal = _normal_ids(tok)
-    vocab = len(normal)
     records: list[PromptRecord] = []
     for n, rec in enumerate(like.records):
         rng = random.Random(f"{seed}:{method}:{n}")
-        isl = rec.input_len
-        budget = isl - len(prefix) - len(suffix)
-        wrap = budget >= 1
-        if not wrap:
-            budget = isl
-        if method == "uniform":
-            body = [normal[rng.randrange(vocab)] for _ in range(budget)]
-        else:
-            body = []
-            start = rng.randrange(vocab)
-            while len(body) < budget:
-                span = [normal[(start + j) % vocab] for j in range(budget - len(body) + 16)]
-                start = (start + len(span)) % vocab
-                body.extend(tok.encode(tok.decode(span)))
-            body = body[:budget]
-        ids = prefix + body + suffix if wrap else body
-        assert len(ids) == isl
-        meta: dict[str, Any] = {"method": method, "like_id": rec.id, "isl": isl,
+        ids = _framed(tok, normal, method, rec.input_len, first_parts, rng)
+        turns = [_framed(tok, normal, method, len(t), later_parts, rng)
+                 for t in rec.turns] if rec.turns else None
+        assert len(ids) == rec.input_len
+        meta: dict[str, Any] = {"method": method, "like_id": rec.id, "isl": rec.input_len,
                                 "sub_category": rec.meta.get("sub_category"),
                                 "source": "random", "license": "none (generated)"}
+        if turns:
+            meta["turn_lens"] = [len(t) for t in turns]
         records.append(PromptRecord(id=f"random-{rec.id}", category=rec.category,
-                                    prompt_token_ids=ids, max_tokens=rec.max_tokens, meta=meta))
+                                    prompt_token_ids=ids, turns=turns, max_tokens=rec.max_tokens,
+                                    meta=meta))
     if messages:
-        texts = tok.hf.batch_decode([r.prompt_token_ids[len(prefix): r.input_len - len(suffix)]
-                                     for r in records], skip_special_tokens=False,
-                                    clean_up_tokenization_spaces=False)
-        for r, t in zip(records, texts, strict=True):
-            r.messages = [{"role": "user", "content": t}]
+        def content(ids: list[int], parts: tuple[list[int], list[int]]) -> list[int]:
+            before, after = parts
+            if len(ids) < len(before) + len(after) + 1:
+                return ids
+            return ids[len(before): len(ids) - len(after)]
+
+        for r in records:
+            texts = tok.hf.batch_decode(
+                [content(r.prompt_token_ids, first_parts)]
+                + [content(t, later_parts) for t in r.turns or []],
+                skip_special_tokens=False, clean_up_tokenization_spaces=False)
+            r.messages = [{"role": "user", "content": t} for t in texts]
     header = make_header(**tok.header_fields(), built_by="loadgen data build random",
                          config={"method": method, "like": like.header.get("dataset"),
                                  "like_tokenizer": like.header.get("tokenizer_identity")},
