@@ -33,72 +33,18 @@ from typing import Any
 
 from loadgen.data.prompts import PromptFile, PromptRecord, make_header
 from loadgen.data.sources import default_data_root, read_bytes_text, read_file_records
+from loadgen.data.throughput_spec import (
+    CORPORA,
+    INSTRUCTIONS,
+    KIND_CORPUS,
+    LEAD_IN,
+    TIERS,
+    tier_counts,
+)
 from loadgen.data.tokenizer import ChatTokenizer
 
-TIERS = {
-    "low_entropy": ("code", "sorting"),
-    "mixed": ("needle", "fewshot"),
-    "high_entropy": ("creative", "dialogue_summary"),
-}
-
-INSTRUCTIONS = {
-    "code": [
-        "Add a concise docstring to every function and class in the code above that lacks one, "
-        "and return the complete updated code.",
-        "Add type hints to every function signature in the code above and return the full code, "
-        "otherwise unchanged.",
-        "Rename the variables in the code above to clearer names and return the whole code.",
-        "Reformat the code above to a consistent style and return the complete result.",
-    ],
-    "sorting": [
-        "Sort all the lines above alphabetically and output them, one per line, with no other "
-        "text.",
-        "Output every line above in reverse alphabetical order, one per line, and nothing else.",
-        "Sort the lines above by their length, shortest first, and output them one per line.",
-    ],
-    "needle": [
-        "What is the secret code mentioned in the text above? Answer with the code only.",
-        "Somewhere in the text above a secret code is given. Quote the sentence that contains it.",
-    ],
-    "fewshot": ["Answer the last question in the same format as the examples."],
-    "creative": [
-        "Continue the story above with an original new chapter of about 800 words that "
-        "introduces a new character.",
-        "Write what happens next in the text above, in the same style, as a new scene of about "
-        "800 words.",
-        "Retell the last part of the text above from the point of view of a minor character, in "
-        "about 800 words.",
-    ],
-    "dialogue_summary": [
-        "Summarize the meeting transcript above: the main topics, the decisions made, who made "
-        "them, and the open questions.",
-        "Write minutes for the meeting above, with a list of action items and their owners.",
-        "Summarize the discussion above in five paragraphs for someone who missed the meeting.",
-    ],
-}
-
-LEAD_IN = {
-    "code": "Here is some source code.\n\n",
-    "sorting": "Here is a list of lines.\n\n",
-    "needle": "Read the following text carefully.\n\n",
-    "fewshot": "The following are exam questions with their answers.\n\n",
-    "creative": "Here is a text.\n\n",
-    "dialogue_summary": "Here is a meeting transcript.\n\n",
-}
-
-# (corpus, files under the data root, license, origin)
-CORPORA: dict[str, list[tuple[str, str, str]]] = {
-    "code": [("long/code/*.txt", "Apache-2.0", "lm-sys/FastChat"),
-             ("long/bamboo/private_eval_16k.jsonl:prompt", "MIT", "RUCAIBox/BAMBOO")],
-    "prose": [("long/canterbury/*.txt", "public-domain", "google/snappy (Canterbury corpus)"),
-              ("long/tinyshakespeare.txt", "public-domain", "karpathy/char-rnn")],
-    "lines": [("long/tinyshakespeare.txt", "public-domain", "karpathy/char-rnn")],
-    "meetings": [("long/qmsum_test.jsonl:transcript", "MIT", "Yale-LILY/QMSum"),
-                 ("long/bamboo/meetingqa_4k.jsonl:content", "MIT", "RUCAIBox/BAMBOO")],
-}
-KIND_CORPUS = {"code": "code", "needle": "prose", "creative": "prose",
-               "dialogue_summary": "meetings", "sorting": "lines"}
-
+__all__ = ["INSTRUCTIONS", "TIERS", "ThroughputBuilder", "build_throughput", "parse_isl",
+           "tier_counts"]
 
 def parse_isl(text: str) -> tuple[str, int]:
     """``1k`` -> ("1k", 1000) as in SPEED-Bench's configs; plain integers are taken as they are."""
@@ -361,11 +307,9 @@ class ThroughputBuilder:
                             prompt_token_ids=ids, meta=meta)
 
     def build(self, isl: int, label: str, per_tier: int, messages: bool = True) -> PromptFile:
-        """``per_tier`` prompts for this ISL, split evenly over the 3 tiers and their 2 kinds."""
-        kinds = [k for ks in TIERS.values() for k in ks]
-        counts = {k: per_tier // len(kinds) for k in kinds}
-        for k in kinds[: per_tier % len(kinds)]:
-            counts[k] += 1
+        """``per_tier`` prompts in each of the 3 tiers for this ISL (split over its kinds)."""
+        counts = tier_counts(per_tier)
+        kinds = list(counts)
         records = [self.prompt(k, isl, label, i) for k in kinds for i in range(counts[k])]
         if messages:
             n_sys = len(self.prefix)
@@ -405,6 +349,7 @@ def build_throughput(tok: ChatTokenizer, isls: list[str], per_tier: int, out: st
         write_prompts(target, pf.records, pf.header)
         t2 = time.perf_counter()
         report[label] = {"file": str(target), "prompts": len(pf.records), "isl": isl,
+                         "per_tier": per_tier, "kinds": pf.header["config"]["counts"],
                          "build_s": round(t1 - t0, 2), "write_s": round(t2 - t1, 2)}
         if log:
             log(f"throughput_{label}: {len(pf.records)} prompts of {isl} ids -> {target} "
