@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from loadgen.data.lengthguard import TooLongError, apply_limit, tokenizer_max_length
 from loadgen.data.prompts import PromptFile, PromptRecord, make_header, write_prompts
 from loadgen.data.textfmt import TextPrompt, read_text_prompts
 from loadgen.data.tokenizer import ChatTokenizer, load_tokenizer
@@ -67,8 +68,13 @@ def tokenize_prompts(
 
 
 def tokenize_file(src: str | Path, out: str | Path, tokenizer: str | ChatTokenizer,
-                  raw: bool = False) -> tuple[PromptFile, dict[str, float]]:
-    """Read a text prompt file, tokenize it and write the pre-tokenized file."""
+                  raw: bool = False, max_input_tokens: int | None = None,
+                  on_long: str = "drop") -> tuple[PromptFile, dict[str, Any]]:
+    """Read a text prompt file, tokenize it and write the pre-tokenized file.
+
+    Prompts longer than ``max_input_tokens`` (None: the tokenizer's model max length; 0: no
+    limit) are dropped and counted in ``header["length_guard"]``, or refused
+    (``on_long='refuse'``, loadgen.data.lengthguard)."""
     t0 = time.perf_counter()
     tok = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
     t1 = time.perf_counter()
@@ -78,9 +84,15 @@ def tokenize_file(src: str | Path, out: str | Path, tokenizer: str | ChatTokeniz
     pf = tokenize_prompts(prompts, tok, raw=raw,
                           header={"source_file": str(src), "source_header": src_info,
                                   "seed": text_header.get("seed")})
+    limit = tokenizer_max_length(tok) if max_input_tokens is None else (max_input_tokens or None)
+    pf.records, guard = apply_limit(pf.records, limit, on_long)
+    pf.header["length_guard"] = {**guard, "limit_from": "tokenizer model_max_length"
+                                 if max_input_tokens is None else "--max-input-tokens"}
+    if not pf.records:
+        raise TooLongError(f"every prompt of {src} is longer than {limit} ids")
     t3 = time.perf_counter()
     write_prompts(out, pf.records, pf.header)
     t4 = time.perf_counter()
     return pf, {"load_tokenizer_s": t1 - t0, "read_s": t2 - t1, "tokenize_s": t3 - t2,
                 "write_s": t4 - t3, "total_s": t4 - t0,
-                "tokens": float(sum(r.input_len for r in pf.records))}
+                "tokens": float(sum(r.input_len for r in pf.records)), "length_guard": guard}

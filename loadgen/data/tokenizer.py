@@ -217,6 +217,28 @@ def _is_gguf(path: Path) -> bool:
         return False
 
 
+def gguf_context_length(path: Path) -> int | None:
+    """The ``<arch>.context_length`` a GGUF declares (its trained context), or None."""
+    try:
+        from gguf import GGUFReader
+
+        fields = GGUFReader(str(path)).fields
+        arch = bytes(fields["general.architecture"].parts[-1]).decode()
+        f = fields.get(f"{arch}.context_length")
+        return int(f.parts[f.data[0]][0]) if f is not None else None
+    except Exception:  # an unreadable header only costs the default length limit
+        return None
+
+
+def _with_context(tok: Any, path: Path) -> Any:
+    """Transformers leaves a GGUF tokenizer's model_max_length unknown: take the GGUF's."""
+    if not (0 < int(getattr(tok, "model_max_length", 0) or 0) < 10_000_000):
+        n = gguf_context_length(path)
+        if n:
+            tok.model_max_length = n
+    return tok
+
+
 def _load_gguf(path: Path) -> tuple[Any, str]:
     """A GGUF's tokenizer through transformers, converted once and kept in the cache."""
     digest = _sha256_file(path)
@@ -224,7 +246,7 @@ def _load_gguf(path: Path) -> tuple[Any, str]:
     from transformers import AutoTokenizer
 
     if (folder / "tokenizer_config.json").exists():
-        return AutoTokenizer.from_pretrained(str(folder)), digest
+        return _with_context(AutoTokenizer.from_pretrained(str(folder)), path), digest
     try:
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except ImportError as exc:
@@ -239,7 +261,7 @@ def _load_gguf(path: Path) -> tuple[Any, str]:
 
         shutil.rmtree(folder)
     tmp.rename(folder)
-    return AutoTokenizer.from_pretrained(str(folder)), digest
+    return _with_context(AutoTokenizer.from_pretrained(str(folder)), path), digest
 
 
 def load_tokenizer(spec: str) -> ChatTokenizer:
