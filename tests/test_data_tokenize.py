@@ -3,6 +3,8 @@ SmolLM2's real tokenizer (GGUF through transformers). Skipped without the ``data
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 pytest.importorskip("transformers")
@@ -101,9 +103,10 @@ def test_throughput_exact_lengths_instruction_last_and_deterministic(tok):
 
     b = ThroughputBuilder(tok, seed=7)
     for isl, label in ((1000, "1k"), (2000, "2k")):
-        pf = b.build(isl, label, 12)
+        pf = b.build(isl, label, 4)  # per tier
         assert len(pf.records) == 12
-        assert {r.category for r in pf.records} == {"low_entropy", "mixed", "high_entropy"}
+        assert Counter(r.category for r in pf.records) == {"low_entropy": 4, "mixed": 4,
+                                                           "high_entropy": 4}
         assert len({r.meta["sub_category"] for r in pf.records}) == 6
         for r in pf.records:
             assert len(r.prompt_token_ids) == isl  # counted, never re-tokenized
@@ -117,9 +120,9 @@ def test_throughput_exact_lengths_instruction_last_and_deterministic(tok):
             if r.meta["sub_category"] == "needle":
                 assert _contains(r.prompt_token_ids,
                                  tok.encode(f"The secret code is {r.meta['needle']}.\n"))
-    same = ThroughputBuilder(tok, seed=7).build(1000, "1k", 12)
-    other = ThroughputBuilder(tok, seed=8).build(1000, "1k", 12)
-    first = b.build(1000, "1k", 12)
+    same = ThroughputBuilder(tok, seed=7).build(1000, "1k", 4)
+    other = ThroughputBuilder(tok, seed=8).build(1000, "1k", 4)
+    first = b.build(1000, "1k", 4)
     assert [r.prompt_token_ids for r in same.records] == [r.prompt_token_ids
                                                           for r in first.records]
     assert [r.prompt_token_ids for r in other.records] != [r.prompt_token_ids
@@ -150,3 +153,97 @@ def test_random_control_matches_lengths(tok, method):
         assert r.prompt_token_ids[:len(prefix)] == prefix
         assert r.prompt_token_ids[-len(suffix):] == suffix
         assert max(r.prompt_token_ids) < len(tok.hf)
+
+
+def test_per_tier_means_per_tier():
+    from loadgen.data.throughput import tier_counts
+
+    for n in (1, 2, 3, 4, 512):
+        counts = tier_counts(n)
+        per = Counter()
+        for tier, kinds in (("low", ("code", "sorting")), ("mixed", ("needle", "fewshot")),
+                            ("high", ("creative", "dialogue_summary"))):
+            per[tier] = sum(counts[k] for k in kinds)
+        assert set(per.values()) == {n}, (n, counts)  # every tier present, n prompts each
+    with pytest.raises(ValueError, match="at least 1"):
+        tier_counts(0)
+
+
+def test_random_control_keeps_every_turn(tok, tmp_path):
+    """Multi-turn records keep all later turns: same requests and ids in total as --like."""
+    from loadgen.cli import main
+    from loadgen.data.textfmt import TextPrompt, write_text_prompts
+    from loadgen.data.tokenize import tokenize_file
+    from loadgen.prompts import read_prompts
+
+    src = write_text_prompts(tmp_path / "t.jsonl", [
+        TextPrompt(id="1", category="qa", turns=["Hello there, how are tides made?"]),
+        TextPrompt(id="2", category="qa", turns=["Name a planet.", "Why that one?",
+                                                 "And the smallest planet?"]),
+        TextPrompt(id="3", category="qa", turns=["Tell me a joke.", "Another, about cats."])])
+    like, _ = tokenize_file(src, tmp_path / "like.jsonl", tok)
+    assert main(["data", "build", "random", "--like", str(tmp_path / "like.jsonl"),
+                 "--tokenizer", "smollm2", "--out", str(tmp_path / "rnd.jsonl")]) == 0
+    rnd = read_prompts(tmp_path / "rnd.jsonl")
+
+    def shape(pf):
+        return [(r.input_len, [len(t) for t in r.turns or []]) for r in pf.records]
+
+    assert shape(rnd) == shape(like)
+    requests = sum(1 + len(r.turns or []) for r in rnd.records)
+    assert requests == 6
+    _, after = tok.template_parts()
+    for r, src_rec in zip(rnd.records, like.records, strict=True):
+        assert r.prompt_token_ids != src_rec.prompt_token_ids
+        for t in r.turns or []:
+            assert t[-len(after):] == after  # still ends with the generation prompt
+        assert len(r.messages) == 1 + len(r.turns or [])
+
+
+def test_tokenize_max_input_tokens(tok, tmp_path, capsys):
+    from loadgen.cli import main
+    from loadgen.data.textfmt import TextPrompt, write_text_prompts
+    from loadgen.prompts import read_prompts
+
+    long_text = "word " * 9000
+    src = write_text_prompts(tmp_path / "t.jsonl", [
+        TextPrompt(id="short", category="qa", turns=["Hi"]),
+        TextPrompt(id="long", category="writing", turns=[long_text]),
+        TextPrompt(id="multi", category="qa", turns=["Hi", long_text])])
+    out = tmp_path / "o.jsonl"
+    # default: the tokenizer's model max length, for a GGUF its context_length (SmolLM2: 8,192)
+    assert tok.hf.model_max_length == 8192
+    assert main(["data", "tokenize", str(src), "--tokenizer", "smollm2", "--out", str(out)]) == 0
+    pf = read_prompts(out)
+    assert [r.id for r in pf.records] == ["short"]
+    assert pf.header["length_guard"]["max_input_tokens"] == 8192
+    assert pf.header["length_guard"]["too_long"] == 2
+    assert main(["data", "tokenize", str(src), "--tokenizer", "smollm2", "--out", str(out),
+                 "--max-input-tokens", "100"]) == 0
+    pf = read_prompts(out)
+    assert [r.id for r in pf.records] == ["short"]
+    assert pf.header["length_guard"]["dropped_ids"] == ["long", "multi"]
+    assert "dropped 2 prompts longer than 100 ids" in capsys.readouterr().err
+    assert main(["data", "tokenize", str(src), "--tokenizer", "smollm2", "--out",
+                 str(tmp_path / "r.jsonl"), "--max-input-tokens", "100",
+                 "--on-long", "refuse"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 of 3 prompts are longer than --max-input-tokens 100" in err[0]
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_run_time_length_warnings():
+    from loadgen.data.lengthguard import length_warnings, parse_max_model_len
+    from loadgen.prompts import PromptRecord
+
+    recs = [PromptRecord(id="a", category="c", prompt_token_ids=[1] * 100),
+            PromptRecord(id="b", category="c", prompt_token_ids=[1] * 3000),
+            PromptRecord(id="c", category="c", prompt_token_ids=[1] * 1000, turns=[[2] * 1100])]
+    lines = length_warnings(recs, 2048, max_tokens=256)
+    assert len(lines) == 1 and "2 of 3 prompts cannot fit" in lines[0] and "b, 3000" in lines[0]
+    assert length_warnings(recs, None) == []
+    tight = length_warnings(recs, 4000, max_tokens=2000)  # b: 3000 + 2000; c: 2100 + 2 x 2000
+    assert len(tight) == 1 and "2 of 3 prompts plus max_tokens exceed" in tight[0]
+    assert parse_max_model_len(models={"data": [{"id": "m", "max_model_len": 2048}]}) == 2048
+    assert parse_max_model_len(props={"default_generation_settings": {"n_ctx": 4096}}) == 4096
+    assert parse_max_model_len(models={"data": [{"id": "m"}]}) is None

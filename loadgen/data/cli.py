@@ -12,13 +12,17 @@ import sys
 import time
 from pathlib import Path
 
+from loadgen.data.speedbench_files import CONFIGS as SPEED_BENCH_CONFIGS
+
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
 def _fail(msg: str) -> int:
-    print(f"loadgen data: error: {msg}", file=sys.stderr)
+    """Each line of ``msg`` as one ``loadgen data: error:`` line on stderr; exit status 2."""
+    for line in msg.splitlines() or [""]:
+        print(f"loadgen data: error: {line}", file=sys.stderr)
     return 2
 
 
@@ -31,13 +35,17 @@ def _cmd_qualitative(args: argparse.Namespace) -> int:
             args.recipe, args.out, per_category=args.per_category, embedder=args.embedder,
             seed=args.seed, data_root=args.data_root, near_dup=args.near_dup,
             max_seq_length=args.max_seq_length, quantize=not args.no_quantize, categories=cats,
-            cache=not args.no_cache, log=_log)
+            cache=not args.no_cache, allow_short=args.allow_short, log=_log)
     except (OSError, ValueError, RuntimeError) as exc:
         return _fail(str(exc))
     print(format_report(report))
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False))
     print(f"wrote {args.out}")
+    if report["shortfalls"] and not args.allow_short:
+        return _fail("short of --per-category: " + ", ".join(
+            f"{c} by {n}" for c, n in report["shortfalls"].items())
+            + f" ({args.out} written; pass --allow-short to accept)")
     return 0
 
 
@@ -94,11 +102,21 @@ def _cmd_tokenize(args: argparse.Namespace) -> int:
         from loadgen.data.builtin import builtin_prompts_path
 
         src = str(builtin_prompts_path())
+    if args.max_input_tokens is not None and args.max_input_tokens < 0:
+        return _fail("--max-input-tokens must be 0 (no limit) or a positive number")
     try:
-        pf, t = tokenize_file(src, args.out, args.tokenizer, raw=args.raw)
+        pf, t = tokenize_file(src, args.out, args.tokenizer, raw=args.raw,
+                              max_input_tokens=args.max_input_tokens, on_long=args.on_long)
     except (OSError, ValueError, RuntimeError) as exc:
         return _fail(str(exc))
     lens = [r.input_len for r in pf.records]
+    guard = t["length_guard"]
+    if guard["too_long"]:
+        _log(f"dropped {guard['too_long']} prompts longer than {guard['max_input_tokens']} ids "
+             f"(longest: {guard['longest']['id']}, {guard['longest']['ids']} ids)")
+    elif guard["max_input_tokens"] is None:
+        _log("no input length limit: the tokenizer names no model max length "
+             "(pass --max-input-tokens N)")
     print(f"wrote {len(pf.records)} prompts ({sum(lens)} tokens, input length {min(lens)}-"
           f"{max(lens)}) to {args.out}; tokenize {t['tokenize_s']:.1f}s, total {t['total_s']:.1f}s")
     return 0
@@ -152,13 +170,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--categories", help="comma-separated subset of the recipe's categories")
     q.add_argument("--no-cache", action="store_true", help="do not reuse cached embeddings")
     q.add_argument("--report", help="also write the build report as JSON here")
+    q.add_argument("--allow-short", action="store_true",
+                   help="exit 0 when a category holds fewer than --per-category prompts")
     q.set_defaults(func=_cmd_qualitative)
 
     t = kinds.add_parser("throughput", help="exact-length long prompts for ISL buckets")
     t.add_argument("--isl", default="1k,2k,8k,16k,32k",
                    help="comma-separated ISLs: 1k = 1000 tokens (SPEED-Bench) or a number")
-    t.add_argument("--per-tier", type=int, default=1536,
-                   help="prompts per ISL, split evenly over the 3 entropy tiers")
+    t.add_argument("--per-tier", type=int, default=512,
+                   help="prompts in each of the 3 entropy tiers per ISL (512: SPEED-Bench's "
+                   "1,536 per ISL), split evenly over the tier's 2 kinds")
     t.add_argument("--tokenizer", required=True, help="smollm2, a GGUF, a folder or a hub name")
     t.add_argument("--out", required=True, help="directory (or one file for a single ISL)")
     t.add_argument("--format", choices=("parquet", "jsonl", "jsonl.gz"), default="parquet")
@@ -183,15 +204,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tk.add_argument("--tokenizer", required=True, help="smollm2, a GGUF, a folder or a hub name")
     tk.add_argument("--out", required=True, help=".jsonl, .jsonl.gz or .parquet")
     tk.add_argument("--raw", action="store_true", help="no chat template (base models)")
+    tk.add_argument("--max-input-tokens", type=int, default=None,
+                    help="longest input (first prompt + later user turns) kept; default the "
+                    "tokenizer's model max length, 0 for no limit")
+    tk.add_argument("--on-long", choices=("drop", "refuse"), default="drop",
+                    help="drop (and count) longer prompts, or refuse the whole file")
     tk.set_defaults(func=_cmd_tokenize)
 
     imp = sub.add_parser("import", help="import a published prompt set")
     which = imp.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     sb = which.add_parser("speed-bench", help="nvidia/SPEED-Bench (hub or local parquet)")
-    sb.add_argument("--config", required=True,
-                    choices=("qualitative", "throughput_1k", "throughput_2k", "throughput_8k",
-                             "throughput_16k", "throughput_32k"))
-    sb.add_argument("--file", help="local parquet of that config (offline)")
+    sb.add_argument("--config", required=True, choices=SPEED_BENCH_CONFIGS)
+    sb.add_argument("--file", help="offline: that config's parquet or JSONL (messages form), its "
+                    "folder, or the downloaded snapshot's root (only --config's files are read)")
     sb.add_argument("--out", required=True)
     sb.add_argument("--tokenizer", help="also tokenize (otherwise a text prompt file)")
     sb.add_argument("--allow-unresolved", action="store_true",
