@@ -63,8 +63,13 @@ def test_duplicates_dropped_and_shortfall_reported(tmp_path):
     (tmp_path / "r.yaml").write_text(
         "name: t\ncategories: [qa]\nsources:\n  - name: d\n    path: d.jsonl\n"
         "    license: CC0-1.0\n    category: qa\n    id: '{k}'\n    turns: ['{q}']\n")
+    from loadgen.data.qualitative import ShortError
+
+    with pytest.raises(ShortError, match="qa has 6"):  # known before the embedder loads
+        build_qualitative(tmp_path / "r.yaml", tmp_path / "o.jsonl", per_category=10,
+                          data_root=tmp_path)
     rep = build_qualitative(tmp_path / "r.yaml", tmp_path / "o.jsonl", per_category=10,
-                            data_root=tmp_path)
+                            data_root=tmp_path, allow_short=True)
     v = rep["categories"]["qa"]
     assert v["exact_duplicates"] == 2 and v["selected"] == 6 and v["short_by"] == 4
     assert rep["shortfalls"] == {"qa": 4}
@@ -83,6 +88,6 @@ def test_near_duplicates_dropped(tmp_path):
         "name: t\ncategories: [qa]\nsources:\n  - name: d\n    path: d.jsonl\n"
         "    license: CC0-1.0\n    category: qa\n    id: '{k}'\n    turns: ['{q}']\n")
     rep = build_qualitative(tmp_path / "r.yaml", None, per_category=5, data_root=tmp_path,
-                            near_dup=0.85)
+                            near_dup=0.85, allow_short=True)
     assert rep["categories"]["qa"]["near_duplicates"] == 1
     assert rep["categories"]["qa"]["selected"] == 2

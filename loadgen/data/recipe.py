@@ -173,6 +173,13 @@ def load_recipe(path: str | Path) -> Recipe:
     if not isinstance(data.get("sources"), list) or not data["sources"]:
         raise RecipeError(f"{path}: a recipe needs a non-empty 'sources' list")
     cats, descriptions = _categories(data, path)
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise RecipeError(f"{path}: 'defaults' must be a mapping")
+    if not descriptions and (defaults.get("require_fit") or any(
+            isinstance(s, dict) and s.get("require_fit") for s in data["sources"])):
+        raise RecipeError(f"{path}: require_fit needs category descriptions "
+                          "('categories: {name: description}')")
     seen: set[str] = set()
     for i, src in enumerate(data["sources"]):
         _check_source(src, i, path, cats)
@@ -181,7 +188,7 @@ def load_recipe(path: str | Path) -> Recipe:
         seen.add(src["name"])
     return Recipe(name=data.get("name", path.stem), path=path,
                   sha256=hashlib.sha256(text.encode()).hexdigest(), categories=cats,
-                  defaults=dict(data.get("defaults") or {}), sources=data["sources"], raw=data,
+                  defaults=dict(defaults), sources=data["sources"], raw=data,
                   descriptions=descriptions)
 
 

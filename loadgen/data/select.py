@@ -47,34 +47,59 @@ def random_baseline(E: np.ndarray, k: int, seed: int, draws: int = 32) -> tuple[
     return float(np.mean(vals)), float(np.std(vals))
 
 
-def select_diverse(E: np.ndarray, k: int, seed: int = 0, max_swaps: int = 2000) -> list[int]:
-    """Indices of a k-subset of the rows of E (unit vectors) with low mean pairwise similarity."""
+def select_diverse(E: np.ndarray, k: int, seed: int = 0, max_swaps: int = 2000,
+                   groups: list[str] | None = None,
+                   caps: dict[str, int] | None = None) -> list[int]:
+    """Indices of a k-subset of the rows of E (unit vectors) with low mean pairwise similarity.
+
+    ``groups`` (one label per row) and ``caps`` (label -> most members) bound how many members
+    a group may hold (a recipe's ``max_share``); fewer than k come back when the caps allow fewer.
+    """
     n = len(E)
-    if k >= n:
+    caps = caps or {}
+    if not caps and k >= n:
         return list(range(n))
-    if k <= 0:
+    if k <= 0 or n == 0:
         return []
     E = E.astype(np.float64, copy=False)
+    labels = sorted(set(groups or []))
+    g = np.array([labels.index(x) for x in groups], dtype=np.int64) if groups else np.zeros(
+        n, dtype=np.int64)
+    cap = np.array([caps.get(lab, n) for lab in labels] if groups else [n], dtype=np.int64)
+    count = np.zeros(len(cap), dtype=np.int64)
     rng = np.random.default_rng(seed)
-    first = int(rng.integers(n))
-    chosen = [first]
     in_set = np.zeros(n, dtype=bool)
+    open_rows = np.flatnonzero(cap[g] > 0)
+    if not len(open_rows):
+        return []
+    first = int(open_rows[int(rng.integers(len(open_rows)))])
+    chosen = [first]
     in_set[first] = True
+    count[g[first]] += 1
     s = E[first].copy()
     scores = E @ s
-    for _ in range(k - 1):
-        masked = np.where(in_set, np.inf, scores)
+    while len(chosen) < k:
+        masked = np.where(in_set | (count[g] >= cap[g]), np.inf, scores)
         j = int(np.argmin(masked))
+        if not np.isfinite(masked[j]):
+            break  # the caps allow no more
         chosen.append(j)
         in_set[j] = True
+        count[g[j]] += 1
         s += E[j]
         scores += E @ E[j]
     members = np.array(chosen)
     for _ in range(max_swaps):
         sc = E @ s
         cand = np.flatnonzero(~in_set)
+        if not len(cand):
+            break
         cross = E[cand] @ E[members].T  # (n - k, k)
         delta = 2.0 * sc[cand][:, None] - 2.0 * sc[members][None, :] + 2.0 - 2.0 * cross
+        if caps:  # i may replace j if they share a group or i's group has room
+            ok = (g[cand][:, None] == g[members][None, :]) | (
+                count[g[cand]] < cap[g[cand]])[:, None]
+            delta = np.where(ok, delta, np.inf)
         flat = int(np.argmin(delta))
         a, b = divmod(flat, len(members))
         if delta[a, b] >= -1e-9:
@@ -82,6 +107,8 @@ def select_diverse(E: np.ndarray, k: int, seed: int = 0, max_swaps: int = 2000) 
         i, j = int(cand[a]), int(members[b])
         s += E[i] - E[j]
         in_set[i], in_set[j] = True, False
+        count[g[i]] += 1
+        count[g[j]] -= 1
         members[b] = i
     return sorted(int(m) for m in members)
 
