@@ -183,9 +183,13 @@ def test_recipe_errors(tmp_path):
     from loadgen.data.recipe import RecipeError
 
     f = tmp_path / "r.yaml"
-    f.write_text("sources:\n  - name: x\n    path: a.jsonl\n    category: coding\n"
-                 "    turns: ['{q}']\n")
+    f.write_text("categories: [coding]\nsources:\n  - name: x\n    path: a.jsonl\n"
+                 "    category: coding\n    turns: ['{q}']\n")
     with pytest.raises(RecipeError, match="license"):
+        load_recipe(f)
+    f.write_text("sources:\n  - name: x\n    path: a.jsonl\n    license: MIT\n"
+                 "    category: coding\n    turns: ['{q}']\n")
+    with pytest.raises(RecipeError, match="needs 'categories'"):
         load_recipe(f)
 
 
@@ -195,3 +199,31 @@ def test_jsonl_split_on_newline_only(tmp_path):
                  encoding="utf-8")
     recs = list(read_file_records(f, "x.jsonl", {}))
     assert [r["q"] for r in recs] == ["a\u2028b\u000bc", "d"]
+
+
+@needs_data
+def test_shipped_recipe_categories_hold(monkeypatch):
+    """Issue 13: roleplay is role-play (no MT-Bench-101 'Are you sure?' dialogues, no act-as
+    tools), writing takes self-instruct only from writing apps and at most a quarter, every
+    category has descriptions, and the hub sources are optional."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(src_mod, "_HUB_STATE", {})
+    recipe = load_recipe(REPO / "datasets" / "qualitative.yaml")
+    assert set(recipe.descriptions) == set(CATEGORIES)
+    assert recipe.defaults["require_fit"] is True
+    feeds: dict[str, set[str]] = {}
+    for s in recipe.sources:
+        if s.get("hub"):
+            assert s.get("optional") is True
+            continue
+        ps, _ = source_prompts(s, DATA, recipe.defaults)
+        for p in ps:
+            feeds.setdefault(p.category, set()).add(s["name"])
+            if p.category == "roleplay":
+                assert p.meta["original_id"] not in ("Synonym Finder", "Plagiarism Checker")
+    assert feeds["roleplay"] == {"awesome_chatgpt_prompts", "mt_bench", "vicuna_bench"}
+    assert not any(n.startswith("mtbench101") for n in feeds["writing"] | feeds["roleplay"])
+    si = next(s for s in recipe.sources if s["name"] == "self_instruct")
+    assert si["max_share"] <= 0.25
+    ps, stats = source_prompts(si, DATA, recipe.defaults)
+    assert stats["filtered"] > 150 and not any("sudoku" in p.turns[0].lower() for p in ps)
