@@ -172,9 +172,9 @@ def test_per_tier_means_per_tier():
 def test_random_control_keeps_every_turn(tok, tmp_path):
     """Multi-turn records keep all later turns: same requests and ids in total as --like."""
     from loadgen.cli import main
+    from loadgen.data.prompts import read_prompts
     from loadgen.data.textfmt import TextPrompt, write_text_prompts
     from loadgen.data.tokenize import tokenize_file
-    from loadgen.prompts import read_prompts
 
     src = write_text_prompts(tmp_path / "t.jsonl", [
         TextPrompt(id="1", category="qa", turns=["Hello there, how are tides made?"]),
@@ -202,8 +202,8 @@ def test_random_control_keeps_every_turn(tok, tmp_path):
 
 def test_tokenize_max_input_tokens(tok, tmp_path, capsys):
     from loadgen.cli import main
+    from loadgen.data.prompts import read_prompts
     from loadgen.data.textfmt import TextPrompt, write_text_prompts
-    from loadgen.prompts import read_prompts
 
     long_text = "word " * 9000
     src = write_text_prompts(tmp_path / "t.jsonl", [
@@ -234,7 +234,7 @@ def test_tokenize_max_input_tokens(tok, tmp_path, capsys):
 
 def test_run_time_length_warnings():
     from loadgen.data.lengthguard import length_warnings, parse_max_model_len
-    from loadgen.prompts import PromptRecord
+    from loadgen.data.prompts import PromptRecord
 
     recs = [PromptRecord(id="a", category="c", prompt_token_ids=[1] * 100),
             PromptRecord(id="b", category="c", prompt_token_ids=[1] * 3000),
