@@ -224,3 +224,29 @@ def test_text_pool_of_lines_is_not_one_prompt(root):
                                "category": "writing", "format": "text"}, root, {})
     assert len(whole) == 1
 
+
+
+@pytest.mark.parametrize(("content", "name", "message"), [
+    (b"\x00\x01binary", "t.jsonl", "not valid JSON"),
+    ('{"id": "1", "category": "qa", "turns": ["café"]}\n'.encode("latin-1"), "t.jsonl",
+     "not UTF-8 text"),
+    (b"plain", "t.jsonl.gz", "not a valid gzip file"),
+    (b"", "t.jsonl", "holds no prompts"),
+    (None, "t.jsonl", "is a directory"),
+])
+def test_tokenize_bad_text_file_fails_before_the_tokenizer(tmp_path, capsys, monkeypatch,
+                                                           content, name, message):
+    from loadgen.data import tokenize
+
+    def boom(*a, **k):
+        raise AssertionError("the tokenizer was loaded before the error")
+
+    monkeypatch.setattr(tokenize, "load_tokenizer", boom)
+    f = tmp_path / name
+    if content is None:
+        f.mkdir()
+    else:
+        f.write_bytes(content)
+    assert main(["data", "tokenize", str(f), "--tokenizer", "smollm2", "--out",
+                 str(tmp_path / "o.jsonl")]) == 2
+    assert message in _one_error_line(capsys)

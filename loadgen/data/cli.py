@@ -58,6 +58,8 @@ def _load_tok(spec: str):
 def _cmd_throughput(args: argparse.Namespace) -> int:
     from loadgen.data.throughput import build_throughput
 
+    if args.per_tier < 1:
+        return _fail(f"--per-tier must be at least 1 (got {args.per_tier})")
     try:
         tok = _load_tok(args.tokenizer)
         report = build_throughput(tok, [s for s in args.isl.split(",") if s.strip()],
@@ -75,7 +77,10 @@ def _cmd_random(args: argparse.Namespace) -> int:
     from loadgen.data.random_control import random_like
 
     try:
-        like = read_prompts(args.like)
+        try:
+            like = read_prompts(args.like)
+        except (OSError, EOFError) as exc:  # a directory, a .gz that is not gzip...
+            return _fail(f"{args.like}: cannot be read ({getattr(exc, 'strerror', None) or exc})")
         spec = args.tokenizer or like.header.get("tokenizer")
         ident = like.header.get("tokenizer_identity") or {}
         if not spec:

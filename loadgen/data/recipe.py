@@ -160,6 +160,8 @@ def load_recipe(path: str | Path) -> Recipe:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise RecipeError(f"{path}: is a directory, not a recipe")
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe")
     try:

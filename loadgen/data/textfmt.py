@@ -92,6 +92,18 @@ def read_text_prompts(path: str | Path) -> tuple[dict[str, Any], list[TextPrompt
     path = Path(path)
     if not path.exists():
         raise TextPromptError(f"{path}: no such text prompt file")
+    if path.is_dir():
+        raise TextPromptError(f"{path}: is a directory, not a text prompt file")
+    try:
+        return _read(path)
+    except UnicodeDecodeError as exc:
+        raise TextPromptError(f"{path}: not UTF-8 text (byte {exc.start}): a text prompt file is "
+                              "UTF-8 JSONL") from None
+    except (EOFError, gzip.BadGzipFile) as exc:
+        raise TextPromptError(f"{path}: not a valid gzip file ({exc})") from None
+
+
+def _read(path: Path) -> tuple[dict[str, Any], list[TextPrompt]]:
     header: dict[str, Any] = {}
     prompts: list[TextPrompt] = []
     with _open(path, "r") as fh:

@@ -76,9 +76,9 @@ def tokenize_file(src: str | Path, out: str | Path, tokenizer: str | ChatTokeniz
     limit) are dropped and counted in ``header["length_guard"]``, or refused
     (``on_long='refuse'``, loadgen.data.lengthguard)."""
     t0 = time.perf_counter()
-    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
+    text_header, prompts = read_text_prompts(src)  # a bad file fails before the tokenizer loads
     t1 = time.perf_counter()
-    text_header, prompts = read_text_prompts(src)
+    tok = load_tokenizer(tokenizer) if isinstance(tokenizer, str) else tokenizer
     t2 = time.perf_counter()
     src_info = {k: v for k, v in text_header.items() if k != "loadgen_text_prompts"}
     pf = tokenize_prompts(prompts, tok, raw=raw,
@@ -93,6 +93,6 @@ def tokenize_file(src: str | Path, out: str | Path, tokenizer: str | ChatTokeniz
     t3 = time.perf_counter()
     write_prompts(out, pf.records, pf.header)
     t4 = time.perf_counter()
-    return pf, {"load_tokenizer_s": t1 - t0, "read_s": t2 - t1, "tokenize_s": t3 - t2,
+    return pf, {"read_s": t1 - t0, "load_tokenizer_s": t2 - t1, "tokenize_s": t3 - t2,
                 "write_s": t4 - t3, "total_s": t4 - t0,
                 "tokens": float(sum(r.input_len for r in pf.records)), "length_guard": guard}
