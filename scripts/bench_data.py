@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the data layer (issue 5, item 6) and print the figures.
 
-1. Qualitative: read the ~20k-prompt pool of datasets/qualitative.yaml from ../shared/data, embed
+1. Qualitative: read the ~20k-prompt pool of the packaged qualitative recipe from ../shared/data, embed
    it with the offline MiniLM (embedding cache off) and select 80 per category. Target < 120 s.
 2. Throughput bucket: build throughput_32k (1,536 x 32,000 ids) for SmolLM2 on token ids, then
    tokenize the same 1,536 x 32k-token prompts from TEXT with ``data tokenize``. Target < 120 s.
@@ -23,10 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def bench_qualitative(per_category: int) -> None:
     from loadgen.data.qualitative import build_qualitative, format_report
+    from loadgen.data.recipe import resolve_recipe
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        rep = build_qualitative(REPO / "datasets" / "qualitative.yaml", Path(tmp) / "q.jsonl",
+        rep = build_qualitative(resolve_recipe("qualitative"), Path(tmp) / "q.jsonl",
                                 per_category=per_category, cache=False, log=lambda m: None)
         wall = time.perf_counter() - t0
     t = rep["timings_s"]

@@ -13,7 +13,7 @@ import pytest
 
 from loadgen.data import sources as src_mod
 from loadgen.data.builtin import builtin_prompts_path
-from loadgen.data.recipe import CATEGORIES, load_recipe, source_prompts
+from loadgen.data.recipe import CATEGORIES, load_recipe, resolve_recipe, source_prompts
 from loadgen.data.select import (
     exact_duplicates,
     mean_pairwise,
@@ -161,7 +161,7 @@ def test_sources_read_every_format_quirk():
 def test_recipe_covers_every_category(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(src_mod, "_HUB_STATE", {})
-    recipe = load_recipe(REPO / "datasets" / "qualitative.yaml")
+    recipe = load_recipe(resolve_recipe("qualitative"))
     counts: dict[str, int] = {}
     multi = 0
     for s in recipe.sources:
@@ -208,7 +208,7 @@ def test_shipped_recipe_categories_hold(monkeypatch):
     category has descriptions, and the hub sources are optional."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(src_mod, "_HUB_STATE", {})
-    recipe = load_recipe(REPO / "datasets" / "qualitative.yaml")
+    recipe = load_recipe(resolve_recipe("qualitative"))
     assert set(recipe.descriptions) == set(CATEGORIES)
     assert recipe.defaults["require_fit"] is True
     feeds: dict[str, set[str]] = {}

