@@ -34,6 +34,8 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
         manifest["engine"] = engine
     write_json(cfg.out / "manifest.json", manifest)
     run = Run(cfg, prompts)
+    for notice in run.wire.notices:
+        print(f"loadgen: WARNING: {notice}", file=sys.stderr)
 
     live = None
     if progress and sys.stderr.isatty():
