@@ -22,6 +22,10 @@ say "Debian's chromium (headless; tests/test_report.py renders the HTML report i
 [ -x /usr/bin/chromium ] || { timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
     timeout 1200 apt-get install -y -qq chromium >/dev/null; }
 
+say "Debian's nginx and tinyproxy (TLS reverse proxy and CONNECT proxy of tests/test_wire_*.py)"
+[ -x /usr/sbin/nginx ] && [ -x /usr/bin/tinyproxy ] || { timeout 600 apt-get update -qq && \
+    DEBIAN_FRONTEND=noninteractive timeout 1200 apt-get install -y -qq nginx tinyproxy >/dev/null; }
+
 say "llama-server"
 timeout 2400 bash scripts/setup_llamacpp.sh
 

@@ -37,6 +37,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model name to send (required by TensorRT-LLM)")
     p.add_argument("--api-key-env", metavar="VAR",
                    help="read the API key from this environment variable")
+    wire = p.add_argument_group("TLS, proxies and headers (docs: README, 'Endpoints')")
+    wire.add_argument("--header", "-H", action="append", default=[], metavar="'NAME: VALUE'",
+                      help="send this header with every request (repeatable); 'NAME: env:VAR' "
+                           "takes the value from environment variable VAR. Never written to "
+                           "any output")
+    wire.add_argument("--ca-bundle", metavar="FILE",
+                      help="PEM file of CA certificates to trust instead of the system store")
+    wire.add_argument("--insecure", action="store_true",
+                      help="do not verify the server's TLS certificate (warned, recorded in "
+                           "manifest.json)")
+    wire.add_argument("--proxy", metavar="URL",
+                      help="HTTP proxy http://[user:pw@]host:port (CONNECT tunnel for https); "
+                           "default: https_proxy/http_proxy/all_proxy/no_proxy as curl reads "
+                           "them; '' for none")
     p.add_argument("--seed", type=int, default=default("seed"))
     p.add_argument("--timeout", type=float, default=default("timeout_s"),
                    help="per-request timeout, seconds")
@@ -104,6 +118,7 @@ def main(args: argparse.Namespace) -> int:
         burstiness=args.burstiness, max_concurrency=args.max_concurrency,
         num_requests=args.num_requests, duration_s=args.duration,
         warmup_requests=args.warmup_requests, model=args.model, api_key_env=args.api_key_env,
+        headers=args.header, ca_bundle=args.ca_bundle, insecure=args.insecure, proxy=args.proxy,
         seed=args.seed, timeout_s=args.timeout, keep_token_ids=args.keep_token_ids,
         openai_mode=args.openai_mode, multi_turn=not args.no_multi_turn,
     )

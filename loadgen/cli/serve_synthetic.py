@@ -77,6 +77,9 @@ def register(engines: argparse._SubParsersAction) -> None:
     sv.add_argument("--truth-log", type=Path, help="JSONL, one record per request")
     sv.add_argument("--fault", action="append", default=[], metavar="KIND[:k=v,...]",
                     help="inject faults (repeatable); see docs/SYNTHETIC.md")
+    sv.add_argument("--tls-cert", type=Path, metavar="PEM",
+                    help="serve https with this certificate chain (with --tls-key)")
+    sv.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
     sv.add_argument("--no-uvloop", action="store_true")
     sv.add_argument("--no-kernel-stamps", action="store_true",
                     help="serve on the event loop's transports: the truth log's rx_ns is then "
@@ -116,10 +119,18 @@ def build(args: argparse.Namespace):
 async def serve(args: argparse.Namespace, server) -> None:
     from loadgen.synthetic.http import start_server
 
+    ctx = None
+    if args.tls_cert:
+        import ssl
+
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        ctx.set_alpn_protocols(["http/1.1"])
     srv = await start_server(server.handle, args.host, args.port,
-                             kernel_stamps=not args.no_kernel_stamps)
+                             kernel_stamps=not args.no_kernel_stamps, ssl=ctx)
     port = srv.sockets[0].getsockname()[1]
-    print(f"loadgen synthetic ({args.protocol}) listening on http://{args.host}:{port}",
+    scheme = "https" if ctx else "http"
+    print(f"loadgen synthetic ({args.protocol}) listening on {scheme}://{args.host}:{port}",
           flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -133,6 +144,9 @@ async def serve(args: argparse.Namespace, server) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("loadgen serve synthetic: give --tls-cert and --tls-key together", file=sys.stderr)
+        return 2
     try:
         server = build(args)  # everything is validated before the port is bound
     except ValueError as exc:

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from loadgen.analysis.buffering import buffered_stream_warning
 from loadgen.analysis.metrics import summarize
 from loadgen.client.runner import Run, RunOutcome
 from loadgen.data.prompts import PromptFile
@@ -34,6 +35,8 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
         manifest["engine"] = engine
     write_json(cfg.out / "manifest.json", manifest)
     run = Run(cfg, prompts)
+    for notice in run.wire.notices:
+        print(f"loadgen: WARNING: {notice}", file=sys.stderr)
 
     live = None
     if progress and sys.stderr.isatty():
@@ -72,6 +75,9 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
                         run_counter_delta=counters.delta("run_start", "run_end"),
                         rate_mode=rate_mode, client=outcome.client)
     summary.warnings = outcome.warnings + summary.warnings
+    buffered = buffered_stream_warning(outcome.records, summary.acceptance.acceptance_length)
+    if buffered:
+        summary.warnings.append(buffered)
     summary.error_reasons = dict(Counter(
         (r["error"] or "")[:120] for r in outcome.records if r["status"] != "ok"))
     summary.interrupted = outcome.interrupted

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -25,12 +24,14 @@ from typing import Any
 
 import httpx
 
+from loadgen.client.connect import CertificateError
+from loadgen.client.endpoint import EndpointError
 from loadgen.client.lag import LagMonitor, client_stats
 from loadgen.client.loops import Driver
 from loadgen.client.plan import iter_items
 from loadgen.client.request import RequestSender
 from loadgen.client.scrape import Scrapes
-from loadgen.client.transport import HttpClient
+from loadgen.client.wiring import build_wire
 from loadgen.data.prompts import PromptFile
 from loadgen.engines import make_adapter
 from loadgen.engines.base import EngineAdapter
@@ -59,18 +60,13 @@ class Run:
         cfg.validate()
         self.cfg = cfg
         self.prompts = prompts
-        headers = {}
-        if cfg.api_key_env:
-            key = os.environ.get(cfg.api_key_env)
-            if not key:
-                raise ValueError(f"environment variable {cfg.api_key_env} is not set")
-            headers["authorization"] = f"Bearer {key}"
-        self._headers = headers
+        # the endpoint parsed once: headers, TLS, proxy, secrets (EndpointError is a ValueError)
+        self.wire = build_wire(cfg)
+        self.warnings: list[str] = list(self.wire.notices)
         self.adapter: EngineAdapter = make_adapter(
             cfg.engine, model=cfg.model, keep_token_ids=cfg.keep_token_ids,
             **({"mode": cfg.openai_mode} if cfg.engine == "openai" else {}))
         self.records: list[dict[str, Any]] = []
-        self.warnings: list[str] = []
         self.interrupted = False
         self.progress_cb: Callable[[dict[str, Any]], None] | None = None
         self._driver: Driver | None = None
@@ -89,15 +85,21 @@ class Run:
 
     async def execute(self) -> RunOutcome:
         cfg = self.cfg
+        try:  # a certificate that does not verify fails every request: say so once, up front
+            await self.wire.connector.check_certificate()
+        except CertificateError as exc:
+            raise EndpointError(str(exc)) from None
         writer = RecordWriter(cfg.out / "requests.jsonl")
 
         def on_record(d: dict[str, Any]) -> None:
+            if d["error"]:  # a server may echo a key or URL back in its error text
+                d["error"] = self.wire.scrub(d["error"])
             writer.write(d)
             self.records.append(d)
             if self.progress_cb:
                 self.progress_cb(d)
 
-        client = HttpClient(cfg.endpoint, headers=self._headers)
+        client = self.wire.stream_client()
         self._sender = sender = RequestSender(cfg, self.adapter, client, on_record)
         self._driver = drv = Driver(sender)
         loop = asyncio.get_running_loop()
@@ -110,8 +112,7 @@ class Run:
         stats = None
         lag = LagMonitor()
         gc_was = gc.isenabled()
-        async with httpx.AsyncClient(base_url=cfg.endpoint.rstrip("/"), headers=self._headers,
-                                     timeout=30) as http:
+        async with self.wire.http_client() as http:
             try:
                 try:
                     probe = await self.adapter.probe(http)
@@ -171,6 +172,7 @@ class Run:
         window["end_ns"] = drv.window_end_ns or window.get("start_ns", 0)
         for exc in drv.failures:
             self.warnings.append(f"internal error in the client: {type(exc).__name__}: {exc}")
+        self.warnings[:] = [self.wire.scrub(w) for w in self.warnings]
         return RunOutcome(records=self.records, window=self._bounds(window), counters=scrapes,
                           probe=probe, client=stats, warnings=self.warnings,
                           interrupted=self.interrupted)

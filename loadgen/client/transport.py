@@ -14,9 +14,11 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import httptools
+
+from loadgen.client.connect import Connector, TransportError
+from loadgen.client.endpoint import check_header_value
 
 _now_ns = time.monotonic_ns
 
@@ -24,8 +26,7 @@ _now_ns = time.monotonic_ns
 BodySink = Callable[[bytes, int], None]
 
 
-class TransportError(Exception):
-    """The connection failed: refused, reset, closed early, or the response was not HTTP."""
+__all__ = ["BodySink", "HttpClient", "HttpResult", "TransportError"]
 
 
 @dataclass(slots=True)
@@ -134,33 +135,31 @@ class _Connection(asyncio.Protocol):
 
 
 class HttpClient:
-    """Kept-alive HTTP/1.1 connections to one origin, one request per connection at a time."""
+    """Kept-alive HTTP/1.1 connections to one origin, one request per connection at a time.
 
-    def __init__(self, base_url: str, headers: dict[str, str] | None = None,
-                 connect_timeout: float = 10.0) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", ""):
-            raise ValueError(f"{base_url}: only http:// is supported by the streaming transport")
-        self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
-        self.base_path = parts.path.rstrip("/")
+    ``connector`` (loadgen/client/connect.py) opens connections: TLS, proxies; without one,
+    ``base_url`` is connected to directly (https verified against the system trust store).
+    """
+
+    def __init__(self, base_url: str | None = None, headers: dict[str, str] | None = None,
+                 connect_timeout: float = 10.0, connector: Connector | None = None) -> None:
+        if connector is None:
+            if base_url is None:
+                raise ValueError("HttpClient needs a base_url or a connector")
+            connector = Connector.direct(base_url)
+        self.connector = connector
         self.connect_timeout = connect_timeout
+        for k, v in (headers or {}).items():
+            check_header_value(f"header {k!r}", k + v)
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        self._fixed_headers = (f"host: {self.host}:{self.port}\r\n"
+        self._fixed_headers = (connector.head_lines() +
                                "content-type: application/json\r\n"
                                "accept: text/event-stream, application/json\r\n" + extra)
         self._idle: list[_Connection] = []
         self.connections_opened = 0  # connects attempted (successful or not)
 
     async def _connect(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        try:
-            _, proto = await asyncio.wait_for(
-                loop.create_connection(_Connection, self.host, self.port),
-                self.connect_timeout)
-        except (OSError, TimeoutError) as exc:
-            raise TransportError(f"cannot connect to {self.host}:{self.port}: {exc!r}") from None
-        return proto
+        return await self.connector.open(_Connection, self.connect_timeout)
 
     async def post(self, path: str, body: bytes, sink: BodySink | None = None,
                    timeout: float | None = None, reuse: bool = True) -> HttpResult:
@@ -182,7 +181,7 @@ class HttpClient:
             t0 = _now_ns()
             conn = await self._connect()
             connect_ns = _now_ns() - t0
-        head = (f"POST {self.base_path}{path} HTTP/1.1\r\n{self._fixed_headers}"
+        head = (f"POST {self.connector.target(path)} HTTP/1.1\r\n{self._fixed_headers}"
                 f"content-length: {len(body)}\r\n\r\n").encode("latin-1")
         fut = conn.begin(head + body, sink)
         try:

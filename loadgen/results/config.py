@@ -30,6 +30,11 @@ class RunConfig:
     warmup_requests: int = 0
     model: str | None = None
     api_key_env: str | None = None
+    # request headers 'Name: value' ('Name: env:VAR' reads VAR); values never written anywhere
+    headers: list[str] = field(default_factory=list)
+    ca_bundle: str | None = None  # PEM file of CAs to trust instead of the system store
+    insecure: bool = False  # do not verify the server's TLS certificate (warned, in manifest)
+    proxy: str | None = None  # http://[user:pw@]host:port; "" = none; None = from environment
     seed: int = 0
     timeout_s: float = 600.0
     keep_token_ids: bool = False

@@ -10,24 +10,29 @@ from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+
+from loadgen.client.endpoint import redact_header_spec, redact_text, redact_url
 
 LIBRARIES = ("httptools", "uvloop", "httpx", "numpy", "prometheus-client", "pyarrow", "rich")
 
 
-def redact_url(url: str) -> str:
-    """Drop user:password@ and the query string (where tokens hide) from a URL."""
-    p = urlsplit(url)
-    host = p.hostname or ""
-    if p.port:
-        host = f"{host}:{p.port}"
-    return urlunsplit((p.scheme, host, p.path, "", ""))
+__all__ = ["build_manifest", "redact_argv", "redact_url"]
+HEADER_FLAGS = ("--header", "-H")
 
 
 def redact_argv(argv: list[str]) -> list[str]:
+    """The command line without secrets: every URL redacted (``--endpoint URL`` and
+    ``--endpoint=URL`` alike), every ``--header`` value masked."""
     out = []
+    after_header = False
     for a in argv:
-        out.append(redact_url(a) if "://" in a else a)
+        if after_header:
+            out.append(redact_header_spec(a))
+        elif a.startswith("--header="):
+            out.append("--header=" + redact_header_spec(a.split("=", 1)[1]))
+        else:
+            out.append(redact_text(a))
+        after_header = a in HEADER_FLAGS
     return out
 
 
@@ -55,6 +60,10 @@ def build_manifest(cfg: Any, dataset: Path | None, dataset_header: dict[str, Any
                    argv: list[str]) -> dict[str, Any]:
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     config["endpoint"] = redact_url(config["endpoint"])
+    config["headers"] = [redact_header_spec(h) for h in config.get("headers") or []]
+    if config.get("proxy"):
+        config["proxy"] = redact_url(config["proxy"] if "://" in config["proxy"]
+                                     else "http://" + config["proxy"])
     return {
         "command": redact_argv(argv),
         "config": config,
@@ -62,6 +71,8 @@ def build_manifest(cfg: Any, dataset: Path | None, dataset_header: dict[str, Any
         "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
                  "cpus": __import__("os").cpu_count()},
         "endpoint": redact_url(cfg.endpoint),
+        "tls": ({"verify": not cfg.insecure, "ca_bundle": cfg.ca_bundle}
+                if cfg.endpoint.lower().startswith("https:") else None),
         "dataset": {"path": str(dataset) if dataset else None,
                     "sha256": file_sha256(dataset) if dataset and dataset.exists() else None,
                     "header": dataset_header},

@@ -262,14 +262,16 @@ class Connection(asyncio.Protocol):
 
 
 async def start_server(app: Handler, host: str, port: int, backlog: int = 4096,
-                       kernel_stamps: bool = True) -> asyncio.base_events.Server \
+                       kernel_stamps: bool = True, ssl: Any = None) -> asyncio.base_events.Server \
         | rxstamp.StampedServer:
     """Listen on host:port. With ``kernel_stamps`` (and where Linux gives them) connections are
     served on raw sockets whose reads carry the kernel's receive stamp (rxstamp.py); otherwise,
     or if the kernel refuses the option, by the event loop's own transports, and each request's
-    ``rx_ns`` is the stamp of the read that brought its first bytes (``rx_source`` "read")."""
+    ``rx_ns`` is the stamp of the read that brought its first bytes (``rx_source`` "read").
+    ``ssl``: an ``ssl.SSLContext`` to serve https (the bench's TLS row; always on the event
+    loop's transports, so ``rx_ns`` is the read's stamp)."""
     loop = asyncio.get_running_loop()
-    if kernel_stamps and rxstamp.supported():
+    if kernel_stamps and ssl is None and rxstamp.supported():
         try:
             sock = rxstamp.listen(host, port, backlog)
         except OSError:
@@ -277,4 +279,4 @@ async def start_server(app: Handler, host: str, port: int, backlog: int = 4096,
         else:
             return rxstamp.StampedServer(loop, sock, lambda: Connection(app))
     return await loop.create_server(lambda: Connection(app), host, port, backlog=backlog,
-                                    reuse_address=True)
+                                    reuse_address=True, ssl=ssl)
