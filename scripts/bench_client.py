@@ -16,6 +16,11 @@ the kernel's receive stamp of the request, docs/SYNTHETIC.md); "p99 reused" is i
 rounds after the first (connections already open). Connections per request counts the distinct
 connection ids in the engine's truth log.
 
+The ``loadgen-tls`` row is the same client over https, against the engine's own TLS listener
+(``--tls-cert/--tls-key``, certificates from trustme): its CPU per event beside the plain row is
+the cost of TLS (issue 14: at most 1.5x). Its TTFT error uses the read stamp of the request
+(kernel stamps are for plain sockets).
+
 Targets (issues 3 and 15): <= 10 µs per event, <= 0.1 ms per request, lag p99 < 1 ms at 100
 streams, TTFT error p99 < 1 ms, connections per request = 1 / rounds.
 
@@ -37,6 +42,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadgen.client.connect import Connector, tls_context
+from loadgen.client.endpoint import parse_endpoint
 from loadgen.client.lag import LagMonitor
 from loadgen.client.transport import HttpClient
 from loadgen.engines import make_adapter
@@ -51,10 +58,13 @@ def prompts(n: int, offset: int, rounds: int = 1) -> list[list[list[int]]]:
     return [[[offset + i, 5, 6, 7, 8 + r] for r in range(rounds)] for i in range(n)]
 
 
-async def run_loadgen(url: str, ids: list[list[list[int]]], tokens: int):
-    """(CPU s, loop lags ms, {digest: (round, start stamp, stream state)})."""
+async def run_loadgen(url: str, ids: list[list[list[int]]], tokens: int,
+                      ca: str | None = None):
+    """(CPU s, loop lags ms, {digest: (round, start stamp, stream state)}); ``ca``: https
+    against the engine's own TLS listener, verified against that CA file."""
     ad = make_adapter("vllm")
-    client = HttpClient(url)
+    ep = parse_endpoint(url)
+    client = HttpClient(connector=Connector(ep, tls_context(ca) if ep.tls else None, None))
     out = {}
 
     async def one(stream):
@@ -75,7 +85,7 @@ async def run_loadgen(url: str, ids: list[list[list[int]]], tokens: int):
     return cpu, mon.lags_ms, out
 
 
-async def run_httpx(url: str, ids: list[list[list[int]]], tokens: int):
+async def run_httpx(url: str, ids: list[list[list[int]]], tokens: int, ca: str | None = None):
     import httpx
 
     ad = make_adapter("vllm")
@@ -128,6 +138,21 @@ def connections_per_request(truth: list[dict]) -> float:
     return len({r["connection_id"] for r in truth}) / len(truth)
 
 
+def _certificates(tmp: Path) -> tuple[list[str], str | None]:
+    """The engine's TLS flags and the CA file, from trustme (the dev extra); none without it."""
+    try:
+        import trustme
+    except ImportError:
+        print("trustme not installed: no TLS row (pip install trustme)", file=sys.stderr)
+        return [], None
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp / "server.pem"))
+    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
+    return (["--tls-cert", str(tmp / "server.pem"), "--tls-key", str(tmp / "server.pem")],
+            str(tmp / "ca.pem"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--streams", default="100,1000")
@@ -141,20 +166,26 @@ def main() -> None:
     rows = []
     offset = 1000
     with tempfile.TemporaryDirectory() as tmp:
+        tls_args, ca = _certificates(Path(tmp))
         for n in (int(x) for x in args.streams.split(",")):
             step_ms = 1000.0 * n / args.events_per_s  # each step emits one event per stream
-            for name, fn in (("loadgen", run_loadgen), ("httpx", run_httpx)):
+            for name, fn, tls in (("loadgen", run_loadgen, False),
+                                  ("loadgen-tls", run_loadgen, True),
+                                  ("httpx", run_httpx, False)):
+                if tls and not tls_args:
+                    continue
+                extra = tls_args if tls else []
                 truth = Path(tmp) / f"{name}-{n}.jsonl"
                 short_truth = Path(tmp) / f"{name}-{n}-short.jsonl"
                 with SyntheticProcess(["--protocol", "vllm", "--no-spec", "--step-base-ms",
                                        f"{step_ms:g}", "--per-token-ms", "0",
                                        "--max-num-seqs", str(n + 1), "--truth-log",
-                                       str(truth)], cpu=0) as eng:
+                                       str(truth), *extra], cpu=0) as eng:
                     ids = prompts(n, offset)
                     offset += n
                     gc.disable()  # as `loadgen run` does inside its window
                     wall = time.monotonic()
-                    cpu, loop_lags, states = uvloop.run(fn(eng.url, ids, args.tokens))
+                    cpu, loop_lags, states = uvloop.run(fn(eng.url, ids, args.tokens, ca))
                     wall = time.monotonic() - wall
                     gc.enable()
                     eng.stop()
@@ -165,11 +196,11 @@ def main() -> None:
                 with SyntheticProcess(["--protocol", "vllm", "--no-spec", "--step-base-ms",
                                        f"{step_ms:g}", "--per-token-ms", "0",
                                        "--max-num-seqs", str(n + 1), "--truth-log",
-                                       str(short_truth)], cpu=0) as eng:
+                                       str(short_truth), *extra], cpu=0) as eng:
                     short_ids = prompts(n, offset, rounds=ROUNDS)  # ids stay in vocabulary
                     offset += n
                     gc.disable()
-                    cpu_short, _, short = uvloop.run(fn(eng.url, short_ids, 1))
+                    cpu_short, _, short = uvloop.run(fn(eng.url, short_ids, 1, ca))
                     gc.enable()
                     eng.stop()
                     short_t = read_truth(short_truth)
