@@ -99,6 +99,7 @@ def main(args: argparse.Namespace) -> int:
     import yaml
 
     from loadgen.analysis.sweeps import parse_slos
+    from loadgen.results.redact import redact_config
     from loadgen.sweep.runner import SweepConfigError, load_config, run_sweep
 
     try:
@@ -114,7 +115,8 @@ def main(args: argparse.Namespace) -> int:
             parse_slos(args.slo)
             cfg["slo"] = args.slo
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "sweep.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        # what was asked, never a secret: endpoints without userinfo/query, headers masked
+        (args.out / "sweep.yaml").write_text(yaml.safe_dump(redact_config(cfg), sort_keys=False))
         sweep = run_sweep(cfg, args.out, config_dir=base, progress=not args.quiet)
     except (SweepConfigError, ValueError) as exc:
         print(f"loadgen sweep: {exc}", file=sys.stderr)

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
-from loadgen.client.endpoint import Endpoint, EndpointError, basic_auth, parse_endpoint, redact_url
+from loadgen.client.endpoint import Endpoint, EndpointError, basic_auth, parse_endpoint
+from loadgen.results.redact import redact_url
 
 P = TypeVar("P", bound=asyncio.BaseProtocol)
 CURL_PROXY_PORT = 1080  # curl's default when the proxy URL has no port

@@ -20,38 +20,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from loadgen.results.redact import host_for_url, redact_url
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 # RFC 9110 token: the characters a header name may use
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 ENV_PREFIX = "env:"
-MASK = "***"
 
 
 class EndpointError(ValueError):
     """A URL or header the run cannot use; the message never carries a secret."""
-
-
-def _host_for_url(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def redact_url(url: str) -> str:
-    """``url`` without ``user:password@``, query string and fragment (where tokens hide)."""
-    try:
-        p = urlsplit(url)
-        host = _host_for_url(p.hostname or "")
-        port = p.port
-    except ValueError:  # not a URL we can take apart: show nothing of it past the scheme
-        return url.split("://", 1)[0] + "://" + MASK if "://" in url else MASK
-    if port:
-        host = f"{host}:{port}"
-    return f"{p.scheme}://{host}{p.path}"
-
-
-def redact_text(text: str) -> str:
-    """Every URL inside ``text`` redacted (argv entries such as ``--endpoint=URL``)."""
-    return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
 
 
 def basic_auth(user: str, password: str) -> str:
@@ -76,13 +54,13 @@ class Endpoint:
     @property
     def authority(self) -> str:
         """host[:port] as the Host header and an absolute URL write it (default port omitted)."""
-        h = _host_for_url(self.host)
+        h = host_for_url(self.host)
         return h if DEFAULT_PORTS[self.scheme] == self.port else f"{h}:{self.port}"
 
     @property
     def authority_with_port(self) -> str:
         """host:port, always with the port (a CONNECT request's target)."""
-        return f"{_host_for_url(self.host)}:{self.port}"
+        return f"{host_for_url(self.host)}:{self.port}"
 
     @property
     def base_url(self) -> str:
@@ -191,16 +169,3 @@ def request_headers(endpoint: Endpoint, api_key_env: str | None, header_specs: I
         if " " in v:  # "Bearer KEY": the key alone may be echoed back too
             secrets.append(v.split(" ", 1)[1])
     return RequestHeaders(headers, tuple(s for s in dict.fromkeys(secrets) if len(s) >= 3))
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret replaced by ***, and every URL in it redacted."""
-    for s in sorted(secrets, key=len, reverse=True):
-        if s:
-            text = text.replace(s, MASK)
-    return redact_text(text)
-
-
-def redact_header_spec(spec: str) -> str:
-    name = spec.partition(":")[0].strip()
-    return f"{name}: {MASK}"

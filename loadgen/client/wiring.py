@@ -11,9 +11,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from loadgen.client.connect import Connector, choose_proxy, tls_context
-from loadgen.client.endpoint import Endpoint, parse_endpoint, request_headers, scrub
+from loadgen.client.endpoint import Endpoint, parse_endpoint, request_headers
 from loadgen.client.transport import HttpClient
 from loadgen.results.config import RunConfig
+from loadgen.results.redact import scrub
 
 INSECURE_WARNING = ("--insecure: the server's TLS certificate is NOT verified; anyone on the "
                     "path could read or alter this run's traffic")

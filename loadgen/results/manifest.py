@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from loadgen.client.endpoint import redact_header_spec, redact_text, redact_url
+from loadgen.results.redact import redact_header_spec, redact_text, redact_url
 
 LIBRARIES = ("httptools", "uvloop", "httpx", "numpy", "prometheus-client", "pyarrow", "rich")
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.results.files import read_json, write_json
+from loadgen.results.redact import redact_config
 from loadgen.results.summary import Summary
 
 SWEEP_FILE = "sweep.json"
@@ -81,8 +82,9 @@ class Sweep:
 
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        doc = {FORMAT_KEY: 1, "config": self.config,
-               "cells": [c.to_dict() for c in self.cells], "analysis": self.analysis}
+        doc = {FORMAT_KEY: 1, "config": redact_config(self.config),
+               "cells": [redact_config(c.to_dict()) for c in self.cells],
+               "analysis": self.analysis}
         write_json(self.root / SWEEP_FILE, doc)
 
 
