@@ -200,7 +200,7 @@ def test_run_serve_launches_and_stops_the_engine(tmp_path):
     assert manifest["engine"]["sd"]["method"] == "ngram"
     assert "--spec-type" in manifest["engine"]["command"]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary.requests.ok == 3
+    assert summary["requests"]["ok"] == 3
     # the engine is gone once the run is over
     pid = manifest["engine"]["pid"]
     assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0

@@ -108,7 +108,7 @@ def main(args: argparse.Namespace) -> int:
             summaries[label] = run_benchmark(cfg, prompts, args.dataset,
                                              use_uvloop=not args.no_uvloop,
                                              progress=not args.quiet, engine=eng.describe())
-        if summaries[label].get("interrupted"):
+        if summaries[label].interrupted:
             return 130
     cmp = compare(out, concurrency)
     (out / "comparison.json").write_text(json.dumps(cmp, indent=2))
