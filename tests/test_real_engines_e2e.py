@@ -225,4 +225,4 @@ def test_default_run_compares_ngram_sd_with_sd_off(tmp_path):
     assert cmp["categories"]
     for label in ("sd-off", "sd-ngram"):
         s = json.loads((out / label / "summary.json").read_text())
-        assert s.requests.error == 0 and s.requests.ok >= 8
+        assert s["requests"]["error"] == 0 and s["requests"]["ok"] >= 8
