@@ -35,6 +35,7 @@ def engine_args(protocol: str, truth: Path, *extra: str) -> list[str]:
 
 
 def run(eng_url: str, engine: str, dataset: Path, out: Path, **kw) -> dict:
+    kw.setdefault("warmup_requests", 0)  # these tests count every request sent
     cfg = RunConfig(endpoint=eng_url, engine=engine, out=out, model="m",
                     output_len=kw.pop("output_len", 32), **kw)
     return run_benchmark(cfg, read_prompts(dataset), dataset, argv=["test"])
@@ -68,7 +69,11 @@ def test_acceptance_equals_counters_and_truth(synthetic, tmp_path, engine):
     s = run(eng.url, engine, ds, tmp_path / "out", concurrency=4, num_requests=24,
             keep_token_ids=True)
     eng.stop()
-    assert asdict(s.requests) == {"total": 24, "ok": 24, "error": 0, "cancelled": 0, "warmup": 0}
+    counts = asdict(s.requests)
+    assert {k: counts[k] for k in ("total", "ok", "error", "cancelled", "warmup", "retries",
+                                   "rate_limited")} == {"total": 24, "ok": 24, "error": 0,
+                                                        "cancelled": 0, "warmup": 0,
+                                                        "retries": 0, "rate_limited": 0}
     recs = read_truth(truth)
     assert len(recs) == 24
     # Run-wide counter deltas equal the truth log exactly.
@@ -263,7 +268,8 @@ def test_ctrl_c_leaves_a_valid_partial_result(synthetic, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
          "--dataset", str(ds), "--output-len", "200", "--concurrency", "4",
-         "--num-requests", "400", "--out", str(out), "--api-key-env", "LOADGEN_TEST_KEY",
+         "--num-requests", "400", "--warmup-requests", "0", "--out", str(out),
+         "--api-key-env", "LOADGEN_TEST_KEY",
          "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # interrupt once some requests have finished (so the run has both ok and in-flight ones)
     deadline = time.monotonic() + 60

@@ -13,7 +13,7 @@ from loadgen.results.config import RunConfig
 
 def test_progress_shows_done_in_flight_errors_rate_al_and_time_left(tmp_path):
     cfg = RunConfig(endpoint="http://127.0.0.1:1", engine="vllm", out=tmp_path,
-                    concurrency=2, num_requests=10)
+                    concurrency=2, num_requests=10, warmup_requests=0)
     run = SimpleNamespace(cfg=cfg, in_flight=2)
     prog = LiveProgress(run, label="demo")
     now = time.monotonic_ns()

@@ -124,25 +124,50 @@ def connection_stats(records: Sequence[dict[str, Any]]) -> ConnectionStats:
                            connect_ms=stats(opened))
 
 
+def window_totals(records: list[dict[str, Any]], window: dict[str, Any]
+                  ) -> tuple[int, int, int, float]:
+    """(tokens, events, ok requests ended) within one window, and its duration in s. A
+    category window counts only its category's records (the others ran outside it)."""
+    start_ns, end_ns = window["start_ns"], window["end_ns"]
+    cat = window.get("category")
+    toks = events = done = 0
+    for r in records:
+        if cat is not None and r["category"] != cat:
+            continue
+        t, e = tokens_in_window(r, start_ns, end_ns)
+        toks += t
+        events += e
+        if r["status"] == "ok" and not r["warmup"] and start_ns <= r["end_ns"] <= end_ns:
+            done += 1
+    return toks, events, done, max((end_ns - start_ns) / 1e9, 1e-9)
+
+
 def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
               acceptance: AcceptanceSummary | None, counter_delta: dict[str, float] | None,
               run_counter_delta: dict[str, float] | None, rate_mode: bool,
-              client: ClientStats | None = None) -> Summary:
-    """Every number of summary.json from the run's records (docs/METRICS.md)."""
+              client: ClientStats | None = None,
+              windows: list[dict[str, Any]] | None = None,
+              category_acceptance: dict[str, AcceptanceSummary] | None = None,
+              sampling: dict[str, Any] | None = None) -> Summary:
+    """Every number of summary.json from the run's records (docs/METRICS.md). ``windows``:
+    the category windows of a --category-windows run (throughput sums over them), with each
+    category's acceptance from its own counter delta in ``category_acceptance``."""
     measured = [r for r in records if not r["warmup"]]
     ok = [r for r in measured if r["status"] == "ok"]
     counts = RequestCounts(total=len(measured), ok=len(ok),
                            error=sum(r["status"] == "error" for r in measured),
                            cancelled=sum(r["status"] == "cancelled" for r in measured),
-                           warmup=len(records) - len(measured))
+                           warmup=len(records) - len(measured),
+                           retries=sum(r.get("retries", 0) for r in measured),
+                           retried=sum(1 for r in measured if r.get("retries")),
+                           rate_limited=sum(1 for r in measured
+                                            if r.get("http_status") == 429))
     start_ns, end_ns = window["start_ns"], window["end_ns"]
-    duration = max((end_ns - start_ns) / 1e9, 1e-9)
-    win_tokens = win_events = 0
-    for r in records:
-        t, e = tokens_in_window(r, start_ns, end_ns)
-        win_tokens += t
-        win_events += e
-    done_in_window = sum(1 for r in ok if start_ns <= r["end_ns"] <= end_ns)
+    per_window = {w.get("category"): window_totals(records, w) for w in (windows or [window])}
+    win_tokens = sum(t for t, _, _, _ in per_window.values())
+    win_events = sum(e for _, e, _, _ in per_window.values())
+    done_in_window = sum(d for _, _, d, _ in per_window.values())
+    duration = sum(s for _, _, _, s in per_window.values())
 
     itl: list[float] = []
     ichunk: list[float] = []
@@ -173,15 +198,27 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
         al = per_request_al(rs)
         cat_tpot = [v for r in rs if (v := tpot_ms(r)) is not None]
         cat_users = [v for r in rs if (v := per_user_tokens_per_s(r)) is not None]
-        categories[cat] = CategoryStats(
+        cs = CategoryStats(
             requests=len(rs),
             acceptance_length=al.token_weighted,
             acceptance_length_request_weighted=al.request_weighted,
+            acceptance_source="per_request" if al.token_weighted is not None else None,
             output_tokens=sum(r["output_tokens"] for r in rs),
             ttft_ms_p50=float(np.percentile([ttft_ms(r) for r in rs], 50)),
             tpot_ms_p50=float(np.percentile(cat_tpot, 50)) if cat_tpot else None,
             per_user_tokens_per_s_mean=float(np.mean(cat_users)) if cat_users else None,
         )
+        cacc = (category_acceptance or {}).get(cat)
+        if cacc is not None and cs.acceptance_length is None:
+            cs.acceptance_length = cacc.acceptance_length
+            cs.acceptance_source = f"{cacc.source} (category window)"
+            cs.acceptance_rate = cacc.acceptance_rate
+            cs.per_position_rate = cacc.per_position_rate
+        if windows and cat in per_window:
+            toks, _, _, secs = per_window[cat]
+            cs.window_s = secs
+            cs.output_tokens_per_s = toks / secs
+        categories[cat] = cs
 
     warnings: list[str] = []
     mismatched = [r for r in measured if r.get("usage_prompt_tokens") is not None
@@ -207,6 +244,11 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
         warnings.append(f"client event-loop lag p99 {client.loop_lag_ms.p99:.2f} ms is "
                         f"above {client.lag_threshold_ms} ms: timings may include client "
                         f"delay; lower the load per process")
+    reasoning = [r for r in ok if r.get("reasoning_tokens") is not None]
+    if reasoning:
+        rt = sum(r["reasoning_tokens"] for r in reasoning)
+        counts.reasoning_tokens = rt
+        counts.reasoning_share = rt / max(1, sum(r["output_tokens"] for r in reasoning))
     throughput = Throughput(output_tokens_per_s=win_tokens / duration,
                             requests_per_s=done_in_window / duration,
                             window_output_tokens=win_tokens)
@@ -220,7 +262,8 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
     return Summary(
         requests=counts,
         window=Window(start_s=0.0, end_s=duration, duration_s=duration, start_ns=start_ns,
-                      end_ns=end_ns, includes_drain=bool(window.get("includes_drain"))),
+                      end_ns=end_ns, includes_drain=bool(window.get("includes_drain")),
+                      category_windows=len(windows) if windows else None),
         throughput=throughput,
         latency_ms=latency,
         per_user_tokens_per_s=stats(users),
@@ -230,4 +273,5 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
         client=client or ClientStats(),
         connections=connection_stats(records),
         warnings=warnings,
+        sampling=sampling,
     )

@@ -7,6 +7,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from loadgen.engines.sampling import sampling_label
 from loadgen.results.summary import Summary
 
 
@@ -25,20 +26,29 @@ def print_summary(summary: Summary, console: Console | None = None) -> None:
     thr = summary.throughput
     acc = summary.acceptance
     head = Table(title="loadgen run", show_header=False, box=None)
+    smp = sampling_label(summary.sampling)
     head.add_row("requests", f"{req.ok} ok / {req.error} error / {req.cancelled} "
                              f"cancelled (of {req.total}; {req.warmup} warm-up)")
+    if req.retries or req.rate_limited:
+        head.add_row("429", f"{req.retries} retries over {req.retried} requests; "
+                            f"{req.rate_limited} ended 429")
+    if req.reasoning_tokens is not None:
+        head.add_row("reasoning tokens", f"{req.reasoning_tokens} "
+                                         f"({fmt(req.reasoning_share, 3)} of output)")
+    nwin = summary.window.category_windows
     head.add_row("window", f"{summary.window.duration_s:.2f} s"
+                 + (f" (sum of {nwin} category windows)" if nwin else "")
                  + (" (includes drain)" if summary.window.includes_drain else ""))
     head.add_row("output tokens/s", fmt(thr.output_tokens_per_s, 1))
     head.add_row("requests/s", fmt(thr.requests_per_s, 3))
-    head.add_row("acceptance length", f"{fmt(acc.acceptance_length, 3)} "
+    head.add_row("acceptance length", f"{fmt(acc.acceptance_length, 3)} ({smp}) "
                                       f"[{acc.source or 'no server counters'}]")
     if acc.acceptance_rate is not None:
         head.add_row("acceptance rate", fmt(acc.acceptance_rate, 3))
     pr = acc.per_request
     if pr.token_weighted is not None:
         head.add_row("per-request AL", f"{pr.token_weighted:.3f} token-weighted, "
-                                       f"{pr.request_weighted:.3f} request-weighted")
+                                       f"{pr.request_weighted:.3f} request-weighted ({smp})")
     console.print(head)
     lat = Table(title="latency (ms)")
     cols = ("mean", "p50", "p90", "p99", "max")
@@ -50,11 +60,14 @@ def print_summary(summary: Summary, console: Console | None = None) -> None:
     lat.add_row("per-user tok/s", *(fmt(pu.get(k), 1) for k in cols))
     console.print(lat)
     if summary.categories:
-        cat = Table(title="per category")
-        for col in ("category", "requests", "AL", "output tokens", "TTFT p50", "TPOT p50"):
+        cat = Table(title=f"per category (AL at {smp})")
+        for col in ("category", "requests", "AL", "AL from", "output tokens", "TTFT p50",
+                    "TPOT p50"):
             cat.add_column(col, justify="right")
         for name, c in summary.categories.items():
+            src = c.acceptance_source or "-"
             cat.add_row(name, str(c.requests), fmt(c.acceptance_length, 3),
+                        "window counters" if "category window" in src else src,
                         str(c.output_tokens), fmt(c.ttft_ms_p50), fmt(c.tpot_ms_p50))
         console.print(cat)
     for w in summary.warnings:

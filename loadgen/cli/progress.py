@@ -20,7 +20,7 @@ class LiveProgress:
         self.run = run
         self.label = label
         cfg = run.cfg
-        self.total = (cfg.num_requests or 0) + cfg.warmup_requests if cfg.num_requests else None
+        self.total = (cfg.num_requests or 0) + cfg.effective_warmup() if cfg.num_requests else None
         self.duration = cfg.duration_s
         self.done = self.errors = self.cancelled = 0
         self.tokens = 0

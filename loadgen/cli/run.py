@@ -33,7 +33,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--max-concurrency", type=int, help="cap on in-flight requests (rate mode)")
     p.add_argument("--num-requests", type=int)
     p.add_argument("--duration", type=float, help="seconds of measured load")
-    p.add_argument("--warmup-requests", type=int, default=default("warmup_requests"))
+    p.add_argument("--warmup-requests", type=int, default=default("warmup_requests"),
+                   help="unmeasured requests first (default: the concurrency, or a few seconds "
+                        "of arrivals in rate mode; 0 measures cold-start requests too)")
+    smp = p.add_argument_group("sampling (default greedy; sent in each engine's own fields)")
+    smp.add_argument("--temperature", type=float, default=default("temperature"))
+    smp.add_argument("--top-p", type=float, default=default("top_p"))
+    smp.add_argument("--top-k", type=int, default=default("top_k"))
+    smp.add_argument("--seed-per-request", action="store_true",
+                     help="send each request a seed derived from --seed and its index")
+    p.add_argument("--category-windows", action=argparse.BooleanOptionalAction,
+                   default=default("category_windows"),
+                   help="run the categories one after another, a counter scrape at each "
+                        "boundary, for per-category AL from counters (default: on when the "
+                        "engine reports no per-request SD and the server has SD counters)")
+    p.add_argument("--retry-429", type=int, default=default("retry_429"), metavar="N",
+                   help="resend a request answered 429 up to N times after its Retry-After")
     p.add_argument("--model", help="model name to send (required by TensorRT-LLM)")
     p.add_argument("--api-key-env", metavar="VAR",
                    help="read the API key from this environment variable")
@@ -90,6 +105,7 @@ def main(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from loadgen.data.prompts import PromptFileError, read_prompts
+    from loadgen.engines import adapter_class as make_adapter_class
     from loadgen.results.config import RunConfig
 
     if args.endpoint is None and not args.serve:
@@ -102,15 +118,15 @@ def main(args: argparse.Namespace) -> int:
     if args.dataset is None:
         print("loadgen run: --dataset is required with --endpoint or --serve", file=sys.stderr)
         return 2
+    engine = args.engine or args.serve or "vllm"
     try:
-        prompts = read_prompts(args.dataset)
+        prompts = read_prompts(args.dataset, text=make_adapter_class(engine).accepts_text)
     except PromptFileError as exc:
         print(f"loadgen run: {exc}", file=sys.stderr)
         return 2
     out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.concurrency is None and args.request_rate is None:
         args.concurrency = 1
-    engine = args.engine or args.serve or "vllm"
     cfg = RunConfig(
         endpoint=args.endpoint or "http://127.0.0.1:0", engine=engine, out=out,
         output_len=args.output_len,
@@ -121,6 +137,9 @@ def main(args: argparse.Namespace) -> int:
         headers=args.header, ca_bundle=args.ca_bundle, insecure=args.insecure, proxy=args.proxy,
         seed=args.seed, timeout_s=args.timeout, keep_token_ids=args.keep_token_ids,
         openai_mode=args.openai_mode, multi_turn=not args.no_multi_turn,
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        seed_per_request=args.seed_per_request, category_windows=args.category_windows,
+        retry_429=args.retry_429,
     )
     if cfg.num_requests is None and cfg.duration_s is None:
         cfg.num_requests = len(prompts.records)

@@ -31,6 +31,7 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
         req_file.unlink()  # a run directory holds one run
     manifest = build_manifest(cfg, dataset_path, prompts.header, argv or sys.argv)
     manifest["status"] = "running"
+    manifest["config"]["warmup_requests_effective"] = cfg.effective_warmup()
     if engine is not None:
         manifest["engine"] = engine
     write_json(cfg.out / "manifest.json", manifest)
@@ -59,6 +60,7 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
     write_json(cfg.out / "summary.json", summary.to_dict())
     manifest["status"] = "interrupted" if outcome.interrupted else "complete"
     manifest["server"] = outcome.probe
+    manifest["config"]["category_windows_effective"] = run.category_windows
     write_json(cfg.out / "manifest.json", manifest)
     return summary
 
@@ -67,13 +69,28 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
     """The summary of an executed run: counter deltas over the window, then every number."""
     counters = outcome.counters
     window = outcome.window
-    window_delta = counters.delta("window_start",
-                                  "run_end" if window["includes_drain"] else "window_end")
+    cat_acc = {}
+    if outcome.windows:
+        # each category's delta covers exactly its requests; the run's is their sum
+        window_delta = None
+        for w in outcome.windows:
+            d = counters.delta(w["start_scrape"], w["end_scrape"])
+            if d is None:
+                continue
+            if (a := run.adapter.acceptance(d)) is not None:
+                cat_acc[w["category"]] = a
+            window_delta = d if window_delta is None else {
+                k: window_delta.get(k, 0.0) + d.get(k, 0.0) for k in {*window_delta, *d}}
+    else:
+        window_delta = counters.delta("window_start",
+                                      "run_end" if window["includes_drain"] else "window_end")
     acceptance = run.adapter.acceptance(window_delta) if window_delta else None
     summary = summarize(outcome.records, window, acceptance=acceptance,
                         counter_delta=window_delta,
                         run_counter_delta=counters.delta("run_start", "run_end"),
-                        rate_mode=rate_mode, client=outcome.client)
+                        rate_mode=rate_mode, client=outcome.client,
+                        windows=outcome.windows or None, category_acceptance=cat_acc,
+                        sampling=run.cfg.sampling())
     summary.warnings = outcome.warnings + summary.warnings
     buffered = buffered_stream_warning(outcome.records, summary.acceptance.acceptance_length)
     if buffered:

@@ -29,6 +29,11 @@ class Driver:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.failures: list[BaseException] = []  # exceptions that escaped a task: bugs
 
+    def new_window(self) -> None:
+        """Forget the window-end mark (a warm-up phase's, or the previous category window's)."""
+        self.window_end = asyncio.Event()
+        self.window_end_ns = None
+
     def mark_window_end(self) -> None:
         if self.window_end_ns is None:
             self.window_end_ns = _now_ns()

@@ -25,12 +25,39 @@ class Item:
 def iter_items(prompts: PromptFile, seed: int, warmup: int, shuffle: bool) -> Iterator[Item]:
     """Endless: the prompts in a seeded shuffled order, reshuffled on every pass; the first
     ``warmup`` items are warm-up requests."""
+    return iter_records(prompts.records, seed, warmup, shuffle)
+
+
+def iter_records(records: list[PromptRecord], seed: int, warmup: int, shuffle: bool,
+                 start: int = 0) -> Iterator[Item]:
+    """``iter_items`` over some records (one category's, in category windows), numbering the
+    requests from ``start``."""
     rng = random.Random(seed)
     i = 0
     while True:
-        order = list(prompts.records)
+        order = list(records)
         if shuffle:
             rng.shuffle(order)
         for p in order:
-            yield Item(i, p, warmup=i < warmup)
+            yield Item(start + i, p, warmup=i < warmup)
             i += 1
+
+
+def split_by_category(records: list[PromptRecord], total: int | None
+                      ) -> list[tuple[str, list[PromptRecord], int | None, float]]:
+    """Category windows: (category, its records, its measured requests, its share) per
+    category in name order. ``total`` measured requests are split in proportion to the
+    categories' sizes (largest remainders, so they add up to ``total``; at least one each);
+    the share splits a --duration the same way."""
+    cats = sorted({r.category for r in records})
+    groups = {c: [r for r in records if r.category == c] for c in cats}
+    shares = {c: len(groups[c]) / len(records) for c in cats}
+    counts: dict[str, int | None] = dict.fromkeys(cats)
+    if total is not None:
+        exact = {c: total * shares[c] for c in cats}
+        base = {c: int(exact[c]) for c in cats}
+        left = total - sum(base.values())
+        for c in sorted(cats, key=lambda c: exact[c] - base[c], reverse=True)[:left]:
+            base[c] += 1
+        counts = {c: max(1, n) for c, n in base.items()}
+    return [(c, groups[c], counts[c], shares[c]) for c in cats]

@@ -1,7 +1,12 @@
 """One request's life: encode, send, stream, check, record. Every way it can end is a record.
 
 A conversation (a multi-turn prompt) is sent turn by turn: the next turn's ids are the previous
-ids, the reply's ids and the next user turn. Each turn is one record.
+ids, the reply's ids and the next user turn (text records: the previous messages, the reply's
+text as an assistant message and the next user turn). Each turn is one record.
+
+A request answered 429 is retried up to ``--retry-429`` times, each after its Retry-After
+(bounded by what is left of the request timeout); it stays one record whose latency counts
+from its first scheduled send, with ``retries`` saying how many resends it took.
 """
 
 from __future__ import annotations
@@ -9,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from functools import partial
 from typing import Any
 
 from loadgen.client.plan import Item
@@ -18,6 +25,22 @@ from loadgen.results.config import RunConfig
 from loadgen.results.records import CANCELLED, ERROR, OK, RequestRecord
 
 _now_ns = time.monotonic_ns
+DEFAULT_RETRY_AFTER_S = 1.0  # a 429 without a usable Retry-After
+
+
+def retry_after_s(value: str | None) -> float:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return DEFAULT_RETRY_AFTER_S
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return DEFAULT_RETRY_AFTER_S
+    return max(0.0, when.timestamp() - time.time())
 
 
 class RequestSender:
@@ -37,39 +60,71 @@ class RequestSender:
 
     async def conversation(self, item: Item, scheduled_ns: int) -> None:
         p = item.prompt
+        text = not p.prompt_token_ids  # a text record (loadgen/data/chatprompts.py)
         ids = list(p.prompt_token_ids)
-        turns = p.turns if (self.cfg.multi_turn and p.turns) else []
+        messages = list(p.messages) if p.messages else None
+        later = (p.text_turns if text else p.turns) if self.cfg.multi_turn else None
+        turns: list[Any] = list(later or [])
         for turn in range(len(turns) + 1):
-            rec = await self.one_turn(item, ids, turn, scheduled_ns, keep=turn < len(turns))
+            rec, reply = await self.one_turn(item, ids, messages, turn, scheduled_ns,
+                                             keep=turn < len(turns))
             self.on_record(rec.to_dict())
             if rec.status != OK or turn == len(turns):
                 return
             # next turn: what the model saw, its reply, then the next user turn
-            ids = ids + (rec.token_ids or []) + turns[turn]
+            if text:
+                assert messages is not None
+                messages = [*messages, {"role": "assistant", "content": reply or ""},
+                            {"role": "user", "content": turns[turn]}]
+            else:
+                ids = ids + (rec.token_ids or []) + turns[turn]
             scheduled_ns = 0  # later turns are sent as soon as the previous reply ends
 
-    async def one_turn(self, item: Item, ids: list[int], turn: int, scheduled_ns: int,
-                       keep: bool) -> RequestRecord:
+    async def one_turn(self, item: Item, ids: list[int],
+                       messages: list[dict[str, str]] | None, turn: int, scheduled_ns: int,
+                       keep: bool) -> tuple[RequestRecord, str | None]:
+        """One request; returns its record and, for a text record kept for its next turn,
+        the reply's text."""
         p = item.prompt
         max_tokens = self.max_tokens(item)
         ad = self.adapter
+        text = not ids
         st = ad.new_state()
-        if keep and st.token_ids is None:
+        if keep and not text and st.token_ids is None:
             st.token_ids = []
+        if keep and text and st.text_parts is None:
+            st.text_parts = []
         rec = RequestRecord(index=item.index, prompt_id=p.id, category=p.category, turn=turn,
                             warmup=item.warmup, input_tokens=len(ids),
-                            expected_tokens=max_tokens, scheduled_ns=scheduled_ns)
+                            expected_tokens=max_tokens, scheduled_ns=scheduled_ns,
+                            text_prompt=text,
+                            seed=ad.sampling.request_seed(item.index, turn))
         feed = ad.feed
         self.in_flight += 1
         rec.send_ns = _now_ns()
         if not scheduled_ns:
             rec.scheduled_ns = rec.send_ns
         try:
-            body = ad.encode(ids, max_tokens, p.messages)
-            res = await self.client.post(ad.stream_path, body,
-                                         sink=lambda data, stamp: feed(st, data, stamp),
-                                         timeout=self.cfg.timeout_s,
-                                         reuse=ad.reuse_connections)
+            body = ad.encode(ids, max_tokens, messages, rec.seed)
+            while True:
+                left = self.cfg.timeout_s - (_now_ns() - rec.send_ns) / 1e9
+                res = await self.client.post(ad.stream_path, body,
+                                             sink=partial(feed, st),
+                                             timeout=left, reuse=ad.reuse_connections)
+                if res.status != 429 or rec.retries >= self.cfg.retry_429:
+                    break
+                wait = retry_after_s(res.headers.get("retry-after"))
+                left = self.cfg.timeout_s - (_now_ns() - rec.send_ns) / 1e9
+                if wait >= left:
+                    break  # the retry could not finish within the request timeout
+                rec.retries += 1
+                rec.retry_after = res.headers.get("retry-after")
+                await asyncio.sleep(wait)
+                st = ad.new_state()
+                if keep and text and st.text_parts is None:
+                    st.text_parts = []
+                if keep and not text and st.token_ids is None:
+                    st.token_ids = []
             rec.end_ns = _now_ns()
             rec.http_status = res.status
             rec.headers_ns = res.headers_ns
@@ -99,7 +154,8 @@ class RequestSender:
         finally:
             self.in_flight -= 1
             self._finish(rec, st, keep)
-        return rec
+        reply = "".join(st.text_parts) if keep and text and st.text_parts is not None else None
+        return rec, reply
 
     def _finish(self, rec: RequestRecord, st: StreamState, keep: bool) -> None:
         ad = self.adapter
@@ -116,10 +172,16 @@ class RequestSender:
         sd = ad.per_request_sd(st)
         rec.acceptance_length = sd.get("acceptance_length") if sd else None
         rec.token_ids = st.token_ids if st.ids_complete else None
-        if st.text_parts is not None:
-            rec.neutral_output_tokens = ad.neutral_count("".join(st.text_parts))
-        if keep and rec.status == OK and (rec.token_ids is None
-                                          or len(rec.token_ids) != rec.output_tokens):
+        if rec.text_prompt:
+            # the server's count of the text it was sent (no ids on this side)
+            rec.input_tokens = st.usage_prompt_tokens or 0
+        if st.reasoning_parts is not None or st.reasoning_tokens:
+            rec.reasoning_tokens = st.reasoning_tokens
+        if ad.neutral_count is not None and st.text_parts is not None:
+            rec.neutral_output_tokens = ad.neutral_count(
+                "".join(st.reasoning_parts or ()) + "".join(st.text_parts))
+        if keep and not rec.text_prompt and rec.status == OK and (
+                rec.token_ids is None or len(rec.token_ids) != rec.output_tokens):
             rec.status = ERROR
             rec.error = ("cannot replay the next turn: the stream did not carry every "
                          "output token id")

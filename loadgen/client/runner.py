@@ -4,7 +4,14 @@ Phases: probe the server and scrape its counters (run start), warm-up requests, 
 phase. The measurement window opens when warm-up is over and closes when the last measured
 request has been sent (or ``--duration`` is up): the steady state, without ramp-up or drain.
 Counters are scraped at both edges, so acceptance from counter deltas and output tokens/s cover
-the same window. Every request ends ok, error (with a reason) or cancelled, and its record is
+the same window.
+
+Category windows (``--category-windows``; the default when the engine gives no per-request SD
+numbers and the server has SD counters): the categories run one after another, each with its own
+warm-up and measured window, and a counter scrape at each edge taken once the phase before has
+drained, so each category's counter delta covers exactly its own requests.
+
+Every request ends ok, error (with a reason) or cancelled, and its record is
 appended to requests.jsonl the moment it ends.
 
 ``Run.execute()`` returns a ``RunOutcome``; ``loadgen.client.benchmark`` turns it into the run
@@ -18,7 +25,7 @@ import contextlib
 import gc
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,13 +35,14 @@ from loadgen.client.connect import CertificateError
 from loadgen.client.endpoint import EndpointError
 from loadgen.client.lag import LagMonitor, client_stats
 from loadgen.client.loops import Driver
-from loadgen.client.plan import iter_items
+from loadgen.client.plan import Item, iter_items, iter_records, split_by_category
 from loadgen.client.request import RequestSender
 from loadgen.client.scrape import Scrapes
 from loadgen.client.wiring import build_wire
 from loadgen.data.prompts import PromptFile
 from loadgen.engines import make_adapter
 from loadgen.engines.base import EngineAdapter
+from loadgen.engines.sampling import Sampling
 from loadgen.results.config import RunConfig
 from loadgen.results.records import RecordWriter
 from loadgen.results.summary import ClientStats
@@ -53,6 +61,7 @@ class RunOutcome:
     client: ClientStats | None
     warnings: list[str] = field(default_factory=list)
     interrupted: bool = False
+    windows: list[dict[str, Any]] = field(default_factory=list)  # category windows, in order
 
 
 class Run:
@@ -63,9 +72,17 @@ class Run:
         # the endpoint parsed once: headers, TLS, proxy, secrets (EndpointError is a ValueError)
         self.wire = build_wire(cfg)
         self.warnings: list[str] = list(self.wire.notices)
+        sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                            seed_per_request=cfg.seed_per_request, run_seed=cfg.seed)
         self.adapter: EngineAdapter = make_adapter(
-            cfg.engine, model=cfg.model, keep_token_ids=cfg.keep_token_ids,
+            cfg.engine, model=cfg.model, keep_token_ids=cfg.keep_token_ids, sampling=sampling,
             **({"mode": cfg.openai_mode} if cfg.engine == "openai" else {}))
+        if not self.adapter.accepts_text and any(not r.prompt_token_ids
+                                                 for r in prompts.records):
+            raise ValueError(f"the {cfg.engine} engine sends token ids and the prompt file "
+                             f"holds text: tokenize it first (loadgen data tokenize)")
+        self.category_windows = False
+        self._windows: list[dict[str, Any]] = []
         self.records: list[dict[str, Any]] = []
         self.interrupted = False
         self.progress_cb: Callable[[dict[str, Any]], None] | None = None
@@ -106,12 +123,13 @@ class Run:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.interrupt)
-        scrapes = Scrapes(self.adapter, self.warnings)
-        window: dict[str, Any] = {}
+        self._scrapes = scrapes = Scrapes(self.adapter, self.warnings)
+        windows: list[dict[str, Any]] = []
         probe: dict[str, Any] = {}
         stats = None
-        lag = LagMonitor()
-        gc_was = gc.isenabled()
+        self._lag = LagMonitor()
+        self._cpu_s = 0.0
+        self._gc_was = gc.isenabled()
         async with self.wire.http_client() as http:
             try:
                 try:
@@ -120,46 +138,34 @@ class Run:
                     self.warnings.append(f"probe failed: {exc!r}")
                 self.adapter.start_polling(http)
                 await scrapes.take(http, "run_start")
-                items = iter_items(self.prompts, cfg.seed, cfg.warmup_requests, cfg.shuffle)
-                if cfg.warmup_requests:
-                    conc = cfg.concurrency or cfg.max_concurrency or cfg.warmup_requests
-                    await drv.closed_loop(items, cfg.warmup_requests, None,
-                                          min(conc, cfg.warmup_requests))
-                # The window opens now.
-                await scrapes.take(http, "window_start")
-                window["start_ns"] = _now_ns()
-                cpu0 = time.process_time()
-                lag.start()
-                gc.disable()  # no collector pauses inside the timed window; re-enabled below
-                deadline = (_now_ns() + int(cfg.duration_s * 1e9)) if cfg.duration_s else None
-                if cfg.concurrency is not None:
-                    measured = drv.spawn(drv.closed_loop(items, cfg.num_requests, deadline,
-                                                         cfg.concurrency))
-                else:
-                    assert cfg.request_rate is not None
-                    measured = drv.spawn(drv.open_loop(
-                        items, cfg.num_requests, deadline, cfg.request_rate, cfg.arrival,
-                        cfg.burstiness, cfg.seed, cfg.max_concurrency))
-                measured.add_done_callback(lambda _: drv.mark_window_end())
-
-                async def scrape_at_window_end() -> None:
-                    await drv.window_end.wait()
-                    await scrapes.take(http, "window_end")
-
-                scrape_end = drv.spawn(scrape_at_window_end())
-                await drv.wait([measured])
-                drv.mark_window_end()
-                await drv.wait([scrape_end])
-                cpu1 = time.process_time()
-                lag.stop()
-                if gc_was:
-                    gc.enable()
-                stats = client_stats(cpu1 - cpu0, lag.lags_ms, self.records,
+                warm = cfg.effective_warmup()
+                items = iter_items(self.prompts, cfg.seed, warm, cfg.shuffle)
+                sent = 0
+                if warm and self._needs_first_request(scrapes):
+                    # vLLM sends per-request SD only with a server flag: the first warm-up
+                    # request that succeeds tells whether category windows are needed.
+                    while sent < warm and not self.stop_requested and not any(
+                            r["status"] == "ok" for r in self.records):
+                        await drv.closed_loop(items, 1, None, 1)
+                        sent += 1
+                self.category_windows = self._decide_windows(scrapes)
+                if self.category_windows and not self.stop_requested:
+                    await self._category_phases(http, sent, warm)
+                    windows = self._windows
+                elif not self.stop_requested:
+                    rest = max(0, warm - sent)
+                    if rest:
+                        conc = min(cfg.concurrency or cfg.max_concurrency or rest, rest)
+                        await drv.closed_loop(items, rest, None, conc)
+                    w = await self._measure(http, items, cfg.num_requests, cfg.duration_s,
+                                            None)
+                    windows = [w]
+                stats = client_stats(self._cpu_s, self._lag.lags_ms, self.records,
                                      cfg.lag_threshold_ms)
                 await scrapes.take(http, "run_end")
             finally:
-                lag.stop()
-                if gc_was:
+                self._lag.stop()
+                if self._gc_was:
                     gc.enable()
                 await self.adapter.stop_polling()
                 drv.cancel_all()
@@ -169,21 +175,134 @@ class Run:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     with contextlib.suppress(NotImplementedError, RuntimeError):
                         loop.remove_signal_handler(sig)
-        window["end_ns"] = drv.window_end_ns or window.get("start_ns", 0)
+        if not windows and self._windows:
+            windows = self._windows  # interrupted mid-way: the windows that ran
         for exc in drv.failures:
             self.warnings.append(f"internal error in the client: {type(exc).__name__}: {exc}")
         self.warnings[:] = [self.wire.scrub(w) for w in self.warnings]
-        return RunOutcome(records=self.records, window=self._bounds(window), counters=scrapes,
-                          probe=probe, client=stats, warnings=self.warnings,
-                          interrupted=self.interrupted)
+        if not windows:
+            windows = [{"start_ns": 0, "end_ns": 0, "includes_drain": False,
+                        "category": None}]
+        bounded = [self._bounds(w) for w in windows]
+        return RunOutcome(records=self.records, window=bounded[0] if len(bounded) == 1
+                          else merged_window(bounded), counters=scrapes, probe=probe,
+                          client=stats, warnings=self.warnings,
+                          interrupted=self.interrupted,
+                          windows=bounded if self.category_windows else [])
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._driver is not None and self._driver.stop.is_set()
+
+    def _needs_first_request(self, scrapes: Scrapes) -> bool:
+        return (self.cfg.category_windows is None
+                and self.adapter.per_request_sd_support == "optional"
+                and self._auto_windows_possible(scrapes))
+
+    def _auto_windows_possible(self, scrapes: Scrapes) -> bool:
+        """Several categories and SD counters on the server (vLLM registers them only with
+        SD on)."""
+        snap = scrapes.snapshots.get("run_start") or {}
+        return (len(self.prompts.categories()) > 1
+                and any(k in snap for k in ("drafts", "verify_calls")))
+
+    def _decide_windows(self, scrapes: Scrapes) -> bool:
+        cfg = self.cfg
+        if cfg.category_windows is not None:
+            return cfg.category_windows
+        support = self.adapter.per_request_sd_support
+        if support == "always" or not self._auto_windows_possible(scrapes):
+            return False
+        if support == "optional":
+            first = next((r for r in self.records if r["status"] == "ok"), None)
+            if first is None:  # --warmup-requests 0, or no warm-up request succeeded
+                return False
+            return first.get("acceptance_length") is None
+        return True
+
+    async def _measure(self, http: httpx.AsyncClient, items: Iterator[Item],
+                       n: int | None, duration_s: float | None,
+                       category: str | None) -> dict[str, Any]:
+        """One measured window: scrape, send, scrape at the window end (single window) or
+        after the drain (a category window: its counter delta then covers exactly its
+        requests)."""
+        cfg, drv, scrapes = self.cfg, self._driver, self._scrapes
+        assert drv is not None
+        tag = f":{category}" if category is not None else ""
+        drv.new_window()
+        await scrapes.take(http, "window_start" + tag)
+        window: dict[str, Any] = {"start_ns": _now_ns(), "category": category,
+                                  "start_scrape": "window_start" + tag}
+        cpu0 = time.process_time()
+        self._lag.start()
+        gc.disable()  # no collector pauses inside the timed window; re-enabled below
+        deadline = (_now_ns() + int(duration_s * 1e9)) if duration_s else None
+        if cfg.concurrency is not None:
+            measured = drv.spawn(drv.closed_loop(items, n, deadline, cfg.concurrency))
+        else:
+            assert cfg.request_rate is not None
+            measured = drv.spawn(drv.open_loop(
+                items, n, deadline, cfg.request_rate, cfg.arrival, cfg.burstiness, cfg.seed,
+                cfg.max_concurrency))
+        measured.add_done_callback(lambda _: drv.mark_window_end())
+        if category is None:
+            async def scrape_at_window_end() -> None:
+                await drv.window_end.wait()
+                await scrapes.take(http, "window_end")
+
+            scrape_end = drv.spawn(scrape_at_window_end())
+            await drv.wait([measured])
+            drv.mark_window_end()
+            await drv.wait([scrape_end])
+        else:
+            await drv.wait([measured])
+            drv.mark_window_end()
+            await scrapes.take(http, "window_end" + tag)
+        self._cpu_s += time.process_time() - cpu0
+        self._lag.stop()
+        if self._gc_was:
+            gc.enable()
+        window["end_ns"] = drv.window_end_ns or window["start_ns"]
+        window["end_scrape"] = "window_end" + tag
+        return window
+
+    async def _category_phases(self, http: httpx.AsyncClient, start: int, warm: int) -> None:
+        """Category windows: per category, warm-up (min of the warm-up count and the
+        category's size), then a measured window of that category's requests only."""
+        cfg, drv = self.cfg, self._driver
+        assert drv is not None
+        for cat, recs, n, share in split_by_category(self.prompts.records, cfg.num_requests):
+            if self.stop_requested:
+                break
+            w = min(warm, len(recs))
+            items = iter_records(recs, cfg.seed, w, cfg.shuffle, start)
+            if w:
+                if cfg.concurrency is not None:
+                    await drv.closed_loop(items, w, None, min(cfg.concurrency, w))
+                else:
+                    assert cfg.request_rate is not None
+                    await drv.open_loop(items, w, None, cfg.request_rate, cfg.arrival,
+                                        cfg.burstiness, cfg.seed, cfg.max_concurrency)
+            dur = cfg.duration_s * share if cfg.duration_s else None
+            self._windows.append(await self._measure(http, items, n, dur, cat))
+            start = 1 + max((r["index"] for r in self.records), default=start - 1)
 
     def _bounds(self, window: dict[str, Any]) -> dict[str, Any]:
         start = window.get("start_ns", 0)
         end = window.get("end_ns", start)
-        measured = [r for r in self.records if not r["warmup"]]
+        cat = window.get("category")
+        measured = [r for r in self.records if not r["warmup"]
+                    and (cat is None or r["category"] == cat)]
         includes_drain = False
         if measured and end - start < 0.2 * (max(r["end_ns"] for r in measured) - start):
             # Everything was sent at once (n <= concurrency): no steady state to isolate.
             end = max(r["end_ns"] for r in measured)
             includes_drain = True
-        return {"start_ns": start, "end_ns": end, "includes_drain": includes_drain}
+        return {**window, "start_ns": start, "end_ns": end, "includes_drain": includes_drain}
+
+
+def merged_window(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's window when it has several (category windows): from the first start to the
+    last end; its duration for throughput is the sum of the windows' (docs/METRICS.md)."""
+    return {"start_ns": windows[0]["start_ns"], "end_ns": windows[-1]["end_ns"],
+            "includes_drain": any(w["includes_drain"] for w in windows)}

@@ -42,6 +42,8 @@ class PromptRecord:
     max_tokens: int | None = None
     messages: list[dict[str, str]] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    # text records (loadgen/data/chatprompts.py): no ids; the later user turns as text
+    text_turns: list[str] | None = None
 
     @property
     def input_len(self) -> int:
@@ -164,8 +166,10 @@ def _is_parquet(path: Path) -> bool:
     return path.suffix == ".parquet"
 
 
-def read_prompts(path: str | Path) -> PromptFile:
-    """Read and validate a prompt file (``.jsonl``, ``.jsonl.gz`` or ``.parquet``)."""
+def read_prompts(path: str | Path, text: bool = False) -> PromptFile:
+    """Read and validate a prompt file (``.jsonl``, ``.jsonl.gz`` or ``.parquet``). ``text``:
+    the engine sends text, so a text prompt file or ``messages`` JSONL is read as text records
+    (loadgen/data/chatprompts.py); otherwise such a file is refused (tokenize it first)."""
     path = Path(path)
     if not path.exists():
         raise PromptFileError(f"{path}: no such prompt file")
@@ -189,12 +193,13 @@ def read_prompts(path: str | Path) -> PromptFile:
                 row["messages"] = json.loads(row["messages"])
             records.append(record_from_dict(row, path, row_no))
     else:
+        from loadgen.data.chatprompts import is_text_record, read_text_prompt_file, text_refusal
+
         for lineno, obj in _iter_jsonl(path):
-            if isinstance(obj, dict) and TEXT_HEADER_KEY in obj:
-                raise PromptFileError(
-                    f"{path}:{lineno}: this is a text prompt file, not token ids: tokenize it "
-                    f"for the target model first (loadgen data tokenize {path} --tokenizer T "
-                    f"--out FILE)")
+            if not records and not header and is_text_record(obj):
+                if text:
+                    return read_text_prompt_file(path)
+                raise text_refusal(path, lineno)
             if isinstance(obj, dict) and HEADER_KEY in obj:
                 if records or header:
                     raise PromptFileError(f"{path}:{lineno}: header record must be the first line")

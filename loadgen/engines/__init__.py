@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from loadgen.engines.base import EngineAdapter
+from loadgen.engines.sampling import Sampling
 
 ENGINES = ("vllm", "sglang", "trtllm", "llamacpp", "openai")
 
 
 def make_adapter(name: str, model: str | None = None, keep_token_ids: bool = False,
-                 **options: object) -> EngineAdapter:
+                 sampling: Sampling | None = None, **options: object) -> EngineAdapter:
+    cls = adapter_class(name)
+    return cls(model=model, keep_token_ids=keep_token_ids, sampling=sampling, **options)
+
+
+def adapter_class(name: str) -> type[EngineAdapter]:
+    cls: type[EngineAdapter]
     if name == "vllm":
         from loadgen.engines.vllm import VllmAdapter as cls
     elif name == "sglang":
@@ -21,4 +28,4 @@ def make_adapter(name: str, model: str | None = None, keep_token_ids: bool = Fal
         from loadgen.engines.openai import OpenAIAdapter as cls
     else:
         raise ValueError(f"unknown engine {name!r} (choose from {', '.join(ENGINES)})")
-    return cls(model=model, keep_token_ids=keep_token_ids, **options)
+    return cls

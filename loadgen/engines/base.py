@@ -12,6 +12,7 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadgen.engines.sampling import Sampling
 from loadgen.results.summary import AcceptanceSummary
 
 _loads = orjson.loads  # ~4x faster than json.loads on a stream chunk
@@ -36,6 +37,8 @@ class StreamState:
     usage_completion_tokens: int | None = None
     sd: dict[str, Any] | None = None  # per-request SD fields as the engine names them
     error: str | None = None
+    reasoning_tokens: int = 0  # of ``tokens``: those that came as reasoning deltas
+    reasoning_parts: list[str] | None = None  # reasoning text, kept with text_parts
 
     def add(self, n: int, stamp: int, ids: list[int] | None = None) -> None:
         if n <= 0:
@@ -61,20 +64,42 @@ class EngineAdapter:
     neutral_count: Callable[[str], int] | None = None
     neutral_tokenizer: str | None = None
     token_count_source: str | None = None
+    # Whether the stream carries per-request SD numbers: "always" (when SD is on), "optional"
+    # (only with a server flag: a first request tells) or "never". Category windows
+    # (docs/METRICS.md) are the default when they are absent.
+    per_request_sd_support: ClassVar[str] = "always"
+    # whether prompts may be text records (messages) instead of token ids
+    accepts_text: ClassVar[bool] = False
 
-    def __init__(self, model: str | None = None, keep_token_ids: bool = False) -> None:
+    def __init__(self, model: str | None = None, keep_token_ids: bool = False,
+                 sampling: Sampling | None = None) -> None:
         self.model = model
         self.keep_token_ids = keep_token_ids
+        self.sampling = sampling or Sampling()
 
     # -- requests -------------------------------------------------------------------------------
-    def build_body(self, prompt_ids: list[int], max_tokens: int) -> dict[str, Any]:
+    def build_body(self, prompt_ids: list[int], max_tokens: int,
+                   seed: int | None = None) -> dict[str, Any]:
         raise NotImplementedError
 
+    def sampling_fields(self, seed: int | None) -> dict[str, Any]:
+        """The run's sampling in the OpenAI-style names that vLLM, TRT-LLM and llama.cpp
+        share (temperature, top_p, top_k, seed); unset ones are left to the engine."""
+        s = self.sampling
+        out: dict[str, Any] = {"temperature": s.temperature}
+        if s.top_p is not None:
+            out["top_p"] = s.top_p
+        if s.top_k is not None:
+            out["top_k"] = s.top_k
+        if seed is not None:
+            out["seed"] = seed
+        return out
+
     def encode(self, prompt_ids: list[int], max_tokens: int,
-               messages: list[dict[str, str]] | None = None) -> bytes:
+               messages: list[dict[str, str]] | None = None, seed: int | None = None) -> bytes:
         """The request body. ``messages`` (the record's text conversation) is for adapters
-        that send text; token-id adapters ignore it."""
-        return orjson.dumps(self.build_body(prompt_ids, max_tokens))
+        that send text; token-id adapters ignore it. ``seed``: the per-request seed."""
+        return orjson.dumps(self.build_body(prompt_ids, max_tokens, seed))
 
     def new_state(self) -> StreamState:
         return StreamState(token_ids=[] if self.keep_token_ids else None)

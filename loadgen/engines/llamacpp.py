@@ -22,10 +22,12 @@ class LlamacppAdapter(EngineAdapter):
         ("prompt_tokens", "llamacpp:prompt_tokens_total", None),
     )
 
-    def build_body(self, prompt_ids: list[int], max_tokens: int) -> dict[str, Any]:
+    def build_body(self, prompt_ids: list[int], max_tokens: int,
+                   seed: int | None = None) -> dict[str, Any]:
+        # /completion's own sampling fields are temperature, top_p, top_k and seed
         return {"prompt": prompt_ids, "n_predict": max_tokens, "ignore_eos": True,
                 "stream": True, "cache_prompt": False, "return_tokens": True,
-                "temperature": 0.0}
+                **self.sampling_fields(seed)}
 
     def on_event(self, st: StreamState, payload: bytes, stamp: int) -> None:
         obj = self.parse_event(st, payload)

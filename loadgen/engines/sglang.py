@@ -18,12 +18,14 @@ class SglangAdapter(EngineAdapter):
         ("prompt_tokens", "sglang:prompt_tokens_total", None),
     )
 
-    def build_body(self, prompt_ids: list[int], max_tokens: int) -> dict[str, Any]:
-        return {
-            "input_ids": prompt_ids, "stream": True,
-            "sampling_params": {"max_new_tokens": max_tokens, "min_new_tokens": max_tokens,
-                                "ignore_eos": True, "temperature": 0.0},
-        }
+    def build_body(self, prompt_ids: list[int], max_tokens: int,
+                   seed: int | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"max_new_tokens": max_tokens, "min_new_tokens": max_tokens,
+                                  "ignore_eos": True}
+        params.update(self.sampling_fields(seed))
+        if "seed" in params:  # SamplingParams names it sampling_seed
+            params["sampling_seed"] = params.pop("seed")
+        return {"input_ids": prompt_ids, "stream": True, "sampling_params": params}
 
     def on_event(self, st: StreamState, payload: bytes, stamp: int) -> None:
         obj = self.parse_event(st, payload)

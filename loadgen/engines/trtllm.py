@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from loadgen.engines.sampling import Sampling
 from loadgen.engines.vllm import VllmAdapter
 
 
@@ -23,20 +24,26 @@ class TrtllmAdapter(VllmAdapter):
         ("prompt_tokens", "trtllm_prompt_tokens_total", None),
     )
 
-    def __init__(self, model: str | None = None, keep_token_ids: bool = False) -> None:
+    per_request_sd_support = "always"  # avg_decoded_tokens_per_iter on every choice
+
+    def __init__(self, model: str | None = None, keep_token_ids: bool = False,
+                 sampling: Sampling | None = None) -> None:
         if not model:
             raise ValueError("TensorRT-LLM requires --model (the served model name)")
-        super().__init__(model, keep_token_ids)
+        super().__init__(model, keep_token_ids, sampling)
         self._totals = {"drafts": 0.0, "draft_tokens": 0.0, "accepted": 0.0, "iterations": 0.0}
         self._poller: asyncio.Task | None = None
         self._lock = asyncio.Lock()
 
-    def build_body(self, prompt_ids: list[int], max_tokens: int) -> dict[str, Any]:
+    def build_body(self, prompt_ids: list[int], max_tokens: int,
+                   seed: int | None = None) -> dict[str, Any]:
+        # CompletionRequest's own fields: temperature, top_p, top_k, seed
         return {
             "model": self.model, "prompt": prompt_ids, "max_tokens": max_tokens,
-            "min_tokens": max_tokens, "ignore_eos": True, "temperature": 0.0,
+            "min_tokens": max_tokens, "ignore_eos": True,
             "detokenize": False, "stream": True,
             "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+            **self.sampling_fields(seed),
         }
 
     def on_choice(self, st, choice: dict[str, Any]) -> None:

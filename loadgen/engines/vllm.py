@@ -9,6 +9,8 @@ from loadgen.engines.base import EngineAdapter, StreamState
 
 class VllmAdapter(EngineAdapter):
     name = "vllm"
+    # metrics.speculative_decoding only with --per-request-spec-decode-metrics
+    per_request_sd_support = "optional"
     COUNTERS = (
         ("drafts", "vllm:spec_decode_num_drafts_total", None),
         ("draft_tokens", "vllm:spec_decode_num_draft_tokens_total", None),
@@ -18,11 +20,13 @@ class VllmAdapter(EngineAdapter):
         ("prompt_tokens", "vllm:prompt_tokens_total", None),
     )
 
-    def build_body(self, prompt_ids: list[int], max_tokens: int) -> dict[str, Any]:
+    def build_body(self, prompt_ids: list[int], max_tokens: int,
+                   seed: int | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "prompt": prompt_ids, "max_tokens": max_tokens, "min_tokens": max_tokens,
-            "ignore_eos": True, "temperature": 0.0, "stream": True, "return_token_ids": True,
+            "ignore_eos": True, "stream": True, "return_token_ids": True,
             "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+            **self.sampling_fields(seed),
         }
         if self.model:
             body["model"] = self.model

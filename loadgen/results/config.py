@@ -6,12 +6,15 @@ dataclass; its defaults are the defaults everywhere (``default(name)``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 ARRIVALS = ("poisson", "constant", "gamma")
 OPENAI_MODES = ("completions", "chat")
+# Default warm-up in rate mode: this many seconds of arrivals at the requested rate.
+WARMUP_SECONDS = 3.0
 
 
 @dataclass(slots=True)
@@ -27,7 +30,8 @@ class RunConfig:
     max_concurrency: int | None = None
     num_requests: int | None = None
     duration_s: float | None = None
-    warmup_requests: int = 0
+    # None: the default warm-up (effective_warmup()); 0 keeps cold-start requests measured
+    warmup_requests: int | None = None
     model: str | None = None
     api_key_env: str | None = None
     # request headers 'Name: value' ('Name: env:VAR' reads VAR); values never written anywhere
@@ -43,6 +47,14 @@ class RunConfig:
     multi_turn: bool = True
     shuffle: bool = True
     progress: bool = True
+    # Sampling (default greedy). Sent in each engine's own fields (loadgen/engines/sampling.py).
+    temperature: float = 0.0
+    top_p: float | None = None
+    top_k: int | None = None
+    seed_per_request: bool = False
+    # Category windows: None = on when the engine gives no per-request SD (runner decides)
+    category_windows: bool | None = None
+    retry_429: int = 0  # retries of a request answered 429 (waiting Retry-After)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -56,6 +68,31 @@ class RunConfig:
             raise ValueError("--num-requests must be >= 1")
         if self.output_len is not None and self.output_len < 1:
             raise ValueError("--output-len must be >= 1")
+        if self.warmup_requests is not None and self.warmup_requests < 0:
+            raise ValueError("--warmup-requests must be >= 0")
+        if self.temperature < 0:
+            raise ValueError("--temperature must be >= 0")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError("--top-p must be in (0, 1]")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError("--top-k must be >= 1")
+        if self.retry_429 < 0:
+            raise ValueError("--retry-429 must be >= 0")
+
+    def effective_warmup(self) -> int:
+        """Warm-up requests actually sent: the explicit count, else the concurrency (closed
+        loop), else WARMUP_SECONDS of arrivals at the request rate (rate mode), at least 1."""
+        if self.warmup_requests is not None:
+            return self.warmup_requests
+        if self.concurrency is not None:
+            return self.concurrency
+        assert self.request_rate is not None
+        return max(1, math.ceil(self.request_rate * WARMUP_SECONDS))
+
+    def sampling(self) -> dict[str, Any]:
+        """The sampling parameters as summary.json and the console show them."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
+                "seed_per_request": self.seed_per_request}
 
 
 # What a run is pointed at and how hard it is driven: set per cell by a sweep, not by `run:`.

@@ -47,6 +47,10 @@ class RequestRecord:
     acceptance_length: float | None = None  # per-request AL (docs/METRICS.md)
     token_ids: list[int] | None = None
     neutral_output_tokens: int | None = None  # the output text in a neutral encoding
+    text_prompt: bool = False  # sent as text (input_tokens is then the server's count)
+    seed: int | None = None  # the per-request sampling seed sent (--seed-per-request)
+    retries: int = 0  # resends after a 429 (--retry-429)
+    reasoning_tokens: int | None = None  # of output_tokens: reasoning deltas (text endpoints)
 
     def to_dict(self) -> dict[str, Any]:
         """A shallow dict: its lists are the record's own (no copy of the per-event stamps)."""

@@ -85,6 +85,11 @@ class RequestCounts:
     error: int = 0
     cancelled: int = 0
     warmup: int = 0
+    retries: int = 0  # resends after 429 (--retry-429) of the measured requests
+    retried: int = 0  # measured requests resent at least once
+    rate_limited: int = 0  # measured requests whose final answer was 429
+    reasoning_tokens: int | None = field(default=None, metadata=_OMIT)
+    reasoning_share: float | None = field(default=None, metadata=_OMIT)
 
 
 @dataclass(slots=True)
@@ -95,6 +100,8 @@ class Window:
     start_ns: int = 0
     end_ns: int = 0
     includes_drain: bool = False
+    # category windows: how many (duration_s is then their sum, start/end span all of them)
+    category_windows: int | None = field(default=None, metadata=_OMIT)
 
 
 @dataclass(slots=True)
@@ -167,10 +174,16 @@ class CategoryStats:
     requests: int = 0
     acceptance_length: float | None = None
     acceptance_length_request_weighted: float | None = None
+    # "per_request", or "server_counters:ENGINE (category window)"
+    acceptance_source: str | None = None
+    acceptance_rate: float | None = field(default=None, metadata=_OMIT)
+    per_position_rate: list[float] | None = field(default=None, metadata=_OMIT)
     output_tokens: int = 0
     ttft_ms_p50: float | None = None
     tpot_ms_p50: float | None = None
     per_user_tokens_per_s_mean: float | None = None
+    window_s: float | None = field(default=None, metadata=_OMIT)  # category windows only
+    output_tokens_per_s: float | None = field(default=None, metadata=_OMIT)
 
 
 @dataclass(slots=True)
@@ -211,6 +224,8 @@ class Summary:
     error_reasons: dict[str, int] = field(default_factory=dict)
     interrupted: bool = False
     token_count_source: str | None = field(default=None, metadata=_OMIT)
+    # temperature, top_p, top_k, seed_per_request (None in files written before it)
+    sampling: dict[str, Any] | None = field(default=None, metadata=_OMIT)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
