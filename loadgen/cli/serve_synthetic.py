@@ -74,6 +74,9 @@ def register(engines: argparse._SubParsersAction) -> None:
     sv.add_argument("--add-bos", action="store_true",
                     help="vLLM: prepend a BOS to token-id prompts, as a misconfigured server "
                          "would (the client must notice)")
+    sv.add_argument("--reasoning-tokens", type=int, default=0, metavar="N",
+                    help="vLLM chat: stream each reply's first N tokens as reasoning_content "
+                         "deltas, as a reasoning parser does")
     sv.add_argument("--truth-log", type=Path, help="JSONL, one record per request")
     sv.add_argument("--fault", action="append", default=[], metavar="KIND[:k=v,...]",
                     help="inject faults (repeatable); see docs/SYNTHETIC.md")
@@ -111,6 +114,7 @@ def build(args: argparse.Namespace):
         incremental_streaming=args.incremental_streaming,
         per_request_spec_metrics=args.per_request_spec_metrics, truth_log=args.truth_log,
         llamacpp_partial_utf8=args.llamacpp_partial_utf8, add_bos=args.add_bos,
+        reasoning_tokens=max(0, args.reasoning_tokens),
         faults=FaultPlan.parse(args.fault, seed=args.seed),
     )
     return SyntheticServer(cfg, engine)

@@ -95,6 +95,11 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
     buffered = buffered_stream_warning(outcome.records, summary.acceptance.acceptance_length)
     if buffered:
         summary.warnings.append(buffered)
+    if (acceptance is not None and len(summary.categories) > 1
+            and all(c.acceptance_length is None for c in summary.categories.values())):
+        summary.warnings.append(
+            "no per-category acceptance: the engine sent no per-request SD numbers; rerun "
+            "with --category-windows (or --warmup-requests >= 1, so a first request tells)")
     summary.error_reasons = dict(Counter(
         (r["error"] or "")[:120] for r in outcome.records if r["status"] != "ok"))
     summary.interrupted = outcome.interrupted

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from loadgen.synthetic.model import RequestModel, SpecModel, natural_length
 
@@ -107,6 +108,7 @@ class Sequence:
         "prefill_left",
         "prompt_ids",
         "rid",
+        "sampling",
         "sink",
         "stop_at",
         "submitted_ns",
@@ -115,6 +117,7 @@ class Sequence:
     def __init__(self, rid: str, prompt_ids: list[int], max_tokens: int, ignore_eos: bool,
                  min_tokens: int, model: RequestModel) -> None:
         self.rid = rid
+        self.sampling: dict[str, Any] | None = None  # sampling fields as the request named them
         self.prompt_ids = prompt_ids
         self.max_tokens = max_tokens
         self.ignore_eos = ignore_eos

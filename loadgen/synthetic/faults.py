@@ -12,6 +12,10 @@ Kinds, and the parameters they take:
   malformed [after=TOKENS]             the chunk that carries token number ``after`` is not JSON
   truncate [after=TOKENS]              the stream ends cleanly after that many tokens, without
                                        its final chunk (usage, ``[DONE]``, llama.cpp's stop event)
+  stream_error [after=TOKENS]          after that many tokens, an error event in the stream
+                                       (``data: {"error": {"message": ...}}``, then ``[DONE]``
+                                       where the protocol has it), as vLLM sends when generation
+                                       fails mid-stream
 
 ``after`` defaults to 1. The first rule that fires for a request wins.
 """
@@ -22,7 +26,8 @@ import random
 from dataclasses import dataclass
 
 PRE_HEADER_KINDS = frozenset({"http500", "http503", "http429", "close_before_headers"})
-STREAM_KINDS = frozenset({"reset", "stall", "malformed", "truncate"})
+STREAM_KINDS = frozenset({"reset", "stall", "malformed", "truncate", "stream_error"})
+STREAM_ERROR_MESSAGE = "injected error: generation failed mid-stream"
 KINDS = PRE_HEADER_KINDS | STREAM_KINDS
 _PARAMS = {"p", "every", "after", "seconds", "retry_after"}
 

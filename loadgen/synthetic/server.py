@@ -15,16 +15,18 @@ from pathlib import Path
 from typing import IO, Any
 
 from loadgen.synthetic.engine import Engine, Sequence
-from loadgen.synthetic.faults import PRE_HEADER_KINDS, FaultRule
+from loadgen.synthetic.faults import PRE_HEADER_KINDS, STREAM_ERROR_MESSAGE, FaultRule
 from loadgen.synthetic.http import Connection, Request, Response
 from loadgen.synthetic.model import prompt_digest
 from loadgen.synthetic.protocols import make_protocol
 from loadgen.synthetic.wire import (
     MALFORMED_EVENT,
+    SSE_DONE,
     BadRequest,
     Formatter,
     Route,
     ServerConfig,
+    sse,
 )
 
 
@@ -209,6 +211,16 @@ class SyntheticServer:
                     finish("fault:truncate")
                     conn.end_stream()
                     return
+                if crossed and stream_fault == "stream_error":
+                    self.engine.cancel(s)
+                    finish("fault:stream_error")
+                    conn.write_chunk(sse({"error": {"message": STREAM_ERROR_MESSAGE,
+                                                    "type": "InternalServerError",
+                                                    "code": 500}}))
+                    if self.protocol.stream_done_marker:
+                        conn.write_chunk(SSE_DONE)
+                    conn.end_stream()
+                    return
                 if crossed and stream_fault == "stall" and not stalled:
                     stalled = True
                     s.paused_until = loop.time() + fault.seconds  # type: ignore[union-attr]
@@ -247,5 +259,6 @@ class SyntheticServer:
             output_token_ids=seq.generated, finish_reason=seq.finish_reason,
             accepted_per_step=seq.accepted_per_step, drafted_per_step=seq.drafted_per_step,
             category_key=seq.prompt_ids[0] if seq.prompt_ids else None,
+            sampling=seq.sampling,
         )
         self.truth.write(record)

@@ -40,6 +40,7 @@ class ServerConfig:
     per_request_spec_metrics: str | None = None  # vLLM: None | "summary" | "detailed"
     llamacpp_partial_utf8: int = 13  # llama.cpp: ids divisible by this get no event of their own
     add_bos: bool = False  # vLLM: prepend BOS to token-id prompts (what no real engine does)
+    reasoning_tokens: int = 0  # vLLM chat: first N reply tokens as reasoning_content deltas
     truth_log: Path | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
 

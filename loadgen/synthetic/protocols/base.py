@@ -35,6 +35,8 @@ class BaseProtocol:
     name = "base"
     # llama-server closes the connection after every streamed response, keep-alive or not
     close_after_stream = False
+    # whether a stream ends with `data: [DONE]` (llama.cpp's native stream does not)
+    stream_done_marker = True
 
     def __init__(self, server: Host) -> None:
         self.server = server

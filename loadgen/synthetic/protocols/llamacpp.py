@@ -17,7 +17,7 @@ from prometheus_client.metrics_core import Metric
 from loadgen.synthetic.engine import Sequence
 from loadgen.synthetic.http import Connection, Request, Response
 from loadgen.synthetic.protocols.base import BaseProtocol, family
-from loadgen.synthetic.protocols.openai import is_token_list
+from loadgen.synthetic.protocols.openai import is_token_list, sampling_of
 from loadgen.synthetic.wire import BadRequest, detokenize, sse, tokenize_text
 
 
@@ -97,6 +97,7 @@ class LlamacppFormatter:
 class LlamacppProtocol(BaseProtocol):
     name = "llamacpp"
     close_after_stream = True
+    stream_done_marker = False
 
     def routes(self):
         r = super().routes()
@@ -142,6 +143,7 @@ class LlamacppProtocol(BaseProtocol):
         max_tokens = n_predict if n_predict > 0 else self.cfg.max_model_len - len(ids)
         seq = self.engine.new_sequence(self.server.next_rid(), ids, max_tokens,
                                        bool(body.get("ignore_eos", False)))
+        seq.sampling = sampling_of(body)
         fmt = LlamacppFormatter(self.cfg.model_name, bool(body.get("return_tokens")),
                                   self.engine.spec.enabled, self.cfg.llamacpp_partial_utf8)
         return await self.server.generate(conn, seq, fmt, bool(body.get("stream")), req.path)

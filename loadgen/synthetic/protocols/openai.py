@@ -53,6 +53,14 @@ def chat_prompt_ids(body: dict[str, Any]) -> list[int]:
     return tokenize_text("".join(parts) + "<|assistant|>")
 
 
+SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "seed", "sampling_seed")
+
+
+def sampling_of(params: dict[str, Any]) -> dict[str, Any]:
+    """The sampling fields a request carried, under the names it used (for the truth log)."""
+    return {k: params[k] for k in SAMPLING_FIELDS if k in params}
+
+
 def int_field(body: dict[str, Any], name: str, default: int | None, minimum: int) -> int | None:
     value = body.get(name, default)
     if value is None:
@@ -83,6 +91,7 @@ def completion_sequence(server: Any, body: dict[str, Any]) -> tuple[Sequence, bo
     seq = server.engine.new_sequence(server.next_rid(), ids, max_tokens,
                                      bool(body.get("ignore_eos", False)),
                                      int_field(body, "min_tokens", 0, 0) or 0)
+    seq.sampling = sampling_of(body)
     return seq, stream, include_usage, continuous
 
 
@@ -97,6 +106,7 @@ class CompletionOptions:
     choice_extra: Callable[[Sequence], dict[str, Any]] | None = None  # TRT-LLM
     final_extra: Callable[[Sequence], dict[str, Any]] | None = None  # vLLM per-request SD
     chat: bool = False
+    reasoning_tokens: int = 0  # chat: the reply's first N tokens are reasoning_content deltas
 
 
 def _usage(seq: Sequence) -> dict[str, int]:
@@ -116,9 +126,17 @@ class CompletionFormatter:
         o = self.opts
         choice: dict[str, Any] = {"index": 0}
         if o.chat:
-            delta: dict[str, Any] = {"content": detokenize(tokens)}
+            # the reply's first `reasoning_tokens` tokens go out as reasoning (a reasoning
+            # parser's split); a chunk that spans the boundary carries both fields
+            start = len(seq.generated) - len(tokens)
+            cut = max(0, min(len(tokens), o.reasoning_tokens - start))
+            delta: dict[str, Any] = {}
             if self._first:
                 delta["role"] = "assistant"
+            if cut:
+                delta["reasoning_content"] = detokenize(tokens[:cut])
+            if cut < len(tokens) or not cut:
+                delta["content"] = detokenize(tokens[cut:])
             choice["delta"] = delta
         else:
             choice["text"] = detokenize(tokens) if o.text else ""
@@ -159,7 +177,10 @@ class CompletionFormatter:
     def complete(self, seq: Sequence) -> Response:
         choice = self._choice(seq, seq.generated, True)
         if self.opts.chat:
-            choice["message"] = {"role": "assistant", "content": choice.pop("delta")["content"]}
+            delta = choice.pop("delta")
+            choice["message"] = {"role": "assistant", "content": delta.get("content", "")}
+            if "reasoning_content" in delta:
+                choice["message"]["reasoning_content"] = delta["reasoning_content"]
         body: dict[str, Any] = {
             "id": self.id, "object": "chat.completion" if self.opts.chat else "text_completion",
             "created": self.created, "model": self.opts.model, "choices": [choice],

@@ -23,6 +23,7 @@ from loadgen.synthetic.protocols.openai import (
     completion_sequence,
     int_field,
     is_token_list,
+    sampling_of,
 )
 from loadgen.synthetic.wire import SSE_DONE, BadRequest, detokenize, sse, tokenize_text
 
@@ -139,6 +140,7 @@ class SglangProtocol(BaseProtocol):
         min_new = int_field(sp, "min_new_tokens", 0, 0) or 0
         seq = self.engine.new_sequence(str(body.get("rid") or self.server.next_rid()), ids,
                                        max_new, bool(sp.get("ignore_eos", False)), min_new)
+        seq.sampling = sampling_of(sp)
         fmt = GenerateFormatter(seq.rid, self.cfg.incremental_streaming, self.engine.spec.enabled)
         return await self.server.generate(conn, seq, fmt, bool(body.get("stream")), req.path)
 

@@ -22,6 +22,7 @@ from loadgen.synthetic.protocols.openai import (
     check_stream_options,
     int_field,
     prompt_ids_from,
+    sampling_of,
 )
 from loadgen.synthetic.wire import BadRequest
 
@@ -97,11 +98,13 @@ class VllmProtocol(BaseProtocol):
         stream, include_usage, continuous = check_stream_options(body)
         seq = self.engine.new_sequence(self.server.next_rid(), ids, max_tokens,
                                        bool(body.get("ignore_eos", False)), min_tokens)
+        seq.sampling = sampling_of(body)
         return_ids = bool(body.get("return_token_ids", False)) and not chat
         fmt = CompletionFormatter(seq.rid, CompletionOptions(
             model=self.cfg.model_name, token_ids=return_ids, text=True,
             include_usage=include_usage, continuous_usage=continuous,
             prompt_ids_first=return_ids, final_extra=self._final_extra(), chat=chat,
+            reasoning_tokens=self.cfg.reasoning_tokens if chat else 0,
         ))
         return await self.server.generate(conn, seq, fmt, stream, req.path)
 
