@@ -123,6 +123,8 @@ def test_category_windows_give_each_category_its_truth_al(synthetic, tmp_path, l
         assert c.acceptance_length == pytest.approx(truth_cat[cat][0], rel=1e-12)
         assert c.per_position_rate == pytest.approx(truth_cat[cat][1], rel=1e-12)
         assert c.window_s and c.output_tokens_per_s
+        # the window's counter delta holds exactly this category's measured requests
+        assert c.window_counters["generation_tokens"] == 8 * 24
     cats = s.categories
     assert cats["coding"].acceptance_length > cats["math"].acceptance_length > cats[
         "roleplay"].acceptance_length

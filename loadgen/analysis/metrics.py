@@ -148,6 +148,7 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
               client: ClientStats | None = None,
               windows: list[dict[str, Any]] | None = None,
               category_acceptance: dict[str, AcceptanceSummary] | None = None,
+              window_counters: dict[str, dict[str, float]] | None = None,
               sampling: dict[str, Any] | None = None) -> Summary:
     """Every number of summary.json from the run's records (docs/METRICS.md). ``windows``:
     the category windows of a --category-windows run (throughput sums over them), with each
@@ -209,11 +210,15 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
             per_user_tokens_per_s_mean=float(np.mean(cat_users)) if cat_users else None,
         )
         cacc = (category_acceptance or {}).get(cat)
-        if cacc is not None and cs.acceptance_length is None:
-            cs.acceptance_length = cacc.acceptance_length
-            cs.acceptance_source = f"{cacc.source} (category window)"
+        if cacc is not None:
+            cs.window_acceptance_length = cacc.acceptance_length
             cs.acceptance_rate = cacc.acceptance_rate
             cs.per_position_rate = cacc.per_position_rate
+            if cs.acceptance_length is None:
+                cs.acceptance_length = cacc.acceptance_length
+                cs.acceptance_source = f"{cacc.source} (category window)"
+        if window_counters and cat in window_counters:
+            cs.window_counters = window_counters[cat]
         if windows and cat in per_window:
             toks, _, _, secs = per_window[cat]
             cs.window_s = secs

@@ -70,6 +70,7 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
     counters = outcome.counters
     window = outcome.window
     cat_acc = {}
+    cat_delta = {}
     if outcome.windows:
         # each category's delta covers exactly its requests; the run's is their sum
         window_delta = None
@@ -77,6 +78,7 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
             d = counters.delta(w["start_scrape"], w["end_scrape"])
             if d is None:
                 continue
+            cat_delta[w["category"]] = d
             if (a := run.adapter.acceptance(d)) is not None:
                 cat_acc[w["category"]] = a
             window_delta = d if window_delta is None else {
@@ -90,6 +92,7 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
                         run_counter_delta=counters.delta("run_start", "run_end"),
                         rate_mode=rate_mode, client=outcome.client,
                         windows=outcome.windows or None, category_acceptance=cat_acc,
+                        window_counters=cat_delta,
                         sampling=run.cfg.sampling())
     summary.warnings = outcome.warnings + summary.warnings
     buffered = buffered_stream_warning(outcome.records, summary.acceptance.acceptance_length)

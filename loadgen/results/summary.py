@@ -184,6 +184,10 @@ class CategoryStats:
     per_user_tokens_per_s_mean: float | None = None
     window_s: float | None = field(default=None, metadata=_OMIT)  # category windows only
     output_tokens_per_s: float | None = field(default=None, metadata=_OMIT)
+    # category windows: AL from this category's counter delta (also when per-request AL
+    # exists), and the delta itself (its requests only: warm-up drained before, all after)
+    window_acceptance_length: float | None = field(default=None, metadata=_OMIT)
+    window_counters: dict[str, float] | None = field(default=None, metadata=_OMIT)
 
 
 @dataclass(slots=True)

