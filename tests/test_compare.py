@@ -260,7 +260,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         with SyntheticProcess(args) as eng:
             cfg = RunConfig(endpoint=eng.url, engine="vllm", out=root / name, model="m",
                             output_len=32, concurrency=4, num_requests=N_REQUESTS,
-                            progress=False)
+                            warmup_requests=0, progress=False)
             s = run_benchmark(cfg, prompts, ds, argv=["test"])
         assert s.requests.ok == N_REQUESTS
         out[name] = root / name
