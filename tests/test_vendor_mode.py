@@ -65,6 +65,8 @@ def test_text_prompt_file_in_chat_mode_replays_turns_with_the_live_reply(synthet
     # a text record's input_tokens is the server's own count of what it was sent
     assert [r["input_tokens"] for r in turn_recs] == [t1["prompt_len"], t2["prompt_len"]]
     assert all(r["text_prompt"] and r["output_tokens"] == 8 for r in recs)
+    assert s.requests.reasoning_tokens is None  # no reasoning delta came
+    assert all(r["reasoning_tokens"] is None for r in recs)
     # no "server saw other ids" warning for text prompts: there are no ids to compare
     assert not any("prompt_tokens differ" in w for w in s.warnings)
 

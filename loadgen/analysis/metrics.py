@@ -249,11 +249,10 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
         warnings.append(f"client event-loop lag p99 {client.loop_lag_ms.p99:.2f} ms is "
                         f"above {client.lag_threshold_ms} ms: timings may include client "
                         f"delay; lower the load per process")
-    reasoning = [r for r in ok if r.get("reasoning_tokens") is not None]
-    if reasoning:
-        rt = sum(r["reasoning_tokens"] for r in reasoning)
+    if any(r.get("reasoning_tokens") is not None for r in ok):
+        rt = sum(r.get("reasoning_tokens") or 0 for r in ok)
         counts.reasoning_tokens = rt
-        counts.reasoning_share = rt / max(1, sum(r["output_tokens"] for r in reasoning))
+        counts.reasoning_share = rt / max(1, sum(r["output_tokens"] for r in ok))
     throughput = Throughput(output_tokens_per_s=win_tokens / duration,
                             requests_per_s=done_in_window / duration,
                             window_output_tokens=win_tokens)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from loadgen.engines.sampling import sampling_label
@@ -42,7 +43,7 @@ def print_summary(summary: Summary, console: Console | None = None) -> None:
     head.add_row("output tokens/s", fmt(thr.output_tokens_per_s, 1))
     head.add_row("requests/s", fmt(thr.requests_per_s, 3))
     head.add_row("acceptance length", f"{fmt(acc.acceptance_length, 3)} ({smp}) "
-                                      f"[{acc.source or 'no server counters'}]")
+                                      + escape(f"[{acc.source or 'no server counters'}]"))
     if acc.acceptance_rate is not None:
         head.add_row("acceptance rate", fmt(acc.acceptance_rate, 3))
     pr = acc.per_request

@@ -175,7 +175,7 @@ class RequestSender:
         if rec.text_prompt:
             # the server's count of the text it was sent (no ids on this side)
             rec.input_tokens = st.usage_prompt_tokens or 0
-        if st.reasoning_parts is not None or st.reasoning_tokens:
+        if st.reasoning_parts or st.reasoning_tokens:  # reasoning deltas came
             rec.reasoning_tokens = st.reasoning_tokens
         if ad.neutral_count is not None and st.text_parts is not None:
             rec.neutral_output_tokens = ad.neutral_count(
