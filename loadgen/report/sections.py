@@ -7,8 +7,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadgen.report import across as X
 from loadgen.engines.sampling import sampling_label
+from loadgen.report import across as X
 from loadgen.report import data as D
 from loadgen.report.plots import Plot
 
