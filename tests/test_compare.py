@@ -357,9 +357,12 @@ def _copy_with(src: Path, dst: Path, **config) -> Path:
 
 def test_comparability_warnings(runs, tmp_path):
     b = _copy_with(runs["nosd"], tmp_path / "b", sha256="0" * 64, output_len=64,
-                   concurrency=8, engine="openai")
+                   concurrency=8, engine="openai", temperature=0.7, top_p=0.9)
     res = compare_dirs(runs["sd"], b)
     text = " | ".join(res["warnings"])
+    assert "different sampling: greedy vs T=0.7 top_p=0.9" in text
+    assert "different sampling" not in " | ".join(compare_dirs(runs["sd"], runs["nosd"])[
+        "warnings"])
     assert "different datasets" in text
     assert "different output length: 32 vs 64" in text
     assert "different load: concurrency=4 vs concurrency=8" in text

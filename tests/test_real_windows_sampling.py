@@ -160,3 +160,20 @@ def test_vllm_chat_with_a_text_prompt_file(vllm_url, tmp_path):
     a = sorted((r for r in recs if r["prompt_id"] == "a"), key=lambda r: r["turn"])
     # the second turn carries the first turn's reply (8 tokens) and the next question
     assert a[1]["input_tokens"] > a[0]["input_tokens"] + 8
+
+
+@pytest.mark.parametrize("mode", ["completions", "chat"])
+def test_llamacpp_openai_surface_counted_from_the_final_usage(llamacpp_url, tmp_path, mode):
+    """llama-server's OpenAI streams carry text only (no ids, no continuous usage): one token
+    per text event, reconciled with the final usage, and every request is ok. One request, so
+    no connection is reused (llama-server closes it after every stream)."""
+    ds = write_text_prompts(tmp_path / "text.jsonl", [
+        TextPrompt(id="a", category="qa", turns=["Name three colours."])])
+    cfg = RunConfig(endpoint=llamacpp_url, engine="openai", out=tmp_path / "out",
+                    output_len=OUT, concurrency=1, num_requests=1, openai_mode=mode,
+                    warmup_requests=0, timeout_s=120)
+    s = run_benchmark(cfg, read_prompts(ds, text=True), ds, argv=["test"])
+    assert s.requests.ok == 1, s.error_reasons
+    assert s.token_count_source == "events+final_usage"
+    (r,) = read_records(tmp_path / "out" / "requests.jsonl")
+    assert r["output_tokens"] == r["usage_completion_tokens"] == OUT == sum(r["event_tokens"])

@@ -155,8 +155,7 @@ class Run:
                 elif not self.stop_requested:
                     rest = max(0, warm - sent)
                     if rest:
-                        conc = min(cfg.concurrency or cfg.max_concurrency or rest, rest)
-                        await drv.closed_loop(items, rest, None, conc)
+                        await self._warmup(items, rest)
                     w = await self._measure(http, items, cfg.num_requests, cfg.duration_s,
                                             None)
                     windows = [w]
@@ -266,6 +265,18 @@ class Run:
         window["end_scrape"] = "window_end" + tag
         return window
 
+    async def _warmup(self, items: Iterator[Item], n: int) -> None:
+        """``n`` warm-up requests under the run's own load: the closed loop at its concurrency,
+        or arrivals at its rate (never a burst of all of them at once)."""
+        cfg, drv = self.cfg, self._driver
+        assert drv is not None
+        if cfg.concurrency is not None:
+            await drv.closed_loop(items, n, None, min(cfg.concurrency, n))
+        else:
+            assert cfg.request_rate is not None
+            await drv.open_loop(items, n, None, cfg.request_rate, cfg.arrival, cfg.burstiness,
+                                cfg.seed, cfg.max_concurrency)
+
     async def _category_phases(self, http: httpx.AsyncClient, start: int, warm: int) -> None:
         """Category windows: per category, warm-up (min of the warm-up count and the
         category's size), then a measured window of that category's requests only."""
@@ -277,12 +288,7 @@ class Run:
             w = min(warm, len(recs))
             items = iter_records(recs, cfg.seed, w, cfg.shuffle, start)
             if w:
-                if cfg.concurrency is not None:
-                    await drv.closed_loop(items, w, None, min(cfg.concurrency, w))
-                else:
-                    assert cfg.request_rate is not None
-                    await drv.open_loop(items, w, None, cfg.request_rate, cfg.arrival,
-                                        cfg.burstiness, cfg.seed, cfg.max_concurrency)
+                await self._warmup(items, w)
             dur = cfg.duration_s * share if cfg.duration_s else None
             self._windows.append(await self._measure(http, items, n, dur, cat))
             start = 1 + max((r["index"] for r in self.records), default=start - 1)

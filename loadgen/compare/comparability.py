@@ -7,6 +7,12 @@ from collections import Counter
 from typing import Any
 
 from loadgen.compare.load import RunData
+from loadgen.engines.sampling import sampling_label
+
+
+def sampling_of(config: dict[str, Any]) -> dict[str, Any]:
+    """A manifest config's sampling (files from before the sampling flags: greedy)."""
+    return {k: config.get(k) for k in ("temperature", "top_p", "top_k", "seed_per_request")}
 
 # Keys of manifest.json's config that define the load and the work, checked for comparability.
 LOAD_KEYS = ("concurrency", "request_rate", "arrival", "burstiness", "max_concurrency")
@@ -97,6 +103,9 @@ def comparability(a: RunData, b: RunData) -> tuple[list[str], list[str]]:
         if ca.get("model") != cb.get("model"):
             notes.append(f"different model names sent: {ca.get('model')!r} vs "
                          f"{cb.get('model')!r}")
+        samp_a, samp_b = sampling_label(sampling_of(ca)), sampling_label(sampling_of(cb))
+        if samp_a != samp_b:  # acceptance (and so speed) depends on sampling
+            warnings.append(f"different sampling: {samp_a} vs {samp_b}")
         if ca.get("multi_turn") != cb.get("multi_turn"):
             warnings.append("one run replays multi-turn conversations and the other does not")
         ha_, hb_ = ma.get("host") or {}, mb.get("host") or {}

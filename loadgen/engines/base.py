@@ -38,6 +38,7 @@ class StreamState:
     sd: dict[str, Any] | None = None  # per-request SD fields as the engine names them
     error: str | None = None
     reasoning_tokens: int = 0  # of ``tokens``: those that came as reasoning deltas
+    provisional: bool = False  # counted one per text event until a final usage reconciles
     reasoning_parts: list[str] | None = None  # reasoning text, kept with text_parts
 
     def add(self, n: int, stamp: int, ids: list[int] | None = None) -> None:

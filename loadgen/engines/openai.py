@@ -108,21 +108,44 @@ class OpenAIAdapter(EngineAdapter):
             if ids is not None:
                 self.token_count_source = "token_ids"
                 st.add(len(ids), stamp, ids)
+            elif st.provisional and usage and usage.get("completion_tokens") is not None:
+                self._reconcile(st, usage["completion_tokens"])
             elif usage and usage.get("completion_tokens") is not None:
                 self.token_count_source = "continuous_usage"
                 st.add(usage["completion_tokens"] - st.tokens, stamp)
             elif text or reasoning:
-                if self.count_text is None:
-                    st.error = st.error or ("the endpoint returns neither token ids nor "
-                                            "continuous usage; pass a tokenizer to count text")
-                    return
-                self.token_count_source = "tokenizer_on_text"
-                st.add(self.count_text((text or "") + (reasoning or "")), stamp)
+                if self.count_text is not None:
+                    self.token_count_source = "tokenizer_on_text"
+                    st.add(self.count_text((text or "") + (reasoning or "")), stamp)
+                else:  # one token per text event until the final usage says how many
+                    self.token_count_source = "events+final_usage"
+                    st.provisional = True
+                    st.add(1, stamp)
             if reasoning and not text:  # a reasoning-only delta: its tokens are reasoning
                 st.reasoning_tokens += st.tokens - before
             if c.get("finish_reason") is not None:
                 st.finish_reason = c["finish_reason"]
+                if usage:  # llama-server: the finishing choice carries the final usage
+                    self._final_usage(st, usage)
         elif usage:
-            st.final_seen = True
-            st.usage_prompt_tokens = usage.get("prompt_tokens")
-            st.usage_completion_tokens = usage.get("completion_tokens")
+            if st.provisional and usage.get("completion_tokens") is not None:
+                self._reconcile(st, usage["completion_tokens"])
+            self._final_usage(st, usage)
+
+    @staticmethod
+    def _final_usage(st: StreamState, usage: dict[str, Any]) -> None:
+        st.final_seen = True
+        st.usage_prompt_tokens = usage.get("prompt_tokens")
+        st.usage_completion_tokens = usage.get("completion_tokens")
+
+    @staticmethod
+    def _reconcile(st: StreamState, total: int) -> None:
+        """A stream with neither ids nor continuous usage (llama-server's OpenAI surface, most
+        hosted APIs): the final usage total is split evenly over its text events (largest
+        remainders first). Fewer tokens than events stays a mismatch (an error)."""
+        n = len(st.event_tokens)
+        if n == 0 or total < n or total == st.tokens:
+            return
+        base, extra = divmod(total, n)
+        st.event_tokens = [base + (1 if i < extra else 0) for i in range(n)]
+        st.tokens = total

@@ -35,7 +35,7 @@ class Sampling:
 def sampling_label(s: dict[str, Any] | None) -> str:
     """``greedy`` or ``T=0.7 top_p=0.9 top_k=50 seeded``: shown next to every AL. A summary
     without ``sampling`` predates the sampling flags, when every run was greedy."""
-    if not s:
+    if not s or all(v is None for v in s.values()):
         return "greedy"
     t = s.get("temperature") or 0.0
     parts = ["greedy" if t == 0 else f"T={t:g}"]
