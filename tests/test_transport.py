@@ -262,3 +262,31 @@ def test_connect_refused_is_a_transport_error():
         return client.connections_opened
 
     assert asyncio.run(main()) == 1
+
+
+def test_stale_kept_alive_connection_is_retried_once_then_not_reused():
+    """A server that says keep-alive but drops the idle connection (llama-server after every
+    stream): the request written on it gets no byte back; it is sent once more on a new
+    connection, and the client stops reusing connections to that server."""
+
+    async def reply(w: asyncio.StreamWriter, i: int) -> bool:
+        if i == 1:  # the request that arrives on the reused connection: dropped unanswered
+            return False
+        w.write(STREAM)
+        await w.drain()
+        return True
+
+    async def calls(client: HttpClient) -> list[bytes]:
+        out = []
+        for _ in range(3):
+            sink = Collect()
+            res = await client.post("/x", b"{}", sink=sink)
+            assert res.status == 200
+            out.append(sink.body)
+        return out
+
+    bodies, srv, client = serve(reply, calls)
+    assert bodies == [SSE] * 3  # every request answered in full
+    assert client.stale_retries == 1 and client.reuse_disabled
+    assert srv.requests == 4  # the dropped one was sent again
+    assert srv.connections == 3  # first, the retry's, and a new one for the third request

@@ -41,7 +41,7 @@ class HttpResult:
 class _Connection(asyncio.Protocol):
     __slots__ = (
         "_body", "_done", "_headers", "_keep_alive", "_parser", "_result", "_sink", "_stamp",
-        "closed", "transport",
+        "closed", "received", "transport",
     )
 
     def __init__(self) -> None:
@@ -54,6 +54,7 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._stamp = 0
         self._keep_alive = False
+        self.received = 0  # bytes of the current response so far
         self.closed = False
 
     # asyncio.Protocol
@@ -65,6 +66,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._stamp = _now_ns()
+        self.received += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -120,6 +122,7 @@ class _Connection(asyncio.Protocol):
         self._headers = {}
         self._body = []
         self._keep_alive = False
+        self.received = 0
         assert self.transport is not None
         self.transport.write(payload)
         return self._done
@@ -157,6 +160,11 @@ class HttpClient:
                                "accept: text/event-stream, application/json\r\n" + extra)
         self._idle: list[_Connection] = []
         self.connections_opened = 0  # connects attempted (successful or not)
+        # A server that says keep-alive but closes idle connections (llama-server after every
+        # stream) is found out by the first reused connection that dies before any response
+        # byte: that request is sent again on a new connection, and nothing is reused after.
+        self.stale_retries = 0
+        self.reuse_disabled = False
 
     async def _connect(self) -> _Connection:
         return await self.connector.open(_Connection, self.connect_timeout)
@@ -165,36 +173,60 @@ class HttpClient:
                    timeout: float | None = None, reuse: bool = True) -> HttpResult:
         """POST ``body``; body bytes of a 2xx response go to ``sink`` as they arrive.
 
-        ``reuse=False`` for servers that close every streamed response whatever their headers
-        say (llama-server): a pooled connection could be half-closed when the next request is
-        written, and a POST is not safe to retry.
+        ``reuse=False`` for servers known to close every streamed response whatever their
+        headers say (llama-server's native API). A server that does so unannounced is found out
+        by the stale-connection race (see ``stale_retries``): only a request whose reused
+        connection died before any response byte is sent again, once, on a new connection.
         """
+        reuse = reuse and not self.reuse_disabled
         conn = None
         while reuse and self._idle:
             c = self._idle.pop()
             if not c.closed:
                 conn = c
                 break
+        reused = conn is not None
         connect_ns = 0
         if conn is None:
-            self.connections_opened += 1
-            t0 = _now_ns()
-            conn = await self._connect()
-            connect_ns = _now_ns() - t0
+            conn, connect_ns = await self._open()
         head = (f"POST {self.connector.target(path)} HTTP/1.1\r\n{self._fixed_headers}"
                 f"content-length: {len(body)}\r\n\r\n").encode("latin-1")
-        fut = conn.begin(head + body, sink)
+        start = _now_ns()
         try:
-            result = await asyncio.wait_for(fut, timeout) if timeout else await fut
-        except BaseException:
-            conn.abort()  # cancelled, timed out or failed: this connection's state is unknown
-            raise
-        if reuse and conn.keep_alive:
+            result = await self._exchange(conn, head + body, sink, timeout)
+        except TransportError:
+            if not (reused and conn.received == 0):
+                raise
+            # the stale-connection race: the server closed this idle connection as we wrote
+            self.stale_retries += 1
+            self.reuse_disabled = True
+            self.close()
+            conn, connect_ns = await self._open()
+            left = None if timeout is None else max(0.0, timeout - (_now_ns() - start) / 1e9)
+            result = await self._exchange(conn, head + body, sink, left)
+        if reuse and not self.reuse_disabled and conn.keep_alive:
             self._idle.append(conn)
         else:
             conn.abort()
         result.connect_ns = connect_ns
         return result
+
+    async def _open(self) -> tuple[_Connection, int]:
+        """A new connection, and how long the connect took (ns)."""
+        self.connections_opened += 1
+        t0 = _now_ns()
+        conn = await self._connect()
+        return conn, _now_ns() - t0
+
+    @staticmethod
+    async def _exchange(conn: _Connection, payload: bytes, sink: BodySink | None,
+                        timeout: float | None) -> HttpResult:
+        fut = conn.begin(payload, sink)
+        try:
+            return await asyncio.wait_for(fut, timeout) if timeout else await fut
+        except BaseException:
+            conn.abort()  # cancelled, timed out or failed: this connection's state is unknown
+            raise
 
     def close(self) -> None:
         for c in self._idle:
