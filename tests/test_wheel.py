@@ -37,8 +37,11 @@ def wheel_env(tmp_path_factory):
     env_dir = root / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"
+    # --ignore-installed: the machine's site-packages may hold loadgen itself (an editable
+    # install of a checkout); the venv must get the wheel's copy regardless
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q",
-                    "--no-deps", str(wheels[0])], check=True, timeout=600, cwd=root)
+                    "--no-deps", "--ignore-installed", str(wheels[0])], check=True,
+                   timeout=600, cwd=root)
     work = root / "elsewhere"
     work.mkdir()
     return py, env_dir / "bin" / "loadgen", work
