@@ -38,6 +38,7 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
     run = Run(cfg, prompts)
     for notice in run.wire.notices:
         print(f"loadgen: WARNING: {notice}", file=sys.stderr)
+    run.notify = lambda text: print(f"loadgen: warning: {text}", file=sys.stderr)
 
     live = None
     if progress and sys.stderr.isatty():

@@ -39,6 +39,7 @@ from loadgen.client.plan import Item, iter_items, iter_records, split_by_categor
 from loadgen.client.request import RequestSender
 from loadgen.client.scrape import Scrapes
 from loadgen.client.wiring import build_wire
+from loadgen.data.lengthguard import length_warnings, parse_max_model_len
 from loadgen.data.prompts import PromptFile
 from loadgen.engines import make_adapter
 from loadgen.engines.base import EngineAdapter
@@ -86,6 +87,8 @@ class Run:
         self.records: list[dict[str, Any]] = []
         self.interrupted = False
         self.progress_cb: Callable[[dict[str, Any]], None] | None = None
+        # told each warning that matters before the load starts (the CLI prints it)
+        self.notify: Callable[[str], None] | None = None
         self._driver: Driver | None = None
         self._sender: RequestSender | None = None
 
@@ -99,6 +102,16 @@ class Run:
         if self._driver is not None:
             self._driver.stop.set()
             self._driver.cancel_all()
+
+    def _check_lengths(self, probe: dict[str, Any]) -> None:
+        """Before sending: prompts that cannot fit the max model length the server reports
+        (vLLM/SGLang /v1/models, llama.cpp /props) are a warning, printed now and kept."""
+        limit = parse_max_model_len(probe.get("/v1/models"), probe.get("/props"))
+        for line in length_warnings(self.prompts.records, limit, self.cfg.output_len):
+            text = line.removeprefix("warning: ")
+            self.warnings.append(text)
+            if self.notify is not None:
+                self.notify(text)
 
     async def execute(self) -> RunOutcome:
         cfg = self.cfg
@@ -136,6 +149,7 @@ class Run:
                     probe = await self.adapter.probe(http)
                 except httpx.HTTPError as exc:
                     self.warnings.append(f"probe failed: {exc!r}")
+                self._check_lengths(probe)
                 self.adapter.start_polling(http)
                 await scrapes.take(http, "run_start")
                 warm = cfg.effective_warmup()

@@ -2,8 +2,9 @@
 
 * ``data tokenize --max-input-tokens N`` (default: the tokenizer's model max length) drops, and
   counts, prompts whose input is longer (or refuses them with ``--on-long refuse``);
-* ``loadgen run`` can ask the server for its max model length (``server_max_model_len``) and warn
-  before sending (``length_warnings``).
+* ``loadgen run`` reads the server's max model length from its probe (``parse_max_model_len``:
+  vLLM/SGLang ``/v1/models``, llama.cpp ``/props``) and warns before sending
+  (``length_warnings``; loadgen/client/runner.py).
 
 A multi-turn prompt's input is its first prompt plus every later user turn: the context of its
 last turn holds at least that many ids (and the replies too).
@@ -11,8 +12,6 @@ last turn holds at least that many ids (and the replies too).
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
@@ -57,11 +56,6 @@ def apply_limit(records: list[Any], limit: int | None, on_long: str = "drop"
     return [r for r in records if total_input_len(r) <= limit], report
 
 
-def _get_json(url: str, timeout: float) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read())
-
-
 def parse_max_model_len(models: Any = None, props: Any = None) -> int | None:
     """The max model length a server reports: ``max_model_len`` of a model in ``/v1/models``
     (vLLM, SGLang), or ``n_ctx`` in llama.cpp's ``/props`` (the slot context it serves)."""
@@ -75,22 +69,6 @@ def parse_max_model_len(models: Any = None, props: Any = None) -> int | None:
             n = m.get("max_model_len") if isinstance(m, dict) else None
             if isinstance(n, int) and n > 0:
                 return n
-    return None
-
-
-def server_max_model_len(base_url: str, timeout: float = 3.0) -> int | None:
-    """Ask a running server (``http://host:port``) for its max model length; None when it does
-    not say (TensorRT-LLM, an OpenAI-compatible proxy) or cannot be reached."""
-    base = base_url.rstrip("/").removesuffix("/v1")
-    found: dict[str, Any] = {}
-    for key, path in (("props", "/props"), ("models", "/v1/models")):
-        try:
-            found[key] = _get_json(base + path, timeout)
-        except (OSError, ValueError):
-            continue
-        n = parse_max_model_len(**{key: found[key]})
-        if n:
-            return n
     return None
 
 

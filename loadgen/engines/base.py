@@ -58,6 +58,8 @@ class EngineAdapter:
     health_path: ClassVar[str] = "/health"
     # whether the stream ends with a terminal marker after the final chunk
     has_done_marker: ClassVar[bool] = True
+    # what probe() reads (JSON, kept in the manifest; /v1/models also gives max_model_len)
+    PROBE_PATHS: ClassVar[tuple[str, ...]] = ("/version", "/v1/models", "/loadgen/info")
     # whether a connection may carry the next request (False: the server closes it anyway)
     reuse_connections: ClassVar[bool] = True
     # tokenizer-neutral counting of the output text (vendor endpoints), and how tokens were
@@ -226,7 +228,7 @@ class EngineAdapter:
     async def probe(self, http: httpx.AsyncClient) -> dict[str, Any]:
         """What the server says about itself (version, SD config), for the run manifest."""
         out: dict[str, Any] = {}
-        for path in ("/version", "/v1/models", "/loadgen/info"):
+        for path in self.PROBE_PATHS:
             try:
                 r = await http.get(path)
                 if r.status_code == 200:

@@ -13,6 +13,8 @@ class LlamacppAdapter(EngineAdapter):
     stream_path = "/completion"
     has_done_marker = False
     reuse_connections = False  # llama-server closes after every streamed response
+    # /props: build info and the slot context (default_generation_settings.n_ctx)
+    PROBE_PATHS = ("/props", "/v1/models", "/loadgen/info")
     COUNTERS = (
         ("drafts", "llamacpp:spec_decode_num_drafts_total", None),
         ("draft_tokens", "llamacpp:spec_decode_num_draft_tokens_total", None),
