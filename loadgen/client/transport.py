@@ -92,7 +92,12 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         res = self._result
         if self._sink is not None and res is not None and 200 <= res.status < 300:
-            self._sink(body, self._stamp)
+            try:
+                self._sink(body, self._stamp)
+            except Exception as exc:  # the sink's own error (an oversized SSE event, a bug)
+                self._sink = None
+                self._fail(exc)  # is the request's error, not "invalid HTTP response"
+                self.abort()
         else:
             self._body.append(body)
 
