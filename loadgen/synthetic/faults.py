@@ -12,8 +12,14 @@ Kinds, and the parameters they take:
   malformed [after=TOKENS]             the chunk that carries token number ``after`` is not JSON
   truncate [after=TOKENS]              the stream ends cleanly after that many tokens, without
                                        its final chunk (usage, ``[DONE]``, llama.cpp's stop event)
+  hang                                 read the request, never answer (no byte, connection open)
+  oversized [after=TOKENS, bytes=B]    the chunk that carries token ``after`` is one event of B
+                                       bytes (default 20 MiB, over the client's 16 MiB cap)
 
 ``after`` defaults to 1. The first rule that fires for a request wins.
+
+One rule is not per request: ``counter_reset:at=N`` sets every server counter back to zero when
+the N-th generation request (0-based) arrives, as a server restarted mid-run would.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-PRE_HEADER_KINDS = frozenset({"http500", "http503", "http429", "close_before_headers"})
-STREAM_KINDS = frozenset({"reset", "stall", "malformed", "truncate"})
-KINDS = PRE_HEADER_KINDS | STREAM_KINDS
-_PARAMS = {"p", "every", "after", "seconds", "retry_after"}
+PRE_HEADER_KINDS = frozenset({"http500", "http503", "http429", "close_before_headers", "hang"})
+STREAM_KINDS = frozenset({"reset", "stall", "malformed", "truncate", "oversized"})
+COUNTER_RESET = "counter_reset"
+KINDS = PRE_HEADER_KINDS | STREAM_KINDS | {COUNTER_RESET}
+_PARAMS = {"p", "every", "after", "seconds", "retry_after", "bytes", "at"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +42,8 @@ class FaultRule:
     after: int = 1
     seconds: float = 2.0
     retry_after: float = 1.0
+    bytes: int = 20 << 20
+    at: int | None = None  # counter_reset: the request index at which counters restart
 
     def fires(self, seed: int, index: int) -> bool:
         if self.every is not None:
@@ -54,6 +63,10 @@ def parse_fault(spec: str) -> FaultRule:
         if not eq or key not in _PARAMS:
             raise ValueError(f"fault {spec!r}: bad parameter {part!r} (known: {sorted(_PARAMS)})")
         params[key] = value
+    if kind == COUNTER_RESET:
+        if set(params) != {"at"} or not params["at"].isdigit():
+            raise ValueError(f"fault {spec!r}: counter_reset takes only at=N (N >= 0)")
+        return FaultRule(kind=kind, at=int(params["at"]))
     if ("p" in params) == ("every" in params):
         raise ValueError(f"fault {spec!r}: give exactly one of p=PROB or every=N")
     try:
@@ -64,6 +77,7 @@ def parse_fault(spec: str) -> FaultRule:
             after=int(params.get("after", 1)),
             seconds=float(params.get("seconds", 2.0)),
             retry_after=float(params.get("retry_after", 1.0)),
+            bytes=int(params.get("bytes", 20 << 20)),
         )
     except ValueError as exc:
         raise ValueError(f"fault {spec!r}: {exc}") from None
@@ -87,6 +101,9 @@ class FaultPlan:
 
     def for_request(self, index: int) -> FaultRule | None:
         for rule in self.rules:
-            if rule.fires(self.seed, index):
+            if rule.kind != COUNTER_RESET and rule.fires(self.seed, index):
                 return rule
         return None
+
+    def resets_counters_at(self, index: int) -> bool:
+        return any(r.kind == COUNTER_RESET and r.at == index for r in self.rules)
