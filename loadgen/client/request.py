@@ -12,8 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 from loadgen.client.plan import Item
+from loadgen.client.sse import SseError
 from loadgen.client.transport import HttpClient, TransportError
-from loadgen.engines.base import EngineAdapter, StreamState
+from loadgen.engines.base import EngineAdapter, StreamState, error_text, one_line
 from loadgen.results.config import RunConfig
 from loadgen.results.records import CANCELLED, ERROR, OK, RequestRecord
 
@@ -66,10 +67,10 @@ class RequestSender:
             rec.scheduled_ns = rec.send_ns
         try:
             body = ad.encode(ids, max_tokens, p.messages)
-            res = await self.client.post(ad.stream_path, body,
-                                         sink=lambda data, stamp: feed(st, data, stamp),
-                                         timeout=self.cfg.timeout_s,
-                                         reuse=ad.reuse_connections)
+            async with asyncio.timeout(self.cfg.timeout_s):  # connect and response, end to end
+                res = await self.client.post(ad.stream_path, body,
+                                             sink=lambda data, stamp: feed(st, data, stamp),
+                                             reuse=ad.reuse_connections)
             rec.end_ns = _now_ns()
             rec.http_status = res.status
             rec.headers_ns = res.headers_ns
@@ -77,16 +78,16 @@ class RequestSender:
             if res.status != 200:
                 rec.status = ERROR
                 rec.retry_after = res.headers.get("retry-after")
-                rec.error = f"HTTP {res.status}: {res.body[:300].decode('utf-8', 'replace')}"
+                rec.error = f"HTTP {res.status}: {error_text(res.body)}"
             else:
                 reason = ad.check_complete(st)
                 if reason is None and st.tokens != max_tokens:
                     reason = (f"output length {st.tokens} != requested {max_tokens} "
                               f"(finish_reason {st.finish_reason!r})")
                 rec.status, rec.error = (ERROR, reason) if reason else (OK, None)
-        except TransportError as exc:
+        except (TransportError, SseError) as exc:
             rec.end_ns = _now_ns()
-            rec.status, rec.error = ERROR, str(exc)
+            rec.status, rec.error = ERROR, one_line(str(exc))
         except TimeoutError:
             rec.end_ns = _now_ns()
             rec.status, rec.error = ERROR, f"timed out after {self.cfg.timeout_s:g} s"
@@ -95,7 +96,7 @@ class RequestSender:
             rec.status, rec.error = CANCELLED, "run interrupted"
         except Exception as exc:  # anything else is this request's error, never a dead worker
             rec.end_ns = _now_ns()
-            rec.status, rec.error = ERROR, f"client error: {type(exc).__name__}: {exc}"
+            rec.status, rec.error = ERROR, one_line(f"client error: {type(exc).__name__}: {exc}")
         finally:
             self.in_flight -= 1
             self._finish(rec, st, keep)

@@ -124,7 +124,6 @@ class SseParser:
             self._too_big()
 
     def _too_big(self) -> None:
-        size = self._plen + self._dlen
         self._pieces, self._data, self._plen, self._dlen = [], [], 0, 0
-        raise SseError(f"stream event larger than {self.max_event_bytes} bytes "
-                       f"({size} received without its end)")
+        raise SseError(f"stream event larger than {self.max_event_bytes} bytes (the cap on "
+                       f"one event); connection closed")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,13 +63,18 @@ class RecordWriter:
         """Append one record (RequestRecord.to_dict()) and flush it to the file."""
         if self._fh is None:
             raise RuntimeError("record writer is closed")
-        self._fh.write(orjson.dumps(rec).decode() + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(orjson.dumps(rec).decode() + "\n")
+            self._fh.flush()
+        except OSError:  # disk full: the writer is done (close() must not raise it again)
+            self.close()
+            raise
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):  # a failed flush was already reported by write
+                fh.close()
 
 
 class CorruptRecords(ResultFileError):
