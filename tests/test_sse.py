@@ -138,14 +138,15 @@ def test_parsing_is_linear_in_the_bytes_received():
         p = SseParser(1 << 30)
         body = b"data: " + b"a" * size + b"\n\n"
         reads = [body[i:i + 65536] for i in range(0, len(body), 65536)]
-        t0 = time.process_time()
-        for _ in range(3):
+        best = float("inf")
+        for _ in range(5):  # the least of five: other processes only ever add to it
+            t0 = time.process_time()
             p = SseParser(1 << 30)
             for r in reads:
                 out = p.feed(r)
-        cpu = time.process_time() - t0
+            best = min(best, time.process_time() - t0)
         assert out == [(None, b"a" * size)]
-        return cpu
+        return best
 
     small, big = cpu_for(2 << 20), cpu_for(20 << 20)
     assert big < 30 * max(small, 1e-4), (small, big)

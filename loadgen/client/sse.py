@@ -53,6 +53,17 @@ class SseParser:
         return self._feed(chunk)
 
     def _feed(self, chunk: bytes) -> list[Event]:
+        if (self._bom is None and not self._pieces and not self._data and not self._cr
+                and self._event is None and chunk[-2:] == b"\n\n" and b"\r" not in chunk
+                and len(chunk) <= self.max_event_bytes):
+            # several whole `data: ...` events in one read (a busy client): split once
+            out: list[Event] = []
+            for ev in chunk[:-2].split(b"\n\n"):
+                if ev[:5] != b"data:" or b"\n" in ev:
+                    break  # anything else: the general path below, from the read's start
+                out.append((None, ev[6:] if ev[5:6] == b" " else ev[5:]))
+            else:
+                return out
         if self._bom is not None:
             head = self._bom + chunk
             if len(head) < len(BOM) and BOM.startswith(head):
