@@ -66,7 +66,8 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
     and, on a second, writes the partial summary and exits at once. Raises ``RunDirError`` /
     ``ValueError`` before anything is written, ``RunFailed`` when the run stopped on its own."""
     check_run_dir(cfg.out, overwrite)
-    run = Run(cfg, prompts)  # every check (config, API key, open files) before touching --out
+    run = Run(cfg, prompts)  # every check (config, endpoint, API key, open files) before --out
+    asyncio.run(run.check_endpoint())
     for notice in run.wire.notices:
         print(f"loadgen: WARNING: {notice}", file=sys.stderr)
     try:
@@ -107,17 +108,12 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
         run.progress_cb = live.on_record
         live.__enter__()
     try:
-        try:
-            if use_uvloop:
-                import uvloop
+        if use_uvloop:
+            import uvloop
 
-                outcome = uvloop.run(run.execute())
-            else:
-                outcome = asyncio.run(run.execute())
-        except ValueError as exc:  # the endpoint refused before any request (its certificate)
-            manifest["status"], manifest["error"] = "failed", str(exc)
-            _write(cfg.out / "manifest.json", manifest)
-            raise
+            outcome = uvloop.run(run.execute())
+        else:
+            outcome = asyncio.run(run.execute())
         summary = summarize_outcome(outcome, run, rate_mode=rate_mode)
         _write(cfg.out / "summary.json", summary.to_dict())
         manifest["status"] = ("failed" if outcome.failure else

@@ -129,13 +129,17 @@ class Run:
             self.failure = reason
             self._stop_now()
 
+    async def check_endpoint(self) -> None:
+        """A certificate that does not verify fails every request: say so once, up front
+        (EndpointError, before anything is written). Bounded by ``probe_timeout_s``."""
+        try:
+            await self.wire.connector.check_certificate(self.cfg.probe_timeout_s)
+        except CertificateError as exc:
+            raise EndpointError(str(exc)) from None
+
     async def execute(self) -> RunOutcome:
         cfg = self.cfg
         self._loop = asyncio.get_running_loop()
-        try:  # a certificate that does not verify fails every request: say so once, up front
-            await self.wire.connector.check_certificate(cfg.probe_timeout_s)
-        except CertificateError as exc:
-            raise EndpointError(str(exc)) from None
         writer = RecordWriter(cfg.out / "requests.jsonl")
 
         def on_record(d: dict[str, Any]) -> None:
