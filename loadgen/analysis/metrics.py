@@ -226,6 +226,12 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
         categories[cat] = cs
 
     warnings: list[str] = []
+    resent = sum(1 for r in records if r.get("resent"))
+    if resent:
+        warnings.append(f"{resent} request(s) were sent again on a new connection: the server "
+                        f"closed the kept-alive connection they were written to before "
+                        f"answering (it may close every connection: nothing was reused after; "
+                        f"or it dropped them: a server fault)")
     mismatched = [r for r in measured if r.get("usage_prompt_tokens") is not None
                   and r["usage_prompt_tokens"] != r["input_tokens"]]
     if mismatched:

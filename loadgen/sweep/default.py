@@ -107,7 +107,8 @@ def main(args: argparse.Namespace) -> int:
                             seed=args.seed, timeout_s=args.timeout)
             summaries[label] = run_benchmark(cfg, prompts, args.dataset,
                                              use_uvloop=not args.no_uvloop,
-                                             progress=not args.quiet, engine=eng.describe())
+                                             progress=not args.quiet, engine=eng.describe(),
+                                             overwrite=args.overwrite)
         if summaries[label].interrupted:
             return 130
     cmp = compare(out, concurrency)

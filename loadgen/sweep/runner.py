@@ -80,6 +80,19 @@ def validate(cfg: dict[str, Any]) -> None:
             f"run: unknown keys {sorted(unknown)} (known: {sorted(SWEEP_RUN_KEYS)})")
     if cfg.get("slo"):
         parse_slos(cfg["slo"])
+    from loadgen.results.config import RunConfig
+
+    (kind, levels), = loads.items()
+    for level in levels if isinstance(levels, list) else [levels]:
+        try:  # every run value checked before any cell starts
+            rc = RunConfig(endpoint="http://127.0.0.1", engine="vllm", out=Path("."),
+                           **{kind: int(level) if kind == "concurrency" else level},
+                           **(cfg.get("run") or {}))
+            if rc.num_requests is None and rc.duration_s is None:
+                rc.num_requests = 1
+            rc.validate()
+        except (TypeError, ValueError) as exc:
+            raise SweepConfigError(f"loads/run: {exc}") from None
 
 
 def plan_cells(cfg: dict[str, Any]) -> list[Cell]:
@@ -148,7 +161,8 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
                 print(f"loadgen sweep: cell {cell.id}", file=sys.stderr)
                 try:
                     summary = run_benchmark(rc, prompts, ds_path, argv=["loadgen", "sweep"],
-                                            progress=progress, engine=describe())
+                                            progress=progress, engine=describe(),
+                                            overwrite=True)  # a cell re-run in its own dir
                 except Exception as exc:  # one broken cell must not lose the others
                     cell.status, cell.error = "failed", f"{type(exc).__name__}: {exc}"
                     sweep.save()
