@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from loadgen.analysis.sanity import client_lag_sentence, host_causes
 from loadgen.results.summary import (
     AcceptanceSummary,
     CategoryStats,
@@ -19,6 +20,7 @@ from loadgen.results.summary import (
     ClientStats,
     ConnectionStats,
     CounterDeltas,
+    HostStats,
     Latency,
     PerRequestAL,
     RequestCounts,
@@ -149,7 +151,8 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
               windows: list[dict[str, Any]] | None = None,
               category_acceptance: dict[str, AcceptanceSummary] | None = None,
               window_counters: dict[str, dict[str, float]] | None = None,
-              sampling: dict[str, Any] | None = None) -> Summary:
+              sampling: dict[str, Any] | None = None,
+              host: HostStats | None = None) -> Summary:
     """Every number of summary.json from the run's records (docs/METRICS.md). ``windows``:
     the category windows of a --category-windows run (throughput sums over them), with each
     category's acceptance from its own counter delta in ``category_acceptance``."""
@@ -251,10 +254,17 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
     if window.get("includes_drain"):
         warnings.append("the window includes the drain (too few requests for a steady state: "
                         "all were sent at once); throughput is a lower bound")
-    if client and client.overloaded:
-        warnings.append(f"client event-loop lag p99 {client.loop_lag_ms.p99:.2f} ms is "
-                        f"above {client.lag_threshold_ms} ms: timings may include client "
-                        f"delay; lower the load per process")
+    found = host_causes(host, client)
+    if host is not None:
+        host.causes = [c for c, _ in found]
+    warnings.extend(sentence for _, sentence in found)
+    if client:
+        # the lag is the client's fault only when its own CPU explains it (analysis/sanity.py)
+        client.overloaded = client.overloaded and (
+            host is None or host.client_cores is None or "client" in host.causes)
+        lag_sentence = client_lag_sentence(host, client, host.causes if host else [])
+        if lag_sentence:
+            warnings.append(lag_sentence)
     if any(r.get("reasoning_tokens") is not None for r in ok):
         rt = sum(r.get("reasoning_tokens") or 0 for r in ok)
         counts.reasoning_tokens = rt
@@ -284,4 +294,5 @@ def summarize(records: list[dict[str, Any]], window: dict[str, int], *,
         connections=connection_stats(records),
         warnings=warnings,
         sampling=sampling,
+        host=host,
     )

@@ -19,7 +19,7 @@ from loadgen.results.config import RunConfig
 from loadgen.results.files import write_json
 from loadgen.results.manifest import build_manifest
 from loadgen.results.records import read_records
-from loadgen.results.summary import Summary
+from loadgen.results.summary import PrefixCacheStats, Summary
 
 
 class RunDirError(ValueError):
@@ -71,6 +71,8 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
     for notice in run.wire.notices:
         print(f"loadgen: WARNING: {notice}", file=sys.stderr)
     run.notify = lambda text: print(f"loadgen: warning: {text}", file=sys.stderr)
+    if run.host_monitor is not None and engine is not None and engine.get("pid"):
+        run.host_monitor.engine_pid = int(engine["pid"])
     try:
         cfg.out.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES[1:]:  # an overwritten run's records and summary
@@ -166,7 +168,8 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
                         counter_delta=window_delta, run_counter_delta=run_delta,
                         rate_mode=rate_mode, client=outcome.client,
                         windows=outcome.windows or None, category_acceptance=cat_acc,
-                        window_counters=cat_delta, sampling=run.cfg.sampling())
+                        window_counters=cat_delta, sampling=run.cfg.sampling(),
+                        host=outcome.host)
     summary.warnings = outcome.warnings + notes + summary.warnings
     buffered = buffered_stream_warning(outcome.records, summary.acceptance.acceptance_length)
     if buffered:
@@ -178,6 +181,7 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
             "with --category-windows (or --warmup-requests >= 1, so a first request tells)")
     summary.error_reasons = dict(Counter(
         one_line(r["error"] or "", 120) for r in outcome.records if r["status"] != "ok"))
+    summary.prefix_cache = prefix_cache_summary(outcome, run, window_delta, summary.warnings)
     summary.interrupted = outcome.interrupted
     summary.token_count_source = run.adapter.token_count_source
     if run.adapter.neutral_tokenizer:
@@ -201,3 +205,29 @@ def _consistent(delta: Delta | None, what: str, notes: list[str]) -> dict[str, f
                  f"the server restarted?); counter deltas and acceptance use only the "
                  f"consistent segments, {delta.covered_s:.1f} s of {delta.span_s:.1f} s")
     return delta.values
+
+
+# above this hit rate an unprotected run says its TTFT may measure someone else's cache
+UNPROTECTED_HIT_RATE_WARN = 0.05
+
+
+def prefix_cache_summary(outcome: RunOutcome, run: Run,
+                         window_delta: dict[str, float] | None,
+                         warnings: list[str]) -> PrefixCacheStats:
+    """The engine's prefix-cache reuse over the window and how this run protected itself from
+    a cache warmed by earlier runs (docs/METRICS.md, "Prefix cache")."""
+    w = outcome.window
+    sent = float(sum(r["input_tokens"] for r in outcome.records
+                     if r.get("first_token_ns") and w["start_ns"] <= r["first_token_ns"]
+                     <= w["end_ns"]))
+    end = outcome.counters.snapshots.get(
+        "run_end" if w["includes_drain"] else "window_end")
+    pc = run.adapter.prefix_cache(window_delta, end, sent) or PrefixCacheStats(
+        note="the engine reports no prefix-cache counters")
+    pc.policy = outcome.prefix_cache_policy
+    if pc.policy == "unprotected" and (pc.hit_rate or 0.0) > UNPROTECTED_HIT_RATE_WARN:
+        warnings.append(
+            f"prefix-cache hit rate {pc.hit_rate:.0%} and the engine offers neither a cache "
+            f"salt nor a flush: TTFT measures prefill partly served from cache (warmed by "
+            f"earlier runs or shared prefixes)")
+    return pc

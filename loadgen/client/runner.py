@@ -24,6 +24,7 @@ import asyncio
 import gc
 import resource
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ import httpx
 
 from loadgen.client.connect import CertificateError
 from loadgen.client.endpoint import EndpointError
+from loadgen.client.host import HostMonitor
 from loadgen.client.lag import LagMonitor, client_stats
 from loadgen.client.loops import Driver
 from loadgen.client.plan import Item, iter_items, iter_records, split_by_category
@@ -45,7 +47,7 @@ from loadgen.engines.base import EngineAdapter
 from loadgen.engines.sampling import Sampling
 from loadgen.results.config import RunConfig
 from loadgen.results.records import RecordWriter
-from loadgen.results.summary import ClientStats
+from loadgen.results.summary import ClientStats, HostStats
 
 _now_ns = time.monotonic_ns
 
@@ -63,6 +65,8 @@ class RunOutcome:
     interrupted: bool = False
     windows: list[dict[str, Any]] = field(default_factory=list)  # category windows, in order
     failure: str | None = None  # why the run stopped on its own (a record it could not write)
+    host: HostStats | None = None
+    prefix_cache_policy: str | None = None
 
 
 FD_MARGIN = 64  # files the process needs besides one socket per request in flight
@@ -125,6 +129,9 @@ class Run:
         self.progress_cb: Callable[[dict[str, Any]], None] | None = None
         # told each warning that matters before the load starts (the CLI prints it)
         self.notify: Callable[[str], None] | None = None
+        # who used the CPU over the window (client/host.py); the caller may set the engine PID
+        self.host_monitor: HostMonitor | None = HostMonitor()
+        self.prefix_cache_policy: str | None = None
         self._driver: Driver | None = None
         self._sender: RequestSender | None = None
 
@@ -199,6 +206,7 @@ class Run:
         self._lag = LagMonitor()
         self._cpu_s = 0.0
         self._gc_was = gc.isenabled()
+        self._host: HostStats | None = None
         async with self.wire.http_client(timeout=cfg.probe_timeout_s) as http:
             try:
                 async def start() -> None:  # a task, so that Ctrl-C cancels it too
@@ -209,6 +217,8 @@ class Run:
 
                 await drv.wait([drv.spawn(start())])
                 self._check_lengths(probe)
+                self.prefix_cache_policy = await self.adapter.prepare_prefix_cache(
+                    http, cfg.keep_prefix_cache, f"loadgen-{uuid.uuid4().hex}")
                 self.adapter.start_polling(http)
                 warm = cfg.effective_warmup()
                 items = iter_items(self.prompts, cfg.seed, warm, cfg.shuffle)
@@ -232,11 +242,16 @@ class Run:
                         w = await self._measure(http, items, cfg.num_requests, cfg.duration_s,
                                                 None)
                         windows = [w]
+                # the host monitor ran from the first window's opening to the last one's close
+                if self.host_monitor is not None:
+                    self._host = self.host_monitor.stop()
                 stats = client_stats(self._cpu_s, self._lag.lags_ms, self.records,
                                      cfg.lag_threshold_ms)
                 if not self.interrupted and self.failure is None:
                     await scrapes.take(http, "run_end")
             finally:
+                if self.host_monitor is not None:
+                    self.host_monitor.stop()  # an interrupted run: stop the thread (idempotent)
                 self._lag.stop()
                 if self._gc_was:
                     gc.enable()
@@ -263,7 +278,8 @@ class Run:
                           else merged_window(bounded), counters=scrapes, probe=probe,
                           client=stats, warnings=self.warnings,
                           interrupted=self.interrupted, failure=self.failure,
-                          windows=bounded if self.category_windows else [])
+                          windows=bounded if self.category_windows else [],
+                          host=self._host, prefix_cache_policy=self.prefix_cache_policy)
 
     @property
     def stop_requested(self) -> bool:
@@ -310,6 +326,8 @@ class Run:
                                   "start_scrape": "window_start" + tag}
         self.window = window  # the current window, for a partial summary
         cpu0 = time.process_time()
+        if self.host_monitor is not None and not self.host_monitor.started:
+            self.host_monitor.start()
         self._lag.start()
         gc.disable()  # no collector pauses inside the timed window; re-enabled below
         deadline = (_now_ns() + int(duration_s * 1e9)) if duration_s else None

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen.engines.sampling import Sampling
 from loadgen.engines.sse import ERROR_EVENT, SseParser
-from loadgen.results.summary import AcceptanceSummary
+from loadgen.results.summary import AcceptanceSummary, PrefixCacheStats
 
 _loads = orjson.loads  # ~4x faster than json.loads on a stream chunk
 
@@ -96,11 +96,18 @@ class EngineAdapter:
     # whether prompts may be text records (messages) instead of token ids
     accepts_text: ClassVar[bool] = False
 
+    # prefix cache: whether requests take vLLM's `cache_salt`, the engine's flush endpoint,
+    # and the unit of its reuse counters (docs/METRICS.md, "Prefix cache")
+    supports_cache_salt: ClassVar[bool] = False
+    flush_path: ClassVar[str | None] = None
+    prefix_cache_unit: ClassVar[str] = "tokens"
+
     def __init__(self, model: str | None = None, keep_token_ids: bool = False,
                  sampling: Sampling | None = None) -> None:
         self.model = model
         self.keep_token_ids = keep_token_ids
         self.sampling = sampling or Sampling()
+        self.cache_salt: str | None = None
 
     # -- requests -------------------------------------------------------------------------------
     def build_body(self, prompt_ids: list[int], max_tokens: int,
@@ -242,6 +249,38 @@ class EngineAdapter:
             per_position_rate=per_pos_rate, conditional_rate=cond,
             drafts=drafts, draft_tokens=draft_tokens, accepted_tokens=accepted,
         )
+
+    # -- prefix cache ---------------------------------------------------------------------------
+    async def prepare_prefix_cache(self, http: httpx.AsyncClient, keep: bool,
+                                   salt: str) -> str:
+        """Make this run's prefill its own: a per-run ``cache_salt`` where the engine takes one,
+        else the engine's cache flush, else nothing. Returns the policy: ``kept``, ``salted``,
+        ``flushed`` or ``unprotected``."""
+        if keep:
+            return "kept"
+        if self.supports_cache_salt:
+            self.cache_salt = salt
+            return "salted"
+        if self.flush_path:
+            try:
+                r = await http.post(self.flush_path)
+                if r.status_code == 200:
+                    return "flushed"
+            except httpx.HTTPError:
+                pass
+        return "unprotected"
+
+    def prefix_cache(self, delta: dict[str, float] | None, end: dict[str, float] | None,
+                     sent_prompt_tokens: float) -> PrefixCacheStats | None:
+        """Prefix-cache reuse over the window from counter deltas (``prefix_cache_queries``,
+        ``prefix_cache_hits``); ``end`` is the window-end snapshot (for gauges) and
+        ``sent_prompt_tokens`` the prompt tokens of the requests prefilled in the window."""
+        if not delta or "prefix_cache_queries" not in delta:
+            return None
+        q, h = delta["prefix_cache_queries"], delta.get("prefix_cache_hits", 0.0)
+        return PrefixCacheStats(source=f"server_counters:{self.name}",
+                                unit=self.prefix_cache_unit, queries=q, hits=h,
+                                hit_rate=h / q if q > 0 else None)
 
     async def probe(self, http: httpx.AsyncClient, timeout_s: float = 5.0) -> dict[str, Any]:
         """What the server says about itself (version, SD config, max model length), for the

@@ -57,6 +57,9 @@ class RunConfig:
     # Category windows: None = on when the engine gives no per-request SD (runner decides)
     category_windows: bool | None = None
     retry_429: int = 0  # retries of a request answered 429 (waiting Retry-After)
+    # reuse the engine's prefix cache across runs on purpose (default: a per-run cache salt,
+    # a flush, or cache_prompt: false, whatever the engine offers; docs/METRICS.md)
+    keep_prefix_cache: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
