@@ -69,7 +69,8 @@ def client_lag_sentence(host: HostStats | None, client: ClientStats,
                         causes: Sequence[str]) -> str | None:
     """The lag warning, only when the client's own CPU explains it; otherwise the lag is
     attributed to what the host monitor saw."""
-    if client.lag_threshold_ms is None or (client.loop_lag_ms.p99 or 0.0) <= client.lag_threshold_ms:
+    thr = client.lag_threshold_ms
+    if thr is None or (client.loop_lag_ms.p99 or 0.0) <= thr:
         return None
     lag = f"client event-loop lag p99 {client.loop_lag_ms.p99:.2f} ms"
     if host is None or host.client_cores is None:

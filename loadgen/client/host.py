@@ -15,6 +15,7 @@ the whole window). ``HostMonitor.stop()`` returns a typed ``HostStats`` for summ
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -150,7 +151,7 @@ class HostMonitor:
         others = max(0.0, busy - client - (engine or 0.0))
         # the busiest interval of the others (a burst can hide in a long window's mean)
         peak = 0.0
-        for a, b in zip(s, s[1:], strict=False):
+        for a, b in itertools.pairwise(s):
             dt = b.wall - a.wall
             if dt > 0:
                 o = ((b.busy - a.busy) - (b.client - a.client) - (b.engine - a.engine)) / dt
