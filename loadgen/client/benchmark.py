@@ -10,6 +10,7 @@ from typing import Any
 
 from loadgen.analysis.buffering import buffered_stream_warning
 from loadgen.analysis.metrics import summarize
+from loadgen.client.host import pid_listening_on
 from loadgen.client.runner import Run, RunOutcome
 from loadgen.client.scrape import Delta, Scrapes
 from loadgen.client.stop import StopSignals
@@ -71,8 +72,10 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
     for notice in run.wire.notices:
         print(f"loadgen: WARNING: {notice}", file=sys.stderr)
     run.notify = lambda text: print(f"loadgen: warning: {text}", file=sys.stderr)
-    if run.host_monitor is not None and engine is not None and engine.get("pid"):
-        run.host_monitor.engine_pid = int(engine["pid"])
+    if run.host_monitor is not None:
+        # the engine's PID: launched by loadgen, else whoever listens on a loopback endpoint
+        pid = (engine or {}).get("pid") or pid_listening_on(cfg.endpoint)
+        run.host_monitor.engine_pid = int(pid) if pid else None
     try:
         cfg.out.mkdir(parents=True, exist_ok=True)
         for name in RUN_FILES[1:]:  # an overwritten run's records and summary

@@ -172,3 +172,26 @@ class HostMonitor:
             mem_available_mb_min=min(self._mem_avail) if self._mem_avail else None,
             engine_rss_mb_max=max(self._engine_rss) if self._engine_rss else None,
         )
+
+
+def pid_listening_on(endpoint: str) -> int | None:
+    """The PID of the process listening on a loopback endpoint's port (an engine loadgen did
+    not launch but that runs on this machine), or None (remote host, no permission, not
+    found)."""
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(endpoint)
+        port = u.port or (443 if u.scheme == "https" else 80)
+    except ValueError:
+        return None
+    if u.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return None
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+            return None if c.pid == os.getpid() else c.pid
+    return None
