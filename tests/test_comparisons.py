@@ -7,6 +7,7 @@ for every burner to report that it spins before the cell runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from loadgen.analysis.sanity import OTHERS_CORES
+from loadgen.cli.compare import main as compare_main
 from loadgen.results.sweepdir import Cell, Sweep
 from loadgen.sweep.runner import run_sweep
 from tests.synthetic_data import make_dataset
@@ -88,6 +90,21 @@ def test_interleaved_repeats_quiet_comparison_raises_no_flag(synthetic, tmp_path
     assert row["verdict"] in ("gain", "loss", "no clear gain")
     head = sweep.analysis["headline_intervals"]
     assert {h["sd"] for h in head} == {"off", "sd"} and all(h["repeats"] == 2 for h in head)
+    # `loadgen compare` with the repetitions on each side: across-run intervals next to the
+    # within-run ones
+    off0, sd0, off1, sd1 = (str(sweep.cell_dir(c)) for c in sweep.cells)
+    js, md = tmp_path / "cmp.json", tmp_path / "cmp.md"
+    assert compare_main([off0, sd0, "--a", off1, "--b", sd1, "--resamples", "200",
+                         "--json", str(js), "--markdown", str(md), "--quiet"]) == 0
+    across = json.loads(js.read_text())["across_runs"]
+    assert across["runs"] == {"a": [off0, off1], "b": [sd0, sd1]}
+    tps = next(r for r in across["rows"] if r["key"] == "output_tokens_per_s")
+    lo, hi = tps["ci_diff_across"]
+    assert lo <= tps["diff"] <= hi and tps["ci_diff_within"] is not None
+    assert tps["b_mean"] == pytest.approx(
+        (sweep.summary(sweep.cells[1]).throughput.output_tokens_per_s
+         + sweep.summary(sweep.cells[3]).throughput.output_tokens_per_s) / 2)
+    assert "## Across runs" in md.read_text()
     busy = [s.host.others_cores for s in summaries if s.host.others_cores >= OTHERS_CORES]
     if busy:  # the machine is shared: a quiet comparison cannot be had right now
         pytest.skip(f"other processes took {max(busy):.2f} cores during a quiet run")

@@ -94,7 +94,8 @@ def _hit_rate(s: Summary) -> float | None:
 
 def comparison_suspects(sd: Sequence[Summary], base: Sequence[Summary], *,
                         per_user_speedup: float | None, acceptance_length: float | None,
-                        compares_ttft: bool = True) -> list[str]:
+                        compares_ttft: bool = True,
+                        names: tuple[str, str] = ("SD", "baseline")) -> list[str]:
     """Why a comparison of SD runs ``sd`` with baseline runs ``base`` (one per repetition) is
     suspect; [] when none of the bounds is crossed."""
     reasons: list[str] = []
@@ -107,14 +108,14 @@ def comparison_suspects(sd: Sequence[Summary], base: Sequence[Summary], *,
     b = [v for s in base if (v := _others(s)) is not None]
     if a and b and abs(float(np.mean(a)) - float(np.mean(b))) >= CONTENTION_DIFF_CORES:
         reasons.append(f"different host contention: other processes took "
-                       f"{np.mean(a) * 100:.0f}% of a core in the SD runs and "
-                       f"{np.mean(b) * 100:.0f}% in the baseline runs")
+                       f"{np.mean(a) * 100:.0f}% of a core in the {names[0]} runs and "
+                       f"{np.mean(b) * 100:.0f}% in the {names[1]} runs")
     disturbed = [s for s in [*sd, *base] if s.host is not None and s.host.causes]
     if disturbed:
         kinds = sorted({c for s in disturbed for c in s.host.causes})  # type: ignore[union-attr]
         reasons.append(f"{len(disturbed)} of {len(sd) + len(base)} runs had a disturbed "
                        f"window ({', '.join(kinds)}; see each run's warnings)")
-    for name, runs in (("SD", sd), ("baseline", base)):
+    for name, runs in ((names[0], sd), (names[1], base)):
         tps = [s.throughput.output_tokens_per_s for s in runs
                if s.throughput.output_tokens_per_s]
         if len(tps) >= 2:
@@ -127,5 +128,5 @@ def comparison_suspects(sd: Sequence[Summary], base: Sequence[Summary], *,
         hb = [v for s in base if (v := _hit_rate(s)) is not None]
         if ha and hb and abs(float(np.mean(ha)) - float(np.mean(hb))) > PREFIX_HIT_DIFF:
             reasons.append(f"TTFT compared at different prefix-cache hit rates "
-                           f"({np.mean(ha):.0%} SD vs {np.mean(hb):.0%} baseline)")
+                           f"({np.mean(ha):.0%} {names[0]} vs {np.mean(hb):.0%} {names[1]})")
     return reasons

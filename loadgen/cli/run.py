@@ -76,6 +76,13 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="store output token ids in requests.jsonl")
     p.add_argument("--no-multi-turn", action="store_true",
                    help="send only the first turn of multi-turn records")
+    p.add_argument("--keep-prefix-cache", action="store_true",
+                   help="measure with the engine's prefix cache as earlier runs left it "
+                        "(default: a per-run cache salt, a flush or no reuse, as the engine "
+                        "offers)")
+    p.add_argument("--repeats", type=int,
+                   help="the default run (no --endpoint): alternating repetitions of each "
+                        "configuration (default 3); for other comparisons: loadgen sweep")
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--quiet", action="store_true")
     sv = p.add_argument_group(
@@ -132,6 +139,10 @@ def _main(args: argparse.Namespace, signals) -> int:
         except ValueError as exc:
             print(f"loadgen run: {exc}", file=sys.stderr)
             return 2
+    if args.repeats is not None:
+        print("loadgen run: --repeats is for the default run; to repeat a comparison use "
+              "loadgen sweep --repeats", file=sys.stderr)
+        return 2
     if args.endpoint and args.serve:
         print("loadgen run: give --endpoint or --serve, not both", file=sys.stderr)
         return 2
@@ -155,6 +166,7 @@ def _main(args: argparse.Namespace, signals) -> int:
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         seed_per_request=args.seed_per_request, category_windows=args.category_windows,
         retry_429=args.retry_429,
+        keep_prefix_cache=args.keep_prefix_cache,
     )
     try:
         if cfg.num_requests is None and cfg.duration_s is None:
