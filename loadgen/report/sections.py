@@ -75,6 +75,8 @@ def text(s: Any) -> V:
 
 def build(inp: D.ReportInput, plots: list[Plot], gpus: int,
           slos: dict[str, float] | None) -> tuple[str, list[Section]]:
+    from loadgen.report.conditions import conditions_section, repeats_section
+
     by_key = {p.key: p for p in plots}
     if inp.kind == "run":
         title = f"loadgen report: run {inp.root.name}"
@@ -85,7 +87,11 @@ def build(inp: D.ReportInput, plots: list[Plot], gpus: int,
     steps: list[tuple[str, str, Any, tuple[Any, ...]]] = [
         ("overview", "Overview", _overview, (inp, gpus)),
         ("key_numbers", "Key numbers", _key_numbers, (inp, gpus)),
-        ("warnings", "Warnings", _warnings, (inp,)),
+        ("warnings", "Warnings", _warnings, (inp,))]
+    if inp.kind == "sweep":
+        steps.append(("repeats", "Speedup across repetitions", repeats_section, (inp,)))
+    steps += [
+        ("conditions", "Conditions of each run", conditions_section, (inp,)),
         ("al_per_category", "Acceptance length per category", _al_section,
          (inp, by_key["al_per_category"]))]
     if inp.kind == "sweep":
