@@ -136,3 +136,44 @@ def test_cpu_burner_during_one_half_is_flagged_with_its_cause(synthetic, tmp_pat
     # the burner ran during every SD repetition and no baseline one: the result is flagged,
     # and the reason names other processes
     assert any("other processes" in r or "others" in r for r in row["suspect"]), row["suspect"]
+
+
+def test_prefix_cache_salt_keep_and_counters_on_the_synthetic_engine(synthetic, tmp_path):
+    """The synthetic vLLM counts prefix-cache queries and hits as vLLM does: a second identical
+    run that keeps the cache is served from it; a salted run (the default) is not."""
+    from loadgen.client.benchmark import run_benchmark
+    from loadgen.data.prompts import read_prompts
+    from loadgen.results.config import RunConfig
+
+    eng = synthetic("--protocol", "vllm", *TIMING)
+    prompts = read_prompts(make_dataset(tmp_path / "ds.jsonl", n=12))
+
+    def run(name: str, keep: bool):
+        cfg = RunConfig(endpoint=eng.url, engine="vllm", out=tmp_path / name, output_len=4,
+                        concurrency=4, num_requests=12, shuffle=False, keep_prefix_cache=keep)
+        return run_benchmark(cfg, prompts, None, argv=["test"], use_uvloop=False)
+
+    first, warm, salted = run("first", True), run("warm", True), run("salted", False)
+    for s in (first, warm, salted):
+        assert s.prefix_cache.source == "server_counters:vllm" and s.prefix_cache.queries > 0
+    assert first.prefix_cache.hit_rate == 0.0  # random prompts share no block
+    assert warm.prefix_cache.policy == "kept" and warm.prefix_cache.hit_rate > 0.5
+    assert salted.prefix_cache.policy == "salted" and salted.prefix_cache.hit_rate == 0.0
+    # the sanity bound: TTFT of the warm run against the salted one is a suspect comparison
+    from loadgen.analysis.sanity import comparison_suspects
+
+    why = comparison_suspects([warm], [salted], per_user_speedup=None, acceptance_length=None)
+    assert any("prefix-cache hit rates" in w for w in why)
+    assert not any("prefix-cache" in w for w in comparison_suspects(
+        [salted], [first], per_user_speedup=None, acceptance_length=None))
+
+
+def test_sanity_bound_on_per_user_speedup_against_al():
+    """The issue's case: a per-user speedup of 6.01x at AL 1.79 is impossible for one stream."""
+    from loadgen.analysis.sanity import AL_TOLERANCE, comparison_suspects
+
+    why = comparison_suspects([], [], per_user_speedup=6.01, acceptance_length=1.79)
+    assert len(why) == 1 and "exceeds the SD runs' AL 1.79" in why[0]
+    at_bound = 1.79 * (1 + AL_TOLERANCE)
+    assert comparison_suspects([], [], per_user_speedup=at_bound * 0.999,
+                               acceptance_length=1.79) == []
