@@ -156,8 +156,9 @@ class HostMonitor:
             if dt > 0:
                 o = ((b.busy - a.busy) - (b.client - a.client) - (b.engine - a.engine)) / dt
                 peak = max(peak, o)
+        cpus = psutil.cpu_count() or 1
         return HostStats(
-            cpus=psutil.cpu_count() or 1,
+            cpus=cpus,
             duration_s=wall,
             samples=len(s),
             busy_cores=busy,
@@ -166,7 +167,8 @@ class HostMonitor:
             engine_pid=self.engine_pid,
             engine_lost=self._engine_lost,
             others_cores=others,
-            others_cores_peak=max(peak, others),
+            # sampling jitter can push one short interval's figure past the machine's size
+            others_cores_peak=min(float(cpus), max(peak, others)),
             steal_cores=cores(s[0].steal, s[-1].steal),
             load_avg_1m_max=max(self._load) if self._load else None,
             mem_available_mb_min=min(self._mem_avail) if self._mem_avail else None,
