@@ -87,19 +87,17 @@ def build(inp: D.ReportInput, plots: list[Plot], gpus: int,
     steps: list[tuple[str, str, Any, tuple[Any, ...]]] = [
         ("overview", "Overview", _overview, (inp, gpus)),
         ("key_numbers", "Key numbers", _key_numbers, (inp, gpus)),
-        ("warnings", "Warnings", _warnings, (inp,))]
-    if inp.kind == "sweep":
-        steps.append(("repeats", "Speedup across repetitions", repeats_section, (inp,)))
-    steps += [
-        ("conditions", "Conditions of each run", conditions_section, (inp,)),
+        ("warnings", "Warnings", _warnings, (inp,)),
         ("al_per_category", "Acceptance length per category", _al_section,
          (inp, by_key["al_per_category"]))]
     if inp.kind == "sweep":
-        steps += [("speedup", "SD speedup (category × load)", _speedup_section,
+        steps += [("repeats", "Speedup across repetitions", repeats_section, (inp,)),
+                  ("speedup", "SD speedup (category × load)", _speedup_section,
                    (inp, by_key["speedup_heatmap"])),
                   ("pareto", "Throughput per GPU against per-user speed (Pareto)",
                    lambda p: Section("pareto", "Throughput per GPU against per-user speed "
                                      "(Pareto)", plot=p), (by_key["pareto"],))]
+    steps.append(("conditions", "Conditions of each run", conditions_section, (inp,)))
     steps.append(("acceptance_by_position", "Acceptance by draft position", _position_section,
                   (inp, by_key["acceptance_by_position"])))
     if inp.kind == "sweep":
