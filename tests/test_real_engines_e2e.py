@@ -208,6 +208,7 @@ def test_run_serve_launches_and_stops_the_engine(tmp_path):
     assert subprocess.run(["kill", "-0", str(pid)], capture_output=True).returncode != 0
 
 
+@pytest.mark.timeout(1200)  # four cells; minutes when the shared machine is busy
 def test_default_run_compares_ngram_sd_with_sd_off(tmp_path):
     import json
     import subprocess

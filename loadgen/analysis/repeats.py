@@ -73,6 +73,15 @@ def verdict(ci: dict[str, Any]) -> str:
     return "no clear gain"
 
 
+def fmt_speedup(r: dict[str, Any]) -> str:
+    """``1.42x [1.31, 1.53]`` (the interval across repetitions), or ``1.42x``."""
+    if r.get("speedup") is None:
+        return "-"
+    if r.get("speedup_low") is None:
+        return f"{r['speedup']:.2f}x"
+    return f"{r['speedup']:.2f}x [{r['speedup_low']:.2f}, {r['speedup_high']:.2f}]"
+
+
 def speedup_intervals(sweep: Sweep, rows: list[dict[str, Any]],
                       confidence: float = DEFAULT_CONFIDENCE) -> list[dict[str, Any]]:
     """One row per (dataset, SD configuration, load, category) from the per-repetition rows

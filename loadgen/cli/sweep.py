@@ -106,18 +106,11 @@ def print_analysis(analysis: dict) -> None:
         console.print(cap["recommendation"])
 
 
-def fmt_speedup(r: dict) -> str:
-    """``1.42x [1.31, 1.53]`` (the interval across repetitions), or ``1.42x``."""
-    if r.get("speedup") is None:
-        return "-"
-    if r.get("speedup_low") is None:
-        return f"{r['speedup']:.2f}x"
-    return f"{r['speedup']:.2f}x [{r['speedup_low']:.2f}, {r['speedup_high']:.2f}]"
-
-
 def print_intervals(console, analysis: dict) -> None:
     """Speedups across repetitions: the interval, the verdict and why a row is suspect."""
     from rich.table import Table
+
+    from loadgen.analysis.repeats import fmt_speedup
 
     rows = analysis.get("speedup_intervals") or []
     if not rows or max(r["repeats"] for r in rows) < 2:

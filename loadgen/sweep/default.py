@@ -78,7 +78,7 @@ def print_comparison(cmp: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from loadgen.cli.sweep import fmt_speedup
+    from loadgen.analysis.repeats import fmt_speedup
 
     def f(v: float | None, d: int = 2) -> str:
         return "-" if v is None else f"{v:.{d}f}"
