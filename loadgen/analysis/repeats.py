@@ -4,8 +4,9 @@
 A sweep run with ``--repeats R`` holds R complete runs of every (SD configuration, dataset,
 load) cell, run in alternation with the baseline. Each repetition's SD cell is paired with the
 baseline cell of the same repetition; the speedup of repetition k is the ratio of the pair, and
-the reported speedup is the mean of the R ratios with a two-sided Student-t interval
-(mean ± t(1 − α/2, R − 1) · s / √R). A row whose interval contains 1.0 is "no clear gain". With
+the reported speedup is the geometric mean of the R ratios with a two-sided Student-t interval
+on their logarithms, exponentiated: exp(m ± t(1 − α/2, R − 1) · s / √R), m and s the mean and
+standard deviation of the log ratios. A row whose interval contains 1.0 is "no clear gain". With
 one repetition there is no interval (None): a single run cannot tell its own run-to-run noise.
 """
 
@@ -37,18 +38,25 @@ HEADLINE: tuple[tuple[str, str], ...] = (
 )
 
 
-def interval(values: Sequence[float | None],
-             confidence: float = DEFAULT_CONFIDENCE) -> dict[str, Any]:
-    """Mean and Student-t interval of the repetitions' values (None values dropped)."""
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
-    out: dict[str, Any] = {"n": int(v.size), "mean": float(v.mean()) if v.size else None,
+def interval(values: Sequence[float | None], confidence: float = DEFAULT_CONFIDENCE,
+             log: bool = False) -> dict[str, Any]:
+    """Mean and Student-t interval of the repetitions' values (None values dropped). With
+    ``log`` (ratios): computed on the logarithms and exponentiated, i.e. the geometric mean and
+    an interval that stays positive and treats 2x and 0.5x alike."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)
+                    and (x > 0 or not log)], dtype=float)
+    if log:
+        v = np.log(v)
+    back = np.exp if log else (lambda x: x)
+    out: dict[str, Any] = {"n": int(v.size), "mean": float(back(v.mean())) if v.size else None,
                            "low": None, "high": None, "std": None}
     if v.size >= 2:
         from scipy import stats as sps  # only when there is an interval to compute
 
         sd = float(v.std(ddof=1))
         half = float(sps.t.ppf(0.5 + confidence / 2, v.size - 1)) * sd / math.sqrt(v.size)
-        out.update(std=sd, low=out["mean"] - half, high=out["mean"] + half)
+        m = float(v.mean())
+        out.update(std=sd, low=float(back(m - half)), high=float(back(m + half)))
     return out
 
 
@@ -101,8 +109,8 @@ def speedup_intervals(sweep: Sweep, rows: list[dict[str, Any]],
     for (dataset, sd, level, cat), rs in groups.items():
         metric = ("speedup_output_tokens_per_s" if cat == "all"
                   else "speedup_per_user_tokens_per_s")
-        sp = interval([r[metric] for r in rs], confidence)
-        user = interval([r["speedup_per_user_tokens_per_s"] for r in rs], confidence)
+        sp = interval([r[metric] for r in rs], confidence, log=True)
+        user = interval([r["speedup_per_user_tokens_per_s"] for r in rs], confidence, log=True)
         al = interval([r["acceptance_length"] for r in rs], confidence)
         sd_runs = by_key.get((dataset, sd, level, False), [])
         base_runs = by_key.get((dataset, base_sd, level, True), []) if base_sd else []
@@ -115,7 +123,7 @@ def speedup_intervals(sweep: Sweep, rows: list[dict[str, Any]],
                     "repeats": sp["n"], "speedup": sp["mean"], "speedup_low": sp["low"],
                     "speedup_high": sp["high"], "confidence": confidence,
                     "per_user_speedup": user["mean"], "per_user_speedup_low": user["low"],
-                    "per_user_speedup_high": user["high"],
+                    "per_user_speedup_high": user["high"], "per_user_verdict": verdict(user),
                     "acceptance_length": al["mean"], "verdict": verdict(sp),
                     "suspect": suspect})
     return out

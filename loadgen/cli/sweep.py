@@ -117,8 +117,8 @@ def print_intervals(console, analysis: dict) -> None:
         suspect = [r for r in rows if r["suspect"]]
     else:
         conf = rows[0]["confidence"]
-        t = Table(title=f"Speedup across repetitions (mean, {conf:.0%} t-interval); overall: "
-                        "output tokens/s, categories: per-user tokens/s")
+        t = Table(title=f"Speedup across repetitions (geometric mean, {conf:.0%} "
+                        "t-interval); overall: output tokens/s, categories: per-user tokens/s")
         for col in ("dataset", "SD", "load", "category", "n", "AL", "speedup", "verdict"):
             t.add_column(col, justify="right")
         for r in rows:

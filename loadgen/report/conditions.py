@@ -35,8 +35,9 @@ def repeats_section(inp: D.ReportInput) -> Section:
     sec.text.append(
         f"Each row pairs every repetition of the SD configuration with the baseline run of the "
         f"same repetition ({n} repetition(s), run in alternation). Overall rows: output "
-        f"tokens/s; category rows: mean per-user tokens/s. Speedup = mean of the repetitions' "
-        f"ratios [{conf:.0%} Student-t interval]; 'no clear gain' when the interval contains "
+        f"tokens/s; category rows: mean per-user tokens/s. Speedup = geometric mean of the "
+        f"repetitions' ratios [{conf:.0%} Student-t interval on their logarithms]; 'no clear "
+        f"gain' when the interval contains "
         f"1. A suspect row says why it should not be believed.")
     if n < 2:
         sec.text.append("One repetition: no interval. Run with --repeats 3 or more.")

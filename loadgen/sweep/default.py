@@ -85,7 +85,7 @@ def print_comparison(cmp: dict[str, Any]) -> None:
 
     n = cmp["repeats"]
     t = Table(title=f"n-gram SD vs SD off (llama.cpp, SmolLM2-135M), {n} alternating "
-                    f"repetitions; speedup: mean [95% interval]")
+                    f"repetitions; speedup: geometric mean [95% interval]")
     for col in ("category", "AL", "per-user speedup", "verdict"):
         t.add_column(col, justify="right")
 
@@ -100,7 +100,7 @@ def print_comparison(cmp: dict[str, Any]) -> None:
     console = Console()
     if o:
         user = dict(o, speedup=o["per_user_speedup"], speedup_low=o["per_user_speedup_low"],
-                    speedup_high=o["per_user_speedup_high"])
+                    speedup_high=o["per_user_speedup_high"], verdict=o["per_user_verdict"])
         t.add_row("all", f(o["acceptance_length"], 3), fmt_speedup(user), verdict(o))
     console.print(t)
     if o:
