@@ -123,7 +123,8 @@ def main(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / ("default-" + datetime.now().strftime("%Y%m%d-%H%M%S"))
     repeats = getattr(args, "repeats", None) or DEFAULT_REPEATS
     cfg = sweep_config(args, args.concurrency or 4, args.output_len or 96, repeats)
-    cfg["run"]["warmup_requests"] = args.warmup_requests or 2
+    if args.warmup_requests is not None:
+        cfg["run"]["warmup_requests"] = args.warmup_requests
     try:
         sweep = run_sweep(cfg, out, progress=not args.quiet)
     except (SweepConfigError, ValueError) as exc:
