@@ -148,12 +148,17 @@ def test_prefix_cache_salt_keep_and_counters_on_the_synthetic_engine(synthetic, 
     eng = synthetic("--protocol", "vllm", *TIMING)
     prompts = read_prompts(make_dataset(tmp_path / "ds.jsonl", n=12))
 
-    def run(name: str, keep: bool):
+    def run(name: str, keep: bool, warmup: int | None):
         cfg = RunConfig(endpoint=eng.url, engine="vllm", out=tmp_path / name, output_len=4,
-                        concurrency=4, num_requests=12, shuffle=False, keep_prefix_cache=keep)
+                        concurrency=4, num_requests=12, shuffle=False, keep_prefix_cache=keep,
+                        warmup_requests=warmup)
         return run_benchmark(cfg, prompts, None, argv=["test"], use_uvloop=False)
 
-    first, warm, salted = run("first", True), run("warm", True), run("salted", False)
+    first, warm = run("first", True, 0), run("warm", True, 0)
+    # salted, with the default warm-up over the same prompts: the window gets its own salt,
+    # so neither earlier runs nor its own warm-up serve its prefill from cache
+    salted = run("salted", False, None)
+    assert salted.requests.warmup > 0
     for s in (first, warm, salted):
         assert s.prefix_cache.source == "server_counters:vllm" and s.prefix_cache.queries > 0
     assert first.prefix_cache.hit_rate == 0.0  # random prompts share no block

@@ -53,15 +53,17 @@ def _prompts() -> PromptFile:
 def test_cache_salt_makes_the_second_identical_run_uncached(vllm_server, tmp_path):
     prompts = _prompts()
 
-    def run(name: str, keep: bool):
+    def run(name: str, keep: bool, warmup: int):
         cfg = RunConfig(endpoint=vllm_server.base_url, engine="vllm", out=tmp_path / name,
                         output_len=2, concurrency=2, num_requests=len(prompts.records),
-                        shuffle=False, keep_prefix_cache=keep, timeout_s=300)
+                        shuffle=False, keep_prefix_cache=keep, timeout_s=300,
+                        warmup_requests=warmup)
         return run_benchmark(cfg, prompts, None, argv=["test"], engine=vllm_server.describe())
 
-    first = run("first", keep=True)
-    warm = run("warm", keep=True)
-    salted = run("salted", keep=False)
+    first = run("first", keep=True, warmup=0)
+    warm = run("warm", keep=True, warmup=0)
+    # salted, with warm-up requests over the same prompts: the window has its own salt
+    salted = run("salted", keep=False, warmup=2)
     for s in (first, warm, salted):
         pc = s.prefix_cache
         assert pc is not None and pc.source == "server_counters:vllm" and pc.queries > 0

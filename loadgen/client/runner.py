@@ -321,6 +321,9 @@ class Run:
         assert drv is not None
         tag = f":{category}" if category is not None else ""
         drv.new_window()
+        # warm-up requests (same prompts) must not leave their prefill in the window's cache
+        await self.adapter.renew_prefix_cache(http, self.prefix_cache_policy,
+                                              f"loadgen-{uuid.uuid4().hex}")
         await scrapes.take(http, "window_start" + tag)
         window: dict[str, Any] = {"start_ns": _now_ns(), "category": category,
                                   "start_scrape": "window_start" + tag}

@@ -5,6 +5,7 @@ llamacpp, openai)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import re
 from collections.abc import Callable
@@ -269,6 +270,16 @@ class EngineAdapter:
             except httpx.HTTPError:
                 pass
         return "unprotected"
+
+    async def renew_prefix_cache(self, http: httpx.AsyncClient, policy: str | None,
+                                 salt: str) -> None:
+        """At a window's opening: a new salt, or another flush, so that what the warm-up
+        requests (the same prompts) prefilled is not served from cache inside the window."""
+        if policy == "salted":
+            self.cache_salt = salt
+        elif policy == "flushed" and self.flush_path:
+            with contextlib.suppress(httpx.HTTPError):
+                await http.post(self.flush_path)
 
     def prefix_cache(self, delta: dict[str, float] | None, end: dict[str, float] | None,
                      sent_prompt_tokens: float) -> PrefixCacheStats | None:
