@@ -199,8 +199,8 @@ def compare_dirs(path_a: Path | str, path_b: Path | str, *, label_a: str | None 
     runs_b = [b, *(load_run(p, f"{label_b or 'B'}{i}") for i, p in enumerate(more_b, 2))]
     result["across_runs"] = across_runs(runs_a, runs_b, result["statistics"],
                                         result["settings"]["confidence"])
-    for why in result["across_runs"]["suspect"]:
-        result["warnings"].append(f"suspect: {why}")
+    # conditions (host, cache, AL bound), apart from the comparability warnings
+    result["suspect"] = list(result["across_runs"]["suspect"])
     if len(runs_a) < 2 or len(runs_b) < 2:
         result["notes"].append(
             "one run per side: the CIs cover the noise within each run's window only, not "

@@ -92,6 +92,8 @@ def print_result(result: dict[str, Any], console: Any = None) -> None:
                   f"cancelled")
     for w in result["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
+    for w in result.get("suspect", []):
+        console.print(f"[red]suspect:[/red] {w}")
     for n in result["notes"]:
         console.print(f"note: {n}")
 
@@ -171,6 +173,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {k} | {ea[k]} | {eb[k]} |")
     if result["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in result["warnings"]]
+    if result.get("suspect"):
+        lines += ["", "## Suspect (docs/METRICS.md, \"Sanity\")", ""] + [
+            f"- {w}" for w in result["suspect"]]
     lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
 
