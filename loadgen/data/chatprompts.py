@@ -11,12 +11,10 @@ generated reply (docs/FORMATS.md).
 
 from __future__ import annotations
 
-import gzip
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from loadgen.data.jsonl import iter_jsonl
 from loadgen.data.prompts import PromptFile, PromptFileError, PromptRecord
 from loadgen.data.textfmt import TEXT_HEADER_KEY, TextPromptError, read_text_prompts
 
@@ -57,27 +55,15 @@ def _messages_record(obj: Any, where: str, lineno: int) -> PromptRecord:
                         meta=meta)
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="\n") as fh:  # split on "\n" only
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line, strict=False)
-            except json.JSONDecodeError as exc:
-                raise PromptFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-
-
 def _read_messages_jsonl(path: Path) -> PromptFile:
     records = [_messages_record(obj, f"{path}:{lineno}", lineno)
-               for lineno, obj in _iter_jsonl(path)]
+               for lineno, obj in iter_jsonl(path, PromptFileError)]
     return PromptFile(header={"format": "messages_jsonl"}, records=records)
 
 
 def read_text_prompt_file(path: Path) -> PromptFile:
     """Read a text prompt file or a ``messages`` JSONL as text records (no token ids)."""
-    first = next((obj for _, obj in _iter_jsonl(path)), None)
+    first = next((obj for _, obj in iter_jsonl(path, PromptFileError)), None)
     if isinstance(first, dict) and "messages" in first and TEXT_HEADER_KEY not in first:
         pf = _read_messages_jsonl(path)
     else:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from loadgen.data.jsonl import check_unique_ids, iter_jsonl
 
 FORMAT_VERSION = 1
 HEADER_KEY = "loadgen_prompts"
@@ -149,24 +151,6 @@ def record_from_dict(obj: Any, path: Path, line: int | None = None) -> PromptRec
     )
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="\n")
-    return open(path, encoding="utf-8", newline="\n")
-
-
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with _open_text(path) as fh:
-        # Split on "\n" only: prompt text may hold U+2028 and other separators.
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PromptFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-
-
 def _is_parquet(path: Path) -> bool:
     return path.suffix == ".parquet"
 
@@ -225,7 +209,7 @@ def _read_prompts(path: Path, text: bool) -> PromptFile:
     else:
         from loadgen.data.chatprompts import is_text_record, read_text_prompt_file, text_refusal
 
-        for lineno, obj in _iter_jsonl(path):
+        for lineno, obj in iter_jsonl(path, PromptFileError):
             if not records and not header and is_text_record(obj):
                 if text:
                     return read_text_prompt_file(path)
@@ -238,11 +222,7 @@ def _read_prompts(path: Path, text: bool) -> PromptFile:
             records.append(record_from_dict(obj, path, lineno))
     if not records:
         raise PromptFileError(f"{path}: holds no prompt records")
-    seen: set[str] = set()
-    for r in records:
-        if r.id in seen:
-            raise PromptFileError(f"{path}: duplicate id {r.id!r}")
-        seen.add(r.id)
+    check_unique_ids((r.id for r in records), path, PromptFileError)
     return PromptFile(header=header, records=records)
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadgen.data.jsonl import check_unique_ids, iter_jsonl, open_text
+
 TEXT_HEADER_KEY = "loadgen_text_prompts"
 TEXT_FORMAT_VERSION = 1
 
@@ -53,12 +55,6 @@ class TextPrompt:
         """System (if any) and the user turns, as chat messages (replies are generated live)."""
         msgs = [{"role": "system", "content": self.system}] if self.system else []
         return msgs + [{"role": "user", "content": t} for t in self.turns]
-
-
-def _open(path: Path, mode: str):
-    if path.suffix == ".gz":
-        return gzip.open(path, mode + "t", encoding="utf-8", newline="\n")
-    return open(path, mode, encoding="utf-8", newline="\n")
 
 
 def prompt_from_dict(obj: Any, where: str) -> TextPrompt:
@@ -106,31 +102,20 @@ def read_text_prompts(path: str | Path) -> tuple[dict[str, Any], list[TextPrompt
 def _read(path: Path) -> tuple[dict[str, Any], list[TextPrompt]]:
     header: dict[str, Any] = {}
     prompts: list[TextPrompt] = []
-    with _open(path, "r") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line, strict=False)
-            except json.JSONDecodeError as exc:
-                raise TextPromptError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if isinstance(obj, dict) and TEXT_HEADER_KEY in obj:
-                if prompts or header:
-                    raise TextPromptError(f"{path}:{lineno}: header must be the first line")
-                header = obj
-                continue
-            if isinstance(obj, dict) and "loadgen_prompts" in obj:
-                raise TextPromptError(
-                    f"{path}:{lineno}: this is already a pre-tokenized prompt file"
-                )
-            prompts.append(prompt_from_dict(obj, f"{path}:{lineno}"))
+    for lineno, obj in iter_jsonl(path, TextPromptError):
+        if isinstance(obj, dict) and TEXT_HEADER_KEY in obj:
+            if prompts or header:
+                raise TextPromptError(f"{path}:{lineno}: header must be the first line")
+            header = obj
+            continue
+        if isinstance(obj, dict) and "loadgen_prompts" in obj:
+            raise TextPromptError(
+                f"{path}:{lineno}: this is already a pre-tokenized prompt file"
+            )
+        prompts.append(prompt_from_dict(obj, f"{path}:{lineno}"))
     if not prompts:
         raise TextPromptError(f"{path}: holds no prompts")
-    seen: set[str] = set()
-    for p in prompts:
-        if p.id in seen:
-            raise TextPromptError(f"{path}: duplicate id {p.id!r}")
-        seen.add(p.id)
+    check_unique_ids((p.id for p in prompts), path, TextPromptError)
     return header, prompts
 
 
@@ -140,7 +125,7 @@ def write_text_prompts(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     head = {TEXT_HEADER_KEY: TEXT_FORMAT_VERSION, **(header or {})}
-    with _open(path, "w") as fh:
+    with open_text(path, "w") as fh:
         fh.write(json.dumps(head, ensure_ascii=False) + "\n")
         for p in prompts:
             fh.write(json.dumps(p.to_dict(), ensure_ascii=False) + "\n")
