@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from loadgen.analysis.buffering import buffered_stream_warning
 from loadgen.analysis.metrics import summarize
 from loadgen.client.runner import Run, RunOutcome
 from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
 from loadgen.results.files import write_json
 from loadgen.results.manifest import build_manifest
+from loadgen.results.records import iter_records
 from loadgen.results.summary import Summary
 
 
@@ -67,7 +66,8 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
 
 
 def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary:
-    """The summary of an executed run: counter deltas over the window, then every number."""
+    """The summary of an executed run: counter deltas over the window, then every number,
+    streamed from the records file (no record is held in memory)."""
     counters = outcome.counters
     window = outcome.window
     cat_acc = {}
@@ -88,7 +88,7 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
         window_delta = counters.delta("window_start",
                                       "run_end" if window["includes_drain"] else "window_end")
     acceptance = run.adapter.acceptance(window_delta) if window_delta else None
-    summary = summarize(outcome.records, window, acceptance=acceptance,
+    summary = summarize(iter_records(outcome.records_path), window, acceptance=acceptance,
                         counter_delta=window_delta,
                         run_counter_delta=counters.delta("run_start", "run_end"),
                         rate_mode=rate_mode, client=outcome.client,
@@ -96,16 +96,11 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
                         window_counters=cat_delta,
                         sampling=run.cfg.sampling())
     summary.warnings = outcome.warnings + summary.warnings
-    buffered = buffered_stream_warning(outcome.records, summary.acceptance.acceptance_length)
-    if buffered:
-        summary.warnings.append(buffered)
     if (acceptance is not None and len(summary.categories) > 1
             and all(c.acceptance_length is None for c in summary.categories.values())):
         summary.warnings.append(
             "no per-category acceptance: the engine sent no per-request SD numbers; rerun "
             "with --category-windows (or --warmup-requests >= 1, so a first request tells)")
-    summary.error_reasons = dict(Counter(
-        (r["error"] or "")[:120] for r in outcome.records if r["status"] != "ok"))
     summary.interrupted = outcome.interrupted
     summary.token_count_source = run.adapter.token_count_source
     if run.adapter.neutral_tokenizer:

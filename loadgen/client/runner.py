@@ -12,7 +12,8 @@ warm-up and measured window, and a counter scrape at each edge taken once the ph
 drained, so each category's counter delta covers exactly its own requests.
 
 Every request ends ok, error (with a reason) or cancelled, and its record is
-appended to requests.jsonl the moment it ends.
+appended to requests.jsonl the moment it ends; no record is kept in memory (the summary is
+computed from the file afterwards, loadgen.analysis.accumulate).
 
 ``Run.execute()`` returns a ``RunOutcome``; ``loadgen.client.benchmark`` turns it into the run
 directory's summary.
@@ -27,6 +28,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -55,7 +57,7 @@ _now_ns = time.monotonic_ns
 class RunOutcome:
     """What one executed run observed, before any summary statistics."""
 
-    records: list[dict[str, Any]]
+    records_path: Path
     window: dict[str, Any]  # start_ns, end_ns, includes_drain
     counters: Scrapes
     probe: dict[str, Any]
@@ -84,7 +86,7 @@ class Run:
                              f"holds text: tokenize it first (loadgen data tokenize)")
         self.category_windows = False
         self._windows: list[dict[str, Any]] = []
-        self.records: list[dict[str, Any]] = []
+        self.tally = RecordTally()
         self.interrupted = False
         self.progress_cb: Callable[[dict[str, Any]], None] | None = None
         # told each warning that matters before the load starts (the CLI prints it)
@@ -125,7 +127,7 @@ class Run:
             if d["error"]:  # a server may echo a key or URL back in its error text
                 d["error"] = self.wire.scrub(d["error"])
             writer.write(d)
-            self.records.append(d)
+            self.tally.add(d)
             if self.progress_cb:
                 self.progress_cb(d)
 
@@ -158,8 +160,8 @@ class Run:
                 if warm and self._needs_first_request(scrapes):
                     # vLLM sends per-request SD only with a server flag: the first warm-up
                     # request that succeeds tells whether category windows are needed.
-                    while sent < warm and not self.stop_requested and not any(
-                            r["status"] == "ok" for r in self.records):
+                    while sent < warm and not self.stop_requested and (
+                            self.tally.first_ok is None):
                         await drv.closed_loop(items, 1, None, 1)
                         sent += 1
                 self.category_windows = self._decide_windows(scrapes)
@@ -173,8 +175,8 @@ class Run:
                     w = await self._measure(http, items, cfg.num_requests, cfg.duration_s,
                                             None)
                     windows = [w]
-                stats = client_stats(self._cpu_s, self._lag.lags_ms, self.records,
-                                     cfg.lag_threshold_ms)
+                stats = client_stats(self._cpu_s, self._lag.lags_ms, self.tally.events,
+                                     self.tally.measured, cfg.lag_threshold_ms)
                 await scrapes.take(http, "run_end")
             finally:
                 self._lag.stop()
@@ -197,7 +199,7 @@ class Run:
             windows = [{"start_ns": 0, "end_ns": 0, "includes_drain": False,
                         "category": None}]
         bounded = [self._bounds(w) for w in windows]
-        return RunOutcome(records=self.records, window=bounded[0] if len(bounded) == 1
+        return RunOutcome(records_path=writer.path, window=bounded[0] if len(bounded) == 1
                           else merged_window(bounded), counters=scrapes, probe=probe,
                           client=stats, warnings=self.warnings,
                           interrupted=self.interrupted,
@@ -227,7 +229,7 @@ class Run:
         if support == "always" or not self._auto_windows_possible(scrapes):
             return False
         if support == "optional":
-            first = next((r for r in self.records if r["status"] == "ok"), None)
+            first = self.tally.first_ok
             if first is None:  # --warmup-requests 0, or no warm-up request succeeded
                 return False
             return first.get("acceptance_length") is None
@@ -305,20 +307,54 @@ class Run:
                 await self._warmup(items, w)
             dur = cfg.duration_s * share if cfg.duration_s else None
             self._windows.append(await self._measure(http, items, n, dur, cat))
-            start = 1 + max((r["index"] for r in self.records), default=start - 1)
+            start = 1 + (self.tally.max_index if self.tally.max_index is not None
+                         else start - 1)
 
     def _bounds(self, window: dict[str, Any]) -> dict[str, Any]:
         start = window.get("start_ns", 0)
         end = window.get("end_ns", start)
         cat = window.get("category")
-        measured = [r for r in self.records if not r["warmup"]
-                    and (cat is None or r["category"] == cat)]
-        includes_drain = False
-        if measured and end - start < 0.2 * (max(r["end_ns"] for r in measured) - start):
-            # Everything was sent at once (n <= concurrency): no steady state to isolate.
-            end = max(r["end_ns"] for r in measured)
-            includes_drain = True
-        return {**window, "start_ns": start, "end_ns": end, "includes_drain": includes_drain}
+        last = self.tally.last_end_ns if cat is None else self.tally.last_end_by_cat.get(cat)
+        return {**window, **window_bounds(start, end, last)}
+
+
+@dataclass(slots=True)
+class RecordTally:
+    """What the run needs from its records without keeping them: measured requests and their
+    events, the first ok record, the highest index, the last measured end (overall and per
+    category: the window's drain rule)."""
+
+    measured: int = 0
+    events: int = 0
+    first_ok: dict[str, Any] | None = None
+    max_index: int | None = None
+    last_end_ns: int | None = None
+    last_end_by_cat: dict[str, int] = field(default_factory=dict)
+
+    def add(self, d: dict[str, Any]) -> None:
+        if self.first_ok is None and d.get("status") == "ok":
+            self.first_ok = d
+        if "index" in d and (self.max_index is None or d["index"] > self.max_index):
+            self.max_index = d["index"]
+        if d["warmup"]:
+            return
+        self.measured += 1
+        self.events += d["events"]
+        if self.last_end_ns is None or d["end_ns"] > self.last_end_ns:
+            self.last_end_ns = d["end_ns"]
+        cat = d.get("category")
+        if cat is not None and d["end_ns"] > self.last_end_by_cat.get(cat, -1):
+            self.last_end_by_cat[cat] = d["end_ns"]
+
+
+def window_bounds(start: int, end: int, last_end_ns: int | None) -> dict[str, Any]:
+    """The window [start, end]; when everything was sent at once (n <= concurrency) there is no
+    steady state to isolate: the window runs to the last measured end and includes the drain."""
+    includes_drain = False
+    if last_end_ns is not None and end - start < 0.2 * (last_end_ns - start):
+        end = last_end_ns
+        includes_drain = True
+    return {"start_ns": start, "end_ns": end, "includes_drain": includes_drain}
 
 
 def merged_window(windows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -72,6 +72,8 @@ class Stats:
     p99: float | None = None
     max: float | None = None
     count: int = 0
+    # set when the percentiles come from a histogram (their bound on the relative error)
+    relative_error: float | None = field(default=None, metadata=_OMIT)
 
     def get(self, stat: str) -> float | None:
         """A statistic by name (``mean``, ``p50``, ``p90``, ``p99``, ``max``)."""
