@@ -74,6 +74,15 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="store output token ids in requests.jsonl")
     p.add_argument("--no-multi-turn", action="store_true",
                    help="send only the first turn of multi-turn records")
+    sc = p.add_argument_group("scale-out (docs/FORMATS.md, 'Scaled-out runs')")
+    sc.add_argument("--workers", type=_workers, metavar="N|auto",
+                    help="N client processes driven by one coordinator; 'auto' picks N from "
+                         "the load (default: this one process)")
+    sc.add_argument("--ray", metavar="ADDRESS",
+                    help="run the workers as Ray actors on this cluster ('local': a throwaway "
+                         "local cluster); needs the 'scale' extra")
+    sc.add_argument("--workers-per-node", type=int, default=default("workers_per_node"),
+                    help="with --ray: worker actors per node")
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--quiet", action="store_true")
     sv = p.add_argument_group(
@@ -90,6 +99,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     sv.add_argument("--serve-python", help="python of the engine's environment")
     sv.add_argument("--health-timeout", type=float)
     p.set_defaults(func=main)
+
+
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number or 'auto'") from None
 
 
 def _serve_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -140,6 +158,7 @@ def main(args: argparse.Namespace) -> int:
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         seed_per_request=args.seed_per_request, category_windows=args.category_windows,
         retry_429=args.retry_429,
+        workers=args.workers, ray=args.ray, workers_per_node=args.workers_per_node,
     )
     if cfg.num_requests is None and cfg.duration_s is None:
         cfg.num_requests = len(prompts.records)

@@ -24,6 +24,10 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
     """Execute one run and write manifest.json, requests.jsonl and summary.json to cfg.out.
     ``progress`` shows a live line on a terminal (never when stderr is not a TTY); ``engine`` is
     what a launched engine says about itself (EngineProcess.describe()), kept in the manifest."""
+    if cfg.workers is not None or cfg.ray:
+        from loadgen.scale.coordinator import run_scaled
+
+        return run_scaled(cfg, prompts, dataset_path, argv or sys.argv, use_uvloop, engine)
     cfg.out.mkdir(parents=True, exist_ok=True)
     req_file = cfg.out / "requests.jsonl"
     if req_file.exists():

@@ -55,6 +55,10 @@ class RunConfig:
     # Category windows: None = on when the engine gives no per-request SD (runner decides)
     category_windows: bool | None = None
     retry_429: int = 0  # retries of a request answered 429 (waiting Retry-After)
+    # Scale-out (loadgen/scale): None = this process; N worker processes; "auto" = from the load
+    workers: int | str | None = None
+    ray: str | None = None  # a Ray cluster's address, or "local" (a throwaway local cluster)
+    workers_per_node: int = 1  # with ray: worker actors per node
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -78,6 +82,11 @@ class RunConfig:
             raise ValueError("--top-k must be >= 1")
         if self.retry_429 < 0:
             raise ValueError("--retry-429 must be >= 0")
+        if self.workers is not None and self.workers != "auto" and (
+                not isinstance(self.workers, int) or self.workers < 1):
+            raise ValueError("--workers must be a number >= 1 or 'auto'")
+        if self.workers_per_node < 1:
+            raise ValueError("--workers-per-node must be >= 1")
 
     def effective_warmup(self) -> int:
         """Warm-up requests actually sent: the explicit count, else the concurrency (closed
