@@ -85,6 +85,8 @@ class RunConfig:
         if self.workers is not None and self.workers != "auto" and (
                 not isinstance(self.workers, int) or self.workers < 1):
             raise ValueError("--workers must be a number >= 1 or 'auto'")
+        if self.ray and self.workers is not None:
+            raise ValueError("give --workers or --ray (with --workers-per-node), not both")
         if self.workers_per_node < 1:
             raise ValueError("--workers-per-node must be >= 1")
 

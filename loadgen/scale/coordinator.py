@@ -215,7 +215,7 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
 
         handles, note = start_ray_workers(cfg, prompts, use_uvloop)
         scale = {"backend": "ray", "address": cfg.ray if cfg.ray == "local"
-                 else redact_url(f"ray://{cfg.ray}" if "://" not in cfg.ray else cfg.ray)}
+                 else redact_url(cfg.ray) if "://" in cfg.ray else cfg.ray.rsplit("@", 1)[-1]}
     else:
         n, note = plan_workers(cfg)
         handles = [LocalWorker(s, prompts, use_uvloop) for s in worker_specs(cfg, n, out)]
@@ -238,6 +238,10 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
             with contextlib.suppress(Exception):
                 h.collect_shard()
             h.close()
+        if cfg.ray:
+            from loadgen.scale.rayactors import shutdown
+
+            shutdown()
     coord.account()
     summary = coord.summary()
     write_json(out / "summary.json", summary.to_dict())
