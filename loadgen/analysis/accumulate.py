@@ -74,7 +74,7 @@ class _Category:
 
 class SummaryAccumulator:
     def __init__(self, window: dict[str, Any], rate_mode: bool,
-                 exact_limit: int = EXACT_LIMIT,
+                 exact_limit: int | None = EXACT_LIMIT,
                  windows: list[dict[str, Any]] | None = None) -> None:
         self.window = window
         self.rate_mode = rate_mode
@@ -84,7 +84,8 @@ class SummaryAccumulator:
         self._offset = 0  # the window edges' shift onto the clock of the records fed next
         # per window: [tokens, events, ok measured requests ended inside]
         self._per_window = [[0, 0, 0] for _ in self._wins]
-        q = lambda: Quantity(exact_limit)  # noqa: E731
+        limit = EXACT_LIMIT if exact_limit is None else exact_limit
+        q = lambda: Quantity(limit)  # noqa: E731
         self.ttft, self.tpot, self.itl, self.ichunk, self.e2e = q(), q(), q(), q(), q()
         self.users, self.lag = q(), q()
         self.counts = RequestCounts()

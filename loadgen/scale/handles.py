@@ -132,7 +132,7 @@ class LocalWorker:
         self.proc.join(timeout=5)
         code = self.proc.exitcode
         with self._lock:
-            self._died = (f"worker {self.index} (pid {self.proc.pid}) exited with code {code}"
+            self._died = (f"worker {self.index} (pid {self.proc.pid}) died (exit code {code})"
                           if code is not None else f"worker {self.index} stopped answering")
             pending, self._pending = self._pending, {}
         for fut in pending.values():
