@@ -210,6 +210,7 @@ class WorkerClient:
     loop_lag_ms: Stats = field(default_factory=Stats)
     overloaded: bool = False
     error: str | None = None
+    max_rss_mb: float | None = None  # the worker process's peak resident memory so far
 
 
 @dataclass(slots=True)

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import signal
 import sys
 import time
 from concurrent.futures import Future
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +55,12 @@ def shard_path(out: Path, k: int) -> Path:
     return out / f"requests.{k}.jsonl"
 
 
-def worker_specs(cfg: RunConfig, workers: int, out: Path) -> list[WorkerSpec]:
-    return [WorkerSpec(cfg=cfg, index=k, workers=workers,
+def worker_specs(cfg: RunConfig, workers: int, out: Path,
+                 endpoints: list[str] | None = None) -> list[WorkerSpec]:
+    """Each worker's share of the run. ``endpoints``: worker k sends to endpoints[k % len]
+    (scripts/bench_scale.py spreads its load over several engine processes this way)."""
+    return [WorkerSpec(cfg=replace(cfg, endpoint=endpoints[k % len(endpoints)])
+                       if endpoints else cfg, index=k, workers=workers,
                        concurrency=split(cfg.concurrency, k, workers),
                        max_concurrency=split(cfg.max_concurrency, k, workers),
                        shard=shard_path(out, k)) for k in range(workers)]
@@ -251,6 +257,8 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
     scale["clock_error_bound_ns"] = max(o.error_ns for o in coord.offsets)
     scale["window"] = {"start_ns": coord.window["start_ns"], "end_ns": coord.window["end_ns"],
                        "clock": "coordinator"}
+    # peak resident memory of this coordinator (the summary streamed from the shards included)
+    scale["coordinator_max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     manifest["status"] = "interrupted" if coord.interrupted else "complete"
     manifest["server"] = coord.probe
     write_json(out / "manifest.json", manifest)

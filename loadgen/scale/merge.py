@@ -125,7 +125,8 @@ def merge_client(results: list[dict[str, Any] | None], nodes: list[str],
         per.append(WorkerClient(index=k, node=nodes[k], requests=res["measured"],
                                 events=res["events"], cpu_s=c["cpu_s"],
                                 cpu_us_per_event=c["cpu_us_per_event"],
-                                loop_lag_ms=stats(res["lags_ms"]), overloaded=c["overloaded"]))
+                                loop_lag_ms=stats(res["lags_ms"]), overloaded=c["overloaded"],
+                                max_rss_mb=res.get("max_rss_mb")))
     return ClientStats(
         cpu_s=cpu, cpu_us_per_event=cpu * 1e6 / events if events else None,
         cpu_ms_per_request=cpu * 1e3 / measured if measured else None,

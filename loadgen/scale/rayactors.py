@@ -21,7 +21,7 @@ from typing import Any
 from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
 from loadgen.scale.handles import WorkerDied
-from loadgen.scale.worker import WorkerCore, WorkerSpec, split
+from loadgen.scale.worker import WorkerCore, WorkerSpec
 
 CHUNK = 8 << 20  # shard bytes per call when a shard comes back
 
@@ -184,10 +184,11 @@ class RayWorker:
         self._ray.kill(self.actor)
 
 
-def start_ray_workers(cfg: RunConfig, prompts: PromptFile,
-                      use_uvloop: bool) -> tuple[list[RayWorker], str]:
-    """``--workers-per-node`` actors on every alive node of the cluster at ``cfg.ray``."""
-    from loadgen.scale.coordinator import shard_path
+def start_ray_workers(cfg: RunConfig, prompts: PromptFile, use_uvloop: bool,
+                      endpoints: list[str] | None = None) -> tuple[list[RayWorker], str]:
+    """``--workers-per-node`` actors on every alive node of the cluster at ``cfg.ray``
+    (``endpoints`` as in coordinator.worker_specs)."""
+    from loadgen.scale.coordinator import worker_specs
 
     assert cfg.ray
     ray = connect(cfg.ray)
@@ -198,12 +199,8 @@ def start_ray_workers(cfg: RunConfig, prompts: PromptFile,
     workers = len(nodes) * per
     cls = ray.remote(num_cpus=0, max_concurrency=8)(RayActor)
     handles = []
-    for k in range(workers):
+    for k, spec in enumerate(worker_specs(cfg, workers, cfg.out, endpoints)):
         node = nodes[k % len(nodes)]
-        spec = WorkerSpec(cfg=cfg, index=k, workers=workers,
-                          concurrency=split(cfg.concurrency, k, workers),
-                          max_concurrency=split(cfg.max_concurrency, k, workers),
-                          shard=shard_path(cfg.out, k))
         actor = cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             node_id=node["NodeID"], soft=False)).remote(spec, prompts, use_uvloop)
         handles.append(RayWorker(ray, actor, spec, node["NodeID"][:12]))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import resource
 import threading
 import time
 from concurrent.futures import Future
@@ -199,6 +200,7 @@ class WorkerCore:
                 "events": self.tally.events, "issued": self.issued,
                 "client": asdict(stats), "lags_ms": lag.lags_ms,
                 "failures": [f"{type(e).__name__}: {e}" for e in drv.failures],
+                "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "interrupted": drv.stop.is_set()}
 
     def close(self) -> None:
