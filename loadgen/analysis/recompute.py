@@ -2,9 +2,10 @@
 
 The records are streamed from requests.jsonl or every shard requests.<k>.jsonl; the window, the
 server's counter deltas and the client's own statistics come from summary.json (they are not in
-the records), each shard's clock offset from manifest.json. A category-window run keeps its
-stored throughput and per-category window figures (the windows' edges are not in the files). With ``exact`` every percentile is
-exact whatever the run's size (each latency value is kept: 8 bytes per value, no record).
+the records), each shard's clock offset from manifest.json. With ``exact`` every percentile is
+exact whatever the run's size (each latency value is kept: 8 bytes per value, no record). A
+category-window run keeps its stored throughput and per-category window figures (the windows'
+edges are not in the files).
 """
 
 from __future__ import annotations

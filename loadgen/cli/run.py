@@ -75,7 +75,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--no-multi-turn", action="store_true",
                    help="send only the first turn of multi-turn records")
     sc = p.add_argument_group("scale-out (docs/FORMATS.md, 'Scaled-out runs')")
-    sc.add_argument("--workers", type=_workers, metavar="N|auto",
+    sc.add_argument("--workers", type=workers_arg, metavar="N|auto",
                     help="N client processes driven by one coordinator; 'auto' picks N from "
                          "the load (default: this one process)")
     sc.add_argument("--ray", metavar="ADDRESS",
@@ -101,7 +101,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
-def _workers(text: str) -> int | str:
+def workers_arg(text: str) -> int | str:
+    """``--workers``: a number, or ``auto``."""
     if text == "auto":
         return text
     try:
