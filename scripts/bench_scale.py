@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
 import random
 import resource
@@ -130,9 +131,8 @@ def main() -> int:
             ev = row(f"{n} worker process(es)", s, base, n, time.monotonic() - t)
             base = base or ev
         if not args.skip_ray:
-            try:
-                import ray  # noqa: F401
-            except ImportError:
+            # not imported here: loadgen.scale.rayactors.connect must see ray imported first
+            if importlib.util.find_spec("ray") is None:
                 print(f"{'Ray 2 nodes x 1 worker':>28}  skipped: ray is not installed")
             else:
                 from loadgen.scale.raycluster import LocalRayCluster

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 import time
 from concurrent.futures import Future
@@ -32,8 +33,12 @@ def is_loopback(address: str) -> bool:
 
 
 def connect(address: str) -> Any:
-    """ray.init for ``address`` ("local": a throwaway cluster in this process, on 127.0.0.1)."""
+    """ray.init for ``address`` ("local": a throwaway cluster in this process, on 127.0.0.1).
+    For a loopback address this must run before anything in the process imports ray."""
     if is_loopback(address):
+        if "ray" in sys.modules and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
+            raise ValueError("ray was imported before loadgen could keep it on 127.0.0.1; "
+                             "connect to a loopback cluster before importing ray")
         # Ray resolves 127.0.0.1 to the host's routable IP unless its "no cluster" switch is on;
         # with it on, every server binds 127.0.0.1 only.
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
