@@ -99,6 +99,9 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=1500)
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--big", type=int, default=100_000)
+    ap.add_argument("--scan", default="100,200,400,800,1600",
+                    help="stream counts for the overload scan ('' to skip)")
+    ap.add_argument("--only-scan", action="store_true")
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--skip-big", action="store_true")
     args = ap.parse_args()
@@ -118,6 +121,10 @@ def main() -> int:
                              num_requests=args.requests, warmup_requests=args.streams // 4,
                              **kw)  # type: ignore[arg-type]
 
+        if args.scan:
+            scan(args, tmp, prompts, urls)
+        if args.only_scan:
+            return 0
         print(f"{'client':>28}  {'events/s':>10}  {'/worker':>10}  {'CPU µs/ev':>8}  "
               f"{'efficiency':>10}  {'lag p99':>8}  {'over':>5}  {'ok/total':>13} "
               f"{'RSS MB':>7}  {'wall s':>6}")
@@ -148,6 +155,21 @@ def main() -> int:
     if not args.skip_big:
         big(args, tmp, ds, prompts)
     return 0
+
+
+def scan(args: argparse.Namespace, tmp: Path, prompts: PromptFile, urls: list[str]) -> None:
+    """Streams per host without a client overload flag: 2 workers (one per core), 64-token
+    requests, each stream count in turn; the flag is any worker's lag p99 above 5 ms."""
+    print("overload scan (2 workers, 64 tokens, 4 requests per stream):")
+    for c in (int(x) for x in args.scan.split(",")):
+        cfg = RunConfig(endpoint=urls[0], engine="vllm", out=tmp / f"scan{c}", model="m",
+                        output_len=64, concurrency=c, num_requests=4 * c,
+                        warmup_requests=c // 4)
+        s = local(cfg, prompts, 2, urls)
+        lags = ", ".join(f"{w.loop_lag_ms.p99:.1f}" for w in s.client.workers or [])
+        print(f"  {c:>6} streams: {s.throughput.output_tokens_per_s or 0:>8.0f} events/s, "
+              f"worker lag p99 {lags} ms, overloaded: "
+              f"{'yes' if s.client.overloaded else 'no'}", flush=True)
 
 
 def big(args: argparse.Namespace, tmp: Path, ds: Path, prompts: PromptFile) -> None:

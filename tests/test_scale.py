@@ -185,3 +185,37 @@ def test_ray_two_nodes_equal_truth(synthetic, tmp_path, ray_cluster):
     assert scale["clock_error_bound_ns"] == max(d["clock_error_ns"] for d in scale["detail"])
     assert sorted(r["index"] for r in read_run_records(out)) == list(range(30))
     assert share_count(30, 0, 2) == sum(1 for r in read_run_records(out) if r["index"] % 2 == 0)
+
+
+def test_workers_auto_says_what_it_picked(synthetic, tmp_path):
+    ds = make_dataset(tmp_path / "ds.jsonl", n=12)
+    eng = synthetic("--protocol", "vllm", "--fast", "--model-name", "m")
+    out = tmp_path / "out"
+    rc = subprocess.run(
+        [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
+         "--model", "m", "--dataset", str(ds), "--output-len", "4", "--concurrency", "6",
+         "--num-requests", "12", "--workers", "auto", "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=120)
+    assert rc.returncode == 0, rc.stderr
+    assert "--workers auto: 1 worker(s) (6 streams at" in rc.stderr
+    scale = json.loads((out / "manifest.json").read_text())["scale"]
+    assert scale["workers"] == 1 and scale["note"] in rc.stderr
+    # compare and the other readers take the shards
+    rc = subprocess.run([sys.executable, "-m", "loadgen", "compare", str(out), str(out),
+                         "--json", str(tmp_path / "c.json"), "--quiet"],
+                        capture_output=True, text=True, timeout=120)
+    assert rc.returncode == 0, rc.stderr
+    assert json.loads((tmp_path / "c.json").read_text())["a"]["ok_requests"] == 12
+
+
+def test_bad_scale_options_are_one_line_errors(tmp_path):
+    ds = make_dataset(tmp_path / "ds.jsonl", n=4)
+    for extra, msg in ((["--workers", "0"], "--workers must be"),
+                       (["--workers", "2", "--ray", "local"], "not both"),
+                       (["--workers", "two"], "expected a number or 'auto'")):
+        rc = subprocess.run([sys.executable, "-m", "loadgen", "run", "--endpoint",
+                             "http://127.0.0.1:9", "--dataset", str(ds), *extra,
+                             "--out", str(tmp_path / "o")],
+                            capture_output=True, text=True, timeout=60)
+        assert rc.returncode == 2 and msg in rc.stderr, rc.stderr
+        assert "Traceback" not in rc.stderr

@@ -52,10 +52,12 @@ def account_dead(shard: Path, cfg: RunConfig, prompts: PromptFile, index: int, w
     final record in its shard becomes an error record there. A torn last line is cut first.
     Returns the number of records added."""
     _cut_torn_tail(shard)
-    done: dict[int, list[dict[str, Any]]] = {}
+    last_of: dict[int, tuple[int, str]] = {}  # index -> (its last turn recorded, that status)
     if shard.exists():
         for r in iter_records(shard):
-            done.setdefault(r["index"], []).append(r)
+            prev = last_of.get(r["index"])
+            if prev is None or r["turn"] > prev[0]:
+                last_of[r["index"]] = (r["turn"], r["status"])
     items = iter_items(prompts, cfg.seed, cfg.effective_warmup(), cfg.shuffle, index,
                        workers)
     writer = RecordWriter(shard)
@@ -63,12 +65,11 @@ def account_dead(shard: Path, cfg: RunConfig, prompts: PromptFile, index: int, w
     try:
         for _ in range(issued):
             item = next(items)
-            recs = done.get(item.index, [])
+            last = last_of.get(item.index)
             turns = len(item.prompt.turns or []) if cfg.multi_turn else 0
-            last = max(recs, key=lambda r: r["turn"]) if recs else None
-            if last is not None and (last["turn"] >= turns or last["status"] != "ok"):
+            if last is not None and (last[0] >= turns or last[1] != "ok"):
                 continue  # the conversation ended
-            turn = last["turn"] + 1 if last is not None else 0
+            turn = last[0] + 1 if last is not None else 0
             rec = RequestRecord(
                 index=item.index, prompt_id=item.prompt.id, category=item.prompt.category,
                 turn=turn, warmup=item.warmup,
