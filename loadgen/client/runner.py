@@ -35,6 +35,7 @@ import httpx
 
 from loadgen.client.connect import CertificateError
 from loadgen.client.endpoint import EndpointError
+from loadgen.client.gcwindow import close_window, open_window
 from loadgen.client.lag import LagMonitor, client_stats
 from loadgen.client.loops import Driver
 from loadgen.client.plan import Item, iter_items, iter_records, split_by_category
@@ -180,8 +181,7 @@ class Run:
                 await scrapes.take(http, "run_end")
             finally:
                 self._lag.stop()
-                if self._gc_was:
-                    gc.enable()
+                close_window(self._gc_was)
                 await self.adapter.stop_polling()
                 drv.cancel_all()
                 await drv.wait(list(drv.tasks))
@@ -250,7 +250,7 @@ class Run:
                                   "start_scrape": "window_start" + tag}
         cpu0 = time.process_time()
         self._lag.start()
-        gc.disable()  # no collector pauses inside the timed window; re-enabled below
+        open_window()  # no full-heap collector pause in the window; memory bounded
         deadline = (_now_ns() + int(duration_s * 1e9)) if duration_s else None
         if cfg.concurrency is not None:
             measured = drv.spawn(drv.closed_loop(items, n, deadline, cfg.concurrency))
@@ -275,8 +275,7 @@ class Run:
             await scrapes.take(http, "window_end" + tag)
         self._cpu_s += time.process_time() - cpu0
         self._lag.stop()
-        if self._gc_was:
-            gc.enable()
+        close_window(self._gc_was)
         window["end_ns"] = drv.window_end_ns or window["start_ns"]
         window["end_scrape"] = "window_end" + tag
         return window

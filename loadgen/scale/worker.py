@@ -12,7 +12,6 @@ this worker has sent its last measured request (or ``--duration`` is up). Each r
 from __future__ import annotations
 
 import asyncio
-import gc
 import os
 import resource
 import threading
@@ -22,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from loadgen.client.gcwindow import close_window, open_window
 from loadgen.client.lag import LagMonitor, client_stats
 from loadgen.client.loops import Driver
 from loadgen.client.plan import Item, iter_items, share_count
@@ -159,8 +159,7 @@ class WorkerCore:
         lag = LagMonitor()
         cpu0 = time.process_time()
         lag.start()
-        gc_was = gc.isenabled()
-        gc.disable()  # no collector pauses inside the timed window; re-enabled below
+        gc_was = open_window()  # no full-heap collector pause, memory bounded
         deadline = start_ns + int(cfg.duration_s * 1e9) if cfg.duration_s else None
         try:
             if cfg.concurrency is not None:
@@ -191,8 +190,7 @@ class WorkerCore:
         finally:
             cpu1 = time.process_time()
             lag.stop()
-            if gc_was:
-                gc.enable()
+            close_window(gc_was)
         stats = client_stats(cpu1 - cpu0, lag.lags_ms, self.tally.events, self.tally.measured,
                              cfg.lag_threshold_ms)
         return {"index": spec.index, "window_end_ns": drv.window_end_ns,
