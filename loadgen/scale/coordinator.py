@@ -28,13 +28,17 @@ from typing import Any
 
 import httpx
 
+from loadgen.client.connect import CertificateError
+from loadgen.client.endpoint import EndpointError
 from loadgen.client.runner import window_bounds
 from loadgen.client.scrape import Scrapes
+from loadgen.client.wiring import build_wire
 from loadgen.data.prompts import PromptFile
 from loadgen.engines import make_adapter
 from loadgen.results.config import RunConfig
 from loadgen.results.files import write_json
-from loadgen.results.manifest import build_manifest, redact_url
+from loadgen.results.manifest import build_manifest
+from loadgen.results.redact import redact_url
 from loadgen.results.summary import Summary
 from loadgen.scale.handles import LocalWorker, WorkerDied, WorkerHandle
 from loadgen.scale.merge import (
@@ -75,6 +79,7 @@ class Coordinator:
         self.cfg = cfg
         self.prompts = prompts
         self.handles = handles
+        self.wire = build_wire(cfg)
         self.adapter = make_adapter(
             cfg.engine, model=cfg.model, keep_token_ids=cfg.keep_token_ids,
             **({"mode": cfg.openai_mode} if cfg.engine == "openai" else {}))
@@ -115,7 +120,6 @@ class Coordinator:
         return out
 
     async def execute(self) -> None:
-        cfg = self.cfg
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -127,8 +131,11 @@ class Coordinator:
         for k, h in enumerate(self.handles):
             if not h.shared_clock and self.deaths[k] is None:
                 self.offsets[k] = await loop.run_in_executor(None, probe_clock, h.clock_ns)
-        async with httpx.AsyncClient(base_url=cfg.endpoint.rstrip("/"), timeout=30,
-                                     headers=self._headers()) as http:
+        try:  # a certificate that does not verify fails every request: say so once, up front
+            await self.wire.connector.check_certificate()
+        except CertificateError as exc:
+            raise EndpointError(str(exc)) from None
+        async with self.wire.http_client() as http:
             try:
                 try:
                     self.probe = await self.adapter.probe(http)
@@ -163,12 +170,6 @@ class Coordinator:
                 self.interrupted = self.interrupted or res["interrupted"]
         self.window = window_bounds(start, end, max(last_ends) if last_ends else None)
 
-    def _headers(self) -> dict[str, str]:
-        import os
-
-        key = os.environ.get(self.cfg.api_key_env) if self.cfg.api_key_env else None
-        return {"authorization": f"Bearer {key}"} if key else {}
-
     def account(self) -> None:
         """Each dead worker's unfinished conversations become error records in its shard."""
         for k, reason in enumerate(self.deaths):
@@ -195,7 +196,7 @@ class Coordinator:
         bad = [w for w in client.workers or [] if w.overloaded]
         summary.warnings.extend(f"worker {w.index} is overloaded (event-loop lag p99 "
                                 f"{w.loop_lag_ms.p99:.2f} ms)" for w in bad)
-        summary.warnings = self.warnings + summary.warnings
+        summary.warnings = [self.wire.scrub(w) for w in self.warnings + summary.warnings]
         summary.interrupted = self.interrupted
         summary.token_count_source = self.adapter.token_count_source
         return summary
@@ -208,6 +209,7 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
     summary, like loadgen.client.benchmark.run_benchmark."""
     if cfg.category_windows:
         raise ValueError("--category-windows is not supported with --workers or --ray")
+    build_wire(cfg)  # a URL, header, CA bundle or proxy the run cannot use: before any worker
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     for old in [out / "requests.jsonl", *out.glob("requests.*.jsonl")]:
@@ -232,6 +234,8 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
     manifest["scale"] = scale
     write_json(out / "manifest.json", manifest)
     coord = Coordinator(cfg, prompts, handles)
+    for notice in coord.wire.notices:
+        print(f"loadgen: WARNING: {notice}", file=sys.stderr)
     try:
         if use_uvloop:
             import uvloop

@@ -12,7 +12,6 @@ this worker has sent its last measured request (or ``--duration`` is up). Each r
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import threading
 import time
@@ -27,7 +26,7 @@ from loadgen.client.loops import Driver
 from loadgen.client.plan import Item, iter_items, share_count
 from loadgen.client.request import RequestSender
 from loadgen.client.runner import RecordTally
-from loadgen.client.transport import HttpClient
+from loadgen.client.wiring import build_wire
 from loadgen.data.prompts import PromptFile
 from loadgen.engines import make_adapter
 from loadgen.results.config import RunConfig
@@ -79,19 +78,14 @@ class WorkerCore:
         cfg = spec.cfg
         self.spec = spec
         self.prompts = prompts
-        headers = {}
-        if cfg.api_key_env:
-            key = os.environ.get(cfg.api_key_env)
-            if not key:
-                raise ValueError(f"environment variable {cfg.api_key_env} is not set")
-            headers["authorization"] = f"Bearer {key}"
+        # the endpoint parsed once: headers, TLS, proxy, secrets (EndpointError is a ValueError)
+        self.wire = build_wire(cfg)
         self.adapter = make_adapter(
             cfg.engine, model=cfg.model, keep_token_ids=cfg.keep_token_ids,
             **({"mode": cfg.openai_mode} if cfg.engine == "openai" else {}))
         spec.shard.parent.mkdir(parents=True, exist_ok=True)
         self.writer = RecordWriter(spec.shard)
         self.tally = RecordTally()
-        self._headers = headers
         self._issued = issued if issued is not None else Counter()
         self._window_end: Future[int] = Future()
         self._items = iter_items(prompts, cfg.seed, cfg.effective_warmup(), cfg.shuffle,
@@ -111,12 +105,14 @@ class WorkerCore:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     async def _setup(self) -> None:
-        self.client = HttpClient(self.spec.cfg.endpoint, headers=self._headers)
+        self.client = self.wire.stream_client()
         self.sender = _CountingSender(self.spec.cfg, self.adapter, self.client, self._on_record)
         self.sender.counter = self._issued
         self.driver = Driver(self.sender)
 
     def _on_record(self, d: dict[str, Any]) -> None:
+        if d["error"]:  # a server may echo a key or URL back in its error text
+            d["error"] = self.wire.scrub(d["error"])
         self.writer.write(d)
         self.tally.add(d)
 
@@ -197,7 +193,8 @@ class WorkerCore:
                 "last_end_ns": self.tally.last_end_ns, "measured": self.tally.measured,
                 "events": self.tally.events, "issued": self.issued,
                 "client": asdict(stats), "lags_ms": lag.lags_ms,
-                "failures": [f"{type(e).__name__}: {e}" for e in drv.failures],
+                "failures": [self.wire.scrub(f"{type(e).__name__}: {e}")
+                             for e in drv.failures],
                 "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "interrupted": drv.stop.is_set()}
 
