@@ -85,10 +85,11 @@ def row(label: str, s: Summary, base: float | None, n: int, wall: float) -> floa
     ev = s.throughput.output_tokens_per_s or 0.0
     eff = f"{ev / (n * base):10.0%}" if base else f"{'-':>10}"
     lag = s.client.loop_lag_ms.p99 or 0.0
-    rss = max((w.max_rss_mb or 0.0) for w in s.client.workers or []) if s.client.workers else 0
+    rss = (f"{max((w.max_rss_mb or 0.0) for w in s.client.workers):.0f}"
+           if s.client.workers else "-")
     print(f"{label:>28}  {ev:>10.0f}  {ev / n:>10.0f}  {s.client.cpu_us_per_event or 0:>8.1f}"
           f"  {eff}  {lag:>8.2f}  {'yes' if s.client.overloaded else 'no':>5}  "
-          f"{s.requests.ok:>6}/{s.requests.total:<6} {rss:>7.0f}  {wall:>6.1f}", flush=True)
+          f"{s.requests.ok:>6}/{s.requests.total:<6} {rss:>7}  {wall:>6.1f}", flush=True)
     return ev
 
 

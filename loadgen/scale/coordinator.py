@@ -178,8 +178,9 @@ class Coordinator:
             h = self.handles[k]
             added = account_dead(shard_path(self.cfg.out, k), self.cfg, self.prompts, k,
                                  len(self.handles), h.issued(), f"worker {k} died")
+            lost = "" if h.local_shard else "; its shard stayed on its node and is lost"
             self.warnings.append(f"{reason}: {added} request(s) in flight accounted as errors; "
-                                 f"the other workers went on")
+                                 f"the other workers went on{lost}")
 
     def summary(self) -> Summary:
         cfg = self.cfg

@@ -30,6 +30,7 @@ class WorkerHandle(Protocol):
     index: int
     node: str
     shared_clock: bool  # its monotonic clock is this process's (same host): offset exactly 0
+    local_shard: bool  # its shard is written in the run directory (survives its death)
 
     def ready(self) -> Future[Any]: ...
     def clock_ns(self) -> int: ...
@@ -93,6 +94,7 @@ class LocalWorker:
     """A worker process on this host."""
 
     shared_clock = True
+    local_shard = True
 
     def __init__(self, spec: WorkerSpec, prompts: PromptFile, use_uvloop: bool = True) -> None:
         ctx = mp.get_context("spawn")

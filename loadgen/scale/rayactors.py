@@ -113,6 +113,7 @@ class RayWorker:
     """The coordinator's handle on one actor."""
 
     shared_clock = False
+    local_shard = False
 
     def __init__(self, ray: Any, actor: Any, spec: WorkerSpec, node: str) -> None:
         self._ray = ray
