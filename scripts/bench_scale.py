@@ -23,7 +23,6 @@ import contextlib
 import importlib.util
 import os
 import random
-import resource
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ from loadgen.results.config import RunConfig
 from loadgen.results.summary import Summary
 from loadgen.scale.coordinator import Coordinator, worker_specs
 from loadgen.scale.handles import LocalWorker, WorkerHandle
+from loadgen.scale.worker import peak_rss_mb
 from loadgen.synthetic.process import SyntheticProcess
 
 
@@ -188,7 +188,7 @@ def big(args: argparse.Namespace, tmp: Path, ds: Path, prompts: PromptFile) -> N
     finally:
         for e in engines:
             e.stop()
-    coord = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    coord = peak_rss_mb()
     size = sum(p.stat().st_size for p in out.glob("requests.*.jsonl")) / 1e6
     workers = ", ".join(f"{w.max_rss_mb:.0f}" for w in s.client.workers or [])
     print(f"\n{args.big} requests x 256 tokens, 2 workers: {s.requests.ok}/{s.requests.total} "

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import resource
 import signal
 import sys
 import time
@@ -49,7 +48,7 @@ from loadgen.scale.merge import (
     summarize_shards,
 )
 from loadgen.scale.share import plan_workers
-from loadgen.scale.worker import WorkerSpec, split
+from loadgen.scale.worker import WorkerSpec, peak_rss_mb, split
 
 _now_ns = time.monotonic_ns
 START_MARGIN_NS = 200_000_000  # the common start is this far after the window-start scrape
@@ -263,7 +262,7 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
     scale["window"] = {"start_ns": coord.window["start_ns"], "end_ns": coord.window["end_ns"],
                        "clock": "coordinator"}
     # peak resident memory of this coordinator (the summary streamed from the shards included)
-    scale["coordinator_max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    scale["coordinator_max_rss_mb"] = peak_rss_mb()
     manifest["status"] = "interrupted" if coord.interrupted else "complete"
     manifest["server"] = coord.probe
     write_json(out / "manifest.json", manifest)

@@ -55,6 +55,19 @@ def split(total: int | None, index: int, workers: int) -> int | None:
     return total // workers + (1 if index < total % workers else 0)
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: VmHWM (Linux), which starts afresh at exec, unlike
+    ru_maxrss, which keeps the spawning parent's resident size from before the exec."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 class Counter:
     """A count readable from outside (a multiprocessing.Value has the same ``value``)."""
 
@@ -195,7 +208,7 @@ class WorkerCore:
                 "client": asdict(stats), "lags_ms": lag.lags_ms,
                 "failures": [self.wire.scrub(f"{type(e).__name__}: {e}")
                              for e in drv.failures],
-                "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "max_rss_mb": peak_rss_mb(),
                 "interrupted": drv.stop.is_set()}
 
     def close(self) -> None:
