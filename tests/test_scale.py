@@ -53,7 +53,7 @@ def test_two_workers_equal_truth_and_the_planned_schedule(synthetic, tmp_path):
     eng = synthetic(*engine_args("vllm", truth))
     out = tmp_path / "closed"
     cfg = RunConfig(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=16,
-                    concurrency=6, num_requests=30, workers=2)
+                    concurrency=6, num_requests=30, warmup_requests=0, workers=2)
     s = run_benchmark(cfg, read_prompts(ds), ds, argv=["test"])
     assert [p.name for p in record_files(out)] == ["requests.0.jsonl", "requests.1.jsonl"]
     assert not (out / "requests.jsonl").exists()
@@ -100,7 +100,8 @@ def test_a_killed_worker_is_accounted_for(synthetic, tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
          "--model", "m", "--dataset", str(ds), "--output-len", "16", "--concurrency", "8",
-         "--num-requests", "200", "--workers", "2", "--out", str(out), "--quiet"],
+         "--num-requests", "200", "--warmup-requests", "0", "--workers", "2", "--out",
+         str(out), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         def victim() -> int | None:
@@ -139,7 +140,8 @@ def test_ten_thousand_streams_over_four_workers(synthetic, tmp_path):
     eng = synthetic("--protocol", "vllm", "--fast", "--model-name", "m")
     out = tmp_path / "out"
     cfg = RunConfig(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=4,
-                    concurrency=10_000, num_requests=10_000, workers=4, timeout_s=120)
+                    concurrency=10_000, num_requests=10_000, warmup_requests=0, workers=4,
+                    timeout_s=120)
     s = run_benchmark(cfg, read_prompts(ds), ds, argv=["test"])
     recs = read_run_records(out)
     # every request asked for is exactly one record, and the summary counts them all
@@ -173,7 +175,8 @@ def test_ray_two_nodes_equal_truth(synthetic, tmp_path, ray_cluster):
     rc = subprocess.run(
         [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
          "--model", "m", "--dataset", str(ds), "--output-len", "16", "--concurrency", "6",
-         "--num-requests", "30", "--ray", ray_cluster, "--out", str(out), "--quiet"],
+         "--num-requests", "30", "--warmup-requests", "0", "--ray", ray_cluster, "--out",
+         str(out), "--quiet"],
         capture_output=True, text=True, timeout=300)
     assert rc.returncode == 0, rc.stderr
     s = Summary.from_dict(json.loads((out / "summary.json").read_text()))
@@ -194,7 +197,7 @@ def test_workers_auto_says_what_it_picked(synthetic, tmp_path):
     rc = subprocess.run(
         [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
          "--model", "m", "--dataset", str(ds), "--output-len", "4", "--concurrency", "6",
-         "--num-requests", "12", "--workers", "auto", "--out", str(out), "--quiet"],
+         "--num-requests", "12", "--warmup-requests", "0", "--workers", "auto", "--out", str(out), "--quiet"],
         capture_output=True, text=True, timeout=120)
     assert rc.returncode == 0, rc.stderr
     assert "--workers auto: 1 worker(s) (6 streams at" in rc.stderr

@@ -192,7 +192,8 @@ class Coordinator:
         summary = summarize_shards(
             [shard_path(cfg.out, k) for k in range(len(self.handles))], self.offsets, window,
             cfg.request_rate is not None, acceptance=acceptance, counter_delta=window_delta,
-            run_counter_delta=counters.delta("run_start", "run_end"), client=client)
+            run_counter_delta=counters.delta("run_start", "run_end"), client=client,
+            sampling=cfg.sampling())
         bad = [w for w in client.workers or [] if w.overloaded]
         summary.warnings.extend(f"worker {w.index} is overloaded (event-loop lag p99 "
                                 f"{w.loop_lag_ms.p99:.2f} ms)" for w in bad)

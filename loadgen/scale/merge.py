@@ -139,7 +139,8 @@ def summarize_shards(shards: list[Path], offsets: list[ClockOffset], window: dic
                      rate_mode: bool, *, acceptance: AcceptanceSummary | None,
                      counter_delta: dict[str, float] | None,
                      run_counter_delta: dict[str, float] | None,
-                     client: ClientStats | None) -> Summary:
+                     client: ClientStats | None,
+                     sampling: dict[str, Any] | None = None) -> Summary:
     """Every number from every shard, streamed; each shard measured against the window mapped
     to its worker's clock."""
     acc = SummaryAccumulator(window, rate_mode)
@@ -149,4 +150,4 @@ def summarize_shards(shards: list[Path], offsets: list[ClockOffset], window: dic
             for r in iter_records(shard):
                 acc.add(r)
     return acc.finish(acceptance=acceptance, counter_delta=counter_delta,
-                      run_counter_delta=run_counter_delta, client=client)
+                      run_counter_delta=run_counter_delta, client=client, sampling=sampling)
