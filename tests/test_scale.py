@@ -197,7 +197,8 @@ def test_workers_auto_says_what_it_picked(synthetic, tmp_path):
     rc = subprocess.run(
         [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
          "--model", "m", "--dataset", str(ds), "--output-len", "4", "--concurrency", "6",
-         "--num-requests", "12", "--warmup-requests", "0", "--workers", "auto", "--out", str(out), "--quiet"],
+         "--num-requests", "12", "--warmup-requests", "0", "--workers", "auto",
+         "--out", str(out), "--quiet"],
         capture_output=True, text=True, timeout=120)
     assert rc.returncode == 0, rc.stderr
     assert "--workers auto: 1 worker(s) (6 streams at" in rc.stderr
