@@ -264,10 +264,10 @@ def test_connect_refused_is_a_transport_error():
     assert asyncio.run(main()) == 1
 
 
-def test_stale_kept_alive_connection_is_retried_once_then_not_reused():
-    """A server that says keep-alive but drops the idle connection (llama-server after every
-    stream): the request written on it gets no byte back; it is sent once more on a new
-    connection, and the client stops reusing connections to that server."""
+def test_kept_alive_connection_closed_under_a_request_is_resent_once():
+    """A server that says keep-alive but closes the connection after each response (llama-server
+    after every stream): a request written to such a connection before its close was seen is
+    sent once more on a new connection (``resent``), and nothing is reused after."""
 
     async def reply(w: asyncio.StreamWriter, i: int) -> bool:
         if i == 1:  # the request that arrives on the reused connection: dropped unanswered
@@ -276,17 +276,17 @@ def test_stale_kept_alive_connection_is_retried_once_then_not_reused():
         await w.drain()
         return True
 
-    async def calls(client: HttpClient) -> list[bytes]:
+    async def calls(client: HttpClient) -> list[tuple[bytes, bool]]:
         out = []
         for _ in range(3):
             sink = Collect()
             res = await client.post("/x", b"{}", sink=sink)
             assert res.status == 200
-            out.append(sink.body)
+            out.append((sink.body, res.resent))
         return out
 
-    bodies, srv, client = serve(reply, calls)
-    assert bodies == [SSE] * 3  # every request answered in full
-    assert client.stale_retries == 1 and client.reuse_disabled
+    results, srv, client = serve(reply, calls)
+    assert results == [(SSE, False), (SSE, True), (SSE, False)]
+    assert client.reuse_disabled
     assert srv.requests == 4  # the dropped one was sent again
-    assert srv.connections == 3  # first, the retry's, and a new one for the third request
+    assert srv.connections == 3  # the first, the resend's, and a new one for the third

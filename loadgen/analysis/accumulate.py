@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from loadgen.analysis.buffering import buffered_stream_warning, events_per_read
+from loadgen.analysis.sanity import client_lag_sentence, host_causes
 from loadgen.analysis.streaming import EXACT_LIMIT, Quantity
+from loadgen.engines.base import one_line
 from loadgen.results.summary import (
     AcceptanceSummary,
     CategoryStats,
@@ -27,6 +29,7 @@ from loadgen.results.summary import (
     ClientStats,
     ConnectionStats,
     CounterDeltas,
+    HostStats,
     Latency,
     PerRequestAL,
     RequestCounts,
@@ -96,6 +99,7 @@ class SummaryAccumulator:
         self.al = _AL()
         self.categories: dict[str, _Category] = {}
         self.mismatched = 0
+        self.resent = 0  # records sent again on a new connection (warm-up included)
         self.first_mismatch: tuple[int, int] | None = None
         self.output_tokens = 0  # every record's, warm-up included
         self.slack = 0  # tokens asked for but not received by non-ok records
@@ -118,9 +122,11 @@ class SummaryAccumulator:
             if r["connect_ns"] > 0:
                 self.connect.add(r["connect_ns"] / 1e6)
         self.output_tokens += r["output_tokens"]
+        if r.get("resent"):
+            self.resent += 1
         if status != "ok":
             self.slack += r["expected_tokens"] - r["output_tokens"]
-            self.error_reasons[(r["error"] or "")[:120]] += 1
+            self.error_reasons[one_line(r["error"] or "", 120)] += 1
         arr = np.asarray(r["arrivals_ns"], dtype=np.int64)
         ntok = np.asarray(r["event_tokens"], dtype=np.int64)
         counted = (status == "ok" and not r["warmup"])
@@ -215,7 +221,8 @@ class SummaryAccumulator:
                client: ClientStats | None = None,
                category_acceptance: dict[str, AcceptanceSummary] | None = None,
                window_counters: dict[str, dict[str, float]] | None = None,
-               sampling: dict[str, Any] | None = None) -> Summary:
+               sampling: dict[str, Any] | None = None,
+               host: HostStats | None = None) -> Summary:
         window = self.window
         start_ns, end_ns = window["start_ns"], window["end_ns"]
         per_window = {w.get("category"): (t[0], t[1], t[2],
@@ -285,8 +292,8 @@ class SummaryAccumulator:
                                           run_delta=run_counter_delta),
             categories=categories, client=client or ClientStats(),
             connections=self._connections(),
-            warnings=self._warnings(run_counter_delta, client, acc.acceptance_length),
-            error_reasons=dict(self.error_reasons), sampling=sampling)
+            warnings=self._warnings(run_counter_delta, client, acc.acceptance_length, host),
+            error_reasons=dict(self.error_reasons), sampling=sampling, host=host)
 
     def _connections(self) -> ConnectionStats:
         """Connections opened (a record with ``connect_ns`` > 0 opened one), per request, and
@@ -299,8 +306,14 @@ class SummaryAccumulator:
                                connect_ms=self.connect.stats())
 
     def _warnings(self, run_counter_delta: dict[str, float] | None,
-                  client: ClientStats | None, acceptance_length: float | None) -> list[str]:
+                  client: ClientStats | None, acceptance_length: float | None,
+                  host: HostStats | None = None) -> list[str]:
         warnings: list[str] = []
+        if self.resent:
+            warnings.append(f"{self.resent} request(s) were sent again on a new connection: the "
+                            f"server closed the kept-alive connection they were written to "
+                            f"before answering (it may close every connection: nothing was "
+                            f"reused after; or it dropped them: a server fault)")
         if self.first_mismatch is not None:
             up, inp = self.first_mismatch
             warnings.append(f"{self.mismatched} request(s): the server's prompt_tokens differ "
@@ -318,10 +331,17 @@ class SummaryAccumulator:
         if self.window.get("includes_drain"):
             warnings.append("the window includes the drain (too few requests for a steady "
                             "state: all were sent at once); throughput is a lower bound")
-        if client and client.overloaded:
-            warnings.append(f"client event-loop lag p99 {client.loop_lag_ms.p99:.2f} ms is "
-                            f"above {client.lag_threshold_ms} ms: timings may include client "
-                            f"delay; lower the load per process")
+        found = host_causes(host, client)
+        if host is not None:
+            host.causes = [c for c, _ in found]
+        warnings.extend(sentence for _, sentence in found)
+        if client:
+            # the lag is the client's fault only when its own CPU explains it (sanity.py)
+            client.overloaded = client.overloaded and (
+                host is None or host.client_cores is None or "client" in host.causes)
+            lag_sentence = client_lag_sentence(host, client, host.causes if host else [])
+            if lag_sentence:
+                warnings.append(lag_sentence)
         buffered = buffered_stream_warning(self.bursts.percentile(50), acceptance_length)
         if buffered:
             warnings.append(buffered)

@@ -14,6 +14,7 @@ import numpy as np
 from loadgen.results.summary import (
     AcceptanceSummary,
     ClientStats,
+    HostStats,
     PerRequestAL,
     Stats,
     Summary,
@@ -110,7 +111,8 @@ def summarize(records: Iterable[dict[str, Any]], window: dict[str, Any], *,
               windows: list[dict[str, Any]] | None = None,
               category_acceptance: dict[str, AcceptanceSummary] | None = None,
               window_counters: dict[str, dict[str, float]] | None = None,
-              sampling: dict[str, Any] | None = None) -> Summary:
+              sampling: dict[str, Any] | None = None,
+              host: HostStats | None = None) -> Summary:
     """Every number of summary.json from the run's records (docs/METRICS.md): the streaming
     ``SummaryAccumulator`` fed ``records`` (a list, or a stream read from the run's files).
     ``windows``: the category windows of a --category-windows run (throughput sums over
@@ -124,4 +126,5 @@ def summarize(records: Iterable[dict[str, Any]], window: dict[str, Any], *,
     return acc.finish(acceptance=acceptance, counter_delta=counter_delta,
                       run_counter_delta=run_counter_delta, client=client,
                       category_acceptance=category_acceptance,
-                      window_counters=window_counters, sampling=sampling)
+                      window_counters=window_counters, sampling=sampling,
+                      host=host)

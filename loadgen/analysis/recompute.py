@@ -51,6 +51,8 @@ def recompute(run_dir: Path, exact: bool = True) -> Summary:
                           "window_acceptance_length", "window_counters"):
                     setattr(cs, f, getattr(old, f))
     out.sampling = stored.sampling
+    # from the host monitor and the server's counters, not from the records
+    out.host, out.prefix_cache = stored.host, stored.prefix_cache
     out.warnings = stored.warnings  # computed from the same records, plus the run's own
     out.interrupted = stored.interrupted
     out.token_count_source = stored.token_count_source

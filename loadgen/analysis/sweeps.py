@@ -90,17 +90,19 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def speedup_rows(sweep: Sweep) -> list[dict[str, Any]]:
     summaries = {c.id: sweep.summary(c) for c in sweep.cells if c.status == "complete"}
-    base: dict[tuple[str, float], Cell] = {
-        (c.dataset, c.load_level): c for c in sweep.cells if c.baseline and summaries.get(c.id)}
+    # with repetitions, each SD cell is paired with the baseline of its own repetition
+    base: dict[tuple[str, float, int], Cell] = {
+        (c.dataset, c.load_level, c.repeat): c for c in sweep.cells
+        if c.baseline and summaries.get(c.id)}
     rows = []
     for c in sweep.cells:
         s = summaries.get(c.id)
-        b = base.get((c.dataset, c.load_level))
+        b = base.get((c.dataset, c.load_level, c.repeat))
         if c.baseline or s is None or b is None:
             continue
         bs = summaries[b.id]
         row = {"dataset": c.dataset, "sd": c.sd, "load_kind": c.load_kind,
-               "load_level": c.load_level, "category": "all",
+               "load_level": c.load_level, "repeat": c.repeat, "category": "all",
                "acceptance_length": s.acceptance.per_request.token_weighted
                or s.acceptance.acceptance_length,
                "output_tokens_per_s": s.throughput.output_tokens_per_s,
@@ -119,7 +121,7 @@ def speedup_rows(sweep: Sweep) -> list[dict[str, Any]]:
             theirs = bc.per_user_tokens_per_s_mean
             sp = _ratio(mine, theirs)
             rows.append({"dataset": c.dataset, "sd": c.sd, "load_kind": c.load_kind,
-                         "load_level": c.load_level, "category": cat,
+                         "load_level": c.load_level, "repeat": c.repeat, "category": cat,
                          "acceptance_length": cs.acceptance_length,
                          "per_user_tokens_per_s": mine,
                          "baseline_per_user_tokens_per_s": theirs,

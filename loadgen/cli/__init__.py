@@ -69,11 +69,12 @@ def split_passthrough(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    ours, passthrough = split_passthrough(argv)
-    parser = build_parser()
-    args = parser.parse_args(ours)
-    args.passthrough = passthrough
     try:
+        ours, passthrough = split_passthrough(argv)
+        parser = build_parser()
+        args = parser.parse_args(ours)
+        args.passthrough = passthrough
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a command without its own signal handling, or start-up
+        print("loadgen: interrupted", file=sys.stderr)
         return 130

@@ -11,7 +11,8 @@ from loadgen.compare import DEFAULT_CONFIDENCE, DEFAULT_MIN_REQUESTS, DEFAULT_RE
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
-        "compare", help="compare two runs: B − A with bootstrap confidence intervals",
+        "compare", help="compare two runs (or two sets of repeated runs): B − A with confidence "
+                         "intervals",
         description="Compare two run directories (or two sweep cells' directories) side by "
                     "side: throughput, per-user tokens/s, TTFT/TPOT/ITL/E2E, AL, per-category "
                     "AL and TPOT, errors; B − A and B / A with bootstrap confidence intervals, "
@@ -23,6 +24,11 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("a", type=Path, metavar="A", help="run directory A (the reference)")
     p.add_argument("b", type=Path, metavar="B", help="run directory B")
+    p.add_argument("--a", dest="more_a", type=Path, action="append", default=[],
+                   metavar="DIR", help="another run of A's configuration (a repetition); "
+                                       "repeatable: gives intervals across runs")
+    p.add_argument("--b", dest="more_b", type=Path, action="append", default=[],
+                   metavar="DIR", help="another run of B's configuration (repeatable)")
     p.add_argument("--label-a", help="name for A in messages (default: A)")
     p.add_argument("--label-b", help="name for B in messages (default: B)")
     p.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
@@ -54,6 +60,7 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
 
     try:
         result = compare_dirs(args.a, args.b, label_a=args.label_a, label_b=args.label_b,
+                              more_a=tuple(args.more_a), more_b=tuple(args.more_b),
                               resamples=args.resamples, confidence=args.confidence,
                               seed=args.seed, min_requests=args.min_requests)
     except (CompareError, ValueError) as exc:

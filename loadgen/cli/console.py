@@ -50,6 +50,16 @@ def print_summary(summary: Summary, console: Console | None = None) -> None:
     if pr.token_weighted is not None:
         head.add_row("per-request AL", f"{pr.token_weighted:.3f} token-weighted, "
                                        f"{pr.request_weighted:.3f} request-weighted ({smp})")
+    h = summary.host
+    if h is not None:
+        head.add_row("host CPU (cores)", f"client {fmt(h.client_cores)}, engine "
+                                         f"{fmt(h.engine_cores)}, others {fmt(h.others_cores)}, "
+                                         f"steal {fmt(h.steal_cores)} of {h.cpus}")
+    pc = summary.prefix_cache
+    if pc is not None:
+        rate = "-" if pc.hit_rate is None else f"{pc.hit_rate:.1%}"
+        head.add_row("prefix-cache hits", f"{rate} (policy {pc.policy or '-'}; TTFT p50 "
+                                          f"{fmt(summary.latency_ms.ttft.p50, 1)} ms)")
     console.print(head)
     lat = Table(title="latency (ms)")
     cols = ("mean", "p50", "p90", "p99", "max")

@@ -24,6 +24,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", type=Path, help="prompt file (.jsonl, .jsonl.gz, .parquet)")
     p.add_argument("--output-len", type=int, help="exactly this many output tokens per request")
     p.add_argument("--out", type=Path, help="output directory (default runs/<timestamp>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (refused otherwise)")
     load = p.add_mutually_exclusive_group()
     load.add_argument("--concurrency", type=int, help="closed loop with C requests in flight")
     load.add_argument("--request-rate", type=float, help="open loop, requests per second")
@@ -74,6 +76,13 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="store output token ids in requests.jsonl")
     p.add_argument("--no-multi-turn", action="store_true",
                    help="send only the first turn of multi-turn records")
+    p.add_argument("--keep-prefix-cache", action="store_true",
+                   help="measure with the engine's prefix cache as earlier runs left it "
+                        "(default: a per-run cache salt, a flush or no reuse, as the engine "
+                        "offers)")
+    p.add_argument("--repeats", type=int,
+                   help="the default run (no --endpoint): alternating repetitions of each "
+                        "configuration (default 3); for other comparisons: loadgen sweep")
     sc = p.add_argument_group("scale-out (docs/FORMATS.md, 'Scaled-out runs')")
     sc.add_argument("--workers", type=workers_arg, metavar="N|auto",
                     help="N client processes driven by one coordinator; 'auto' picks N from "
@@ -121,8 +130,22 @@ def _serve_args(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
+    from loadgen.client.stop import Interrupted, StopSignals
+
+    # SIGINT/SIGTERM are ours for the whole command: a first one before the run starts ends it
+    # with one line, during the run it stops the run, a second one exits at once.
+    with StopSignals("loadgen run") as signals:
+        try:
+            return _main(args, signals)
+        except (Interrupted, KeyboardInterrupt):
+            print("loadgen run: interrupted", file=sys.stderr)
+            return signals.exit_code
+
+
+def _main(args: argparse.Namespace, signals) -> int:
     from datetime import datetime
 
+    from loadgen.client.benchmark import RunFailed, check_run_dir
     from loadgen.data.prompts import PromptFileError, read_prompts
     from loadgen.engines import adapter_class as make_adapter_class
     from loadgen.results.config import RunConfig
@@ -130,7 +153,15 @@ def main(args: argparse.Namespace) -> int:
     if args.endpoint is None and not args.serve:
         from loadgen.sweep.default import main as default_main
 
-        return default_main(args)
+        try:
+            return default_main(args)
+        except ValueError as exc:
+            print(f"loadgen run: {exc}", file=sys.stderr)
+            return 2
+    if args.repeats is not None:
+        print("loadgen run: --repeats is for the default run; to repeat a comparison use "
+              "loadgen sweep --repeats", file=sys.stderr)
+        return 2
     if args.endpoint and args.serve:
         print("loadgen run: give --endpoint or --serve, not both", file=sys.stderr)
         return 2
@@ -138,11 +169,6 @@ def main(args: argparse.Namespace) -> int:
         print("loadgen run: --dataset is required with --endpoint or --serve", file=sys.stderr)
         return 2
     engine = args.engine or args.serve or "vllm"
-    try:
-        prompts = read_prompts(args.dataset, text=make_adapter_class(engine).accepts_text)
-    except PromptFileError as exc:
-        print(f"loadgen run: {exc}", file=sys.stderr)
-        return 2
     out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     if args.concurrency is None and args.request_rate is None:
         args.concurrency = 1
@@ -159,30 +185,49 @@ def main(args: argparse.Namespace) -> int:
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
         seed_per_request=args.seed_per_request, category_windows=args.category_windows,
         retry_429=args.retry_429,
+        keep_prefix_cache=args.keep_prefix_cache,
         workers=args.workers, ray=args.ray, workers_per_node=args.workers_per_node,
     )
-    if cfg.num_requests is None and cfg.duration_s is None:
-        cfg.num_requests = len(prompts.records)
     try:
+        if cfg.num_requests is None and cfg.duration_s is None:
+            cfg.num_requests = 1  # checked again below, once the dataset says how many
+        cfg.validate()  # every value, before the dataset is read or anything is started
+        check_run_dir(out, args.overwrite)
+        prompts = read_prompts(args.dataset, text=make_adapter_class(engine).accepts_text)
+        if args.num_requests is None and args.duration is None:
+            cfg.num_requests = len(prompts.records)
         cfg.validate()
-        summary = _run(cfg, prompts, args)
-    except ValueError as exc:
+        summary = _run(cfg, prompts, args, signals)
+    except (ValueError, PromptFileError) as exc:
         print(f"loadgen run: {exc}", file=sys.stderr)
         return 2
+    except RunFailed as exc:
+        print(f"loadgen run: {exc}; what was measured is in {out}", file=sys.stderr)
+        return 1
     if not args.quiet:
         from loadgen.cli.console import print_summary
 
         print_summary(summary)
         print(f"results in {out}")
-    return 130 if summary.interrupted else 0
+    if summary.interrupted:
+        return signals.exit_code
+    if summary.requests.ok == 0:
+        reasons = summary.error_reasons or {}
+        common = max(reasons, key=lambda k: reasons[k]) if reasons else "no request was sent"
+        n = summary.requests.total
+        print(f"loadgen run: nothing measured: no request succeeded ({n} measured, "
+              f"{summary.requests.error} failed); commonest reason: {common}", file=sys.stderr)
+        return 1
+    return 0
 
 
-def _run(cfg, prompts, args: argparse.Namespace) -> dict:
+def _run(cfg, prompts, args: argparse.Namespace, signals):
     from loadgen.client.benchmark import run_benchmark
 
     if not args.serve:
         return run_benchmark(cfg, prompts, args.dataset, use_uvloop=not args.no_uvloop,
-                             progress=not args.quiet)
+                             progress=not args.quiet, overwrite=args.overwrite,
+                             signals=signals)
     from loadgen.cli.serve import plan_from_args
     from loadgen.launch.commands import LaunchConfigError
 
@@ -190,11 +235,15 @@ def _run(cfg, prompts, args: argparse.Namespace) -> dict:
         plan, timeout = plan_from_args(_serve_args(args), prepare=True)
     except LaunchConfigError as exc:
         raise ValueError(str(exc)) from None
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {cfg.out}: cannot write there ({exc.strerror or exc})") from None
     print(f"loadgen: starting {plan.engine}; log in {cfg.out / 'engine.log'}", file=sys.stderr)
     with plan.process(log_path=cfg.out / "engine.log", health_timeout_s=timeout) as eng:
         cfg.endpoint = eng.base_url
         if cfg.engine == "trtllm" and not cfg.model:
             cfg.model = plan.model
         return run_benchmark(cfg, prompts, args.dataset, use_uvloop=not args.no_uvloop,
-                             progress=not args.quiet, engine=eng.describe())
+                             progress=not args.quiet, engine=eng.describe(),
+                             overwrite=args.overwrite, signals=signals)

@@ -83,6 +83,8 @@ def register(engines: argparse._SubParsersAction) -> None:
     sv.add_argument("--tls-cert", type=Path, metavar="PEM",
                     help="serve https with this certificate chain (with --tls-key)")
     sv.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
+    sv.add_argument("--never-answer", action="store_true",
+                    help="accept connections and read requests, never answer (any route)")
     sv.add_argument("--no-uvloop", action="store_true")
     sv.add_argument("--no-kernel-stamps", action="store_true",
                     help="serve on the event loop's transports: the truth log's rx_ns is then "
@@ -115,7 +117,7 @@ def build(args: argparse.Namespace):
         per_request_spec_metrics=args.per_request_spec_metrics, truth_log=args.truth_log,
         llamacpp_partial_utf8=args.llamacpp_partial_utf8, add_bos=args.add_bos,
         reasoning_tokens=max(0, args.reasoning_tokens),
-        faults=FaultPlan.parse(args.fault, seed=args.seed),
+        faults=FaultPlan.parse(args.fault, seed=args.seed), never_answer=args.never_answer,
     )
     return SyntheticServer(cfg, engine)
 

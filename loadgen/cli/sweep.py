@@ -8,6 +8,7 @@ from pathlib import Path
 
 from loadgen.cli.run import workers_arg
 from loadgen.launch.commands import LAUNCHABLE_ENGINES
+from loadgen.results.sweepdir import REPEAT_ORDERS
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -38,6 +39,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=workers_arg, metavar="N|auto",
                    help="every cell with N client processes (the run: key `workers`)")
     p.add_argument("--slo", help="e.g. ttft_p99_ms=2000,tpot_p99_ms=50")
+    p.add_argument("--repeats", type=int,
+                   help="complete runs of every cell, SD configurations in alternation; "
+                        "speedups get a confidence interval across them (config: repeats)")
+    p.add_argument("--repeat-order", choices=REPEAT_ORDERS,
+                   help="alternate (A B A B ..., the default) or random blocks (--seed)")
+    p.add_argument("--seed", type=int, help="seed of --repeat-order random")
+    p.add_argument("--keep-prefix-cache", action="store_true",
+                   help="measure with the engine's prefix cache warm from earlier cells "
+                        "(default: a per-run cache salt or flush where the engine offers one)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=main)
 
@@ -92,10 +102,42 @@ def print_analysis(analysis: dict) -> None:
                       f"{r['speedup_per_user_tokens_per_s']:.2f}x"
                       if r["speedup_per_user_tokens_per_s"] else "-")
         console.print(t)
+    print_intervals(console, analysis)
     cap = analysis.get("capacity")
     if cap:
         console.print("[bold]Capacity within the SLOs[/bold]")
         console.print(cap["recommendation"])
+
+
+def print_intervals(console, analysis: dict) -> None:
+    """Speedups across repetitions: the interval, the verdict and why a row is suspect."""
+    from rich.table import Table
+
+    from loadgen.analysis.repeats import fmt_speedup
+
+    rows = analysis.get("speedup_intervals") or []
+    if not rows or max(r["repeats"] for r in rows) < 2:
+        suspect = [r for r in rows if r["suspect"]]
+    else:
+        conf = rows[0]["confidence"]
+        t = Table(title=f"Speedup across repetitions (geometric mean, {conf:.0%} "
+                        "t-interval); overall: output tokens/s, categories: per-user tokens/s")
+        for col in ("dataset", "SD", "load", "category", "n", "AL", "speedup", "verdict"):
+            t.add_column(col, justify="right")
+        for r in rows:
+            mark = {"no clear gain": "[yellow]no clear gain[/yellow]",
+                    "loss": "[red]loss[/red]"}.get(r["verdict"], r["verdict"])
+            if r["suspect"]:
+                mark += " [red]suspect[/red]"
+            t.add_row(r["dataset"], r["sd"], f"{r['load_level']:g}", r["category"],
+                      str(r["repeats"]),
+                      f"{r['acceptance_length']:.2f}" if r["acceptance_length"] else "-",
+                      fmt_speedup(r), mark)
+        console.print(t)
+        suspect = [r for r in rows if r["suspect"]]
+    for r in suspect:
+        console.print(f"[red]suspect[/red] {r['dataset']} {r['sd']} at {r['load_level']:g} "
+                      f"({r['category']}): " + "; ".join(r["suspect"]))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -119,6 +161,14 @@ def main(args: argparse.Namespace) -> int:
         if args.slo:
             parse_slos(args.slo)
             cfg["slo"] = args.slo
+        if args.repeats is not None:
+            cfg["repeats"] = args.repeats
+        if args.repeat_order:
+            cfg["repeat_order"] = args.repeat_order
+        if args.seed is not None:
+            cfg["repeat_seed"] = args.seed
+        if args.keep_prefix_cache:
+            cfg.setdefault("run", {})["keep_prefix_cache"] = True
         args.out.mkdir(parents=True, exist_ok=True)
         # what was asked, never a secret: endpoints without userinfo/query, headers masked
         (args.out / "sweep.yaml").write_text(yaml.safe_dump(redact_config(cfg), sort_keys=False))

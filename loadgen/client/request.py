@@ -20,7 +20,8 @@ from typing import Any
 
 from loadgen.client.plan import Item
 from loadgen.client.transport import HttpClient, TransportError
-from loadgen.engines.base import EngineAdapter, StreamState
+from loadgen.engines.base import EngineAdapter, StreamState, error_text, one_line
+from loadgen.engines.sse import SseError
 from loadgen.results.config import RunConfig
 from loadgen.results.records import CANCELLED, ERROR, OK, RequestRecord
 
@@ -106,42 +107,42 @@ class RequestSender:
             rec.scheduled_ns = rec.send_ns
         try:
             body = ad.encode(ids, max_tokens, messages, rec.seed)
-            while True:
-                left = self.cfg.timeout_s - (_now_ns() - rec.send_ns) / 1e9
-                res = await self.client.post(ad.stream_path, body,
-                                             sink=partial(feed, st),
-                                             timeout=left, reuse=ad.reuse_connections)
-                if res.status != 429 or rec.retries >= self.cfg.retry_429:
-                    break
-                wait = retry_after_s(res.headers.get("retry-after"))
-                left = self.cfg.timeout_s - (_now_ns() - rec.send_ns) / 1e9
-                if wait >= left:
-                    break  # the retry could not finish within the request timeout
-                rec.retries += 1
-                rec.retry_after = res.headers.get("retry-after")
-                await asyncio.sleep(wait)
-                st = ad.new_state()
-                if keep and text and st.text_parts is None:
-                    st.text_parts = []
-                if keep and not text and st.token_ids is None:
-                    st.token_ids = []
+            async with asyncio.timeout(self.cfg.timeout_s):  # connect and response, end to end
+                while True:
+                    res = await self.client.post(ad.stream_path, body, sink=partial(feed, st),
+                                                 reuse=ad.reuse_connections)
+                    if res.status != 429 or rec.retries >= self.cfg.retry_429:
+                        break
+                    wait = retry_after_s(res.headers.get("retry-after"))
+                    left = self.cfg.timeout_s - (_now_ns() - rec.send_ns) / 1e9
+                    if wait >= left:
+                        break  # the retry could not finish within the request timeout
+                    rec.retries += 1
+                    rec.retry_after = res.headers.get("retry-after")
+                    await asyncio.sleep(wait)
+                    st = ad.new_state()
+                    if keep and text and st.text_parts is None:
+                        st.text_parts = []
+                    if keep and not text and st.token_ids is None:
+                        st.token_ids = []
             rec.end_ns = _now_ns()
             rec.http_status = res.status
             rec.headers_ns = res.headers_ns
             rec.connect_ns = res.connect_ns
+            rec.resent = res.resent
             if res.status != 200:
                 rec.status = ERROR
                 rec.retry_after = res.headers.get("retry-after")
-                rec.error = f"HTTP {res.status}: {res.body[:300].decode('utf-8', 'replace')}"
+                rec.error = f"HTTP {res.status}: {error_text(res.body)}"
             else:
                 reason = ad.check_complete(st)
                 if reason is None and st.tokens != max_tokens:
                     reason = (f"output length {st.tokens} != requested {max_tokens} "
                               f"(finish_reason {st.finish_reason!r})")
                 rec.status, rec.error = (ERROR, reason) if reason else (OK, None)
-        except TransportError as exc:
+        except (TransportError, SseError) as exc:
             rec.end_ns = _now_ns()
-            rec.status, rec.error = ERROR, str(exc)
+            rec.status, rec.error = ERROR, one_line(str(exc))
         except TimeoutError:
             rec.end_ns = _now_ns()
             rec.status, rec.error = ERROR, f"timed out after {self.cfg.timeout_s:g} s"
@@ -150,7 +151,7 @@ class RequestSender:
             rec.status, rec.error = CANCELLED, "run interrupted"
         except Exception as exc:  # anything else is this request's error, never a dead worker
             rec.end_ns = _now_ns()
-            rec.status, rec.error = ERROR, f"client error: {type(exc).__name__}: {exc}"
+            rec.status, rec.error = ERROR, one_line(f"client error: {type(exc).__name__}: {exc}")
         finally:
             self.in_flight -= 1
             self._finish(rec, st, keep)

@@ -22,10 +22,10 @@ directory's summary.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import signal
+import resource
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ import httpx
 from loadgen.client.connect import CertificateError
 from loadgen.client.endpoint import EndpointError
 from loadgen.client.gcwindow import close_window, open_window
+from loadgen.client.host import HostMonitor
 from loadgen.client.lag import LagMonitor, client_stats
 from loadgen.client.loops import Driver
 from loadgen.client.plan import Item, iter_items, iter_records, split_by_category
@@ -49,7 +50,7 @@ from loadgen.engines.base import EngineAdapter
 from loadgen.engines.sampling import Sampling
 from loadgen.results.config import RunConfig
 from loadgen.results.records import RecordWriter
-from loadgen.results.summary import ClientStats
+from loadgen.results.summary import ClientStats, HostStats
 
 _now_ns = time.monotonic_ns
 
@@ -66,6 +67,41 @@ class RunOutcome:
     warnings: list[str] = field(default_factory=list)
     interrupted: bool = False
     windows: list[dict[str, Any]] = field(default_factory=list)  # category windows, in order
+    failure: str | None = None  # why the run stopped on its own (a record it could not write)
+    host: HostStats | None = None
+    prefix_cache_policy: str | None = None
+
+
+FD_MARGIN = 64  # files the process needs besides one socket per request in flight
+
+
+def ensure_open_files(cfg: RunConfig) -> str | None:
+    """One socket per request in flight: raise the soft open-file limit up to the hard one when
+    the load needs more, or refuse up front (instead of failing requests with EMFILE). An open
+    loop without --max-concurrency is not refused: a warning is returned instead."""
+    in_flight = cfg.concurrency or cfg.max_concurrency
+    if in_flight is None:  # an open loop without a cap: as many as could be in flight at once
+        n = cfg.num_requests or float("inf")
+        in_flight = int(min(n, (cfg.request_rate or 1.0) * cfg.timeout_s))
+    need = in_flight + FD_MARGIN
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or need <= soft:
+        return None
+    target = need if hard == resource.RLIM_INFINITY else min(max(need, soft), hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if need > soft and (cfg.concurrency or cfg.max_concurrency):
+        flag = "--concurrency" if cfg.concurrency else "--max-concurrency"
+        raise ValueError(f"{flag} {in_flight} needs about {need} open files but the limit is "
+                         f"{soft} (hard limit {hard}); raise it (ulimit -n) or lower the load")
+    if need > soft:
+        return (f"up to {in_flight} requests may be in flight but the open-file limit is {soft}: "
+                f"requests beyond it fail (give --max-concurrency)")
+    return None
 
 
 class Run:
@@ -75,7 +111,7 @@ class Run:
         self.prompts = prompts
         # the endpoint parsed once: headers, TLS, proxy, secrets (EndpointError is a ValueError)
         self.wire = build_wire(cfg)
-        self.warnings: list[str] = list(self.wire.notices)
+        fd_warning = ensure_open_files(cfg)
         sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                             seed_per_request=cfg.seed_per_request, run_seed=cfg.seed)
         self.adapter: EngineAdapter = make_adapter(
@@ -88,10 +124,17 @@ class Run:
         self.category_windows = False
         self._windows: list[dict[str, Any]] = []
         self.tally = RecordTally()
+        self.warnings: list[str] = [*self.wire.notices, *([fd_warning] if fd_warning else [])]
         self.interrupted = False
+        self.failure: str | None = None
+        self.window: dict[str, Any] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.progress_cb: Callable[[dict[str, Any]], None] | None = None
         # told each warning that matters before the load starts (the CLI prints it)
         self.notify: Callable[[str], None] | None = None
+        # who used the CPU over the window (client/host.py); the caller may set the engine PID
+        self.host_monitor: HostMonitor | None = HostMonitor()
+        self.prefix_cache_policy: str | None = None
         self._driver: Driver | None = None
         self._sender: RequestSender | None = None
 
@@ -100,8 +143,14 @@ class Run:
         return self._sender.in_flight if self._sender else 0
 
     def interrupt(self) -> None:
-        """Ctrl-C: stop sending, cancel what is in flight (each becomes a cancelled record)."""
+        """Ctrl-C / SIGTERM: stop sending, cancel what is in flight (each becomes a cancelled
+        record). Safe to call from a signal handler, before, during or after the event loop."""
         self.interrupted = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._stop_now)
+
+    def _stop_now(self) -> None:
         if self._driver is not None:
             self._driver.stop.set()
             self._driver.cancel_all()
@@ -116,45 +165,64 @@ class Run:
             if self.notify is not None:
                 self.notify(text)
 
-    async def execute(self) -> RunOutcome:
-        cfg = self.cfg
-        try:  # a certificate that does not verify fails every request: say so once, up front
-            await self.wire.connector.check_certificate()
+    def _fail(self, reason: str) -> None:
+        """The run cannot go on (a record could not be written): stop it like Ctrl-C."""
+        if self.failure is None:
+            self.failure = reason
+            self._stop_now()
+
+    async def check_endpoint(self) -> None:
+        """A certificate that does not verify fails every request: say so once, up front
+        (EndpointError, before anything is written). Bounded by ``probe_timeout_s``."""
+        try:
+            await self.wire.connector.check_certificate(self.cfg.probe_timeout_s)
         except CertificateError as exc:
             raise EndpointError(str(exc)) from None
+
+    async def execute(self) -> RunOutcome:
+        cfg = self.cfg
+        self._loop = asyncio.get_running_loop()
         writer = RecordWriter(cfg.out / "requests.jsonl")
 
         def on_record(d: dict[str, Any]) -> None:
             if d["error"]:  # a server may echo a key or URL back in its error text
                 d["error"] = self.wire.scrub(d["error"])
-            writer.write(d)
-            self.tally.add(d)
+            self.tally.add(d)  # kept even when the file cannot take it
+            try:
+                if self.failure is None:
+                    writer.write(d)
+            except OSError as exc:
+                self._fail(f"cannot write a record to {writer.path} ({exc.strerror or exc}); "
+                           f"the run was stopped")
             if self.progress_cb:
                 self.progress_cb(d)
 
         client = self.wire.stream_client()
         self._sender = sender = RequestSender(cfg, self.adapter, client, on_record)
         self._driver = drv = Driver(sender)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, self.interrupt)
-        self._scrapes = scrapes = Scrapes(self.adapter, self.warnings)
+        if self.interrupted:  # a signal arrived before the loop ran
+            drv.stop.set()
+        self._scrapes = scrapes = Scrapes(self.adapter, self.warnings, cfg.probe_timeout_s)
         windows: list[dict[str, Any]] = []
         probe: dict[str, Any] = {}
         stats = None
         self._lag = LagMonitor()
         self._cpu_s = 0.0
         self._gc_was = gc.isenabled()
-        async with self.wire.http_client() as http:
+        self._host: HostStats | None = None
+        async with self.wire.http_client(timeout=cfg.probe_timeout_s) as http:
             try:
-                try:
-                    probe = await self.adapter.probe(http)
-                except httpx.HTTPError as exc:
-                    self.warnings.append(f"probe failed: {exc!r}")
+                async def start() -> None:  # a task, so that Ctrl-C cancels it too
+                    nonlocal probe
+                    probe, _ = await asyncio.gather(
+                        self.adapter.probe(http, cfg.probe_timeout_s),
+                        scrapes.take(http, "run_start"))
+
+                await drv.wait([drv.spawn(start())])
                 self._check_lengths(probe)
+                self.prefix_cache_policy = await self.adapter.prepare_prefix_cache(
+                    http, cfg.keep_prefix_cache, f"loadgen-{uuid.uuid4().hex}")
                 self.adapter.start_polling(http)
-                await scrapes.take(http, "run_start")
                 warm = cfg.effective_warmup()
                 items = iter_items(self.prompts, cfg.seed, warm, cfg.shuffle)
                 sent = 0
@@ -173,13 +241,20 @@ class Run:
                     rest = max(0, warm - sent)
                     if rest:
                         await self._warmup(items, rest)
-                    w = await self._measure(http, items, cfg.num_requests, cfg.duration_s,
-                                            None)
-                    windows = [w]
+                    if not self.stop_requested:
+                        w = await self._measure(http, items, cfg.num_requests, cfg.duration_s,
+                                                None)
+                        windows = [w]
+                # the host monitor ran from the first window's opening to the last one's close
+                if self.host_monitor is not None:
+                    self._host = self.host_monitor.stop()
                 stats = client_stats(self._cpu_s, self._lag.lags_ms, self.tally.events,
                                      self.tally.measured, cfg.lag_threshold_ms)
-                await scrapes.take(http, "run_end")
+                if not self.interrupted and self.failure is None:
+                    await scrapes.take(http, "run_end")
             finally:
+                if self.host_monitor is not None:
+                    self.host_monitor.stop()  # an interrupted run: stop the thread (idempotent)
                 self._lag.stop()
                 close_window(self._gc_was)
                 await self.adapter.stop_polling()
@@ -187,23 +262,26 @@ class Run:
                 await drv.wait(list(drv.tasks))
                 client.close()
                 writer.close()
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    with contextlib.suppress(NotImplementedError, RuntimeError):
-                        loop.remove_signal_handler(sig)
+                self._loop = None
         if not windows and self._windows:
             windows = self._windows  # interrupted mid-way: the windows that ran
+        if not windows and self.window:
+            windows = [self.window]  # interrupted inside the single window
         for exc in drv.failures:
             self.warnings.append(f"internal error in the client: {type(exc).__name__}: {exc}")
+        if self.failure:
+            self.warnings.append(self.failure)
         self.warnings[:] = [self.wire.scrub(w) for w in self.warnings]
         if not windows:
             windows = [{"start_ns": 0, "end_ns": 0, "includes_drain": False,
                         "category": None}]
-        bounded = [self._bounds(w) for w in windows]
+        bounded = [self.bounds(w) for w in windows]
         return RunOutcome(records_path=writer.path, window=bounded[0] if len(bounded) == 1
                           else merged_window(bounded), counters=scrapes, probe=probe,
                           client=stats, warnings=self.warnings,
-                          interrupted=self.interrupted,
-                          windows=bounded if self.category_windows else [])
+                          interrupted=self.interrupted, failure=self.failure,
+                          windows=bounded if self.category_windows else [],
+                          host=self._host, prefix_cache_policy=self.prefix_cache_policy)
 
     @property
     def stop_requested(self) -> bool:
@@ -245,10 +323,16 @@ class Run:
         assert drv is not None
         tag = f":{category}" if category is not None else ""
         drv.new_window()
+        # warm-up requests (same prompts) must not leave their prefill in the window's cache
+        await self.adapter.renew_prefix_cache(http, self.prefix_cache_policy,
+                                              f"loadgen-{uuid.uuid4().hex}")
         await scrapes.take(http, "window_start" + tag)
         window: dict[str, Any] = {"start_ns": _now_ns(), "category": category,
                                   "start_scrape": "window_start" + tag}
+        self.window = window  # the current window, for a partial summary
         cpu0 = time.process_time()
+        if self.host_monitor is not None and not self.host_monitor.started:
+            self.host_monitor.start()
         self._lag.start()
         open_window()  # no full-heap collector pause in the window; memory bounded
         deadline = (_now_ns() + int(duration_s * 1e9)) if duration_s else None
@@ -260,6 +344,8 @@ class Run:
                 items, n, deadline, cfg.request_rate, cfg.arrival, cfg.burstiness, cfg.seed,
                 cfg.max_concurrency))
         measured.add_done_callback(lambda _: drv.mark_window_end())
+        # counters also scraped inside the window, so a server restart shows (client/scrape.py)
+        ticks = drv.spawn(scrapes.every(http, cfg.scrape_interval_s, drv.window_end))
         if category is None:
             async def scrape_at_window_end() -> None:
                 await drv.window_end.wait()
@@ -268,10 +354,11 @@ class Run:
             scrape_end = drv.spawn(scrape_at_window_end())
             await drv.wait([measured])
             drv.mark_window_end()
-            await drv.wait([scrape_end])
+            await drv.wait([scrape_end, ticks])
         else:
             await drv.wait([measured])
             drv.mark_window_end()
+            await drv.wait([ticks])
             await scrapes.take(http, "window_end" + tag)
         self._cpu_s += time.process_time() - cpu0
         self._lag.stop()
@@ -309,9 +396,12 @@ class Run:
             start = 1 + (self.tally.max_index if self.tally.max_index is not None
                          else start - 1)
 
-    def _bounds(self, window: dict[str, Any]) -> dict[str, Any]:
+    def bounds(self, window: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A measurement window (start_ns, end_ns, includes_drain) as far as the run got; by
+        default the current one (a partial summary after a second Ctrl-C)."""
+        window = self.window if window is None else window
         start = window.get("start_ns", 0)
-        end = window.get("end_ns", start)
+        end = window.get("end_ns") or start
         cat = window.get("category")
         last = self.tally.last_end_ns if cat is None else self.tally.last_end_by_cat.get(cat)
         return {**window, **window_bounds(start, end, last)}

@@ -36,6 +36,7 @@ class HttpResult:
     body: bytes = b""  # only when no sink was given, or for non-2xx responses
     headers_ns: int = 0  # when the status line and headers had arrived
     connect_ns: int = 0  # how long opening this request's connection took; 0 when reused
+    resent: bool = False  # sent again: its kept-alive connection was closed under it
 
 
 class _Connection(asyncio.Protocol):
@@ -94,7 +95,12 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         res = self._result
         if self._sink is not None and res is not None and 200 <= res.status < 300:
-            self._sink(body, self._stamp)
+            try:
+                self._sink(body, self._stamp)
+            except Exception as exc:  # the sink's own error (an oversized SSE event, a bug)
+                self._sink = None
+                self._fail(exc)  # is the request's error, not "invalid HTTP response"
+                self.abort()
         else:
             self._body.append(body)
 
@@ -160,11 +166,7 @@ class HttpClient:
                                "accept: text/event-stream, application/json\r\n" + extra)
         self._idle: list[_Connection] = []
         self.connections_opened = 0  # connects attempted (successful or not)
-        # A server that says keep-alive but closes idle connections (llama-server after every
-        # stream) is found out by the first reused connection that dies before any response
-        # byte: that request is sent again on a new connection, and nothing is reused after.
-        self.stale_retries = 0
-        self.reuse_disabled = False
+        self.reuse_disabled = False  # set once the server dropped a kept-alive connection
 
     async def _connect(self) -> _Connection:
         return await self.connector.open(_Connection, self.connect_timeout)
@@ -174,12 +176,15 @@ class HttpClient:
         """POST ``body``; body bytes of a 2xx response go to ``sink`` as they arrive.
 
         ``reuse=False`` for servers known to close every streamed response whatever their
-        headers say (llama-server's native API). A server that does so unannounced is found out
-        by the stale-connection race (see ``stale_retries``): only a request whose reused
-        connection died before any response byte is sent again, once, on a new connection.
+        headers say (llama-server's native API). A request whose reused connection the server
+        closed before any response byte is sent once more on a new connection
+        (``HttpResult.resent``), and no connection to this server is reused after.
         """
         reuse = reuse and not self.reuse_disabled
         conn = None
+        if reuse and self._idle:
+            # one turn of the loop first: a close the server already sent is seen before reuse
+            await asyncio.sleep(0)
         while reuse and self._idle:
             c = self._idle.pop()
             if not c.closed:
@@ -191,24 +196,26 @@ class HttpClient:
             conn, connect_ns = await self._open()
         head = (f"POST {self.connector.target(path)} HTTP/1.1\r\n{self._fixed_headers}"
                 f"content-length: {len(body)}\r\n\r\n").encode("latin-1")
-        start = _now_ns()
+        resent = False
         try:
             result = await self._exchange(conn, head + body, sink, timeout)
         except TransportError:
             if not (reused and conn.received == 0):
                 raise
-            # the stale-connection race: the server closed this idle connection as we wrote
-            self.stale_retries += 1
+            # The kept-alive race: the server closed this connection (llama-server does after
+            # every stream, whatever its headers say) as the request was written. Sent once
+            # more on a new connection; the record says so, and nothing is reused after.
+            resent = True
             self.reuse_disabled = True
             self.close()
             conn, connect_ns = await self._open()
-            left = None if timeout is None else max(0.0, timeout - (_now_ns() - start) / 1e9)
-            result = await self._exchange(conn, head + body, sink, left)
+            result = await self._exchange(conn, head + body, sink, timeout)
         if reuse and not self.reuse_disabled and conn.keep_alive:
             self._idle.append(conn)
         else:
             conn.abort()
         result.connect_ns = connect_ns
+        result.resent = resent
         return result
 
     async def _open(self) -> tuple[_Connection, int]:

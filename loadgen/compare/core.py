@@ -186,7 +186,24 @@ def _errors(r: RunData) -> dict[str, Any]:
 
 
 def compare_dirs(path_a: Path | str, path_b: Path | str, *, label_a: str | None = None,
-                 label_b: str | None = None, **kw: Any) -> dict[str, Any]:
+                 label_b: str | None = None, more_a: tuple[Path | str, ...] = (),
+                 more_b: tuple[Path | str, ...] = (), **kw: Any) -> dict[str, Any]:
+    """A against B; with ``more_a`` / ``more_b`` (repetitions of each side) also the
+    across-run intervals (compare/across.py) next to the within-run CIs of the first pair."""
+    from loadgen.compare.across import across_runs
+
     a = load_run(path_a, label_a or "A")
     b = load_run(path_b, label_b or "B")
-    return compare_runs(a, b, **kw)
+    result = compare_runs(a, b, **kw)
+    runs_a = [a, *(load_run(p, f"{label_a or 'A'}{i}") for i, p in enumerate(more_a, 2))]
+    runs_b = [b, *(load_run(p, f"{label_b or 'B'}{i}") for i, p in enumerate(more_b, 2))]
+    result["across_runs"] = across_runs(runs_a, runs_b, result["statistics"],
+                                        result["settings"]["confidence"])
+    # conditions (host, cache, AL bound), apart from the comparability warnings
+    result["suspect"] = list(result["across_runs"]["suspect"])
+    if len(runs_a) < 2 or len(runs_b) < 2:
+        result["notes"].append(
+            "one run per side: the CIs cover the noise within each run's window only, not "
+            "what changes between runs (give repetitions with --a DIR / --b DIR, or use "
+            "loadgen sweep --repeats)")
+    return result

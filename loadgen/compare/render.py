@@ -85,14 +85,63 @@ def print_result(result: dict[str, Any], console: Any = None) -> None:
     console.print(t)
     for f in footnotes:
         console.print(f, highlight=False)
+    print_across(result, console)
     ea, eb = result["errors"]["a"], result["errors"]["b"]
     console.print(f"requests: A {ea['ok']} ok / {ea['error']} error / {ea['cancelled']} "
                   f"cancelled; B {eb['ok']} ok / {eb['error']} error / {eb['cancelled']} "
                   f"cancelled")
     for w in result["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
+    for w in result.get("suspect", []):
+        console.print(f"[red]suspect:[/red] {w}")
     for n in result["notes"]:
         console.print(f"note: {n}")
+
+
+ACROSS_HEADERS = ["statistic", "A mean", "B mean", "B − A", "CI across runs",
+                  "CI within run", "B / A", "verdict"]
+
+
+def across_rows(result: dict[str, Any]) -> list[list[str]]:
+    """The across-run table (compare/across.py): only with two or more runs a side."""
+    ac = result.get("across_runs")
+    if not ac or len(ac["runs"]["a"]) < 2 or len(ac["runs"]["b"]) < 2:
+        return []
+    out = []
+    for r in ac["rows"]:
+        if r["significant"] is None:
+            verdict = "no CI"
+        elif not r["significant"]:
+            verdict = "not significant"
+        else:
+            up = r["ci_diff_across"][0] > 0
+            verdict = ("B higher" if up else "B lower") if r["better"] is None else (
+                "B better" if up == (r["better"] == "higher") else "B worse")
+        if r["within_too_narrow"]:
+            verdict += " (within-run CI too narrow)"
+        out.append([r["label"] + (f" ({r['unit']})" if r["unit"] else ""),
+                    f"{fmt(r['a_mean'])} (n={len(r['a_values'])})",
+                    f"{fmt(r['b_mean'])} (n={len(r['b_values'])})", fmt(r["diff"]),
+                    fmt_ci(r["ci_diff_across"]), fmt_ci(r["ci_diff_within"]),
+                    fmt(r["ratio"]), verdict])
+    return out
+
+
+def print_across(result: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    rows = across_rows(result)
+    if not rows:
+        return
+    ac = result["across_runs"]
+    t = Table(title=f"across runs: {len(ac['runs']['a'])} A runs, {len(ac['runs']['b'])} B "
+                    f"runs; {ac['confidence']:.0%} Welch t-interval of B − A")
+    for h in ACROSS_HEADERS:
+        t.add_column(h, justify="left" if h in ("statistic", "verdict") else "right",
+                     overflow="fold")
+    for cells in rows:
+        t.add_row(*cells)
+    console.print(t)
 
 
 def to_markdown(result: dict[str, Any]) -> str:
@@ -112,12 +161,21 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     if footnotes:
         lines += [""] + [f"{f}  " for f in footnotes]
+    across = across_rows(result)
+    if across:
+        lines += ["", "## Across runs", "",
+                  "| " + " | ".join(ACROSS_HEADERS) + " |", "|" + "---|" * len(ACROSS_HEADERS)]
+        lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+                  for cells in across]
     ea, eb = result["errors"]["a"], result["errors"]["b"]
     lines += ["", "| requests | A | B |", "|---|---|---|"]
     for k in ("total", "ok", "error", "cancelled"):
         lines.append(f"| {k} | {ea[k]} | {eb[k]} |")
     if result["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in result["warnings"]]
+    if result.get("suspect"):
+        lines += ["", "## Suspect (docs/METRICS.md, \"Sanity\")", ""] + [
+            f"- {w}" for w in result["suspect"]]
     lines += ["", "## Notes", ""] + [f"- {n}" for n in result["notes"]]
     return "\n".join(lines) + "\n"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,9 @@ from typing import Any
 FORMAT_VERSION = 1
 HEADER_KEY = "loadgen_prompts"
 TEXT_HEADER_KEY = "loadgen_text_prompts"  # text prompts (loadgen/data/textfmt.py), not token ids
+
+
+MAX_TOKEN_ID = 1 << 32  # no vocabulary comes near; larger ints cannot be sent as JSON int64
 
 
 class PromptFileError(ValueError):
@@ -90,9 +94,10 @@ def _int_list(value: Any, path: Path, line: int | None, name: str, allow_empty: 
         raise PromptFileError(f"{_where(path, line)}: field '{name}' is empty")
     for i, v in enumerate(value):
         # bool is an int subclass; a token id is never a bool.
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < MAX_TOKEN_ID:
             raise PromptFileError(
-                f"{_where(path, line)}: field '{name}'[{i}] is {v!r}, not a non-negative int"
+                f"{_where(path, line)}: field '{name}'[{i}] is {v!r}, not a non-negative int "
+                f"below 2**32"
             )
     return value
 
@@ -169,10 +174,34 @@ def _is_parquet(path: Path) -> bool:
 def read_prompts(path: str | Path, text: bool = False) -> PromptFile:
     """Read and validate a prompt file (``.jsonl``, ``.jsonl.gz`` or ``.parquet``). ``text``:
     the engine sends text, so a text prompt file or ``messages`` JSONL is read as text records
-    (loadgen/data/chatprompts.py); otherwise such a file is refused (tokenize it first)."""
+    (loadgen/data/chatprompts.py); otherwise such a file is refused (tokenize it first). Every
+    way it can be unusable is a ``PromptFileError`` of one line naming the file."""
     path = Path(path)
     if not path.exists():
         raise PromptFileError(f"{path}: no such prompt file")
+    if path.is_dir():
+        raise PromptFileError(f"{path}: is a directory, not a prompt file")
+    try:
+        return _read_prompts(path, text)
+    except UnicodeDecodeError as exc:
+        raise PromptFileError(f"{path}: not UTF-8 text ({exc.reason}): a prompt file is UTF-8 "
+                              f"JSONL") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise PromptFileError(f"{path}: not a valid gzip file ({exc})") from None
+    except OSError as exc:
+        raise PromptFileError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+
+
+def _json_column(row: dict[str, Any], name: str, path: Path, row_no: int) -> None:
+    if isinstance(row.get(name), str):
+        try:
+            row[name] = json.loads(row[name])
+        except json.JSONDecodeError as exc:
+            raise PromptFileError(f"{path}: row {row_no}: column '{name}' is not valid JSON "
+                                  f"({exc.msg})") from None
+
+
+def _read_prompts(path: Path, text: bool) -> PromptFile:
     header: dict[str, Any] = {}
     records: list[PromptRecord] = []
     if _is_parquet(path):
@@ -184,13 +213,14 @@ def read_prompts(path: str | Path, text: bool = False) -> PromptFile:
             raise PromptFileError(f"{path}: not a readable parquet file ({exc})") from None
         raw = (table.schema.metadata or {}).get(HEADER_KEY.encode())
         if raw:
-            header = json.loads(raw)
+            try:
+                header = json.loads(raw)
+            except json.JSONDecodeError:
+                raise PromptFileError(f"{path}: its header metadata is not valid JSON") from None
         for row_no, row in enumerate(table.to_pylist(), start=1):
             row = {k: v for k, v in row.items() if v is not None}
-            if isinstance(row.get("meta"), str):
-                row["meta"] = json.loads(row["meta"])
-            if isinstance(row.get("messages"), str):
-                row["messages"] = json.loads(row["messages"])
+            _json_column(row, "meta", path, row_no)
+            _json_column(row, "messages", path, row_no)
             records.append(record_from_dict(row, path, row_no))
     else:
         from loadgen.data.chatprompts import is_text_record, read_text_prompt_file, text_refusal

@@ -4,6 +4,10 @@ llamacpp, openai)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import html
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -13,9 +17,28 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen.engines.sampling import Sampling
-from loadgen.results.summary import AcceptanceSummary
+from loadgen.engines.sse import ERROR_EVENT, SseParser
+from loadgen.results.summary import AcceptanceSummary, PrefixCacheStats
 
 _loads = orjson.loads  # ~4x faster than json.loads on a stream chunk
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """A server's message as one bounded line (whitespace runs, newlines included, collapsed)."""
+    return " ".join(text[:8 * limit].split())[:limit]
+
+
+_SCRIPT = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>")
+_TAG = re.compile(r"(?s)<[^>]*>")
+
+
+def error_text(body: bytes, limit: int = 300) -> str:
+    """An error response's body as one bounded line: an HTML page (a proxy's 502) becomes its
+    text, markup and scripts dropped."""
+    text = body[:16384].decode("utf-8", "replace")
+    if "<" in text and ">" in text and _TAG.search(text):
+        text = html.unescape(_TAG.sub(" ", _SCRIPT.sub(" ", text)))
+    return one_line(text, limit) or "(empty body)"
 
 
 @dataclass(slots=True)
@@ -23,7 +46,7 @@ class StreamState:
     """What one streamed response has told us so far. Tokens are counted from ids or cumulative
     counts in the payload, never from the number of events."""
 
-    buf: bytes = b""
+    sse: SseParser = field(default_factory=SseParser)  # this stream's SSE framing
     tokens: int = 0
     arrivals_ns: list[int] = field(default_factory=list)  # one per token-carrying event
     event_tokens: list[int] = field(default_factory=list)  # tokens in that event
@@ -74,11 +97,18 @@ class EngineAdapter:
     # whether prompts may be text records (messages) instead of token ids
     accepts_text: ClassVar[bool] = False
 
+    # prefix cache: whether requests take vLLM's `cache_salt`, the engine's flush endpoint,
+    # and the unit of its reuse counters (docs/METRICS.md, "Prefix cache")
+    supports_cache_salt: ClassVar[bool] = False
+    flush_path: ClassVar[str | None] = None
+    prefix_cache_unit: ClassVar[str] = "tokens"
+
     def __init__(self, model: str | None = None, keep_token_ids: bool = False,
                  sampling: Sampling | None = None) -> None:
         self.model = model
         self.keep_token_ids = keep_token_ids
         self.sampling = sampling or Sampling()
+        self.cache_salt: str | None = None
 
     # -- requests -------------------------------------------------------------------------------
     def build_body(self, prompt_ids: list[int], max_tokens: int,
@@ -109,29 +139,22 @@ class EngineAdapter:
 
     # -- the stream (hot path) ------------------------------------------------------------------
     def feed(self, st: StreamState, data: bytes, stamp: int) -> None:
-        """Split SSE events out of body bytes and hand each ``data:`` payload to on_event."""
-        buf = st.buf + data if st.buf else data
-        if b"\n\n" not in buf:
-            st.buf = buf
-            return
-        events = buf.split(b"\n\n")
-        st.buf = events.pop()
+        """Frame SSE events out of body bytes (loadgen/engines/sse.py) and hand each event's
+        data to on_event; an ``error`` event is the request's error. Raises ``SseError`` for
+        an event over the size cap (the transport then closes the connection)."""
         on_event = self.on_event
-        for ev in events:
-            if ev.startswith(b"data:"):
-                if b"\n" in ev:  # a multi-line event: join its data lines
-                    ev = b"\n".join(ln[5:].strip() for ln in ev.split(b"\n")
-                                    if ln.startswith(b"data:"))
-                    on_event(st, ev, stamp)
-                else:
-                    on_event(st, ev[5:].strip(), stamp)
-            elif ev.startswith(b"error:") or b"\ndata:" in ev:
-                for ln in ev.split(b"\n"):
-                    if ln.startswith(b"data:"):
-                        on_event(st, ln[5:].strip(), stamp)
-                    elif ln.startswith(b"error:"):
-                        st.error = st.error or "server error event: " + ln[6:].strip().decode(
-                            "utf-8", "replace")[:300]
+        for name, payload in st.sse.feed(data):
+            if name is None:
+                try:
+                    on_event(st, payload, stamp)
+                except (AttributeError, KeyError, TypeError, IndexError, ValueError) as exc:
+                    # valid JSON of a shape the adapter does not know: the request's error
+                    st.error = st.error or (f"unexpected stream event ({type(exc).__name__}: "
+                                            f"{exc}): {payload[:80]!r}")
+            elif name == ERROR_EVENT:
+                st.error = st.error or "server error event: " + one_line(
+                    payload.decode("utf-8", "replace"))
+            # other event names (none of the engines sends one) carry nothing we count
 
     def on_event(self, st: StreamState, payload: bytes, stamp: int) -> None:
         raise NotImplementedError
@@ -153,10 +176,13 @@ class EngineAdapter:
         obj = self.parse_json(st, payload)
         if obj is None:
             return None
+        if not isinstance(obj, dict):
+            st.error = st.error or f"stream event is not a JSON object: {payload[:80]!r}"
+            return None
         if "error" in obj:
             err = obj["error"]
             msg = err.get("message") if isinstance(err, dict) else err
-            st.error = "server error in stream: " + str(msg)[:300]
+            st.error = "server error in stream: " + one_line(str(msg))
             return None
         return obj
 
@@ -225,17 +251,64 @@ class EngineAdapter:
             drafts=drafts, draft_tokens=draft_tokens, accepted_tokens=accepted,
         )
 
-    async def probe(self, http: httpx.AsyncClient) -> dict[str, Any]:
-        """What the server says about itself (version, SD config), for the run manifest."""
-        out: dict[str, Any] = {}
-        for path in self.PROBE_PATHS:
+    # -- prefix cache ---------------------------------------------------------------------------
+    async def prepare_prefix_cache(self, http: httpx.AsyncClient, keep: bool,
+                                   salt: str) -> str:
+        """Make this run's prefill its own: a per-run ``cache_salt`` where the engine takes one,
+        else the engine's cache flush, else nothing. Returns the policy: ``kept``, ``salted``,
+        ``flushed`` or ``unprotected``."""
+        if keep:
+            return "kept"
+        if self.supports_cache_salt:
+            self.cache_salt = salt
+            return "salted"
+        if self.flush_path:
             try:
-                r = await http.get(path)
+                r = await http.post(self.flush_path)
                 if r.status_code == 200:
-                    out[path] = r.json()
-            except (httpx.HTTPError, ValueError):
-                continue
-        return out
+                    return "flushed"
+            except httpx.HTTPError:
+                pass
+        return "unprotected"
+
+    async def renew_prefix_cache(self, http: httpx.AsyncClient, policy: str | None,
+                                 salt: str) -> None:
+        """At a window's opening: a new salt, or another flush, so that what the warm-up
+        requests (the same prompts) prefilled is not served from cache inside the window."""
+        if policy == "salted":
+            self.cache_salt = salt
+        elif policy == "flushed" and self.flush_path:
+            with contextlib.suppress(httpx.HTTPError):
+                await http.post(self.flush_path)
+
+    def prefix_cache(self, delta: dict[str, float] | None, end: dict[str, float] | None,
+                     sent_prompt_tokens: float) -> PrefixCacheStats | None:
+        """Prefix-cache reuse over the window from counter deltas (``prefix_cache_queries``,
+        ``prefix_cache_hits``); ``end`` is the window-end snapshot (for gauges) and
+        ``sent_prompt_tokens`` the prompt tokens of the requests prefilled in the window."""
+        if not delta or "prefix_cache_queries" not in delta:
+            return None
+        q, h = delta["prefix_cache_queries"], delta.get("prefix_cache_hits", 0.0)
+        return PrefixCacheStats(source=f"server_counters:{self.name}",
+                                unit=self.prefix_cache_unit, queries=q, hits=h,
+                                hit_rate=h / q if q > 0 else None)
+
+    async def probe(self, http: httpx.AsyncClient, timeout_s: float = 5.0) -> dict[str, Any]:
+        """What the server says about itself (version, SD config, max model length), for the
+        run manifest. ``PROBE_PATHS`` are asked concurrently, each bounded by ``timeout_s``; no
+        answer is no entry."""
+
+        async def one(path: str) -> tuple[str, Any]:
+            try:
+                r = await asyncio.wait_for(http.get(path), timeout_s)
+                if r.status_code == 200:
+                    return path, r.json()
+            except (httpx.HTTPError, ValueError, TimeoutError):
+                pass
+            return path, None
+
+        answers = await asyncio.gather(*(one(p) for p in self.PROBE_PATHS))
+        return {path: body for path, body in answers if body is not None}
 
     def start_polling(self, http: httpx.AsyncClient) -> None:
         """Engines whose stats are consumed on read poll in the background (TRT-LLM)."""

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from loadgen.engines.base import EngineAdapter, StreamState
+from loadgen.results.summary import PrefixCacheStats
 
 
 class LlamacppAdapter(EngineAdapter):
@@ -28,8 +31,27 @@ class LlamacppAdapter(EngineAdapter):
                    seed: int | None = None) -> dict[str, Any]:
         # /completion's own sampling fields are temperature, top_p, top_k and seed
         return {"prompt": prompt_ids, "n_predict": max_tokens, "ignore_eos": True,
-                "stream": True, "cache_prompt": False, "return_tokens": True,
+                "stream": True, "cache_prompt": self.keep_cache, "return_tokens": True,
                 **self.sampling_fields(seed)}
+
+    keep_cache = False  # cache_prompt: false unless --keep-prefix-cache
+
+    async def prepare_prefix_cache(self, http: httpx.AsyncClient, keep: bool,
+                                   salt: str) -> str:
+        # requests ask for no reuse (cache_prompt: false) unless a warm cache is wanted
+        self.keep_cache = keep
+        return "kept" if keep else "disabled"
+
+    def prefix_cache(self, delta: dict[str, float] | None, end: dict[str, float] | None,
+                     sent_prompt_tokens: float) -> PrefixCacheStats | None:
+        # prompt_tokens_total counts the prompt tokens llama-server evaluated (cached ones
+        # excluded): the rest of what was sent came from its cache
+        if not delta or "prompt_tokens" not in delta or sent_prompt_tokens <= 0:
+            return None
+        hits = max(0.0, sent_prompt_tokens - delta["prompt_tokens"])
+        return PrefixCacheStats(source="server_counters:llamacpp (sent - evaluated)",
+                                unit="tokens", queries=sent_prompt_tokens, hits=hits,
+                                hit_rate=hits / sent_prompt_tokens)
 
     def on_event(self, st: StreamState, payload: bytes, stamp: int) -> None:
         obj = self.parse_event(st, payload)

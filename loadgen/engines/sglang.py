@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from loadgen.engines.base import EngineAdapter, StreamState
-from loadgen.results.summary import AcceptanceSummary
+from loadgen.results.summary import AcceptanceSummary, PrefixCacheStats
 
 
 class SglangAdapter(EngineAdapter):
@@ -16,7 +16,23 @@ class SglangAdapter(EngineAdapter):
         ("verify_calls", "sglang:spec_verify_calls_total", None),
         ("generation_tokens", "sglang:generation_tokens_total", None),
         ("prompt_tokens", "sglang:prompt_tokens_total", None),
+        ("cached_tokens", "sglang:cached_tokens_total", None),  # newer builds; summed sources
+        ("cache_hit_rate", "sglang:cache_hit_rate", None),  # a gauge (older builds)
     )
+    flush_path = "/flush_cache"
+
+    def prefix_cache(self, delta: dict[str, float] | None, end: dict[str, float] | None,
+                     sent_prompt_tokens: float) -> PrefixCacheStats | None:
+        if delta and "cached_tokens" in delta and delta.get("prompt_tokens"):
+            q, h = delta["prompt_tokens"], delta["cached_tokens"]
+            return PrefixCacheStats(source="server_counters:sglang", unit="tokens", queries=q,
+                                    hits=h, hit_rate=h / q)
+        if end and "cache_hit_rate" in end:
+            return PrefixCacheStats(
+                source="gauge:sglang", unit="rate", hit_rate=end["cache_hit_rate"],
+                note="sglang:cache_hit_rate is a gauge of recent batches, read at the window's "
+                     "end: not the window's own rate")
+        return None
 
     def build_body(self, prompt_ids: list[int], max_tokens: int,
                    seed: int | None = None) -> dict[str, Any]:

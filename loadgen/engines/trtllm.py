@@ -26,6 +26,10 @@ class TrtllmAdapter(VllmAdapter):
 
     per_request_sd_support = "always"  # avg_decoded_tokens_per_iter on every choice
 
+    supports_cache_salt = False  # unknown request fields are rejected
+    flush_path = None
+    prefix_cache_unit = "blocks"  # kvCacheStats counts KV blocks, not tokens
+
     def __init__(self, model: str | None = None, keep_token_ids: bool = False,
                  sampling: Sampling | None = None) -> None:
         if not model:
@@ -64,6 +68,12 @@ class TrtllmAdapter(VllmAdapter):
             resp.raise_for_status()
             for it in resp.json() or []:
                 self._totals["iterations"] += 1
+                kv = it.get("kvCacheStats") or {}
+                if "reusedBlocks" in kv:
+                    # running totals of the KV cache manager: the latest entry holds them
+                    self._totals["prefix_cache_hits"] = float(kv["reusedBlocks"])
+                    self._totals["prefix_cache_queries"] = float(
+                        kv["reusedBlocks"] + kv.get("missedBlocks", 0))
                 spec = it.get("specDecodingStats") or {}
                 if spec.get("numDraftTokens", 0) > 0:
                     self._totals["draft_tokens"] += spec["numDraftTokens"]

@@ -18,7 +18,11 @@ class VllmAdapter(EngineAdapter):
         ("accepted_pos_", "vllm:spec_decode_num_accepted_tokens_per_pos_total", "position"),
         ("generation_tokens", "vllm:generation_tokens_total", None),
         ("prompt_tokens", "vllm:prompt_tokens_total", None),
+        ("prefix_cache_queries", "vllm:prefix_cache_queries_total", None),
+        ("prefix_cache_hits", "vllm:prefix_cache_hits_total", None),
     )
+    supports_cache_salt = True  # a request body field since vLLM 0.9 (0.32 checked)
+    flush_path = "/reset_prefix_cache"  # only with VLLM_SERVER_DEV_MODE=1
 
     def build_body(self, prompt_ids: list[int], max_tokens: int,
                    seed: int | None = None) -> dict[str, Any]:
@@ -30,6 +34,8 @@ class VllmAdapter(EngineAdapter):
         }
         if self.model:
             body["model"] = self.model
+        if self.cache_salt:
+            body["cache_salt"] = self.cache_salt
         return body
 
     def on_event(self, st: StreamState, payload: bytes, stamp: int) -> None:

@@ -118,6 +118,14 @@ ALL_USER = "all requests (per-user tok/s)"
 ALL_TPUT = "output tokens/s (whole run)"
 
 
+def _mean_speedups(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(rows[0])
+    for key in ("speedup_output_tokens_per_s", "speedup_per_user_tokens_per_s"):
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        out[key] = sum(vals) / len(vals) if vals else None
+    return out
+
+
 def speedup_grids(inp: ReportInput) -> list[SpeedupGrid]:
     """Category × load grids of SD speedup over the baseline at the same dataset and load
     (loadgen.analysis.sweeps.speedup_rows): per-user tokens/s per category and overall, and the
@@ -132,7 +140,11 @@ def speedup_grids(inp: ReportInput) -> list[SpeedupGrid]:
         rows = speedup_rows(sweep)
     except (KeyError, TypeError, ValueError) as exc:  # a summary missing a field
         rows, failure = [], f"speedup not computable: {type(exc).__name__} {exc}"
-    by_key = {(r["dataset"], r["sd"], r["load_level"], r["category"]): r for r in rows}
+    # with repetitions (--repeats): the mean of the repetitions' speedups (analysis/repeats.py)
+    reps: dict[tuple[str, str, float, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        reps.setdefault((r["dataset"], r["sd"], r["load_level"], r["category"]), []).append(r)
+    by_key = {k: _mean_speedups(rs) for k, rs in reps.items()}
     base_ok = {(v.cell.dataset, v.cell.load_level): v for v in inp.cells
                if v.cell.baseline and v.summary}
     base_any = {(v.cell.dataset, v.cell.load_level): v for v in inp.cells if v.cell.baseline}

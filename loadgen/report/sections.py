@@ -75,6 +75,8 @@ def text(s: Any) -> V:
 
 def build(inp: D.ReportInput, plots: list[Plot], gpus: int,
           slos: dict[str, float] | None) -> tuple[str, list[Section]]:
+    from loadgen.report.conditions import conditions_section, repeats_section
+
     by_key = {p.key: p for p in plots}
     if inp.kind == "run":
         title = f"loadgen report: run {inp.root.name}"
@@ -89,11 +91,13 @@ def build(inp: D.ReportInput, plots: list[Plot], gpus: int,
         ("al_per_category", "Acceptance length per category", _al_section,
          (inp, by_key["al_per_category"]))]
     if inp.kind == "sweep":
-        steps += [("speedup", "SD speedup (category × load)", _speedup_section,
+        steps += [("repeats", "Speedup across repetitions", repeats_section, (inp,)),
+                  ("speedup", "SD speedup (category × load)", _speedup_section,
                    (inp, by_key["speedup_heatmap"])),
                   ("pareto", "Throughput per GPU against per-user speed (Pareto)",
                    lambda p: Section("pareto", "Throughput per GPU against per-user speed "
                                      "(Pareto)", plot=p), (by_key["pareto"],))]
+    steps.append(("conditions", "Conditions of each run", conditions_section, (inp,)))
     steps.append(("acceptance_by_position", "Acceptance by draft position", _position_section,
                   (inp, by_key["acceptance_by_position"])))
     if inp.kind == "sweep":

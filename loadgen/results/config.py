@@ -44,6 +44,8 @@ class RunConfig:
     keep_token_ids: bool = False
     openai_mode: str = "completions"
     lag_threshold_ms: float = 5.0
+    probe_timeout_s: float = 5.0  # each probe and counter scrape (they never wait longer)
+    scrape_interval_s: float = 5.0  # counters are also scraped this often inside the window
     multi_turn: bool = True
     shuffle: bool = True
     progress: bool = True
@@ -55,6 +57,9 @@ class RunConfig:
     # Category windows: None = on when the engine gives no per-request SD (runner decides)
     category_windows: bool | None = None
     retry_429: int = 0  # retries of a request answered 429 (waiting Retry-After)
+    # reuse the engine's prefix cache across runs on purpose (default: a per-run cache salt,
+    # a flush, or cache_prompt: false, whatever the engine offers; docs/METRICS.md)
+    keep_prefix_cache: bool = False
     # Scale-out (loadgen/scale): None = this process; N worker processes; "auto" = from the load
     workers: int | str | None = None
     ray: str | None = None  # a Ray cluster's address, or "local" (a throwaway local cluster)
@@ -62,33 +67,42 @@ class RunConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Every value checked up front; a ValueError names the flag in one line."""
         if (self.concurrency is None) == (self.request_rate is None):
             raise ValueError("give exactly one of --concurrency or --request-rate")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ValueError("--concurrency must be >= 1")
         if self.num_requests is None and self.duration_s is None:
             raise ValueError("give --num-requests or --duration")
-        if self.num_requests is not None and self.num_requests < 1:
-            raise ValueError("--num-requests must be >= 1")
-        if self.output_len is not None and self.output_len < 1:
-            raise ValueError("--output-len must be >= 1")
-        if self.warmup_requests is not None and self.warmup_requests < 0:
-            raise ValueError("--warmup-requests must be >= 0")
-        if self.temperature < 0:
-            raise ValueError("--temperature must be >= 0")
-        if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError("--top-p must be in (0, 1]")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError("--top-k must be >= 1")
-        if self.retry_429 < 0:
-            raise ValueError("--retry-429 must be >= 0")
-        if self.workers is not None and self.workers != "auto" and (
-                not isinstance(self.workers, int) or self.workers < 1):
-            raise ValueError("--workers must be a number >= 1 or 'auto'")
+        _at_least("--concurrency", self.concurrency, 1)
+        _at_least("--max-concurrency", self.max_concurrency, 1)
+        _at_least("--num-requests", self.num_requests, 1)
+        _at_least("--output-len", self.output_len, 1)
+        _at_least("--warmup-requests", self.warmup_requests, 0)
+        _at_least("--top-k", self.top_k, 1)
+        _at_least("--retry-429", self.retry_429, 0)
+        _positive("--request-rate", self.request_rate)
+        _positive("--burstiness", self.burstiness)
+        _positive("--duration", self.duration_s)
+        _positive("--timeout", self.timeout_s)
+        _positive("lag_threshold_ms", self.lag_threshold_ms)
+        _positive("probe_timeout_s", self.probe_timeout_s)
+        _positive("scrape_interval_s", self.scrape_interval_s)
+        if self.arrival not in ARRIVALS:
+            raise ValueError(f"--arrival must be one of {', '.join(ARRIVALS)}")
+        if self.openai_mode not in OPENAI_MODES:
+            raise ValueError(f"--openai-mode must be one of {', '.join(OPENAI_MODES)}")
+        if self.temperature != 0:  # 0 = greedy
+            _positive("--temperature", self.temperature)
+        _positive("--top-p", self.top_p)
+        if self.top_p is not None and self.top_p > 1:
+            raise ValueError(f"--top-p must be in (0, 1], not {self.top_p:g}")
+        if self.workers != "auto":
+            try:
+                _at_least("--workers", self.workers, 1)
+            except ValueError:
+                raise ValueError("--workers must be a number >= 1 or 'auto'") from None
         if self.ray and self.workers is not None:
             raise ValueError("give --workers or --ray (with --workers-per-node), not both")
-        if self.workers_per_node < 1:
-            raise ValueError("--workers-per-node must be >= 1")
+        _at_least("--workers-per-node", self.workers_per_node, 1)
 
     def effective_warmup(self) -> int:
         """Warm-up requests actually sent: the explicit count, else the concurrency (closed
@@ -104,6 +118,24 @@ class RunConfig:
         """The sampling parameters as summary.json and the console show them."""
         return {"temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k,
                 "seed_per_request": self.seed_per_request}
+
+
+def _at_least(flag: str, value: int | None, low: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{flag} must be a whole number, not {value!r}")
+    if value < low:
+        raise ValueError(f"{flag} must be >= {low}, not {value}")
+
+
+def _positive(flag: str, value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{flag} must be a number, not {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{flag} must be a finite number > 0, not {value:g}")
 
 
 # What a run is pointed at and how hard it is driven: set per cell by a sweep, not by `run:`.

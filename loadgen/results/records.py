@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,8 @@ class RequestRecord:
     text_prompt: bool = False  # sent as text (input_tokens is then the server's count)
     seed: int | None = None  # the per-request sampling seed sent (--seed-per-request)
     retries: int = 0  # resends after a 429 (--retry-429)
+    resent: bool = False  # sent again on a new connection: the server closed the kept-alive
+    # connection it was written to before answering (docs/METRICS.md, connections)
     reasoning_tokens: int | None = None  # of output_tokens: reasoning deltas (text endpoints)
 
     def to_dict(self) -> dict[str, Any]:
@@ -66,13 +69,18 @@ class RecordWriter:
         """Append one record (RequestRecord.to_dict()) and flush it to the file."""
         if self._fh is None:
             raise RuntimeError("record writer is closed")
-        self._fh.write(orjson.dumps(rec).decode() + "\n")
-        self._fh.flush()
+        try:
+            self._fh.write(orjson.dumps(rec).decode() + "\n")
+            self._fh.flush()
+        except OSError:  # disk full: the writer is done (close() must not raise it again)
+            self.close()
+            raise
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):  # a failed flush was already reported by write
+                fh.close()
 
 
 class CorruptRecords(ResultFileError):

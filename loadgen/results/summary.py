@@ -238,6 +238,41 @@ class ConnectionStats:
 
 
 @dataclass(slots=True)
+class HostStats:
+    """Who used the CPU during the window, in cores (CPU-seconds per wall second);
+    loadgen/client/host.py measures, docs/METRICS.md ("Host") defines."""
+
+    cpus: int = 0
+    duration_s: float = 0.0
+    samples: int = 0
+    busy_cores: float | None = None
+    client_cores: float | None = None
+    engine_cores: float | None = None  # None: the engine's PID is unknown (not launched here)
+    engine_pid: int | None = None
+    engine_lost: bool = False
+    others_cores: float | None = None
+    others_cores_peak: float | None = None
+    steal_cores: float | None = None
+    load_avg_1m_max: float | None = None
+    mem_available_mb_min: float | None = None
+    engine_rss_mb_max: float | None = None
+    causes: list[str] = field(default_factory=list)  # "client", "engine_starved", "others", "steal"
+
+
+@dataclass(slots=True)
+class PrefixCacheStats:
+    """The engine's prefix-cache reuse over the window (docs/METRICS.md, "Prefix cache")."""
+
+    source: str | None = None  # e.g. server_counters:vllm, gauge:sglang
+    unit: str | None = None  # tokens | blocks | rate (a gauge: no queries/hits)
+    queries: float | None = None
+    hits: float | None = None
+    hit_rate: float | None = None
+    policy: str | None = None  # salted | flushed | kept | unprotected
+    note: str | None = None
+
+
+@dataclass(slots=True)
 class Summary:
     requests: RequestCounts = field(default_factory=RequestCounts)
     window: Window = field(default_factory=Window)
@@ -255,6 +290,8 @@ class Summary:
     token_count_source: str | None = field(default=None, metadata=_OMIT)
     # temperature, top_p, top_k, seed_per_request (None in files written before it)
     sampling: dict[str, Any] | None = field(default=None, metadata=_OMIT)
+    host: HostStats | None = None
+    prefix_cache: PrefixCacheStats | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)

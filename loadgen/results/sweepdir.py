@@ -12,7 +12,7 @@
                 "baseline": false, "dataset": "builtin", "load": {"concurrency": 8},
                 "load_level": 8.0, "load_kind": "concurrency", "dir": "cells/ngram-k4__c8__builtin",
                 "status": "complete" | "failed" | "interrupted" | "pending",
-                "error": null}, ...],
+                "error": null, "repeat": 0}, ...],      repeat: repetition index (--repeats)
      "analysis": {...}}     speedup and capacity (loadgen/analysis/sweeps.py), recomputed on demand
 
 A cell's ``sd`` is the label of its SD configuration; exactly one label is the baseline (SD off)
@@ -30,6 +30,8 @@ from loadgen.results.redact import redact_config
 from loadgen.results.summary import Summary
 
 SWEEP_FILE = "sweep.json"
+# how repetitions of a sweep's cells are ordered (sweep config `repeat_order`)
+REPEAT_ORDERS = ("alternate", "random")
 FORMAT_KEY = "loadgen_sweep"
 
 
@@ -44,6 +46,7 @@ class Cell:
     baseline: bool = False
     status: str = "pending"
     error: str | None = None
+    repeat: int = 0  # repetition index (``--repeats``); 0 in sweeps without repetitions
 
     @property
     def load_kind(self) -> str:
@@ -61,7 +64,8 @@ class Cell:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Cell:
-        keys = {"id", "sd", "dataset", "load", "dir", "sd_config", "baseline", "status", "error"}
+        keys = {"id", "sd", "dataset", "load", "dir", "sd_config", "baseline", "status", "error",
+                "repeat"}
         return cls(**{k: v for k, v in d.items() if k in keys})
 
 

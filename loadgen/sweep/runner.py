@@ -23,24 +23,38 @@ Config (YAML)::
     loads: {concurrency: [1, 2, 4, 8]}         # or {request_rate: [0.5, 1, 2]}
     run: {output_len: 128, num_requests: 64, warmup_requests: 4}
     slo: "ttft_p99_ms=2000,tpot_p99_ms=50"     # optional: capacity planning
+    repeats: 3                       # optional: R complete runs of every cell, interleaved
+    repeat_order: alternate          # A B A B ... per (dataset, load); or random (seeded)
+    repeat_seed: 0
+
+With ``repeats`` > 1 every SD configuration's engine runs at once (launched at the start), so the
+configurations can alternate cell by cell: A B A B at each load level, each cell a complete short
+run with its own window; speedups and headline numbers get intervals across the repetitions
+(loadgen/analysis/repeats.py). Idle engines cost little CPU; the host monitor counts them as
+"others".
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from loadgen.analysis.repeats import headline_intervals, speedup_intervals
 from loadgen.analysis.sweeps import capacity, parse_slos, speedup_rows
 from loadgen.results.config import SWEEP_RUN_KEYS
-from loadgen.results.sweepdir import Cell, Sweep, is_sweep_dir, load_sweep
+from loadgen.results.sweepdir import REPEAT_ORDERS, Cell, Sweep, is_sweep_dir, load_sweep
 
 
 class SweepConfigError(ValueError):
     pass
+
 
 
 def _slug(text: str) -> str:
@@ -80,20 +94,57 @@ def validate(cfg: dict[str, Any]) -> None:
             f"run: unknown keys {sorted(unknown)} (known: {sorted(SWEEP_RUN_KEYS)})")
     if cfg.get("slo"):
         parse_slos(cfg["slo"])
+    from loadgen.results.config import RunConfig
+
+    (kind, levels), = loads.items()
+    for level in levels if isinstance(levels, list) else [levels]:
+        try:  # every run value checked before any cell starts
+            rc = RunConfig(endpoint="http://127.0.0.1", engine="vllm", out=Path("."),
+                           **{kind: int(level) if kind == "concurrency" else level},
+                           **(cfg.get("run") or {}))
+            if rc.num_requests is None and rc.duration_s is None:
+                rc.num_requests = 1
+            rc.validate()
+        except (TypeError, ValueError) as exc:
+            raise SweepConfigError(f"loads/run: {exc}") from None
+    repeats = cfg.get("repeats", 1)
+    if not isinstance(repeats, int) or repeats < 1:
+        raise SweepConfigError("repeats: a whole number >= 1")
+    if cfg.get("repeat_order", "alternate") not in REPEAT_ORDERS:
+        raise SweepConfigError(f"repeat_order: one of {', '.join(REPEAT_ORDERS)}")
 
 
 def plan_cells(cfg: dict[str, Any]) -> list[Cell]:
+    """Every cell, in the order it runs. Without repetitions: SD configuration by SD
+    configuration (one engine at a time). With ``repeats`` R > 1: at each (dataset, load), R
+    blocks holding one cell of every SD configuration, in the configurations' order
+    (``alternate``: A B A B ...) or shuffled per block (``random``, seeded by
+    ``repeat_seed``)."""
     (kind, levels), = cfg["loads"].items()
+    repeats = int(cfg.get("repeats", 1))
+    rng = random.Random(cfg.get("repeat_seed", 0))
+
+    def cell(sd: dict[str, Any], ds: dict[str, Any], level: float, k: int) -> Cell:
+        tag = f"c{level:g}" if kind == "concurrency" else f"r{level:g}"
+        cid = f"{_slug(sd['label'])}__{tag}__{_slug(ds['name'])}"
+        if repeats > 1:
+            cid += f"__r{k}"
+        return Cell(id=cid, sd=str(sd["label"]), dataset=str(ds["name"]),
+                    load={kind: float(level)}, dir=f"cells/{cid}",
+                    sd_config={k: v for k, v in sd.items() if k != "label"},
+                    baseline=bool(sd.get("baseline")), repeat=k)
+
+    if repeats == 1:
+        return [cell(sd, ds, lv, 0) for sd in cfg["sd_configs"] for ds in cfg["datasets"]
+                for lv in levels]
     cells = []
-    for sd in cfg["sd_configs"]:
-        for ds in cfg["datasets"]:
-            for level in levels:
-                tag = f"c{level:g}" if kind == "concurrency" else f"r{level:g}"
-                cid = f"{_slug(sd['label'])}__{tag}__{_slug(ds['name'])}"
-                cells.append(Cell(id=cid, sd=str(sd["label"]), dataset=str(ds["name"]),
-                                  load={kind: float(level)}, dir=f"cells/{cid}",
-                                  sd_config={k: v for k, v in sd.items() if k != "label"},
-                                  baseline=bool(sd.get("baseline"))))
+    for ds in cfg["datasets"]:
+        for lv in levels:
+            for k in range(repeats):
+                block = list(cfg["sd_configs"])
+                if cfg.get("repeat_order", "alternate") == "random":
+                    rng.shuffle(block)
+                cells.extend(cell(sd, ds, lv, k) for sd in block)
     return cells
 
 
@@ -112,8 +163,10 @@ def _load_dataset(entry: dict[str, Any], base: Path):
 
 
 def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
-              progress: bool = True) -> Sweep:
-    """Run every pending cell; returns the sweep with its analysis."""
+              progress: bool = True,
+              on_cell: Callable[[Cell, str], None] | None = None) -> Sweep:
+    """Run every pending cell; returns the sweep with its analysis. ``on_cell(cell, "start" |
+    "end")`` is called around each cell's run (tests use it to disturb chosen cells)."""
     from loadgen.client.benchmark import run_benchmark
     from loadgen.results.config import RunConfig
 
@@ -131,13 +184,22 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
     datasets = {d["name"]: _load_dataset(d, config_dir) for d in cfg["datasets"]}
     run_opts = dict(cfg.get("run") or {})
     engine = cfg.get("engine") or (cfg.get("serve") or {}).get("engine") or "vllm"
-    interrupted = False
-    for sd in cfg["sd_configs"]:
-        todo = [c for c in sweep.cells if c.sd == str(sd["label"]) and c.status != "complete"]
+    by_label = {str(sd["label"]): sd for sd in cfg["sd_configs"]}
+    # one engine at a time without repetitions; all at once when cells alternate
+    if int(cfg.get("repeats", 1)) == 1:
+        batches = [[c for c in sweep.cells if c.sd == label] for label in by_label]
+    else:
+        batches = [list(sweep.cells)]
+    for batch in batches:
+        todo = [c for c in batch if c.status != "complete"]
         if not todo:
             continue
-        with _endpoint_for(cfg, sd, out) as (endpoint, describe):
+        with contextlib.ExitStack() as stack:
+            endpoints = {}
+            for label in dict.fromkeys(c.sd for c in todo):
+                endpoints[label] = stack.enter_context(_endpoint_for(cfg, by_label[label], out))
             for cell in todo:
+                endpoint, describe = endpoints[cell.sd]
                 prompts, ds_path = datasets[cell.dataset]
                 rc = RunConfig(endpoint=endpoint, engine=engine, out=out / cell.dir,
                                concurrency=int(cell.load["concurrency"])
@@ -146,29 +208,37 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
                 if rc.num_requests is None and rc.duration_s is None:
                     rc.num_requests = len(prompts.records)
                 print(f"loadgen sweep: cell {cell.id}", file=sys.stderr)
+                if on_cell:
+                    on_cell(cell, "start")
                 try:
                     summary = run_benchmark(rc, prompts, ds_path, argv=["loadgen", "sweep"],
-                                            progress=progress, engine=describe())
+                                            progress=progress, engine=describe(),
+                                            overwrite=True)  # a cell re-run in its own dir
                 except Exception as exc:  # one broken cell must not lose the others
                     cell.status, cell.error = "failed", f"{type(exc).__name__}: {exc}"
                     sweep.save()
                     continue
+                finally:
+                    if on_cell:
+                        on_cell(cell, "end")
                 if summary.interrupted:
                     cell.status = "interrupted"
-                    interrupted = True
                     sweep.save()
-                    break
+                    sweep.analysis = analyse(sweep)
+                    sweep.save()
+                    return sweep
                 cell.status = "complete"
                 sweep.save()
-        if interrupted:
-            break
     sweep.analysis = analyse(sweep)
     sweep.save()
     return sweep
 
 
 def analyse(sweep: Sweep) -> dict[str, Any]:
-    out: dict[str, Any] = {"speedup": speedup_rows(sweep)}
+    rows = speedup_rows(sweep)
+    out: dict[str, Any] = {"speedup": rows,
+                           "speedup_intervals": speedup_intervals(sweep, rows),
+                           "headline_intervals": headline_intervals(sweep)}
     slo = sweep.config.get("slo")
     if slo:
         out["capacity"] = capacity(sweep, parse_slos(slo))

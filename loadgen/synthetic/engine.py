@@ -150,14 +150,20 @@ class Engine:
         self.vocab_size = vocab_size
         k = spec.num_spec_tokens if spec.enabled else 0
         self.k = k
-        self.live = Counters(accepted_per_pos=[0] * k, drafted_per_pos=[0] * k)
-        self.finished = Counters(accepted_per_pos=[0] * k, drafted_per_pos=[0] * k)
+        self.live = self.finished = Counters()
+        self.reset_counters()
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.iteration = 0
         self.step_listeners: list[Callable[[StepStats], None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+
+    def reset_counters(self) -> None:
+        """Every counter back to zero, as after a server restart (fault ``counter_reset``)."""
+        k = self.k
+        self.live = Counters(accepted_per_pos=[0] * k, drafted_per_pos=[0] * k)
+        self.finished = Counters(accepted_per_pos=[0] * k, drafted_per_pos=[0] * k)
 
     def new_sequence(self, rid: str, prompt_ids: list[int], max_tokens: int, ignore_eos: bool,
                      min_tokens: int = 0) -> Sequence:

@@ -16,8 +16,14 @@ Kinds, and the parameters they take:
                                        (``data: {"error": {"message": ...}}``, then ``[DONE]``
                                        where the protocol has it), as vLLM sends when generation
                                        fails mid-stream
+  hang                                 read the request, never answer (no byte, connection open)
+  oversized [after=TOKENS, bytes=B]    the chunk that carries token ``after`` is one event of B
+                                       bytes (default 20 MiB, over the client's 16 MiB cap)
 
 ``after`` defaults to 1. The first rule that fires for a request wins.
+
+One rule is not per request: ``counter_reset:at=N`` sets every server counter back to zero when
+the N-th generation request (0-based) arrives, as a server restarted mid-run would.
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-PRE_HEADER_KINDS = frozenset({"http500", "http503", "http429", "close_before_headers"})
-STREAM_KINDS = frozenset({"reset", "stall", "malformed", "truncate", "stream_error"})
+PRE_HEADER_KINDS = frozenset({"http500", "http503", "http429", "close_before_headers", "hang"})
+STREAM_KINDS = frozenset({"reset", "stall", "malformed", "truncate", "stream_error", "oversized"})
 STREAM_ERROR_MESSAGE = "injected error: generation failed mid-stream"
-KINDS = PRE_HEADER_KINDS | STREAM_KINDS
-_PARAMS = {"p", "every", "after", "seconds", "retry_after"}
+COUNTER_RESET = "counter_reset"
+KINDS = PRE_HEADER_KINDS | STREAM_KINDS | {COUNTER_RESET}
+_PARAMS = {"p", "every", "after", "seconds", "retry_after", "bytes", "at"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +47,8 @@ class FaultRule:
     after: int = 1
     seconds: float = 2.0
     retry_after: float = 1.0
+    bytes: int = 20 << 20
+    at: int | None = None  # counter_reset: the request index at which counters restart
 
     def fires(self, seed: int, index: int) -> bool:
         if self.every is not None:
@@ -59,6 +68,10 @@ def parse_fault(spec: str) -> FaultRule:
         if not eq or key not in _PARAMS:
             raise ValueError(f"fault {spec!r}: bad parameter {part!r} (known: {sorted(_PARAMS)})")
         params[key] = value
+    if kind == COUNTER_RESET:
+        if set(params) != {"at"} or not params["at"].isdigit():
+            raise ValueError(f"fault {spec!r}: counter_reset takes only at=N (N >= 0)")
+        return FaultRule(kind=kind, at=int(params["at"]))
     if ("p" in params) == ("every" in params):
         raise ValueError(f"fault {spec!r}: give exactly one of p=PROB or every=N")
     try:
@@ -69,6 +82,7 @@ def parse_fault(spec: str) -> FaultRule:
             after=int(params.get("after", 1)),
             seconds=float(params.get("seconds", 2.0)),
             retry_after=float(params.get("retry_after", 1.0)),
+            bytes=int(params.get("bytes", 20 << 20)),
         )
     except ValueError as exc:
         raise ValueError(f"fault {spec!r}: {exc}") from None
@@ -92,6 +106,9 @@ class FaultPlan:
 
     def for_request(self, index: int) -> FaultRule | None:
         for rule in self.rules:
-            if rule.fires(self.seed, index):
+            if rule.kind != COUNTER_RESET and rule.fires(self.seed, index):
                 return rule
         return None
+
+    def resets_counters_at(self, index: int) -> bool:
+        return any(r.kind == COUNTER_RESET and r.at == index for r in self.rules)

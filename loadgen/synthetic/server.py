@@ -26,6 +26,7 @@ from loadgen.synthetic.wire import (
     Formatter,
     Route,
     ServerConfig,
+    oversized_event,
     sse,
 )
 
@@ -79,6 +80,9 @@ class SyntheticServer:
 
     # -- dispatch -------------------------------------------------------------------------------
     async def handle(self, req: Request, conn: Connection) -> Response | None:
+        if self.cfg.never_answer:  # accepts, reads, never replies: health, metrics, everything
+            await conn.closed_event.wait()
+            return None
         route = self.routes.get((req.method, req.path))
         if route is None:
             if any(path == req.path for _, path in self.routes):
@@ -108,6 +112,8 @@ class SyntheticServer:
                 f"prompt ({len(seq.prompt_ids)} tokens) plus max_tokens ({seq.max_tokens}) "
                 f"exceeds the maximum context length {self.cfg.max_model_len}")
         index = next(self._request_index)
+        if self.cfg.faults.resets_counters_at(index):
+            self.engine.reset_counters()
         fault = self.cfg.faults.for_request(index)
         record: dict[str, Any] = {
             "request_id": seq.rid, "index": index, "protocol": self.cfg.protocol,
@@ -121,7 +127,10 @@ class SyntheticServer:
             record["rx_ns"] = req.rx_ns  # from there: it includes the wait in the socket)
             record["rx_source"] = req.rx_source
         if fault is not None and fault.kind in PRE_HEADER_KINDS:
-            return self._pre_header_fault(conn, fault, record)
+            resp = self._pre_header_fault(conn, fault, record)
+            if fault.kind == "hang":
+                await conn.closed_event.wait()
+            return resp
         if stream:
             await self._stream(conn, seq, fmt, fault, record)
             if self.protocol.close_after_stream:
@@ -147,6 +156,8 @@ class SyntheticServer:
         if fault.kind == "close_before_headers":
             conn.close()
             return None
+        if fault.kind == "hang":
+            return None  # the caller holds the connection without a byte
         if fault.kind == "http429":
             resp = self.protocol.error(429, "rate limit exceeded (injected)")
             resp.headers["retry-after"] = f"{fault.retry_after:g}"
@@ -198,6 +209,8 @@ class SyntheticServer:
                 crossed = before < after <= sent
                 if stream_fault == "malformed" and crossed:
                     payload = MALFORMED_EVENT
+                elif stream_fault == "oversized" and crossed:
+                    payload = oversized_event(fault.bytes)  # type: ignore[union-attr]
                 stamp = conn.write_chunk(payload)
                 send_ns.append(stamp)
                 chunk_tokens.append(ntok)
@@ -230,7 +243,8 @@ class SyntheticServer:
                     conn.end_stream()
                     return
                 tail = fmt.tail(s)
-                finish("fault:malformed" if stream_fault == "malformed" else "ok")
+                finish("fault:" + stream_fault if stream_fault in ("malformed", "oversized")
+                       else "ok")
                 for payload in tail:
                     conn.write_chunk(payload)
                 conn.end_stream()

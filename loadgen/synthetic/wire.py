@@ -43,6 +43,7 @@ class ServerConfig:
     reasoning_tokens: int = 0  # vLLM chat: first N reply tokens as reasoning_content deltas
     truth_log: Path | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
+    never_answer: bool = False  # accept connections, read requests, never send a byte
 
 
 class Formatter(Protocol):
@@ -64,6 +65,12 @@ def sse(obj: Any) -> bytes:
 
 SSE_DONE = b"data: [DONE]\n\n"
 MALFORMED_EVENT = b'data: {"choices": [{"text": "\xe2\x80\xa6 this chunk is cut\n\n'
+
+
+def oversized_event(size: int) -> bytes:
+    """One SSE event of ``size`` bytes (fault ``oversized``)."""
+    head = b'data: {"pad": "'
+    return head + b"x" * max(0, size - len(head) - 4) + b'"}\n\n'
 
 # Output tokens are shown as text through a fixed word table, so text-only endpoints have
 # something deterministic to show; one token is one word followed by a space.

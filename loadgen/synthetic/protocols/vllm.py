@@ -14,6 +14,7 @@ from prometheus_client.metrics_core import Metric
 
 from loadgen.synthetic.engine import Sequence
 from loadgen.synthetic.http import Connection, Request, Response
+from loadgen.synthetic.prefix_cache import PrefixCache, check_salt
 from loadgen.synthetic.protocols.base import BaseProtocol, family
 from loadgen.synthetic.protocols.openai import (
     CompletionFormatter,
@@ -56,8 +57,13 @@ def per_request_spec(seq: Sequence, detailed: bool) -> dict[str, Any]:
 class VllmProtocol(BaseProtocol):
     name = "vllm"
 
+    def __init__(self, server) -> None:
+        super().__init__(server)
+        self.prefix_cache = PrefixCache()
+
     def routes(self):
         r = super().routes()
+        r[("POST", "/reset_prefix_cache")] = self.reset_prefix_cache
         r[("POST", "/v1/completions")] = self.completions
         r[("POST", "/v1/chat/completions")] = self.chat_completions
         r[("GET", "/version")] = self.version
@@ -68,6 +74,10 @@ class VllmProtocol(BaseProtocol):
                 503: "ServiceUnavailableError"}.get(status, "InternalServerError")
         return Response.json(status, {"error": {"message": message, "type": kind,
                                                 "param": None, "code": status}})
+
+    async def reset_prefix_cache(self, req: Request, conn: Connection) -> Response:
+        self.prefix_cache.reset()
+        return Response.json(200, {})
 
     async def version(self, req: Request, conn: Connection) -> Response:
         return Response.json(200, {"version": self.version_string()})
@@ -96,6 +106,7 @@ class VllmProtocol(BaseProtocol):
         max_tokens = max_tokens or int_field(body, "max_tokens", 16, 1)
         min_tokens = int_field(body, "min_tokens", 0, 0) or 0
         stream, include_usage, continuous = check_stream_options(body)
+        self.prefix_cache.lookup_and_insert(ids, check_salt(body.get("cache_salt")))
         seq = self.engine.new_sequence(self.server.next_rid(), ids, max_tokens,
                                        bool(body.get("ignore_eos", False)), min_tokens)
         seq.sampling = sampling_of(body)
@@ -126,6 +137,12 @@ class VllmProtocol(BaseProtocol):
                      "Number of prefill tokens processed.", c.prompt_tokens, lab)
         yield family(CounterMetricFamily, "vllm:generation_tokens",
                      "Number of generation tokens processed.", c.generation_tokens, lab)
+        pc = self.prefix_cache
+        yield family(CounterMetricFamily, "vllm:prefix_cache_queries",
+                     "Prefix cache queries, in terms of number of queried tokens.", pc.queries,
+                     lab)
+        yield family(CounterMetricFamily, "vllm:prefix_cache_hits",
+                     "Prefix cache hits, in terms of number of cached tokens.", pc.hits, lab)
         if e.spec.enabled:
             yield family(CounterMetricFamily, "vllm:spec_decode_num_drafts",
                          "Number of spec decoding drafts.", c.num_drafts, lab)

