@@ -10,7 +10,7 @@ from typing import Any
 from loadgen.analysis.metrics import summarize
 from loadgen.client.host import pid_listening_on
 from loadgen.client.runner import Run, RunOutcome
-from loadgen.client.scrape import Delta, Scrapes
+from loadgen.client.scrape import Scrapes, consistent
 from loadgen.client.stop import StopSignals
 from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
@@ -67,7 +67,8 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
     if cfg.workers is not None or cfg.ray:
         from loadgen.scale.coordinator import run_scaled
 
-        return run_scaled(cfg, prompts, dataset_path, argv or sys.argv, use_uvloop, engine)
+        return run_scaled(cfg, prompts, dataset_path, argv or sys.argv, use_uvloop, engine,
+                          signals)
     run = Run(cfg, prompts)  # every check (config, endpoint, API key, open files) before --out
     asyncio.run(run.check_endpoint())
     for notice in run.wire.notices:
@@ -153,7 +154,7 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
         # each category's delta covers exactly its requests; the run's is their sum
         window_delta = None
         for w in outcome.windows:
-            d = _consistent(counters.delta(w["start_scrape"], w["end_scrape"]),
+            d = consistent(counters.delta(w["start_scrape"], w["end_scrape"]),
                             f"{w['category']} window", notes)
             if d is None:
                 continue
@@ -163,10 +164,10 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
             window_delta = d if window_delta is None else {
                 k: window_delta.get(k, 0.0) + d.get(k, 0.0) for k in {*window_delta, *d}}
     else:
-        window_delta = _consistent(counters.delta(
+        window_delta = consistent(counters.delta(
             "window_start", "run_end" if window["includes_drain"] else "window_end"),
             "window", notes)
-    run_delta = _consistent(counters.delta("run_start", "run_end"), "run", notes)
+    run_delta = consistent(counters.delta("run_start", "run_end"), "run", notes)
     acceptance = run.adapter.acceptance(window_delta) if window_delta else None
     summary = summarize(iter_records(outcome.records_path), window, acceptance=acceptance,
                         counter_delta=window_delta, run_counter_delta=run_delta,
@@ -187,23 +188,6 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
         summary.throughput.neutral_tokenizer = run.adapter.neutral_tokenizer
     return summary
 
-
-def _consistent(delta: Delta | None, what: str, notes: list[str]) -> dict[str, float] | None:
-    """A delta's values, with a warning when a counter reset (a server restart) was left out;
-    None (acceptance unavailable, with the reason) when no segment is consistent."""
-    if delta is None:
-        return None
-    if not delta.resets:
-        return delta.values
-    where = ", ".join(f"{a} -> {b}" for a, b in delta.resets)
-    if not delta.values:
-        notes.append(f"server counters went backwards over the {what} (between scrapes {where}: "
-                     f"the server restarted?); counter deltas and acceptance unavailable")
-        return None
-    notes.append(f"server counters went backwards over the {what} (between scrapes {where}: "
-                 f"the server restarted?); counter deltas and acceptance use only the "
-                 f"consistent segments, {delta.covered_s:.1f} s of {delta.span_s:.1f} s")
-    return delta.values
 
 
 # above this hit rate an unprotected run says its TTFT may measure someone else's cache

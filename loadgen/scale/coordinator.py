@@ -29,8 +29,9 @@ import httpx
 
 from loadgen.client.connect import CertificateError
 from loadgen.client.endpoint import EndpointError
-from loadgen.client.runner import window_bounds
-from loadgen.client.scrape import Scrapes
+from loadgen.client.scrape import Scrapes, consistent
+from loadgen.client.stop import StopSignals
+from loadgen.client.tally import window_bounds
 from loadgen.client.wiring import build_wire
 from loadgen.data.prompts import PromptFile
 from loadgen.engines import make_adapter
@@ -87,9 +88,19 @@ class Coordinator:
         self.results: list[dict[str, Any] | None] = [None] * len(handles)
         self.deaths: list[str | None] = [None] * len(handles)
         self.interrupted = False
+        # the command's StopSignals take SIGINT/SIGTERM (else this coordinator's loop does)
+        self.own_signals = True
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.window: dict[str, Any] = {}
         self.scrapes = Scrapes(self.adapter, self.warnings)
         self.probe: dict[str, Any] = {}
+
+    def request_stop(self) -> None:
+        """From a signal handler (StopSignals): interrupt on the coordinator's loop."""
+        self.interrupted = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.interrupt)
 
     def interrupt(self) -> None:
         self.interrupted = True
@@ -119,8 +130,8 @@ class Coordinator:
         return out
 
     async def execute(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        loop = self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM) if self.own_signals else ():
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.interrupt)
         ready = await self._all([h.ready() for h in self.handles])
@@ -156,7 +167,7 @@ class Coordinator:
                 await self.scrapes.take(http, "run_end")
             finally:
                 await self.adapter.stop_polling()
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                for sig in (signal.SIGINT, signal.SIGTERM) if self.own_signals else ():
                     with contextlib.suppress(NotImplementedError, RuntimeError):
                         loop.remove_signal_handler(sig)
         last_ends = []
@@ -184,20 +195,23 @@ class Coordinator:
     def summary(self) -> Summary:
         cfg = self.cfg
         counters, window = self.scrapes, self.window
-        window_delta = counters.delta("window_start",
-                                      "run_end" if window["includes_drain"] else "window_end")
+        notes: list[str] = []  # counter resets (a server restart) left out of the deltas
+        window_delta = consistent(counters.delta(
+            "window_start", "run_end" if window["includes_drain"] else "window_end"),
+            "window", notes)
+        run_delta = consistent(counters.delta("run_start", "run_end"), "run", notes)
         acceptance = self.adapter.acceptance(window_delta) if window_delta else None
         nodes = [h.node for h in self.handles]
         client = merge_client(self.results, nodes, self.deaths, cfg.lag_threshold_ms)
         summary = summarize_shards(
             [shard_path(cfg.out, k) for k in range(len(self.handles))], self.offsets, window,
             cfg.request_rate is not None, acceptance=acceptance, counter_delta=window_delta,
-            run_counter_delta=counters.delta("run_start", "run_end"), client=client,
+            run_counter_delta=run_delta, client=client,
             sampling=cfg.sampling())
         bad = [w for w in client.workers or [] if w.overloaded]
         summary.warnings.extend(f"worker {w.index} is overloaded (event-loop lag p99 "
                                 f"{w.loop_lag_ms.p99:.2f} ms)" for w in bad)
-        summary.warnings = [self.wire.scrub(w) for w in self.warnings + summary.warnings]
+        summary.warnings = [self.wire.scrub(w) for w in self.warnings + notes + summary.warnings]
         summary.interrupted = self.interrupted
         summary.token_count_source = self.adapter.token_count_source
         return summary
@@ -205,9 +219,11 @@ class Coordinator:
 
 def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
                argv: list[str], use_uvloop: bool = True,
-               engine: dict[str, Any] | None = None) -> Summary:
+               engine: dict[str, Any] | None = None,
+               signals: StopSignals | None = None) -> Summary:
     """``loadgen run --workers N`` / ``--ray ADDRESS``: write the run directory and return the
-    summary, like loadgen.client.benchmark.run_benchmark."""
+    summary, like loadgen.client.benchmark.run_benchmark. ``signals``: the command's
+    StopSignals (a first signal stops the workers; a second exits at once, no partial summary)."""
     if cfg.category_windows:
         raise ValueError("--category-windows is not supported with --workers or --ray")
     build_wire(cfg)  # a URL, header, CA bundle or proxy the run cannot use: before any worker
@@ -237,6 +253,9 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
     coord = Coordinator(cfg, prompts, handles)
     for notice in coord.wire.notices:
         print(f"loadgen: WARNING: {notice}", file=sys.stderr)
+    if signals is not None:
+        coord.own_signals = False
+        signals.attach(coord.request_stop, lambda: None)
     try:
         if use_uvloop:
             import uvloop
@@ -245,6 +264,8 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
         else:
             asyncio.run(coord.execute())
     finally:
+        if signals is not None:
+            signals.detach()
         for h in handles:
             with contextlib.suppress(Exception):
                 h.collect_shard()

@@ -25,7 +25,7 @@ from loadgen.client.lag import LagMonitor, client_stats
 from loadgen.client.loops import Driver
 from loadgen.client.plan import Item, iter_items, share_count
 from loadgen.client.request import RequestSender
-from loadgen.client.runner import RecordTally
+from loadgen.client.tally import RecordTally
 from loadgen.client.wiring import build_wire
 from loadgen.data.prompts import PromptFile
 from loadgen.engines import make_adapter
