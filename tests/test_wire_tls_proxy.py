@@ -73,7 +73,8 @@ def test_nginx_tls_unbuffered_equals_direct(synthetic, tmp_path, certs, servers)
     # counts and AL over the whole run (the window's edges depend on timing), and per request
     run_a, run_b = a["server_counters"]["run_delta"], b["server_counters"]["run_delta"]
     assert run_a["drafts"] > 0 and run_a == run_b
-    assert a["acceptance"]["per_request"] == b["acceptance"]["per_request"]
+    # the same per-request ALs, averaged in completion order (floating point may differ last bit)
+    assert a["acceptance"]["per_request"] == pytest.approx(b["acceptance"]["per_request"])
     assert b["acceptance"]["acceptance_length"] is not None
     for s in (a, b):
         assert not any("buffered" in w for w in s["warnings"]), s["warnings"]
