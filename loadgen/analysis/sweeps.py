@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from loadgen.analysis.metrics import e2e_ms, itl_values_ms, tpot_ms, ttft_ms
@@ -75,7 +76,7 @@ def request_meets_slos(r: dict[str, Any], slos: dict[str, float]) -> bool:
     return True
 
 
-def goodput(records: list[dict[str, Any]], summary: Summary,
+def goodput(records: Iterable[dict[str, Any]], summary: Summary,
             slos: dict[str, float]) -> float:
     w = summary.window
     good = sum(1 for r in records if not r["warmup"] and w.start_ns <= r["end_ns"]
@@ -132,7 +133,7 @@ def speedup_rows(sweep: Sweep) -> list[dict[str, Any]]:
 def capacity(sweep: Sweep, slos: dict[str, float]) -> dict[str, Any]:
     """Per (dataset, SD configuration): each load level's SLO verdict and goodput, and the
     highest level that meets every SLO."""
-    from loadgen.results.records import read_records
+    from loadgen.results.records import iter_run_records
 
     groups: dict[tuple[str, str], list[Cell]] = defaultdict(list)
     for c in sweep.cells:
@@ -146,7 +147,7 @@ def capacity(sweep: Sweep, slos: dict[str, float]) -> dict[str, Any]:
             if s is None:
                 continue
             ok, why = meets_slos(s, slos)
-            recs = read_records(sweep.cell_dir(c) / "requests.jsonl")
+            recs = iter_run_records(sweep.cell_dir(c))
             levels.append({"load_level": c.load_level, "meets_slos": ok, "violations": why,
                            "goodput_requests_per_s": goodput(recs, s, slos),
                            "requests_per_s": s.throughput.requests_per_s,

@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "loadgen.cli.sweep",
     "loadgen.cli.report",
     "loadgen.cli.compare",
+    "loadgen.cli.summarize",
 )
 
 

@@ -81,7 +81,23 @@ def print_summary(summary: Summary, console: Console | None = None) -> None:
                         "window counters" if "category window" in src else src,
                         str(c.output_tokens), fmt(c.ttft_ms_p50), fmt(c.tpot_ms_p50))
         console.print(cat)
+    if summary.client.workers:
+        print_workers(summary, console)
     for w in summary.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
     for reason, n in summary.error_reasons.items():
         console.print(f"[red]{n} x[/red] {reason}")
+
+
+def print_workers(summary: Summary, console: Console) -> None:
+    """A scaled-out run: each worker's own load, cost and lag (docs/METRICS.md, Client cost)."""
+    t = Table(title="client workers")
+    for col in ("worker", "node", "requests", "events", "CPU µs/event", "lag p99 ms",
+                "peak RSS MB", "status"):
+        t.add_column(col, justify="right")
+    for w in summary.client.workers or []:
+        status = "died" if w.status == "died" else ("overloaded" if w.overloaded else "ok")
+        t.add_row(str(w.index), w.node or "-", str(w.requests), str(w.events),
+                  fmt(w.cpu_us_per_event, 1), fmt(w.loop_lag_ms.p99), fmt(w.max_rss_mb, 0),
+                  status)
+    console.print(t)

@@ -83,6 +83,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int,
                    help="the default run (no --endpoint): alternating repetitions of each "
                         "configuration (default 3); for other comparisons: loadgen sweep")
+    sc = p.add_argument_group("scale-out (docs/FORMATS.md, 'Scaled-out runs')")
+    sc.add_argument("--workers", type=workers_arg, metavar="N|auto",
+                    help="N client processes driven by one coordinator; 'auto' picks N from "
+                         "the load (default: this one process)")
+    sc.add_argument("--ray", metavar="ADDRESS",
+                    help="run the workers as Ray actors on this cluster ('local': a throwaway "
+                         "local cluster); needs the 'scale' extra")
+    sc.add_argument("--workers-per-node", type=int, default=default("workers_per_node"),
+                    help="with --ray: worker actors per node")
     p.add_argument("--no-uvloop", action="store_true")
     p.add_argument("--quiet", action="store_true")
     sv = p.add_argument_group(
@@ -99,6 +108,16 @@ def register(commands: argparse._SubParsersAction) -> None:
     sv.add_argument("--serve-python", help="python of the engine's environment")
     sv.add_argument("--health-timeout", type=float)
     p.set_defaults(func=main)
+
+
+def workers_arg(text: str) -> int | str:
+    """``--workers``: a number, or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number or 'auto'") from None
 
 
 def _serve_args(args: argparse.Namespace) -> argparse.Namespace:
@@ -167,6 +186,7 @@ def _main(args: argparse.Namespace, signals) -> int:
         seed_per_request=args.seed_per_request, category_windows=args.category_windows,
         retry_429=args.retry_429,
         keep_prefix_cache=args.keep_prefix_cache,
+        workers=args.workers, ray=args.ray, workers_per_node=args.workers_per_node,
     )
     try:
         if cfg.num_requests is None and cfg.duration_s is None:

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from loadgen.cli.run import workers_arg
 from loadgen.launch.commands import LAUNCHABLE_ENGINES
 from loadgen.results.sweepdir import REPEAT_ORDERS
 
@@ -35,6 +36,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     simple.add_argument("--output-len", type=int, default=128)
     simple.add_argument("--num-requests", type=int)
     simple.add_argument("--warmup-requests", type=int, default=0)
+    p.add_argument("--workers", type=workers_arg, metavar="N|auto",
+                   help="every cell with N client processes (the run: key `workers`)")
     p.add_argument("--slo", help="e.g. ttft_p99_ms=2000,tpot_p99_ms=50")
     p.add_argument("--repeats", type=int,
                    help="complete runs of every cell, SD configurations in alternation; "
@@ -153,6 +156,8 @@ def main(args: argparse.Namespace) -> int:
                 raise SweepConfigError("give --config, or --serve ENGINE, or --endpoint URL")
             cfg = config_from_flags(args)
             base = Path(".")
+        if args.workers is not None:
+            cfg["run"] = dict(cfg.get("run") or {}, workers=args.workers)
         if args.slo:
             parse_slos(args.slo)
             cfg["slo"] = args.slo

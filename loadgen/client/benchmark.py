@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from loadgen.analysis.buffering import buffered_stream_warning
 from loadgen.analysis.metrics import summarize
 from loadgen.client.host import pid_listening_on
 from loadgen.client.runner import Run, RunOutcome
-from loadgen.client.scrape import Delta, Scrapes
+from loadgen.client.scrape import Scrapes, consistent
 from loadgen.client.stop import StopSignals
 from loadgen.data.prompts import PromptFile
-from loadgen.engines.base import one_line
 from loadgen.results.config import RunConfig
 from loadgen.results.files import write_json
 from loadgen.results.manifest import build_manifest
-from loadgen.results.records import read_records
+from loadgen.results.records import iter_records
 from loadgen.results.summary import PrefixCacheStats, Summary
 
 
@@ -67,6 +64,11 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
     and, on a second, writes the partial summary and exits at once. Raises ``RunDirError`` /
     ``ValueError`` before anything is written, ``RunFailed`` when the run stopped on its own."""
     check_run_dir(cfg.out, overwrite)
+    if cfg.workers is not None or cfg.ray:
+        from loadgen.scale.coordinator import run_scaled
+
+        return run_scaled(cfg, prompts, dataset_path, argv or sys.argv, use_uvloop, engine,
+                          signals)
     run = Run(cfg, prompts)  # every check (config, endpoint, API key, open files) before --out
     asyncio.run(run.check_endpoint())
     for notice in run.wire.notices:
@@ -92,8 +94,7 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
 
     def save_partial() -> str:
         """A second signal: the summary from requests.jsonl as it is, no server counters."""
-        records = read_records(cfg.out / "requests.jsonl")
-        outcome = RunOutcome(records=records, window=run.bounds(),
+        outcome = RunOutcome(records_path=cfg.out / "requests.jsonl", window=run.bounds(),
                              counters=Scrapes(run.adapter, []), probe={}, client=None,
                              interrupted=True,
                              warnings=[*run.warnings, "partial summary written on a second "
@@ -142,7 +143,8 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
 
 
 def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary:
-    """The summary of an executed run: counter deltas over the window, then every number."""
+    """The summary of an executed run: counter deltas over the window, then every number,
+    streamed from the records file (no record is held in memory)."""
     counters = outcome.counters
     window = outcome.window
     notes: list[str] = []
@@ -152,7 +154,7 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
         # each category's delta covers exactly its requests; the run's is their sum
         window_delta = None
         for w in outcome.windows:
-            d = _consistent(counters.delta(w["start_scrape"], w["end_scrape"]),
+            d = consistent(counters.delta(w["start_scrape"], w["end_scrape"]),
                             f"{w['category']} window", notes)
             if d is None:
                 continue
@@ -162,28 +164,23 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
             window_delta = d if window_delta is None else {
                 k: window_delta.get(k, 0.0) + d.get(k, 0.0) for k in {*window_delta, *d}}
     else:
-        window_delta = _consistent(counters.delta(
+        window_delta = consistent(counters.delta(
             "window_start", "run_end" if window["includes_drain"] else "window_end"),
             "window", notes)
-    run_delta = _consistent(counters.delta("run_start", "run_end"), "run", notes)
+    run_delta = consistent(counters.delta("run_start", "run_end"), "run", notes)
     acceptance = run.adapter.acceptance(window_delta) if window_delta else None
-    summary = summarize(outcome.records, window, acceptance=acceptance,
+    summary = summarize(iter_records(outcome.records_path), window, acceptance=acceptance,
                         counter_delta=window_delta, run_counter_delta=run_delta,
                         rate_mode=rate_mode, client=outcome.client,
                         windows=outcome.windows or None, category_acceptance=cat_acc,
                         window_counters=cat_delta, sampling=run.cfg.sampling(),
                         host=outcome.host)
     summary.warnings = outcome.warnings + notes + summary.warnings
-    buffered = buffered_stream_warning(outcome.records, summary.acceptance.acceptance_length)
-    if buffered:
-        summary.warnings.append(buffered)
     if (acceptance is not None and len(summary.categories) > 1
             and all(c.acceptance_length is None for c in summary.categories.values())):
         summary.warnings.append(
             "no per-category acceptance: the engine sent no per-request SD numbers; rerun "
             "with --category-windows (or --warmup-requests >= 1, so a first request tells)")
-    summary.error_reasons = dict(Counter(
-        one_line(r["error"] or "", 120) for r in outcome.records if r["status"] != "ok"))
     summary.prefix_cache = prefix_cache_summary(outcome, run, window_delta, summary.warnings)
     summary.interrupted = outcome.interrupted
     summary.token_count_source = run.adapter.token_count_source
@@ -191,23 +188,6 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
         summary.throughput.neutral_tokenizer = run.adapter.neutral_tokenizer
     return summary
 
-
-def _consistent(delta: Delta | None, what: str, notes: list[str]) -> dict[str, float] | None:
-    """A delta's values, with a warning when a counter reset (a server restart) was left out;
-    None (acceptance unavailable, with the reason) when no segment is consistent."""
-    if delta is None:
-        return None
-    if not delta.resets:
-        return delta.values
-    where = ", ".join(f"{a} -> {b}" for a, b in delta.resets)
-    if not delta.values:
-        notes.append(f"server counters went backwards over the {what} (between scrapes {where}: "
-                     f"the server restarted?); counter deltas and acceptance unavailable")
-        return None
-    notes.append(f"server counters went backwards over the {what} (between scrapes {where}: "
-                 f"the server restarted?); counter deltas and acceptance use only the "
-                 f"consistent segments, {delta.covered_s:.1f} s of {delta.span_s:.1f} s")
-    return delta.values
 
 
 # above this hit rate an unprotected run says its TTFT may measure someone else's cache
@@ -220,7 +200,8 @@ def prefix_cache_summary(outcome: RunOutcome, run: Run,
     """The engine's prefix-cache reuse over the window and how this run protected itself from
     a cache warmed by earlier runs (docs/METRICS.md, "Prefix cache")."""
     w = outcome.window
-    sent = float(sum(r["input_tokens"] for r in outcome.records
+    # a second pass over the records file (no record is held in memory)
+    sent = float(sum(r["input_tokens"] for r in iter_records(outcome.records_path)
                      if r.get("first_token_ns") and w["start_ns"] <= r["first_token_ns"]
                      <= w["end_ns"]))
     end = outcome.counters.snapshots.get(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from loadgen.analysis.metrics import stats
 from loadgen.results.summary import ClientStats
@@ -42,17 +41,15 @@ class LagMonitor:
             self._handle = None
 
 
-def client_stats(cpu_s: float, lags_ms: list[float], records: list[dict[str, Any]],
+def client_stats(cpu_s: float, lags_ms: list[float], events: int, measured: int,
                  threshold_ms: float) -> ClientStats:
-    """CPU per event and per request over the measured requests; lag statistics; overloaded
-    when the lag p99 is above the threshold."""
-    measured = [r for r in records if not r["warmup"]]
-    events = sum(r["events"] for r in measured)
+    """CPU per event and per request over the ``measured`` requests (``events`` stream events);
+    lag statistics; overloaded when the lag p99 is above the threshold."""
     lag = stats(lags_ms)
     return ClientStats(
         cpu_s=cpu_s,
         cpu_us_per_event=cpu_s * 1e6 / events if events else None,
-        cpu_ms_per_request=cpu_s * 1e3 / len(measured) if measured else None,
+        cpu_ms_per_request=cpu_s * 1e3 / measured if measured else None,
         loop_lag_ms=lag,
         lag_threshold_ms=threshold_ms,
         overloaded=(lag.p99 or 0.0) > threshold_ms,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from loadgen.client.plan import Item
@@ -82,11 +82,15 @@ class Driver:
 
     async def open_loop(self, items: Iterator[Item], n: int | None, deadline_ns: int | None,
                         rate: float, arrival: str, burstiness: float, seed: int,
-                        max_concurrency: int | None) -> None:
+                        max_concurrency: int | None, t0_ns: int | None = None,
+                        mine: Callable[[int], bool] | None = None) -> None:
         """Send times fixed in advance on an absolute timeline (loadgen/client/schedule.py);
-        latency counts from the scheduled time, waiting for a concurrency slot included."""
+        latency counts from the scheduled time, waiting for a concurrency slot included.
+
+        Several processes share one schedule (loadgen/scale): each passes the same start
+        ``t0_ns`` and sends only the arrivals j with ``mine(j)``; ``n`` stays the run's."""
         sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-        t0 = _now_ns()
+        t0 = _now_ns() if t0_ns is None else t0_ns
         offsets = arrival_offsets(rate, arrival, burstiness, seed)
         send = self.sender.conversation
 
@@ -104,6 +108,8 @@ class Driver:
             due = t0 + int(off * 1e9)
             if deadline_ns is not None and due >= deadline_ns:
                 break
+            if mine is not None and not mine(sent):
+                continue
             delay = (due - _now_ns()) / 1e9
             if delay > 0:
                 with contextlib.suppress(TimeoutError):

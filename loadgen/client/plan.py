@@ -22,14 +22,16 @@ class Item:
     warmup: bool
 
 
-def iter_items(prompts: PromptFile, seed: int, warmup: int, shuffle: bool) -> Iterator[Item]:
+def iter_items(prompts: PromptFile, seed: int, warmup: int, shuffle: bool, worker: int = 0,
+               workers: int = 1) -> Iterator[Item]:
     """Endless: the prompts in a seeded shuffled order, reshuffled on every pass; the first
-    ``warmup`` items are warm-up requests."""
-    return iter_records(prompts.records, seed, warmup, shuffle)
+    ``warmup`` items are warm-up requests. With ``workers`` > 1, only worker ``worker``'s share:
+    the items whose index i has i % workers == worker (the same items, same indices)."""
+    return iter_records(prompts.records, seed, warmup, shuffle, 0, worker, workers)
 
 
 def iter_records(records: list[PromptRecord], seed: int, warmup: int, shuffle: bool,
-                 start: int = 0) -> Iterator[Item]:
+                 start: int = 0, worker: int = 0, workers: int = 1) -> Iterator[Item]:
     """``iter_items`` over some records (one category's, in category windows), numbering the
     requests from ``start``."""
     rng = random.Random(seed)
@@ -39,8 +41,14 @@ def iter_records(records: list[PromptRecord], seed: int, warmup: int, shuffle: b
         if shuffle:
             rng.shuffle(order)
         for p in order:
-            yield Item(start + i, p, warmup=i < warmup)
+            if (start + i) % workers == worker:
+                yield Item(start + i, p, warmup=i < warmup)
             i += 1
+
+
+def share_count(total: int, worker: int, workers: int, first: int = 0) -> int:
+    """How many of the indices first .. first+total-1 are worker ``worker``'s (i % workers)."""
+    return len(range((worker - first) % workers + first, first + total, workers))
 
 
 def split_by_category(records: list[PromptRecord], total: int | None

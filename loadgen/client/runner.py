@@ -12,7 +12,8 @@ warm-up and measured window, and a counter scrape at each edge taken once the ph
 drained, so each category's counter delta covers exactly its own requests.
 
 Every request ends ok, error (with a reason) or cancelled, and its record is
-appended to requests.jsonl the moment it ends.
+appended to requests.jsonl the moment it ends; no record is kept in memory (the summary is
+computed from the file afterwards, loadgen.analysis.accumulate).
 
 ``Run.execute()`` returns a ``RunOutcome``; ``loadgen.client.benchmark`` turns it into the run
 directory's summary.
@@ -27,18 +28,21 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from loadgen.client.connect import CertificateError
 from loadgen.client.endpoint import EndpointError
+from loadgen.client.gcwindow import close_window, open_window
 from loadgen.client.host import HostMonitor
 from loadgen.client.lag import LagMonitor, client_stats
 from loadgen.client.loops import Driver
 from loadgen.client.plan import Item, iter_items, iter_records, split_by_category
 from loadgen.client.request import RequestSender
 from loadgen.client.scrape import Scrapes
+from loadgen.client.tally import RecordTally, window_bounds
 from loadgen.client.wiring import build_wire
 from loadgen.data.lengthguard import length_warnings, parse_max_model_len
 from loadgen.data.prompts import PromptFile
@@ -56,7 +60,7 @@ _now_ns = time.monotonic_ns
 class RunOutcome:
     """What one executed run observed, before any summary statistics."""
 
-    records: list[dict[str, Any]]
+    records_path: Path
     window: dict[str, Any]  # start_ns, end_ns, includes_drain
     counters: Scrapes
     probe: dict[str, Any]
@@ -120,7 +124,7 @@ class Run:
                              f"holds text: tokenize it first (loadgen data tokenize)")
         self.category_windows = False
         self._windows: list[dict[str, Any]] = []
-        self.records: list[dict[str, Any]] = []
+        self.tally = RecordTally()
         self.warnings: list[str] = [*self.wire.notices, *([fd_warning] if fd_warning else [])]
         self.interrupted = False
         self.failure: str | None = None
@@ -184,7 +188,7 @@ class Run:
         def on_record(d: dict[str, Any]) -> None:
             if d["error"]:  # a server may echo a key or URL back in its error text
                 d["error"] = self.wire.scrub(d["error"])
-            self.records.append(d)  # kept even when the file cannot take it (summary from these)
+            self.tally.add(d)  # kept even when the file cannot take it
             try:
                 if self.failure is None:
                     writer.write(d)
@@ -226,8 +230,8 @@ class Run:
                 if warm and self._needs_first_request(scrapes):
                     # vLLM sends per-request SD only with a server flag: the first warm-up
                     # request that succeeds tells whether category windows are needed.
-                    while sent < warm and not self.stop_requested and not any(
-                            r["status"] == "ok" for r in self.records):
+                    while sent < warm and not self.stop_requested and (
+                            self.tally.first_ok is None):
                         await drv.closed_loop(items, 1, None, 1)
                         sent += 1
                 self.category_windows = self._decide_windows(scrapes)
@@ -245,16 +249,15 @@ class Run:
                 # the host monitor ran from the first window's opening to the last one's close
                 if self.host_monitor is not None:
                     self._host = self.host_monitor.stop()
-                stats = client_stats(self._cpu_s, self._lag.lags_ms, self.records,
-                                     cfg.lag_threshold_ms)
+                stats = client_stats(self._cpu_s, self._lag.lags_ms, self.tally.events,
+                                     self.tally.measured, cfg.lag_threshold_ms)
                 if not self.interrupted and self.failure is None:
                     await scrapes.take(http, "run_end")
             finally:
                 if self.host_monitor is not None:
                     self.host_monitor.stop()  # an interrupted run: stop the thread (idempotent)
                 self._lag.stop()
-                if self._gc_was:
-                    gc.enable()
+                close_window(self._gc_was)
                 await self.adapter.stop_polling()
                 drv.cancel_all()
                 await drv.wait(list(drv.tasks))
@@ -274,7 +277,7 @@ class Run:
             windows = [{"start_ns": 0, "end_ns": 0, "includes_drain": False,
                         "category": None}]
         bounded = [self.bounds(w) for w in windows]
-        return RunOutcome(records=self.records, window=bounded[0] if len(bounded) == 1
+        return RunOutcome(records_path=writer.path, window=bounded[0] if len(bounded) == 1
                           else merged_window(bounded), counters=scrapes, probe=probe,
                           client=stats, warnings=self.warnings,
                           interrupted=self.interrupted, failure=self.failure,
@@ -305,7 +308,7 @@ class Run:
         if support == "always" or not self._auto_windows_possible(scrapes):
             return False
         if support == "optional":
-            first = next((r for r in self.records if r["status"] == "ok"), None)
+            first = self.tally.first_ok
             if first is None:  # --warmup-requests 0, or no warm-up request succeeded
                 return False
             return first.get("acceptance_length") is None
@@ -332,7 +335,7 @@ class Run:
         if self.host_monitor is not None and not self.host_monitor.started:
             self.host_monitor.start()
         self._lag.start()
-        gc.disable()  # no collector pauses inside the timed window; re-enabled below
+        open_window()  # no full-heap collector pause in the window; memory bounded
         deadline = (_now_ns() + int(duration_s * 1e9)) if duration_s else None
         if cfg.concurrency is not None:
             measured = drv.spawn(drv.closed_loop(items, n, deadline, cfg.concurrency))
@@ -360,8 +363,7 @@ class Run:
             await scrapes.take(http, "window_end" + tag)
         self._cpu_s += time.process_time() - cpu0
         self._lag.stop()
-        if self._gc_was:
-            gc.enable()
+        close_window(self._gc_was)
         window["end_ns"] = drv.window_end_ns or window["start_ns"]
         window["end_scrape"] = "window_end" + tag
         return window
@@ -392,7 +394,8 @@ class Run:
                 await self._warmup(items, w)
             dur = cfg.duration_s * share if cfg.duration_s else None
             self._windows.append(await self._measure(http, items, n, dur, cat))
-            start = 1 + max((r["index"] for r in self.records), default=start - 1)
+            start = 1 + (self.tally.max_index if self.tally.max_index is not None
+                         else start - 1)
 
     def bounds(self, window: dict[str, Any] | None = None) -> dict[str, Any]:
         """A measurement window (start_ns, end_ns, includes_drain) as far as the run got; by
@@ -401,14 +404,8 @@ class Run:
         start = window.get("start_ns", 0)
         end = window.get("end_ns") or start
         cat = window.get("category")
-        measured = [r for r in self.records if not r["warmup"]
-                    and (cat is None or r["category"] == cat)]
-        includes_drain = False
-        if measured and end - start < 0.2 * (max(r["end_ns"] for r in measured) - start):
-            # Everything was sent at once (n <= concurrency): no steady state to isolate.
-            end = max(r["end_ns"] for r in measured)
-            includes_drain = True
-        return {**window, "start_ns": start, "end_ns": end, "includes_drain": includes_drain}
+        last = self.tally.last_end_ns if cat is None else self.tally.last_end_by_cat.get(cat)
+        return {**window, **window_bounds(start, end, last)}
 
 
 def merged_window(windows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -91,3 +91,21 @@ class Scrapes:
         if resets and len(resets) == len(segs) - 1:
             return Delta({}, 0.0, span / 1e9, resets)
         return Delta(total, covered / 1e9, span / 1e9, resets)
+
+
+def consistent(delta: Delta | None, what: str, notes: list[str]) -> dict[str, float] | None:
+    """A delta's values, with a warning when a counter reset (a server restart) was left out;
+    None (acceptance unavailable, with the reason) when no segment is consistent."""
+    if delta is None:
+        return None
+    if not delta.resets:
+        return delta.values
+    where = ", ".join(f"{a} -> {b}" for a, b in delta.resets)
+    if not delta.values:
+        notes.append(f"server counters went backwards over the {what} (between scrapes {where}: "
+                     f"the server restarted?); counter deltas and acceptance unavailable")
+        return None
+    notes.append(f"server counters went backwards over the {what} (between scrapes {where}: "
+                 f"the server restarted?); counter deltas and acceptance use only the "
+                 f"consistent segments, {delta.covered_s:.1f} s of {delta.span_s:.1f} s")
+    return delta.values

@@ -13,7 +13,7 @@ import numpy as np
 
 from loadgen.analysis.metrics import e2e_ms, per_user_tokens_per_s, tpot_ms, ttft_ms
 from loadgen.results.files import ResultFileError
-from loadgen.results.records import read_records
+from loadgen.results.records import read_run_records, record_files
 
 
 class CompareError(ValueError):
@@ -65,11 +65,11 @@ def load_run(path: Path | str, label: str | None = None) -> RunData:
     path = Path(path)
     if path.is_file() and path.name in ("summary.json", "manifest.json", "requests.jsonl"):
         path = path.parent
-    req = path / "requests.jsonl"
-    if not path.is_dir() or not req.exists():
-        raise CompareError(f"{path}: not a run directory (no requests.jsonl)")
+    if not path.is_dir() or not record_files(path):
+        raise CompareError(f"{path}: not a run directory (no requests.jsonl or shards)")
     try:
-        records = read_records(req)  # a torn last line skipped, any other bad line an error
+        # every shard; a torn last line skipped, any other bad line an error
+        records = read_run_records(path)
     except ResultFileError as exc:
         raise CompareError(str(exc)) from None
     run = RunData(path=path, label=label or path.name or str(path),

@@ -218,7 +218,7 @@ def capacity_section(inp: ReportInput, slos: dict[str, float] | None) -> dict[st
     """Capacity under the SLOs (loadgen.analysis.sweeps.capacity) for a sweep; for a run, its SLO
     verdict and goodput. Returns {"na": reason} when there is nothing to say."""
     from loadgen.analysis import sweeps as analysis
-    from loadgen.results.records import read_records
+    from loadgen.results.records import iter_run_records
     from loadgen.results.summary import Summary
 
     if not slos:
@@ -239,7 +239,7 @@ def capacity_section(inp: ReportInput, slos: dict[str, float] | None) -> dict[st
     summary = Summary.from_dict(v.summary)
     ok, why = analysis.meets_slos(summary, slos)
     try:
-        good: Num = analysis.goodput(read_records(inp.root / "requests.jsonl"), summary, slos)
+        good: Num = analysis.goodput(iter_run_records(inp.root), summary, slos)
     except (OSError, ValueError, KeyError) as exc:
         good = NA(f"requests.jsonl unreadable: {exc}")
     return {"slos": slos, "source": "--slo", "run": {"meets_slos": ok, "violations": why,

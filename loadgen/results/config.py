@@ -60,6 +60,10 @@ class RunConfig:
     # reuse the engine's prefix cache across runs on purpose (default: a per-run cache salt,
     # a flush, or cache_prompt: false, whatever the engine offers; docs/METRICS.md)
     keep_prefix_cache: bool = False
+    # Scale-out (loadgen/scale): None = this process; N worker processes; "auto" = from the load
+    workers: int | str | None = None
+    ray: str | None = None  # a Ray cluster's address, or "local" (a throwaway local cluster)
+    workers_per_node: int = 1  # with ray: worker actors per node
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -91,6 +95,14 @@ class RunConfig:
         _positive("--top-p", self.top_p)
         if self.top_p is not None and self.top_p > 1:
             raise ValueError(f"--top-p must be in (0, 1], not {self.top_p:g}")
+        if self.workers != "auto":
+            try:
+                _at_least("--workers", self.workers, 1)
+            except ValueError:
+                raise ValueError("--workers must be a number >= 1 or 'auto'") from None
+        if self.ray and self.workers is not None:
+            raise ValueError("give --workers or --ray (with --workers-per-node), not both")
+        _at_least("--workers-per-node", self.workers_per_node, 1)
 
     def effective_warmup(self) -> int:
         """Warm-up requests actually sent: the explicit count, else the concurrency (closed

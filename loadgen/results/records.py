@@ -120,3 +120,34 @@ def iter_records(path: Path | str, torn: list[int] | None = None) -> Iterator[di
 def read_records(path: Path | str, torn: list[int] | None = None) -> list[dict[str, Any]]:
     """``iter_records`` as a list."""
     return list(iter_records(path, torn))
+
+
+REQUESTS = "requests.jsonl"  # a single process's records
+SHARD_GLOB = "requests.*.jsonl"  # worker k's records: requests.<k>.jsonl (docs/FORMATS.md)
+
+
+def record_files(run_dir: Path | str) -> list[Path]:
+    """A run directory's record files: requests.jsonl and every worker shard
+    requests.<k>.jsonl (in worker order). Empty when there are none."""
+    run_dir = Path(run_dir)
+    shards = sorted((p for p in run_dir.glob(SHARD_GLOB) if p.name.split(".")[1].isdigit()),
+                    key=lambda p: int(p.name.split(".")[1]))
+    single = run_dir / REQUESTS
+    return ([single] if single.is_file() else []) + shards
+
+
+def iter_run_records(run_dir: Path | str,
+                     torn: list[int] | None = None) -> Iterator[dict[str, Any]]:
+    """Every record of a run directory, file after file, streamed (``iter_records`` rules per
+    file: each shard's last line may be torn)."""
+    files = record_files(run_dir)
+    if not files:
+        raise ResultFileError(f"{run_dir}: no {REQUESTS} or {SHARD_GLOB}")
+    for path in files:
+        yield from iter_records(path, torn)
+
+
+def read_run_records(run_dir: Path | str,
+                     torn: list[int] | None = None) -> list[dict[str, Any]]:
+    """``iter_run_records`` as a list."""
+    return list(iter_run_records(run_dir, torn))

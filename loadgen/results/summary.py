@@ -56,6 +56,10 @@ def _from_dict(cls: type[T], d: Any) -> T:
             sub = _dataclass_in(get_args(tp)[1])
             if sub is not None:
                 v = {k: _from_dict(sub, x) for k, x in v.items()}
+        elif isinstance(v, list) and (lt := [a for a in get_args(tp) if get_origin(a) is list]):
+            sub = _dataclass_in(get_args(lt[0])[0])
+            if sub is not None:
+                v = [_from_dict(sub, x) for x in v]
         elif v is not None and (sub := _dataclass_in(tp)) is not None:
             v = _from_dict(sub, v)
         kwargs[f.name] = v
@@ -72,6 +76,8 @@ class Stats:
     p99: float | None = None
     max: float | None = None
     count: int = 0
+    # set when the percentiles come from a histogram (their bound on the relative error)
+    relative_error: float | None = field(default=None, metadata=_OMIT)
 
     def get(self, stat: str) -> float | None:
         """A statistic by name (``mean``, ``p50``, ``p90``, ``p99``, ``max``)."""
@@ -191,8 +197,26 @@ class CategoryStats:
 
 
 @dataclass(slots=True)
+class WorkerClient:
+    """One worker process's own cost and lag (a scaled-out run: loadgen/scale)."""
+
+    index: int = 0
+    node: str | None = None
+    status: str = "ok"  # ok | died
+    requests: int = 0
+    events: int = 0
+    cpu_s: float | None = None
+    cpu_us_per_event: float | None = None
+    loop_lag_ms: Stats = field(default_factory=Stats)
+    overloaded: bool = False
+    error: str | None = None
+    max_rss_mb: float | None = None  # the worker process's peak resident memory so far
+
+
+@dataclass(slots=True)
 class ClientStats:
-    """The client's own cost and event-loop lag over the window."""
+    """The client's own cost and event-loop lag over the window (over every worker's samples
+    in a scaled-out run, ``workers`` then giving each one's; overloaded when any is)."""
 
     cpu_s: float | None = None
     cpu_us_per_event: float | None = None
@@ -200,6 +224,7 @@ class ClientStats:
     loop_lag_ms: Stats = field(default_factory=Stats)
     lag_threshold_ms: float | None = None
     overloaded: bool = False
+    workers: list[WorkerClient] | None = field(default=None, metadata=_OMIT)
 
 
 @dataclass(slots=True)

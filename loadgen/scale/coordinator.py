@@ -1,0 +1,291 @@
+"""A scaled-out run: N workers (local processes or Ray actors) driven by this coordinator.
+
+The coordinator alone probes the server and scrapes its counters, at the same moments as a
+single-process run (loadgen/client/runner.py): run start; window start, once every worker's
+warm-up has ended; window end, once every worker has sent its last measured request; run end.
+Every worker starts its measured phase at one start time fixed in advance (mapped to its clock
+by a clock-offset probe when it runs on another host), so in rate mode the merged send schedule
+is the one arrival process a single process would have followed. Each worker appends its
+records to its shard requests.<k>.jsonl; the summary is streamed from all shards afterwards.
+
+A worker that dies is reported (manifest, summary warnings, the client table); every
+conversation it had started and not finished becomes an error record in its shard; the other
+workers go on, and the run ends normally (docs/FORMATS.md, "Scaled-out runs").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from concurrent.futures import Future
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from loadgen.client.connect import CertificateError
+from loadgen.client.endpoint import EndpointError
+from loadgen.client.scrape import Scrapes, consistent
+from loadgen.client.stop import StopSignals
+from loadgen.client.tally import window_bounds
+from loadgen.client.wiring import build_wire
+from loadgen.data.prompts import PromptFile
+from loadgen.engines import make_adapter
+from loadgen.results.config import RunConfig
+from loadgen.results.files import write_json
+from loadgen.results.manifest import build_manifest
+from loadgen.results.redact import redact_url
+from loadgen.results.summary import Summary
+from loadgen.scale.handles import LocalWorker, WorkerDied, WorkerHandle
+from loadgen.scale.merge import (
+    ClockOffset,
+    account_dead,
+    merge_client,
+    probe_clock,
+    summarize_shards,
+)
+from loadgen.scale.share import plan_workers
+from loadgen.scale.worker import WorkerSpec, peak_rss_mb, split
+
+_now_ns = time.monotonic_ns
+START_MARGIN_NS = 200_000_000  # the common start is this far after the window-start scrape
+
+
+def shard_path(out: Path, k: int) -> Path:
+    return out / f"requests.{k}.jsonl"
+
+
+def worker_specs(cfg: RunConfig, workers: int, out: Path,
+                 endpoints: list[str] | None = None) -> list[WorkerSpec]:
+    """Each worker's share of the run. ``endpoints``: worker k sends to endpoints[k % len]
+    (scripts/bench_scale.py spreads its load over several engine processes this way)."""
+    return [WorkerSpec(cfg=replace(cfg, endpoint=endpoints[k % len(endpoints)])
+                       if endpoints else cfg, index=k, workers=workers,
+                       concurrency=split(cfg.concurrency, k, workers),
+                       max_concurrency=split(cfg.max_concurrency, k, workers),
+                       shard=shard_path(out, k)) for k in range(workers)]
+
+
+async def _wait(fut: Future[Any]) -> Any:
+    return await asyncio.wrap_future(fut)
+
+
+class Coordinator:
+    def __init__(self, cfg: RunConfig, prompts: PromptFile, handles: list[WorkerHandle]) -> None:
+        self.cfg = cfg
+        self.prompts = prompts
+        self.handles = handles
+        self.wire = build_wire(cfg)
+        self.adapter = make_adapter(
+            cfg.engine, model=cfg.model, keep_token_ids=cfg.keep_token_ids,
+            **({"mode": cfg.openai_mode} if cfg.engine == "openai" else {}))
+        self.warnings: list[str] = []
+        self.offsets: list[ClockOffset] = [ClockOffset() for _ in handles]
+        self.results: list[dict[str, Any] | None] = [None] * len(handles)
+        self.deaths: list[str | None] = [None] * len(handles)
+        self.interrupted = False
+        # the command's StopSignals take SIGINT/SIGTERM (else this coordinator's loop does)
+        self.own_signals = True
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.window: dict[str, Any] = {}
+        self.scrapes = Scrapes(self.adapter, self.warnings)
+        self.probe: dict[str, Any] = {}
+
+    def request_stop(self) -> None:
+        """From a signal handler (StopSignals): interrupt on the coordinator's loop."""
+        self.interrupted = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.interrupt)
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+        for h in self.handles:
+            with contextlib.suppress(Exception):
+                h.stop()
+
+    def _dead(self, k: int, exc: BaseException) -> None:
+        if self.deaths[k] is None:
+            h = self.handles[k]
+            self.deaths[k] = h.death() or f"worker {k}: {exc}"
+            print(f"loadgen run: {self.deaths[k]}; the run goes on without it",
+                  file=sys.stderr)
+
+    async def _all(self, futs: list[Future[Any]]) -> list[Any]:
+        out = []
+        for k, res in enumerate(await asyncio.gather(*(_wait(f) for f in futs),
+                                                     return_exceptions=True)):
+            if isinstance(res, BaseException):
+                if isinstance(res, WorkerDied) or self.handles[k].death():
+                    self._dead(k, res)
+                else:
+                    self.warnings.append(f"worker {k}: {res}")
+                out.append(None)
+            else:
+                out.append(res)
+        return out
+
+    async def execute(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM) if self.own_signals else ():
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.interrupt)
+        ready = await self._all([h.ready() for h in self.handles])
+        failed = [k for k, r in enumerate(ready) if self.deaths[k] is None and r is None]
+        if failed:
+            raise ValueError(f"worker {failed[0]} could not start: {self.warnings[-1]}")
+        for k, h in enumerate(self.handles):
+            if not h.shared_clock and self.deaths[k] is None:
+                self.offsets[k] = await loop.run_in_executor(None, probe_clock, h.clock_ns)
+        try:  # a certificate that does not verify fails every request: say so once, up front
+            await self.wire.connector.check_certificate()
+        except CertificateError as exc:
+            raise EndpointError(str(exc)) from None
+        async with self.wire.http_client() as http:
+            try:
+                try:
+                    self.probe = await self.adapter.probe(http)
+                except httpx.HTTPError as exc:
+                    self.warnings.append(f"probe failed: {exc!r}")
+                self.adapter.start_polling(http)
+                await self.scrapes.take(http, "run_start")
+                await self._all([h.warmup() for h in self.handles])
+                await self.scrapes.take(http, "window_start")
+                start = _now_ns() + START_MARGIN_NS + max(o.error_ns for o in self.offsets)
+                measures = [h.measure(start + self.offsets[k].offset_ns)
+                            for k, h in enumerate(self.handles)]
+                ends = await self._all([h.window_end() for h in self.handles])
+                end_local = [e - self.offsets[k].offset_ns for k, e in enumerate(ends)
+                             if e is not None]
+                end = max(end_local) if end_local else _now_ns()
+                await self.scrapes.take(http, "window_end")
+                self.results = await self._all(measures)
+                await self.scrapes.take(http, "run_end")
+            finally:
+                await self.adapter.stop_polling()
+                for sig in (signal.SIGINT, signal.SIGTERM) if self.own_signals else ():
+                    with contextlib.suppress(NotImplementedError, RuntimeError):
+                        loop.remove_signal_handler(sig)
+        last_ends = []
+        for k, res in enumerate(self.results):
+            if res is not None:
+                if res["last_end_ns"] is not None:
+                    last_ends.append(res["last_end_ns"] - self.offsets[k].offset_ns)
+                self.warnings.extend(f"internal error in worker {k}: {f}"
+                                     for f in res["failures"])
+                self.interrupted = self.interrupted or res["interrupted"]
+        self.window = window_bounds(start, end, max(last_ends) if last_ends else None)
+
+    def account(self) -> None:
+        """Each dead worker's unfinished conversations become error records in its shard."""
+        for k, reason in enumerate(self.deaths):
+            if reason is None:
+                continue
+            h = self.handles[k]
+            added = account_dead(shard_path(self.cfg.out, k), self.cfg, self.prompts, k,
+                                 len(self.handles), h.issued(), f"worker {k} died")
+            lost = "" if h.local_shard else "; its shard stayed on its node and is lost"
+            self.warnings.append(f"{reason}: {added} request(s) in flight accounted as errors; "
+                                 f"the other workers went on{lost}")
+
+    def summary(self) -> Summary:
+        cfg = self.cfg
+        counters, window = self.scrapes, self.window
+        notes: list[str] = []  # counter resets (a server restart) left out of the deltas
+        window_delta = consistent(counters.delta(
+            "window_start", "run_end" if window["includes_drain"] else "window_end"),
+            "window", notes)
+        run_delta = consistent(counters.delta("run_start", "run_end"), "run", notes)
+        acceptance = self.adapter.acceptance(window_delta) if window_delta else None
+        nodes = [h.node for h in self.handles]
+        client = merge_client(self.results, nodes, self.deaths, cfg.lag_threshold_ms)
+        summary = summarize_shards(
+            [shard_path(cfg.out, k) for k in range(len(self.handles))], self.offsets, window,
+            cfg.request_rate is not None, acceptance=acceptance, counter_delta=window_delta,
+            run_counter_delta=run_delta, client=client,
+            sampling=cfg.sampling())
+        bad = [w for w in client.workers or [] if w.overloaded]
+        summary.warnings.extend(f"worker {w.index} is overloaded (event-loop lag p99 "
+                                f"{w.loop_lag_ms.p99:.2f} ms)" for w in bad)
+        summary.warnings = [self.wire.scrub(w) for w in self.warnings + notes + summary.warnings]
+        summary.interrupted = self.interrupted
+        summary.token_count_source = self.adapter.token_count_source
+        return summary
+
+
+def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
+               argv: list[str], use_uvloop: bool = True,
+               engine: dict[str, Any] | None = None,
+               signals: StopSignals | None = None) -> Summary:
+    """``loadgen run --workers N`` / ``--ray ADDRESS``: write the run directory and return the
+    summary, like loadgen.client.benchmark.run_benchmark. ``signals``: the command's
+    StopSignals (a first signal stops the workers; a second exits at once, no partial summary)."""
+    if cfg.category_windows:
+        raise ValueError("--category-windows is not supported with --workers or --ray")
+    build_wire(cfg)  # a URL, header, CA bundle or proxy the run cannot use: before any worker
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    for old in [out / "requests.jsonl", *out.glob("requests.*.jsonl")]:
+        old.unlink(missing_ok=True)  # a run directory holds one run
+    manifest = build_manifest(cfg, dataset_path, prompts.header, argv)
+    manifest["status"] = "running"
+    if engine is not None:
+        manifest["engine"] = engine
+    if cfg.ray:
+        from loadgen.scale.rayactors import start_ray_workers
+
+        handles, note = start_ray_workers(cfg, prompts, use_uvloop)
+        scale = {"backend": "ray", "address": cfg.ray if cfg.ray == "local"
+                 else redact_url(cfg.ray) if "://" in cfg.ray else cfg.ray.rsplit("@", 1)[-1]}
+    else:
+        n, note = plan_workers(cfg)
+        handles = [LocalWorker(s, prompts, use_uvloop) for s in worker_specs(cfg, n, out)]
+        scale = {"backend": "processes"}
+    if note:
+        print(f"loadgen run: {note}", file=sys.stderr)
+    scale.update(workers=len(handles), note=note, detail=[h.describe() for h in handles])
+    manifest["scale"] = scale
+    write_json(out / "manifest.json", manifest)
+    coord = Coordinator(cfg, prompts, handles)
+    for notice in coord.wire.notices:
+        print(f"loadgen: WARNING: {notice}", file=sys.stderr)
+    if signals is not None:
+        coord.own_signals = False
+        signals.attach(coord.request_stop, lambda: None)
+    try:
+        if use_uvloop:
+            import uvloop
+
+            uvloop.run(coord.execute())
+        else:
+            asyncio.run(coord.execute())
+    finally:
+        if signals is not None:
+            signals.detach()
+        for h in handles:
+            with contextlib.suppress(Exception):
+                h.collect_shard()
+            h.close()
+        if cfg.ray:
+            from loadgen.scale.rayactors import shutdown
+
+            shutdown()
+    coord.account()
+    summary = coord.summary()
+    write_json(out / "summary.json", summary.to_dict())
+    for d, off, death in zip(scale["detail"], coord.offsets, coord.deaths, strict=True):
+        d.update(clock_offset_ns=off.offset_ns, clock_error_ns=off.error_ns,
+                 clock=off.method, died=death)
+    scale["clock_error_bound_ns"] = max(o.error_ns for o in coord.offsets)
+    scale["window"] = {"start_ns": coord.window["start_ns"], "end_ns": coord.window["end_ns"],
+                       "clock": "coordinator"}
+    # peak resident memory of this coordinator (the summary streamed from the shards included)
+    scale["coordinator_max_rss_mb"] = peak_rss_mb()
+    manifest["status"] = "interrupted" if coord.interrupted else "complete"
+    manifest["server"] = coord.probe
+    write_json(out / "manifest.json", manifest)
+    return summary

@@ -1,0 +1,214 @@
+"""Workers as Ray actors (``loadgen run --ray ADDRESS``), spread over the cluster's nodes.
+
+Ray is the transport between hosts: each actor runs the one ``WorkerCore`` (its own thread,
+uvloop, transport), writes its shard on its own node, and hands it back in chunks at the end.
+Every stamp in a shard is that worker's own monotonic clock; the coordinator maps the window
+edges to it with a clock-offset probe (loadgen.scale.merge.probe_clock). An actor is placed on
+its node with a hard node-affinity strategy and asks for no CPU from Ray's scheduler (the
+workers' CPU is the point of the run, not something to reserve).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from loadgen.data.prompts import PromptFile
+from loadgen.results.config import RunConfig
+from loadgen.scale.handles import WorkerDied
+from loadgen.scale.worker import WorkerCore, WorkerSpec
+
+CHUNK = 8 << 20  # shard bytes per call when a shard comes back
+
+
+def is_loopback(address: str) -> bool:
+    host = address.split("://")[-1].rsplit(":", 1)[0]
+    return host in ("127.0.0.1", "localhost", "local")
+
+
+def connect(address: str) -> Any:
+    """ray.init for ``address`` ("local": a throwaway cluster in this process, on 127.0.0.1).
+    For a loopback address this must run before anything in the process imports ray."""
+    if is_loopback(address):
+        if "ray" in sys.modules and os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
+            raise ValueError("ray was imported before loadgen could keep it on 127.0.0.1; "
+                             "connect to a loopback cluster before importing ray")
+        # Ray resolves 127.0.0.1 to the host's routable IP unless its "no cluster" switch is on;
+        # with it on, every server binds 127.0.0.1 only.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    try:
+        import ray
+    except ImportError:
+        raise ValueError("--ray needs Ray: pip install 'loadgen[scale]'") from None
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                              "configure_logging": False}
+    if address == "local":
+        ray.init(num_cpus=os.cpu_count(), object_store_memory=200_000_000, **kwargs)
+    else:
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ValueError(f"cannot connect to the Ray cluster at {address}: {exc}") from None
+    return ray
+
+
+def shutdown() -> None:
+    """Disconnect (and, for "local", end the throwaway cluster)."""
+    import ray
+
+    ray.shutdown()
+
+
+class RayActor:
+    """The actor's body: a WorkerCore whose shard lives in a temporary directory of its node."""
+
+    def __init__(self, spec: WorkerSpec, prompts: PromptFile, use_uvloop: bool) -> None:
+        import ray
+
+        spec.shard = Path(tempfile.mkdtemp(prefix="loadgen-shard-")) / spec.shard.name
+        self.core = WorkerCore(spec, prompts, use_uvloop)
+        self.node_id = ray.get_runtime_context().get_node_id()
+
+    def ready(self) -> bool:
+        return True
+
+    def clock_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def warmup(self) -> dict[str, Any]:
+        return self.core.warmup().result()
+
+    def measure(self, start_ns: int) -> dict[str, Any]:
+        return self.core.measure(start_ns).result()
+
+    def window_end(self) -> int:
+        return self.core.window_end().result()
+
+    def stop(self) -> None:
+        self.core.stop()
+
+    def issued(self) -> int:
+        return self.core.issued
+
+    def read_shard(self, offset: int) -> bytes:
+        self.core.writer.close()
+        with open(self.core.spec.shard, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(CHUNK)
+
+    def close(self) -> None:
+        self.core.close()
+        shard = self.core.spec.shard
+        shard.unlink(missing_ok=True)
+        os.rmdir(shard.parent)
+
+
+class RayWorker:
+    """The coordinator's handle on one actor."""
+
+    shared_clock = False
+    local_shard = False
+
+    def __init__(self, ray: Any, actor: Any, spec: WorkerSpec, node: str) -> None:
+        self._ray = ray
+        self.actor = actor
+        self.index = spec.index
+        self.node = node
+        self.spec = spec
+        self._died: str | None = None
+        self._issued = 0
+
+    def _future(self, ref: Any) -> Future[Any]:
+        out: Future[Any] = Future()
+
+        def done(f: Future[Any]) -> None:
+            exc = f.exception()
+            if exc is None:
+                out.set_result(f.result())
+            elif isinstance(exc, self._ray.exceptions.RayActorError):
+                self._died = f"worker {self.index} (Ray actor on node {self.node}) died"
+                out.set_exception(WorkerDied(self._died))
+            else:
+                out.set_exception(exc)
+
+        ref.future().add_done_callback(done)
+        return out
+
+    def ready(self) -> Future[Any]:
+        return self._future(self.actor.ready.remote())
+
+    def clock_ns(self) -> int:
+        return int(self._ray.get(self.actor.clock_ns.remote()))
+
+    def warmup(self) -> Future[dict[str, Any]]:
+        return self._future(self.actor.warmup.remote())
+
+    def measure(self, start_ns: int) -> Future[dict[str, Any]]:
+        fut = self._future(self.actor.measure.remote(start_ns))
+        fut.add_done_callback(lambda f: setattr(self, "_issued", (
+            f.result()["issued"] if not f.exception() else self._issued)))
+        return fut
+
+    def window_end(self) -> Future[int]:
+        return self._future(self.actor.window_end.remote())
+
+    def stop(self) -> None:
+        self.actor.stop.remote()
+
+    def issued(self) -> int:
+        if self._died is None:
+            with contextlib.suppress(Exception):
+                self._issued = int(self._ray.get(self.actor.issued.remote(), timeout=10))
+        return self._issued
+
+    def death(self) -> str | None:
+        return self._died
+
+    def collect_shard(self) -> None:
+        """Copy the actor's shard into the run directory (``spec.shard``), chunk by chunk."""
+        if self._died is not None:
+            return
+        offset = 0
+        with open(self.spec.shard, "wb") as fh:
+            while chunk := self._ray.get(self.actor.read_shard.remote(offset)):
+                fh.write(chunk)
+                offset += len(chunk)
+
+    def describe(self) -> dict[str, Any]:
+        return {"index": self.index, "node": self.node, "shard": self.spec.shard.name}
+
+    def close(self) -> None:
+        if self._died is None:
+            with contextlib.suppress(Exception):
+                self._ray.get(self.actor.close.remote(), timeout=60)
+        self._ray.kill(self.actor)
+
+
+def start_ray_workers(cfg: RunConfig, prompts: PromptFile, use_uvloop: bool,
+                      endpoints: list[str] | None = None) -> tuple[list[RayWorker], str]:
+    """``--workers-per-node`` actors on every alive node of the cluster at ``cfg.ray``
+    (``endpoints`` as in coordinator.worker_specs)."""
+    from loadgen.scale.coordinator import worker_specs
+
+    assert cfg.ray
+    ray = connect(cfg.ray)
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = sorted((n for n in ray.nodes() if n.get("Alive")), key=lambda n: n["NodeID"])
+    per = cfg.workers_per_node
+    workers = len(nodes) * per
+    cls = ray.remote(num_cpus=0, max_concurrency=8)(RayActor)
+    handles = []
+    for k, spec in enumerate(worker_specs(cfg, workers, cfg.out, endpoints)):
+        node = nodes[k % len(nodes)]
+        actor = cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            node_id=node["NodeID"], soft=False)).remote(spec, prompts, use_uvloop)
+        handles.append(RayWorker(ray, actor, spec, node["NodeID"][:12]))
+    return handles, (f"Ray cluster {cfg.ray}: {len(nodes)} node(s) x {per} worker(s) = "
+                     f"{workers} workers")

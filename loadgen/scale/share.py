@@ -1,0 +1,39 @@
+"""How many workers a run gets: ``--workers N``, or ``--workers auto`` from the load.
+
+The capacities come from scripts/bench_scale.py (README, "Scale-out"): one worker process spent
+7-11 µs of CPU per stream event, so a core it has to itself carries ~100,000 events/s;
+``EVENTS_PER_S_PER_WORKER`` keeps it near 40% busy, where its event-loop lag stays low. One
+worker carried 2,500 streams in the 10,000-stream test with every request completed;
+``STREAMS_PER_WORKER`` is a conservative 1,000 (the benchmark's machine, shared and loaded,
+flagged lag at every stream count, so the figure is not yet measured overload-free). ``auto``
+never picks more workers than the host has cores: scaling stops there (README).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from loadgen.results.config import RunConfig
+
+STREAMS_PER_WORKER = 1000
+EVENTS_PER_S_PER_WORKER = 40_000
+
+
+def plan_workers(cfg: RunConfig) -> tuple[int, str | None]:
+    """(workers, what ``auto`` picked and why, or None when N was given)."""
+    if cfg.workers != "auto":
+        return int(cfg.workers or 1), None
+    cores = os.cpu_count() or 1
+    if cfg.concurrency is not None:
+        need = math.ceil(cfg.concurrency / STREAMS_PER_WORKER)
+        why = f"{cfg.concurrency} streams at {STREAMS_PER_WORKER} per worker"
+    else:
+        assert cfg.request_rate is not None
+        events = cfg.request_rate * (cfg.output_len or 256)
+        need = math.ceil(events / EVENTS_PER_S_PER_WORKER)
+        why = (f"~{events:.0f} events/s ({cfg.request_rate:g} req/s x "
+               f"{cfg.output_len or 256} tokens) at {EVENTS_PER_S_PER_WORKER} per worker")
+    n = max(1, min(need, cores))
+    capped = f", capped at {cores} cores" if need > cores else ""
+    return n, f"--workers auto: {n} worker(s) ({why}{capped})"

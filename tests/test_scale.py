@@ -1,0 +1,225 @@
+"""Scale-out (loadgen/scale): worker processes and a local 2-node Ray cluster against the
+synthetic engine. The merged summary equals the engine's truth log exactly; the merged rate-mode
+schedule is the planned one; a worker killed mid-run is accounted for; 10,000 streams complete
+with every request accounted for."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from loadgen.client.benchmark import run_benchmark
+from loadgen.client.plan import share_count
+from loadgen.client.schedule import arrival_offsets
+from loadgen.data.prompts import read_prompts
+from loadgen.results.config import RunConfig
+from loadgen.results.records import iter_records, read_run_records, record_files
+from loadgen.results.summary import Summary
+from loadgen.synthetic.process import read_truth
+from tests.synthetic_data import CATEGORIES, make_dataset
+from tests.test_client_synthetic import engine_args, truth_al
+
+
+def _check_against_truth(s: Summary, truth: Path, n: int) -> None:
+    """Counts, run-wide counters, AL and per-category AL equal the truth log (no warm-up)."""
+    recs = read_truth(truth)
+    assert s.requests.total == s.requests.ok == len(recs) == n
+    assert s.server_counters.run_delta["generation_tokens"] == sum(r["output_len"] for r in recs)
+    steps = [(d, a) for r in recs
+             for d, a in zip(r["drafted_per_step"], r["accepted_per_step"], strict=True)]
+    assert s.server_counters.run_delta["accepted"] == sum(a for _, a in steps)
+    assert s.acceptance.per_request.token_weighted == pytest.approx(truth_al("vllm", recs),
+                                                                    rel=1e-12)
+    by_key = defaultdict(list)
+    for r in recs:
+        by_key[r["category_key"]].append(r)
+    for cat, (marker, _) in CATEGORIES.items():
+        assert s.categories[cat].requests == len(by_key[marker])
+        assert s.categories[cat].acceptance_length == pytest.approx(
+            truth_al("vllm", by_key[marker]), rel=1e-12)
+
+
+def test_two_workers_equal_truth_and_the_planned_schedule(synthetic, tmp_path):
+    truth = tmp_path / "truth.jsonl"
+    ds = make_dataset(tmp_path / "ds.jsonl", n=30)
+    eng = synthetic(*engine_args("vllm", truth))
+    out = tmp_path / "closed"
+    cfg = RunConfig(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=16,
+                    concurrency=6, num_requests=30, warmup_requests=0, workers=2)
+    s = run_benchmark(cfg, read_prompts(ds), ds, argv=["test"])
+    assert [p.name for p in record_files(out)] == ["requests.0.jsonl", "requests.1.jsonl"]
+    assert not (out / "requests.jsonl").exists()
+    _check_against_truth(s, truth, 30)
+    assert sorted(r["index"] for r in read_run_records(out)) == list(range(30))
+    assert [w.requests for w in s.client.workers] == [15, 15]
+    assert all(w.cpu_us_per_event for w in s.client.workers)
+    # the exact recomputation from the shards gives the very same numbers
+    rc = subprocess.run([sys.executable, "-m", "loadgen", "summarize", str(out), "--quiet"],
+                        capture_output=True, text=True, timeout=120)
+    assert rc.returncode == 0, rc.stderr
+    assert json.loads((out / "summary.exact.json").read_text()) == s.to_dict()
+
+    # rate mode: each worker sends its share of one arrival process from one start time
+    out = tmp_path / "rate"
+    cfg = RunConfig(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=8,
+                    request_rate=60.0, num_requests=40, warmup_requests=2, workers=2, seed=5)
+    s = run_benchmark(cfg, read_prompts(ds), ds, argv=["test"])
+    recs = [r for r in read_run_records(out) if not r["warmup"]]
+    assert sorted(r["index"] for r in recs) == list(range(2, 42))
+    offsets = arrival_offsets(60.0, "poisson", 1.0, 5)
+    planned = [s.window.start_ns + int(next(offsets) * 1e9) for _ in range(40)]
+    for r in recs:
+        assert r["scheduled_ns"] == planned[r["index"] - 2]
+        assert r["send_ns"] >= r["scheduled_ns"]
+    for k, shard in enumerate(record_files(out)):
+        assert {r["index"] % 2 for r in iter_records(shard)} == {k}  # worker k's share
+
+
+def _wait_for(pred, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_killed_worker_is_accounted_for(synthetic, tmp_path):
+    ds = make_dataset(tmp_path / "ds.jsonl", n=40)
+    eng = synthetic(*engine_args("vllm", tmp_path / "truth.jsonl", "--step-base-ms", "5"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
+         "--model", "m", "--dataset", str(ds), "--output-len", "16", "--concurrency", "8",
+         "--num-requests", "200", "--warmup-requests", "0", "--workers", "2", "--out",
+         str(out), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def victim() -> int | None:
+            try:
+                detail = json.loads((out / "manifest.json").read_text())["scale"]["detail"]
+                lines = (out / "requests.1.jsonl").read_text().count("\n")
+            except (OSError, KeyError, ValueError):
+                return None
+            return detail[1]["pid"] if lines >= 3 else None
+
+        os.kill(_wait_for(victim, 120, "worker 1's first records"), signal.SIGKILL)
+        _, err = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "worker 1" in err and "died" in err
+    s = Summary.from_dict(json.loads((out / "summary.json").read_text()))
+    recs = read_run_records(out)
+    mine = sorted(r["index"] for r in recs if r["index"] % 2 == 1)
+    died = [r for r in recs if r["error"] and "worker 1 died" in r["error"]]
+    # worker 0 went on and did its whole share; worker 1's records are exactly the
+    # conversations it had started (a prefix of its share), each once
+    assert sorted(r["index"] for r in recs if r["index"] % 2 == 0) == list(range(0, 200, 2))
+    assert mine == list(range(1, 2 * len(mine), 2))
+    assert 1 <= len(died) <= 4  # its 4 streams in flight at most
+    assert s.requests.total == len(recs) and s.requests.error == len(died)
+    assert s.client.workers[1].status == "died" and s.client.workers[0].status == "ok"
+    assert any("accounted as errors" in w for w in s.warnings)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["scale"]["detail"][1]["died"] and manifest["status"] == "complete"
+
+
+def test_ten_thousand_streams_over_four_workers(synthetic, tmp_path):
+    ds = make_dataset(tmp_path / "ds.jsonl", n=50)
+    eng = synthetic("--protocol", "vllm", "--fast", "--model-name", "m")
+    out = tmp_path / "out"
+    cfg = RunConfig(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=4,
+                    concurrency=10_000, num_requests=10_000, warmup_requests=0, workers=4,
+                    timeout_s=120)
+    s = run_benchmark(cfg, read_prompts(ds), ds, argv=["test"])
+    recs = read_run_records(out)
+    # every request asked for is exactly one record, and the summary counts them all
+    assert sorted(r["index"] for r in recs) == list(range(10_000))
+    assert s.requests.total == 10_000
+    assert s.requests.ok + s.requests.error == 10_000
+    assert s.requests.ok > 0
+    assert [w.requests for w in s.client.workers] == [2500] * 4
+    assert set(s.error_reasons) <= {k for k in s.error_reasons if "connect" in k}
+
+
+@pytest.fixture
+def ray_cluster(tmp_path_factory):
+    pytest.importorskip("ray")
+    from loadgen.scale.raycluster import LocalRayCluster
+
+    cluster = LocalRayCluster(nodes=2, cpus_per_node=1,
+                              temp_dir=tmp_path_factory.mktemp("ray"))
+    try:
+        cluster.start()
+        yield cluster.address
+    finally:
+        cluster.stop()
+
+
+def test_ray_two_nodes_equal_truth(synthetic, tmp_path, ray_cluster):
+    truth = tmp_path / "truth.jsonl"
+    ds = make_dataset(tmp_path / "ds.jsonl", n=30)
+    eng = synthetic(*engine_args("vllm", truth))
+    out = tmp_path / "out"
+    rc = subprocess.run(
+        [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
+         "--model", "m", "--dataset", str(ds), "--output-len", "16", "--concurrency", "6",
+         "--num-requests", "30", "--warmup-requests", "0", "--ray", ray_cluster, "--out",
+         str(out), "--quiet"],
+        capture_output=True, text=True, timeout=300)
+    assert rc.returncode == 0, rc.stderr
+    s = Summary.from_dict(json.loads((out / "summary.json").read_text()))
+    _check_against_truth(s, truth, 30)
+    scale = json.loads((out / "manifest.json").read_text())["scale"]
+    assert scale["backend"] == "ray" and scale["workers"] == 2
+    assert len({d["node"] for d in scale["detail"]}) == 2  # one worker on each node
+    assert all(d["clock"] == "probe" and d["clock_error_ns"] > 0 for d in scale["detail"])
+    assert scale["clock_error_bound_ns"] == max(d["clock_error_ns"] for d in scale["detail"])
+    assert sorted(r["index"] for r in read_run_records(out)) == list(range(30))
+    assert share_count(30, 0, 2) == sum(1 for r in read_run_records(out) if r["index"] % 2 == 0)
+
+
+def test_workers_auto_says_what_it_picked(synthetic, tmp_path):
+    ds = make_dataset(tmp_path / "ds.jsonl", n=12)
+    eng = synthetic("--protocol", "vllm", "--fast", "--model-name", "m")
+    out = tmp_path / "out"
+    rc = subprocess.run(
+        [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
+         "--model", "m", "--dataset", str(ds), "--output-len", "4", "--concurrency", "6",
+         "--num-requests", "12", "--warmup-requests", "0", "--workers", "auto",
+         "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=120)
+    assert rc.returncode == 0, rc.stderr
+    assert "--workers auto: 1 worker(s) (6 streams at" in rc.stderr
+    scale = json.loads((out / "manifest.json").read_text())["scale"]
+    assert scale["workers"] == 1 and scale["note"] in rc.stderr
+    # compare and the other readers take the shards
+    rc = subprocess.run([sys.executable, "-m", "loadgen", "compare", str(out), str(out),
+                         "--json", str(tmp_path / "c.json"), "--quiet"],
+                        capture_output=True, text=True, timeout=120)
+    assert rc.returncode == 0, rc.stderr
+    assert json.loads((tmp_path / "c.json").read_text())["a"]["ok_requests"] == 12
+
+
+def test_bad_scale_options_are_one_line_errors(tmp_path):
+    ds = make_dataset(tmp_path / "ds.jsonl", n=4)
+    for extra, msg in ((["--workers", "0"], "--workers must be"),
+                       (["--workers", "2", "--ray", "local"], "not both"),
+                       (["--workers", "two"], "expected a number or 'auto'")):
+        rc = subprocess.run([sys.executable, "-m", "loadgen", "run", "--endpoint",
+                             "http://127.0.0.1:9", "--dataset", str(ds), *extra,
+                             "--out", str(tmp_path / "o")],
+                            capture_output=True, text=True, timeout=60)
+        assert rc.returncode == 2 and msg in rc.stderr, rc.stderr
+        assert "Traceback" not in rc.stderr
