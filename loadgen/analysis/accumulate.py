@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from loadgen.analysis.buffering import buffered_stream_warning, events_per_read
+from loadgen.analysis.metrics import e2e_ms, per_user_tokens_per_s, tpot_ms, ttft_ms
 from loadgen.analysis.sanity import client_lag_sentence, host_causes
 from loadgen.analysis.streaming import EXACT_LIMIT, Quantity
 from loadgen.engines.base import one_line
@@ -37,10 +38,6 @@ from loadgen.results.summary import (
     Throughput,
     Window,
 )
-
-
-def _ref(r: dict[str, Any]) -> int:
-    return r["scheduled_ns"] or r["send_ns"]
 
 
 @dataclass(slots=True)
@@ -179,19 +176,17 @@ class SummaryAccumulator:
         self._add_ok(r, arr, ntok)
 
     def _add_ok(self, r: dict[str, Any], arr: np.ndarray, ntok: np.ndarray) -> None:
-        ref = _ref(r)
         if arr.size > 1:
             gaps = np.diff(arr) / 1e6
             self.ichunk.add_many(gaps)
             nt = ntok[1:]
             self.itl.add_many(np.repeat(gaps / nt, nt))
-        ttft = (r["first_token_ns"] - ref) / 1e6
-        e2e = (r["end_ns"] - ref) / 1e6
+        # the per-request definitions of docs/METRICS.md, one implementation (analysis/metrics.py)
+        ttft = ttft_ms(r)
+        e2e = e2e_ms(r)
         n = r["output_tokens"]
-        tpot = (e2e - ttft) / (n - 1) if n >= 2 else None
-        user = None
-        if n >= 2 and arr.size >= 2 and arr[-1] > arr[0]:
-            user = (n - r["event_tokens"][0]) / (int(arr[-1] - arr[0]) / 1e9)
+        tpot = tpot_ms(r)
+        user = per_user_tokens_per_s(r)
         self.ttft.add(ttft)
         self.e2e.add(e2e)
         if tpot is not None:
