@@ -187,24 +187,19 @@ class SummaryAccumulator:
         n = r["output_tokens"]
         tpot = tpot_ms(r)
         user = per_user_tokens_per_s(r)
-        self.ttft.add(ttft)
         self.e2e.add(e2e)
-        if tpot is not None:
-            self.tpot.add(tpot)
-        if user is not None:
-            self.users.add(user)
-        self.al.add(r)
         cat = self.categories.get(r["category"])
         if cat is None:
             cat = self.categories[r["category"]] = _Category()
         cat.requests += 1
         cat.output_tokens += n
-        cat.al.add(r)
-        cat.ttft.add(ttft)
-        if tpot is not None:
-            cat.tpot.add(tpot)
-        if user is not None:
-            cat.users.add(user)
+        for agg in (self, cat):  # the run's figures and the category's, from the same values
+            agg.ttft.add(ttft)
+            if tpot is not None:
+                agg.tpot.add(tpot)
+            if user is not None:
+                agg.users.add(user)
+            agg.al.add(r)
         if r.get("neutral_output_tokens") is not None:
             self.neutral_requests += 1
             self.neutral_tokens += r["neutral_output_tokens"]
