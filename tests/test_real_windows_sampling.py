@@ -14,6 +14,7 @@ from loadgen.data.prompts import PromptFile, read_prompts
 from loadgen.data.textfmt import TextPrompt, write_text_prompts
 from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
+from tests.vllm_cpu import start_vllm_cpu
 
 pytestmark = pytest.mark.real_engine
 
@@ -42,24 +43,10 @@ def _run(url: str, engine: str, prompts: PromptFile, out, **kw):
 
 @pytest.fixture(scope="module")
 def vllm_url():
-    from loadgen.launch import SpecConfig, start_engine
-    from loadgen.launch.vllm_cpu import (
-        smollm2_hf_dir,
-        vllm_cpu_env,
-        vllm_cpu_extra_args,
-        vllm_cpu_python,
-        vllm_cpu_venv,
-    )
+    from loadgen.launch import SpecConfig
 
-    venv = vllm_cpu_venv()
-    model = smollm2_hf_dir()
-    if venv is None or model is None:
-        pytest.skip("vLLM-CPU venv or the SmolLM2 HF folder is missing "
-                    "(bash scripts/setup_vllm_cpu.sh)")
     # the usual start: n-gram SD, no per-request SD metrics
-    with start_engine("vllm", model=str(model), spec=SpecConfig("ngram", num_spec_tokens=3),
-                      port=0, python=str(vllm_cpu_python(venv)), env=vllm_cpu_env(venv),
-                      extra_args=list(vllm_cpu_extra_args()), health_timeout_s=300) as eng:
+    with start_vllm_cpu(SpecConfig("ngram", num_spec_tokens=3)) as eng:
         yield eng.base_url
 
 

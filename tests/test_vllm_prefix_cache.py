@@ -12,29 +12,16 @@ import pytest
 from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
+from tests.vllm_cpu import start_vllm_cpu
 
 pytestmark = pytest.mark.real_engine
 
 
 @pytest.fixture(scope="module")
 def vllm_server():
-    from loadgen.launch import SpecConfig, start_engine
-    from loadgen.launch.vllm_cpu import (
-        smollm2_hf_dir,
-        vllm_cpu_env,
-        vllm_cpu_extra_args,
-        vllm_cpu_python,
-        vllm_cpu_venv,
-    )
+    from loadgen.launch import SpecConfig
 
-    venv = vllm_cpu_venv()
-    model = smollm2_hf_dir()
-    if venv is None or model is None:
-        pytest.skip("vLLM-CPU venv or the SmolLM2 HF folder is missing "
-                    "(bash scripts/setup_vllm_cpu.sh)")
-    with start_engine("vllm", model=str(model), spec=SpecConfig("none"), port=0,
-                      python=str(vllm_cpu_python(venv)), env=vllm_cpu_env(venv),
-                      extra_args=list(vllm_cpu_extra_args()), health_timeout_s=300) as eng:
+    with start_vllm_cpu(SpecConfig("none")) as eng:
         yield eng
 
 
