@@ -24,7 +24,7 @@ the cost of TLS (issue 14: at most 1.5x). Its TTFT error uses the read stamp of 
 Targets (issues 3 and 15): <= 10 µs per event, <= 0.1 ms per request, lag p99 < 1 ms at 100
 streams, TTFT error p99 < 1 ms, connections per request = 1 / rounds.
 
-    python scripts/bench_client.py [--streams 100,1000] [--tokens 100]
+    python scripts/bench_client.py [--streams 100,1000] [--tokens 256]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import os
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -58,21 +59,29 @@ def prompts(n: int, offset: int, rounds: int = 1) -> list[list[list[int]]]:
     return [[[offset + i, 5, 6, 7, 8 + r] for r in range(rounds)] for i in range(n)]
 
 
+def _warm_prompt(stream: list[list[int]]) -> list[int]:
+    return [*stream[0][:-1], stream[0][-1] + 500]  # its own prompt: not in the matched states
+
+
 async def run_loadgen(url: str, ids: list[list[list[int]]], tokens: int,
-                      ca: str | None = None):
+                      ca: str | None = None, warm: bool = False):
     """(CPU s, loop lags ms, {digest: (round, start stamp, stream state)}); ``ca``: https
-    against the engine's own TLS listener, verified against that CA file."""
+    against the engine's own TLS listener, verified against that CA file. ``warm``: each
+    stream first sends a 1-token request, outside the measured window, so the window sees
+    kept-alive connections (as a run does after its warm-up)."""
     ad = make_adapter("vllm")
     ep = parse_endpoint(url)
     client = HttpClient(connector=Connector(ep, tls_context(ca) if ep.tls else None, None))
     out = {}
+    if warm:
+        await asyncio.gather(*(client.post(ad.stream_path, ad.encode(_warm_prompt(s), 1),
+                                           sink=lambda d, s: None) for s in ids))
 
     async def one(stream):
         for r, p in enumerate(stream):
             st = ad.new_state()
             start = time.monotonic_ns()
-            await client.post(ad.stream_path, ad.encode(p, tokens),
-                              sink=lambda d, s, st=st: ad.feed(st, d, s))
+            await client.post(ad.stream_path, ad.encode(p, tokens), sink=partial(ad.feed, st))
             out[prompt_digest(p)] = (r, start, st)
 
     mon = LagMonitor()
@@ -85,13 +94,71 @@ async def run_loadgen(url: str, ids: list[list[list[int]]], tokens: int,
     return cpu, mon.lags_ms, out
 
 
-async def run_httpx(url: str, ids: list[list[list[int]]], tokens: int, ca: str | None = None):
+class _Drain(asyncio.Protocol):
+    """The floor: a protocol that only takes the bytes (no HTTP parsing, SSE, JSON or stamps)."""
+
+    def __init__(self) -> None:
+        self.done: asyncio.Future[None] | None = None
+        self.reads = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.reads += 1
+        if data.endswith(b"0\r\n\r\n") and self.done is not None and not self.done.done():
+            self.done.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.done is not None and not self.done.done():
+            self.done.set_exception(ConnectionError("closed"))
+
+
+async def run_floor(url: str, ids: list[list[list[int]]], tokens: int,
+                    ca: str | None = None, warm: bool = True):
+    """(CPU s, reads) of the same requests read by ``_Drain`` on the same kind of connection
+    (plain or TLS, opened and warmed outside the window): what reading the events costs this
+    process on this machine before any client logic."""
+    ad = make_adapter("vllm")
+    ep = parse_endpoint(url)
+    connector = Connector(ep, tls_context(ca) if ep.tls else None, None)
+    loop = asyncio.get_running_loop()
+
+    async def exchange(proto: _Drain, prompt: list[int], n: int) -> None:
+        body = ad.encode(prompt, n)
+        proto.done = loop.create_future()
+        proto.transport.write(  # type: ignore[attr-defined]
+            f"POST {ad.stream_path} HTTP/1.1\r\nhost: {ep.host}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+            .encode() + body)
+        await proto.done
+
+    def factory() -> _Drain:
+        proto = _Drain()
+        proto.connection_made = lambda tr: setattr(proto, "transport", tr)  # type: ignore
+        return proto
+
+    protos = [await connector.open(factory, 10.0) for _ in ids]
+    pairs = list(zip(protos, ids, strict=True))
+    await asyncio.gather(*(exchange(pr, _warm_prompt(s), 1) for pr, s in pairs))
+    reads0 = sum(pr.reads for pr in protos)
+    t0 = time.process_time()
+    await asyncio.gather(*(exchange(pr, s[0], tokens) for pr, s in pairs))
+    cpu = time.process_time() - t0
+    for pr in protos:
+        pr.transport.close()  # type: ignore[attr-defined]
+    return cpu, sum(pr.reads for pr in protos) - reads0
+
+
+async def run_httpx(url: str, ids: list[list[list[int]]], tokens: int, ca: str | None = None,
+                    warm: bool = False):
     import httpx
 
     ad = make_adapter("vllm")
     out = {}
     limits = httpx.Limits(max_connections=len(ids), max_keepalive_connections=len(ids))
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=600) as client:
+        if warm:
+            await asyncio.gather(*(client.post(ad.stream_path,
+                                               content=ad.encode(_warm_prompt(s), 1))
+                                   for s in ids))
 
         async def one(stream):
             for r, p in enumerate(stream):
@@ -156,7 +223,7 @@ def _certificates(tmp: Path) -> tuple[list[str], str | None]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--streams", default="100,1000")
-    ap.add_argument("--tokens", type=int, default=100)
+    ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--events-per-s", type=float, default=10000.0)
     args = ap.parse_args()
     import uvloop
@@ -164,11 +231,24 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
         os.sched_setaffinity(0, {1})
     rows = []
+    floors = []
     offset = 1000
     with tempfile.TemporaryDirectory() as tmp:
         tls_args, ca = _certificates(Path(tmp))
         for n in (int(x) for x in args.streams.split(",")):
             step_ms = 1000.0 * n / args.events_per_s  # each step emits one event per stream
+            engine = ["--protocol", "vllm", "--no-spec", "--step-base-ms", f"{step_ms:g}",
+                      "--per-token-ms", "0", "--max-num-seqs", str(n + 1)]
+            for name, tls in (("floor", False), ("floor-tls", True)):
+                if tls and not tls_args:
+                    continue
+                with SyntheticProcess([*engine, *(tls_args if tls else [])], cpu=0) as eng:
+                    gc.disable()
+                    cpu, reads = uvloop.run(run_floor(eng.url, prompts(n, offset), args.tokens,
+                                                      ca if tls else None))
+                    gc.enable()
+                    offset += n
+                floors.append((name, n, cpu * 1e6 / (n * args.tokens), reads / (n * args.tokens)))
             for name, fn, tls in (("loadgen", run_loadgen, False),
                                   ("loadgen-tls", run_loadgen, True),
                                   ("httpx", run_httpx, False)):
@@ -177,15 +257,14 @@ def main() -> None:
                 extra = tls_args if tls else []
                 truth = Path(tmp) / f"{name}-{n}.jsonl"
                 short_truth = Path(tmp) / f"{name}-{n}-short.jsonl"
-                with SyntheticProcess(["--protocol", "vllm", "--no-spec", "--step-base-ms",
-                                       f"{step_ms:g}", "--per-token-ms", "0",
-                                       "--max-num-seqs", str(n + 1), "--truth-log",
-                                       str(truth), *extra], cpu=0) as eng:
+                with SyntheticProcess([*engine, "--truth-log", str(truth), *extra],
+                                      cpu=0) as eng:
                     ids = prompts(n, offset)
                     offset += n
                     gc.disable()  # as `loadgen run` does inside its window
                     wall = time.monotonic()
-                    cpu, loop_lags, states = uvloop.run(fn(eng.url, ids, args.tokens, ca))
+                    cpu, loop_lags, states = uvloop.run(fn(eng.url, ids, args.tokens, ca,
+                                                           warm=True))
                     wall = time.monotonic() - wall
                     gc.enable()
                     eng.stop()
@@ -193,10 +272,8 @@ def main() -> None:
                     ok = sum(s.tokens == args.tokens for _, _, s in states.values())
                     lags = lag_ms(states, read_truth(truth))
                 # a fresh engine for the short requests, so its truth log holds them alone
-                with SyntheticProcess(["--protocol", "vllm", "--no-spec", "--step-base-ms",
-                                       f"{step_ms:g}", "--per-token-ms", "0",
-                                       "--max-num-seqs", str(n + 1), "--truth-log",
-                                       str(short_truth), *extra], cpu=0) as eng:
+                with SyntheticProcess([*engine, "--truth-log", str(short_truth), *extra],
+                                      cpu=0) as eng:
                     short_ids = prompts(n, offset, rounds=ROUNDS)  # ids stay in vocabulary
                     offset += n
                     gc.disable()
@@ -222,6 +299,20 @@ def main() -> None:
     for r in rows:
         print(f"{r[0]:>12}  {r[1]:>12}  {r[2]:>12}  {r[3]:>12.0f}  {r[4]:>12.1f}  "
               + "  ".join(f"{v:>12.3f}" for v in r[5:]))
+    print()
+    print("floor: the same events read by a protocol that only takes the bytes (no HTTP, SSE,")
+    print("JSON or stamps), on warm connections: what this machine charges any asyncio client")
+    print(f"{'floor':>12}  {'streams':>12}  {'CPU us/event':>12}  {'reads/event':>12}  "
+          f"{'client above':>12}")
+    for name, n, us, rpe in floors:
+        mine = [r[4] for r in rows if r[1] == n and r[0] == name.replace("floor", "loadgen")]
+        above = f"{mine[0] - us:>12.1f}" if mine else f"{'-':>12}"
+        print(f"{name:>12}  {n:>12}  {us:>12.1f}  {rpe:>12.2f}  {above}")
+    plain = {r[1]: r[4] for r in rows if r[0] == "loadgen"}
+    for r in rows:
+        if r[0] == "loadgen-tls" and r[1] in plain:
+            print(f"TLS / plain CPU per event at {r[1]} streams: {r[4] / plain[r[1]]:.2f}x "
+                  f"(target <= 1.5x)")
     print(f"targets: <= 10 us/event, <= 0.1 ms/request, lag p99 < 1 ms at 100 streams, "
           f"TTFT error p99 < 1 ms, conn/req = {1 / ROUNDS:g} ({ROUNDS} rounds)")
 

@@ -42,7 +42,7 @@ class HttpResult:
 class _Connection(asyncio.Protocol):
     __slots__ = (
         "_body", "_done", "_headers", "_keep_alive", "_parser", "_result", "_sink", "_stamp",
-        "closed", "received", "transport",
+        "_stream", "closed", "received", "transport",
     )
 
     def __init__(self) -> None:
@@ -50,6 +50,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._done: asyncio.Future[HttpResult] | None = None
         self._sink: BodySink | None = None
+        self._stream: BodySink | None = None  # the sink, once a 2xx status has arrived
         self._result: HttpResult | None = None
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
@@ -89,20 +90,22 @@ class _Connection(asyncio.Protocol):
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self._result = HttpResult(self._parser.get_status_code(), self._headers,
-                                  headers_ns=self._stamp)
+        status = self._parser.get_status_code()
+        self._result = HttpResult(status, self._headers, headers_ns=self._stamp)
+        self._stream = self._sink if 200 <= status < 300 else None
 
     def on_body(self, body: bytes) -> None:
-        res = self._result
-        if self._sink is not None and res is not None and 200 <= res.status < 300:
-            try:
-                self._sink(body, self._stamp)
-            except Exception as exc:  # the sink's own error (an oversized SSE event, a bug)
-                self._sink = None
-                self._fail(exc)  # is the request's error, not "invalid HTTP response"
-                self.abort()
-        else:
+        # the hot path: one call per streamed event
+        sink = self._stream
+        if sink is None:
             self._body.append(body)
+            return
+        try:
+            sink(body, self._stamp)
+        except Exception as exc:  # the sink's own error (an oversized SSE event, a bug)
+            self._stream = self._sink = None
+            self._fail(exc)  # is the request's error, not "invalid HTTP response"
+            self.abort()
 
     def on_message_complete(self) -> None:
         res = self._result
@@ -124,6 +127,7 @@ class _Connection(asyncio.Protocol):
     def begin(self, payload: bytes, sink: BodySink | None) -> asyncio.Future[HttpResult]:
         self._done = asyncio.get_running_loop().create_future()
         self._sink = sink
+        self._stream = None
         self._result = None
         self._headers = {}
         self._body = []

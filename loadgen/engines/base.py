@@ -142,19 +142,30 @@ class EngineAdapter:
         """Frame SSE events out of body bytes (loadgen/engines/sse.py) and hand each event's
         data to on_event; an ``error`` event is the request's error. Raises ``SseError`` for
         an event over the size cap (the transport then closes the connection)."""
-        on_event = self.on_event
-        for name, payload in st.sse.feed(data):
+        sse = st.sse
+        payload = sse.single(data)  # the hot path: one whole `data:` event in this read
+        if payload is not None:
+            try:
+                self.on_event(st, payload, stamp)
+            except (AttributeError, KeyError, TypeError, IndexError, ValueError) as exc:
+                self._unexpected(st, payload, exc)
+            return
+        for name, payload in sse.feed_general(data):
             if name is None:
                 try:
-                    on_event(st, payload, stamp)
+                    self.on_event(st, payload, stamp)
                 except (AttributeError, KeyError, TypeError, IndexError, ValueError) as exc:
-                    # valid JSON of a shape the adapter does not know: the request's error
-                    st.error = st.error or (f"unexpected stream event ({type(exc).__name__}: "
-                                            f"{exc}): {payload[:80]!r}")
+                    self._unexpected(st, payload, exc)
             elif name == ERROR_EVENT:
                 st.error = st.error or "server error event: " + one_line(
                     payload.decode("utf-8", "replace"))
             # other event names (none of the engines sends one) carry nothing we count
+
+    @staticmethod
+    def _unexpected(st: StreamState, payload: bytes, exc: Exception) -> None:
+        """Valid JSON of a shape the adapter does not know: the request's error."""
+        st.error = st.error or (f"unexpected stream event ({type(exc).__name__}: {exc}): "
+                                f"{payload[:80]!r}")
 
     def on_event(self, st: StreamState, payload: bytes, stamp: int) -> None:
         raise NotImplementedError
@@ -173,10 +184,12 @@ class EngineAdapter:
         if payload == b"[DONE]":
             st.done = True
             return None
-        obj = self.parse_json(st, payload)
-        if obj is None:
+        try:  # parse_json, inlined: this runs once per streamed event
+            obj = _loads(payload)
+        except ValueError:
+            st.error = st.error or f"malformed JSON chunk: {payload[:80]!r}"
             return None
-        if not isinstance(obj, dict):
+        if type(obj) is not dict:
             st.error = st.error or f"stream event is not a JSON object: {payload[:80]!r}"
             return None
         if "error" in obj:

@@ -41,18 +41,26 @@ class SseParser:
         self._dlen = 0
         self._event: bytes | None = None
 
+    def single(self, chunk: bytes) -> bytes | None:
+        """The data of ``chunk`` when it is exactly one whole ``data:`` event and nothing is
+        pending (the common case: one event per read; two scans of the read), else None, and
+        then ``feed_general`` takes the read. The hot path calls this first."""
+        if (chunk[-2:] == b"\n\n" and self._bom is None and not self._pieces and not self._data
+                and not self._cr and self._event is None and chunk[:5] == b"data:"
+                and chunk.find(b"\n") == len(chunk) - 2 and b"\r" not in chunk
+                and len(chunk) <= self.max_event_bytes):
+            return chunk[6:-2] if chunk[5:6] == b" " else chunk[5:-2]
+        return None
+
     def feed(self, chunk: bytes) -> list[Event]:
         """The events completed by ``chunk`` (body bytes in arrival order)."""
-        # The common case, one whole `data: ...` event per read, costs two scans of the read.
-        if (self._bom is None and not self._pieces and not self._data and not self._cr
-                and self._event is None and chunk[:5] == b"data:"
-                and chunk.find(b"\n") == len(chunk) - 2 and chunk[-1:] == b"\n"
-                and b"\r" not in chunk and len(chunk) <= self.max_event_bytes):
-            payload = chunk[5:-2]
-            return [(None, payload[1:] if payload[:1] == b" " else payload)]
-        return self._feed(chunk)
+        data = self.single(chunk)
+        if data is not None:
+            return [(None, data)]
+        return self.feed_general(chunk)
 
-    def _feed(self, chunk: bytes) -> list[Event]:
+    def feed_general(self, chunk: bytes) -> list[Event]:
+        """``feed`` for a read that ``single`` did not take."""
         if (self._bom is None and not self._pieces and not self._data and not self._cr
                 and self._event is None and chunk[-2:] == b"\n\n" and b"\r" not in chunk
                 and len(chunk) <= self.max_event_bytes):

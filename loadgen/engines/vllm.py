@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from loadgen.engines.base import EngineAdapter, StreamState
@@ -55,9 +56,12 @@ class VllmAdapter(EngineAdapter):
                 elif c.get("text"):
                     st.error = st.error or ("chunks carry neither token_ids nor cumulative "
                                             "usage: cannot count tokens")
-            if c.get("finish_reason") is not None:
-                st.finish_reason = c["finish_reason"]
-            self.on_choice(st, c)
+            finish = c.get("finish_reason")
+            if finish is not None:
+                st.finish_reason = finish
+            on_choice = self.on_choice
+            if on_choice is not None:
+                on_choice(st, c)
         elif "usage" in obj and obj["usage"] is not None:
             u = obj["usage"]
             st.final_seen = True
@@ -67,8 +71,8 @@ class VllmAdapter(EngineAdapter):
             if sd:
                 st.sd = sd
 
-    def on_choice(self, st: StreamState, choice: dict[str, Any]) -> None:
-        """Engine-specific fields of a choice (a hook for subclasses)."""
+    # engine-specific fields of a choice: a hook for subclasses, (st, choice) -> None
+    on_choice: Callable[[StreamState, dict[str, Any]], None] | None = None
 
     def per_request_sd(self, st: StreamState) -> dict[str, float] | None:
         sd = st.sd
