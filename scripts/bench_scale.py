@@ -100,7 +100,8 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=1500)
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--big", type=int, default=100_000)
-    ap.add_argument("--scan", default="100,200,400,800,1600",
+    ap.add_argument("--scan-step-ms", type=float, default=25.0)
+    ap.add_argument("--scan", default="250,500,1000,2000,3000",
                     help="stream counts for the overload scan ('' to skip)")
     ap.add_argument("--only-scan", action="store_true")
     ap.add_argument("--skip-ray", action="store_true")
@@ -123,7 +124,7 @@ def main() -> int:
                              **kw)  # type: ignore[arg-type]
 
         if args.scan:
-            scan(args, tmp, prompts, urls)
+            scan(args, tmp, prompts)
         if args.only_scan:
             return 0
         print(f"{'client':>28}  {'events/s':>10}  {'/worker':>10}  {'CPU µs/ev':>8}  "
@@ -158,19 +159,40 @@ def main() -> int:
     return 0
 
 
-def scan(args: argparse.Namespace, tmp: Path, prompts: PromptFile, urls: list[str]) -> None:
-    """Streams per host without a client overload flag: 2 workers (one per core), 64-token
-    requests, each stream count in turn; the flag is any worker's lag p99 above 5 ms."""
-    print("overload scan (2 workers, 64 tokens, 4 requests per stream):")
-    for c in (int(x) for x in args.scan.split(",")):
-        cfg = RunConfig(endpoint=urls[0], engine="vllm", out=tmp / f"scan{c}", model="m",
-                        output_len=64, concurrency=c, num_requests=4 * c,
-                        warmup_requests=c // 4)
-        s = local(cfg, prompts, 2, urls)
-        lags = ", ".join(f"{w.loop_lag_ms.p99:.1f}" for w in s.client.workers or [])
-        print(f"  {c:>6} streams: {s.throughput.output_tokens_per_s or 0:>8.0f} events/s, "
-              f"worker lag p99 {lags} ms, overloaded: "
-              f"{'yes' if s.client.overloaded else 'no'}", flush=True)
+def scan(args: argparse.Namespace, tmp: Path, prompts: PromptFile) -> None:
+    """Streams per client core without an overload flag, at a production-like pace: engines
+    paced at ``--scan-step-ms`` per step (one token per stream per step, SD off), pinned to CPU
+    0; one worker process pinned to CPU 1 (the coordinator too: it only scrapes); 64-token
+    requests, each stream count in turn. The flag is the worker's lag p99 above 5 ms."""
+    if (os.cpu_count() or 1) < 2 or not hasattr(os, "sched_setaffinity"):
+        print("overload scan skipped: needs 2 cores and CPU affinity")
+        return
+    step = args.scan_step_ms
+    print(f"overload scan: 1 worker on CPU 1, {args.engines} engines on CPU 0 paced at {step:g} "
+          f"ms per step ({1000 / step:.0f} tokens/s per stream), 64 tokens, 3 requests per "
+          f"stream:")
+    mask = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {1})  # the worker processes spawned below inherit it
+    engines = [SyntheticProcess(["--protocol", "vllm", "--no-spec", "--model-name", "m",
+                                 "--step-base-ms", f"{step:g}", "--per-token-ms", "0",
+                                 "--max-num-seqs", "100000"], cpu=0).start()
+               for _ in range(args.engines)]
+    try:
+        for c in (int(x) for x in args.scan.split(",")):
+            cfg = RunConfig(endpoint=engines[0].url, engine="vllm", out=tmp / f"scan{c}",
+                            model="m", output_len=64, concurrency=c, num_requests=3 * c,
+                            warmup_requests=c)
+            s = local(cfg, prompts, 1, [engines[0].url])
+            w = (s.client.workers or [s.client])[0]
+            print(f"  {c:>6} streams: {s.throughput.output_tokens_per_s or 0:>8.0f} events/s "
+                  f"(paced: {c * 1000 / step:.0f}), CPU {w.cpu_us_per_event or 0:.1f} µs/event, "
+                  f"lag p99 {w.loop_lag_ms.p99 or 0:.2f} ms, overloaded: "
+                  f"{'yes' if s.client.overloaded else 'no'}, "
+                  f"{s.requests.ok}/{s.requests.total} ok", flush=True)
+    finally:
+        for e in engines:
+            e.stop()
+        os.sched_setaffinity(0, mask)
 
 
 def big(args: argparse.Namespace, tmp: Path, ds: Path, prompts: PromptFile) -> None:
