@@ -186,11 +186,13 @@ class Coordinator:
             if reason is None:
                 continue
             h = self.handles[k]
+            error = (f"worker {k} died with its node: this request was started, its record "
+                     f"was lost" if h.records_lost else None)
             added = account_dead(shard_path(self.cfg.out, k), self.cfg, self.prompts, k,
-                                 len(self.handles), h.issued(), f"worker {k} died")
-            lost = "" if h.local_shard else "; its shard stayed on its node and is lost"
-            self.warnings.append(f"{reason}: {added} request(s) in flight accounted as errors; "
-                                 f"the other workers went on{lost}")
+                                 len(self.handles), h.issued(), f"worker {k} died", error)
+            what = "started" if h.records_lost else "in flight"
+            self.warnings.append(f"{reason}: {added} request(s) {what} accounted as errors; "
+                                 f"the other workers went on{h.shard_note}")
 
     def summary(self) -> Summary:
         cfg = self.cfg

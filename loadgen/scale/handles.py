@@ -30,7 +30,8 @@ class WorkerHandle(Protocol):
     index: int
     node: str
     shared_clock: bool  # its monotonic clock is this process's (same host): offset exactly 0
-    local_shard: bool  # its shard is written in the run directory (survives its death)
+    shard_note: str  # what became of its shard when it died ("" when nothing to add)
+    records_lost: bool  # it died and its shard could not be fetched
 
     def ready(self) -> Future[Any]: ...
     def clock_ns(self) -> int: ...
@@ -94,7 +95,8 @@ class LocalWorker:
     """A worker process on this host."""
 
     shared_clock = True
-    local_shard = True
+    shard_note = ""  # its shard is written in the run directory: it survives its death
+    records_lost = False
 
     def __init__(self, spec: WorkerSpec, prompts: PromptFile, use_uvloop: bool = True) -> None:
         ctx = mp.get_context("spawn")

@@ -47,9 +47,10 @@ def probe_clock(clock_ns: Any, rounds: int = 16) -> ClockOffset:
 
 
 def account_dead(shard: Path, cfg: RunConfig, prompts: PromptFile, index: int, workers: int,
-                 issued: int, reason: str) -> int:
+                 issued: int, reason: str, error: str | None = None) -> int:
     """A worker died: every conversation it had started (its first ``issued`` items) that has no
-    final record in its shard becomes an error record there. A torn last line is cut first.
+    final record in its shard becomes an error record there (``error``: its text, by default
+    "<reason> while this request was in flight"). A torn last line is cut first.
     Returns the number of records added."""
     _cut_torn_tail(shard)
     last_of: dict[int, tuple[int, str]] = {}  # index -> (its last turn recorded, that status)
@@ -76,7 +77,7 @@ def account_dead(shard: Path, cfg: RunConfig, prompts: PromptFile, index: int, w
                 input_tokens=len(item.prompt.prompt_token_ids) if turn == 0 else 0,
                 expected_tokens=cfg.output_len or item.prompt.max_tokens or 256,
                 scheduled_ns=0, status=ERROR,
-                error=f"{reason} while this request was in flight")
+                error=error or f"{reason} while this request was in flight")
             writer.write(rec.to_dict())
             added += 1
     finally:

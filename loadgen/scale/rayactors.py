@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
@@ -22,9 +24,11 @@ from typing import Any
 from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
 from loadgen.scale.handles import WorkerDied
-from loadgen.scale.worker import WorkerCore, WorkerSpec
+from loadgen.scale.worker import FileCounter, WorkerCore, WorkerSpec, read_counter
 
 CHUNK = 8 << 20  # shard bytes per call when a shard comes back
+COUNTER = "issued"  # beside the shard: the conversations the worker started (a FileCounter)
+SALVAGE_TIMEOUT_S = 60.0  # per call that fetches a shard chunk or a dead worker's count
 
 
 def is_loopback(address: str) -> bool:
@@ -66,17 +70,17 @@ def shutdown() -> None:
 
 
 class RayActor:
-    """The actor's body: a WorkerCore whose shard lives in a temporary directory of its node."""
+    """The actor's body: a WorkerCore whose shard, and the count of conversations it started (a
+    FileCounter), live in a temporary directory of its node: both outlive the actor, so a
+    killed actor's records can still be fetched from its node (``salvage``)."""
 
     def __init__(self, spec: WorkerSpec, prompts: PromptFile, use_uvloop: bool) -> None:
-        import ray
-
         spec.shard = Path(tempfile.mkdtemp(prefix="loadgen-shard-")) / spec.shard.name
-        self.core = WorkerCore(spec, prompts, use_uvloop)
-        self.node_id = ray.get_runtime_context().get_node_id()
+        self.counter = FileCounter(spec.shard.parent / COUNTER)
+        self.core = WorkerCore(spec, prompts, use_uvloop, self.counter)
 
-    def ready(self) -> bool:
-        return True
+    def ready(self) -> dict[str, Any]:
+        return {"dir": str(self.core.spec.shard.parent), "pid": os.getpid()}
 
     def clock_ns(self) -> int:
         return time.monotonic_ns()
@@ -98,31 +102,52 @@ class RayActor:
 
     def read_shard(self, offset: int) -> bytes:
         self.core.writer.close()
-        with open(self.core.spec.shard, "rb") as fh:
-            fh.seek(offset)
-            return fh.read(CHUNK)
+        return _read_chunk(str(self.core.spec.shard), offset)
 
     def close(self) -> None:
         self.core.close()
-        shard = self.core.spec.shard
-        shard.unlink(missing_ok=True)
-        os.rmdir(shard.parent)
+        self.counter.close()
+        shutil.rmtree(self.core.spec.shard.parent, ignore_errors=True)
+
+
+def _read_chunk(path: str, offset: int) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            return fh.read(CHUNK)
+    except FileNotFoundError:
+        return b""
+
+
+def _dead_issued(directory: str) -> int:
+    return read_counter(Path(directory) / COUNTER)
+
+
+def _remove(directory: str) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 class RayWorker:
-    """The coordinator's handle on one actor."""
+    """The coordinator's handle on one actor. While it measures, its count of started
+    conversations is polled (``POLL_S``): the figure used when its node is lost with it."""
 
     shared_clock = False
-    local_shard = False
+    POLL_S = 0.5
 
-    def __init__(self, ray: Any, actor: Any, spec: WorkerSpec, node: str) -> None:
+    def __init__(self, ray: Any, actor: Any, spec: WorkerSpec, node_id: str) -> None:
         self._ray = ray
         self.actor = actor
         self.index = spec.index
-        self.node = node
+        self.node_id = node_id
+        self.node = node_id[:12]
         self.spec = spec
         self._died: str | None = None
         self._issued = 0
+        self._remote_dir: str | None = None
+        self.pid: int | None = None
+        self.shard_note = ""  # what became of its shard, when it died
+        self.records_lost = False
+        self._measuring = threading.Event()
 
     def _future(self, ref: Any) -> Future[Any]:
         out: Future[Any] = Future()
@@ -141,7 +166,14 @@ class RayWorker:
         return out
 
     def ready(self) -> Future[Any]:
-        return self._future(self.actor.ready.remote())
+        fut = self._future(self.actor.ready.remote())
+
+        def learn(f: Future[Any]) -> None:
+            if f.exception() is None:
+                self._remote_dir, self.pid = f.result()["dir"], f.result()["pid"]
+
+        fut.add_done_callback(learn)
+        return fut
 
     def clock_ns(self) -> int:
         return int(self._ray.get(self.actor.clock_ns.remote()))
@@ -151,9 +183,24 @@ class RayWorker:
 
     def measure(self, start_ns: int) -> Future[dict[str, Any]]:
         fut = self._future(self.actor.measure.remote(start_ns))
-        fut.add_done_callback(lambda f: setattr(self, "_issued", (
-            f.result()["issued"] if not f.exception() else self._issued)))
+        self._measuring.set()
+
+        def ended(f: Future[Any]) -> None:
+            self._measuring.clear()
+            if not f.exception():
+                self._issued = f.result()["issued"]
+
+        fut.add_done_callback(ended)
+        threading.Thread(target=self._poll, daemon=True,
+                         name=f"loadgen-ray-poll-{self.index}").start()
         return fut
+
+    def _poll(self) -> None:
+        while self._measuring.is_set() and self._died is None:
+            with contextlib.suppress(Exception):
+                self._issued = max(self._issued, int(self._ray.get(
+                    self.actor.issued.remote(), timeout=5)))
+            time.sleep(self.POLL_S)
 
     def window_end(self) -> Future[int]:
         return self._future(self.actor.window_end.remote())
@@ -170,13 +217,45 @@ class RayWorker:
     def death(self) -> str | None:
         return self._died
 
+    def _on_node(self, fn: Any) -> Any:
+        """``fn`` as a Ray task pinned to this worker's node (to reach what its dead actor
+        left there)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return self._ray.remote(num_cpus=0, max_retries=0)(fn).options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=self.node_id,
+                                                               soft=False))
+
     def collect_shard(self) -> None:
-        """Copy the actor's shard into the run directory (``spec.shard``), chunk by chunk."""
-        if self._died is not None:
+        """Copy the actor's shard into the run directory (``spec.shard``), chunk by chunk; for
+        a dead actor, from its node (its exact count of started conversations with it). When
+        the node is gone too, the shard is lost: the last polled count stands."""
+        if self._died is None:
+            self._copy(lambda off: self.actor.read_shard.remote(off))
             return
+        if self._remote_dir is None:
+            self.shard_note = "; it died before it started"
+            return
+        shard = str(Path(self._remote_dir) / self.spec.shard.name)
+        read = self._on_node(_read_chunk)
+        try:
+            issued = int(self._ray.get(self._on_node(_dead_issued).remote(self._remote_dir),
+                                       timeout=SALVAGE_TIMEOUT_S))
+            self._copy(lambda off: read.remote(shard, off))
+        except Exception as exc:  # the node went with it (or cannot be reached)
+            self.spec.shard.unlink(missing_ok=True)
+            self.records_lost = True
+            self.shard_note = (f"; its node is unreachable ({type(exc).__name__}), its records "
+                               f"are lost: every conversation it had started by its last "
+                               f"report ({self._issued}) is accounted as an error")
+            return
+        self._issued = issued
+        self.shard_note = "; its records up to its death were fetched from its node"
+
+    def _copy(self, remote_read: Any) -> None:
         offset = 0
         with open(self.spec.shard, "wb") as fh:
-            while chunk := self._ray.get(self.actor.read_shard.remote(offset)):
+            while chunk := self._ray.get(remote_read(offset), timeout=SALVAGE_TIMEOUT_S):
                 fh.write(chunk)
                 offset += len(chunk)
 
@@ -187,6 +266,9 @@ class RayWorker:
         if self._died is None:
             with contextlib.suppress(Exception):
                 self._ray.get(self.actor.close.remote(), timeout=60)
+        elif self._remote_dir is not None:
+            with contextlib.suppress(Exception):
+                self._ray.get(self._on_node(_remove).remote(self._remote_dir), timeout=10)
         self._ray.kill(self.actor)
 
 
@@ -209,6 +291,6 @@ def start_ray_workers(cfg: RunConfig, prompts: PromptFile, use_uvloop: bool,
         node = nodes[k % len(nodes)]
         actor = cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             node_id=node["NodeID"], soft=False)).remote(spec, prompts, use_uvloop)
-        handles.append(RayWorker(ray, actor, spec, node["NodeID"][:12]))
+        handles.append(RayWorker(ray, actor, spec, node["NodeID"]))
     return handles, (f"Ray cluster {cfg.ray}: {len(nodes)} node(s) x {per} worker(s) = "
                      f"{workers} workers")

@@ -12,6 +12,7 @@ this worker has sent its last measured request (or ``--duration`` is up). Each r
 from __future__ import annotations
 
 import asyncio
+import mmap
 import resource
 import threading
 import time
@@ -72,6 +73,34 @@ class Counter:
     """A count readable from outside (a multiprocessing.Value has the same ``value``)."""
 
     value = 0
+
+
+class FileCounter:
+    """A count kept in an 8-byte file mapped into memory: it outlives the process that counts
+    (a Ray actor killed mid-run leaves it on its node, beside its shard), and counting costs no
+    system call. ``read_counter`` reads it back."""
+
+    def __init__(self, path: Path) -> None:
+        path.write_bytes(bytes(8))
+        self._fh = open(path, "r+b")  # noqa: SIM115 - mapped for the worker's lifetime
+        self._map = mmap.mmap(self._fh.fileno(), 8)
+
+    @property
+    def value(self) -> int:
+        return int.from_bytes(self._map[:8], "little")
+
+    @value.setter
+    def value(self, v: int) -> None:
+        self._map[:8] = v.to_bytes(8, "little")
+
+    def close(self) -> None:
+        self._map.close()
+        self._fh.close()
+
+
+def read_counter(path: Path) -> int:
+    """A FileCounter's value, from its file."""
+    return int.from_bytes(path.read_bytes()[:8], "little")
 
 
 class _CountingSender(RequestSender):
