@@ -292,6 +292,81 @@ def test_a_lost_ray_node_is_accounted_for(synthetic, tmp_path, ray_cluster):
                for w in s.warnings)
 
 
+def test_workers_protect_the_prefix_cache_and_watch_the_host(synthetic, tmp_path):
+    """--workers N does what a single process does around the window: the run's prefix-cache
+    salt (a new one at the window's opening, so the warm-up's prefill is not reused), the
+    prefix-cache figures over the window, and the host monitor over all its processes."""
+    eng = synthetic("--protocol", "vllm", "--model-name", "m")
+    prompts = read_prompts(make_dataset(tmp_path / "ds.jsonl", n=12))
+
+    def run(name: str, keep: bool) -> Summary:
+        cfg = RunConfig(endpoint=eng.url, engine="vllm", out=tmp_path / name, model="m",
+                        output_len=4, concurrency=4, num_requests=12, shuffle=False,
+                        keep_prefix_cache=keep, warmup_requests=12, workers=2)
+        return run_benchmark(cfg, prompts, None, argv=["test"])
+
+    kept, salted = run("kept", True), run("salted", False)
+    for s in (kept, salted):
+        assert s.requests.warmup == 12 and s.requests.ok == 12
+        assert s.prefix_cache.source == "server_counters:vllm" and s.prefix_cache.queries > 0
+    # the warm-up sent the same 12 prompts: without a salt the window is served from cache
+    assert kept.prefix_cache.policy == "kept" and kept.prefix_cache.hit_rate > 0.5
+    assert salted.prefix_cache.policy == "salted" and salted.prefix_cache.hit_rate == 0.0
+    host = salted.host
+    assert host is not None and host.client_processes == 2 and host.samples >= 2
+    # the workers' CPU is the client's: at least what the workers measured on themselves over
+    # the window (the monitor's 0.5 s samples span it, so they see no less)
+    workers_cores = sum(w.cpu_s for w in salted.client.workers) / host.duration_s
+    assert host.client_cores is not None and host.client_cores >= 0.9 * workers_cores > 0
+    assert host.engine_pid == eng.proc.pid and host.engine_cores is not None
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_ctrl_c_stops_worker_processes_with_a_summary(synthetic, tmp_path, signals):
+    """Ctrl-C once: the workers stop, the run ends with its summary (counters included);
+    twice: the summary of the shards as they are, at once. Every record counted either way."""
+    eng = synthetic("--protocol", "vllm", "--step-base-ms", "20", "--model-name", "m")
+    ds = make_dataset(tmp_path / "ds.jsonl", n=40)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
+         "--model", "m", "--dataset", str(ds), "--output-len", "32", "--concurrency", "8",
+         "--num-requests", "400", "--warmup-requests", "0", "--workers", "2", "--out",
+         str(out), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def records() -> int:
+            try:
+                return sum(p.read_text().count("\n") for p in out.glob("requests.*.jsonl"))
+            except OSError:
+                return 0
+
+        _wait_for(lambda: records() >= 8, 120, "8 records")
+        proc.send_signal(signal.SIGINT)
+        head = ""
+        if signals == 2:  # the second once the first is being handled (signals coalesce)
+            assert proc.stderr is not None
+            while "stopping" not in head and proc.poll() is None:
+                head += proc.stderr.readline()
+            proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        err = head + err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    s = Summary.from_dict(json.loads((out / "summary.json").read_text()))
+    recs = read_run_records(out)
+    assert s.interrupted and json.loads((out / "manifest.json").read_text())["status"] == \
+        "interrupted"
+    assert s.requests.total == len(recs) >= 8
+    if signals == 2:
+        assert any("partial summary" in w for w in s.warnings)
+    else:
+        assert s.requests.cancelled >= 1 and s.server_counters.run_delta
+
+
 def test_workers_auto_says_what_it_picked(synthetic, tmp_path):
     ds = make_dataset(tmp_path / "ds.jsonl", n=12)
     eng = synthetic("--protocol", "vllm", "--fast", "--model-name", "m")

@@ -43,10 +43,13 @@ def host_causes(host: HostStats | None, client: ClientStats | None) -> list[tupl
         return []
     out: list[tuple[str, str]] = []
     lag = client.loop_lag_ms.p99 if client is not None else None
-    if (host.client_cores or 0.0) >= CLIENT_BUSY_CORES:
-        out.append(("client", f"the client used {host.client_cores:.2f} of a core (limit "
-                              f"{CLIENT_BUSY_CORES}): it was overloaded; lower the load per "
-                              f"process" + (f" (event-loop lag p99 {lag:.1f} ms)" if lag else "")))
+    procs = max(1, host.client_processes)
+    if (host.client_cores or 0.0) / procs >= CLIENT_BUSY_CORES:
+        where = f" in each of its {procs} processes" if procs > 1 else ""
+        out.append(("client", f"the client used {(host.client_cores or 0.0) / procs:.2f} of a "
+                              f"core{where} (limit {CLIENT_BUSY_CORES}): it was overloaded; "
+                              f"lower the load per process"
+                              + (f" (event-loop lag p99 {lag:.1f} ms)" if lag else "")))
     others = host.others_cores or 0.0
     if others >= OTHERS_CORES:
         out.append(("others", f"other processes took {others * 100:.0f}% of a core during "

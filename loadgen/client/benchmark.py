@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from loadgen.client.runner import Run, RunOutcome
 from loadgen.client.scrape import Scrapes, consistent
 from loadgen.client.stop import StopSignals
 from loadgen.data.prompts import PromptFile
+from loadgen.engines.base import EngineAdapter
 from loadgen.results.config import RunConfig
 from loadgen.results.files import write_json
 from loadgen.results.manifest import build_manifest
@@ -201,14 +203,28 @@ def prefix_cache_summary(outcome: RunOutcome, run: Run,
     a cache warmed by earlier runs (docs/METRICS.md, "Prefix cache")."""
     w = outcome.window
     # a second pass over the records file (no record is held in memory)
-    sent = float(sum(r["input_tokens"] for r in iter_records(outcome.records_path)
-                     if r.get("first_token_ns") and w["start_ns"] <= r["first_token_ns"]
-                     <= w["end_ns"]))
+    sent = window_prompt_tokens(iter_records(outcome.records_path), w["start_ns"], w["end_ns"])
     end = outcome.counters.snapshots.get(
         "run_end" if w["includes_drain"] else "window_end")
-    pc = run.adapter.prefix_cache(window_delta, end, sent) or PrefixCacheStats(
+    return prefix_cache_stats(run.adapter, outcome.prefix_cache_policy, window_delta, end,
+                              sent, warnings)
+
+
+def window_prompt_tokens(records: Iterable[dict[str, Any]], start_ns: int, end_ns: int) -> float:
+    """Prompt tokens of the requests whose first token came inside [start_ns, end_ns]: the
+    prefill the window's prefix-cache counters saw."""
+    return float(sum(r["input_tokens"] for r in records
+                     if r.get("first_token_ns") and start_ns <= r["first_token_ns"] <= end_ns))
+
+
+def prefix_cache_stats(adapter: EngineAdapter, policy: str | None,
+                       window_delta: dict[str, float] | None, end: dict[str, float] | None,
+                       sent: float, warnings: list[str]) -> PrefixCacheStats:
+    """PrefixCacheStats of a window from its counter delta, the window-end snapshot and the
+    prompt tokens sent; a warning when an unprotected run saw a warm cache."""
+    pc = adapter.prefix_cache(window_delta, end, sent) or PrefixCacheStats(
         note="the engine reports no prefix-cache counters")
-    pc.policy = outcome.prefix_cache_policy
+    pc.policy = policy
     if pc.policy == "unprotected" and (pc.hit_rate or 0.0) > UNPROTECTED_HIT_RATE_WARN:
         warnings.append(
             f"prefix-cache hit rate {pc.hit_rate:.0%} and the engine offers neither a cache "

@@ -5,6 +5,7 @@ A background thread (never the event loop) samples every ``interval_s`` with psu
 - the host's CPU times (``psutil.cpu_times``): busy = everything but idle, iowait and steal;
   steal (time the hypervisor gave to other guests) is kept apart;
 - the client: this process, all its threads (``psutil.Process().cpu_times``, user + system);
+  with ``client_tree`` (``--workers N``) its descendant processes too, the engine's excepted;
 - the engine, when loadgen launched it (its PID) and every descendant process of it;
 - others = host busy − client − engine (floored at 0): every other process on the machine;
 - the 1-minute load average and memory (host available, engine resident set).
@@ -19,6 +20,7 @@ import itertools
 import os
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,18 +54,62 @@ class _Sample:
     engine: float
 
 
+class _Tree:
+    """Cumulative CPU-seconds of a process and its descendants since the first sample
+    (children that appear later count from their own start; children that exit keep what they
+    had), minus the trees of ``exclude`` (an engine launched by this process)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.procs: dict[int, psutil.Process] = {}
+        self.last: dict[int, float] = {}
+        self.total = 0.0
+        self.lost = False
+        self.sampled = False
+
+    def sample(self, exclude: Collection[int] = ()) -> tuple[float, float]:
+        """(cumulative CPU-seconds, resident MiB now)."""
+        try:
+            root = self.procs.get(self.pid) or psutil.Process(self.pid)
+            procs = [root, *(c for c in root.children(recursive=True) if c.pid not in exclude)]
+        except psutil.Error:
+            self.lost = True
+            return self.total, 0.0
+        rss = 0.0
+        for p in procs:
+            try:
+                cpu = _proc_cpu(p)
+                rss += p.memory_info().rss
+            except psutil.Error:
+                continue
+            prev = self.last.get(p.pid)
+            if prev is None and self.sampled:
+                prev = 0.0  # born inside the window: all its time is the window's
+            if prev is not None:
+                self.total += max(0.0, cpu - prev)
+            self.last[p.pid] = cpu
+            self.procs[p.pid] = p
+        self.sampled = True
+        return self.total, rss / 2**20
+
+    def pids(self) -> set[int]:
+        return set(self.procs)
+
+
 class HostMonitor:
-    """Start at the window's opening, stop at its close; ``stop()`` gives the window's figures."""
+    """Start at the window's opening, stop at its close; ``stop()`` gives the window's figures.
+    ``client_tree``: the client is this process and its descendants (worker processes of a
+    scaled-out run), an engine among them excepted."""
 
     def __init__(self, engine_pid: int | None = None,
-                 interval_s: float = DEFAULT_INTERVAL_S) -> None:
+                 interval_s: float = DEFAULT_INTERVAL_S, client_tree: bool = False,
+                 client_processes: int = 1) -> None:
         self.engine_pid = engine_pid
         self.interval_s = interval_s
         self._me = psutil.Process(os.getpid())
-        self._engine: dict[int, psutil.Process] = {}
-        self._engine_last: dict[int, float] = {}
-        self._engine_total = 0.0
-        self._engine_lost = False
+        self._client_tree = _Tree(os.getpid()) if client_tree else None
+        self.client_processes = client_processes  # the workers that share the client's CPU
+        self._engine_tree: _Tree | None = None
         self._samples: list[_Sample] = []
         self._load: list[float] = []
         self._mem_avail: list[float] = []
@@ -72,42 +118,35 @@ class HostMonitor:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
+    @property
+    def _engine_lost(self) -> bool:
+        return self._engine_tree is not None and self._engine_tree.lost
+
     # -- sampling -------------------------------------------------------------------------------
     def _engine_cpu(self) -> float:
-        """Cumulative CPU-seconds of the engine's process tree since start (children that
-        appear later count from their own start; children that exit keep what they had)."""
+        """Cumulative CPU-seconds of the engine's process tree since start."""
         if self.engine_pid is None:
             return 0.0
-        try:
-            root = self._engine.get(self.engine_pid) or psutil.Process(self.engine_pid)
-            procs = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            self._engine_lost = True
-            return self._engine_total
-        rss = 0.0
-        for p in procs:
+        if self._engine_tree is None or self._engine_tree.pid != self.engine_pid:
+            self._engine_tree = _Tree(self.engine_pid)
+        cpu, rss = self._engine_tree.sample()
+        if not self._engine_tree.lost:
+            self._engine_rss.append(rss)
+        return cpu
+
+    def _client_cpu(self) -> float:
+        if self._client_tree is None:
             try:
-                cpu = _proc_cpu(p)
-                rss += p.memory_info().rss
+                return _proc_cpu(self._me)
             except psutil.Error:
-                continue
-            prev = self._engine_last.get(p.pid)
-            if prev is None and self._samples:
-                prev = 0.0  # born inside the window: all its time is the window's
-            if prev is not None:
-                self._engine_total += max(0.0, cpu - prev)
-            self._engine_last[p.pid] = cpu
-            self._engine[p.pid] = p
-        self._engine_rss.append(rss / 2**20)
-        return self._engine_total
+                return 0.0
+        engine = self._engine_tree.pids() if self._engine_tree is not None else set()
+        return self._client_tree.sample(engine)[0]
 
     def _sample(self) -> None:
         busy, steal = _busy_and_steal(psutil.cpu_times())
-        try:
-            client = _proc_cpu(self._me)
-        except psutil.Error:
-            client = 0.0
         engine = self._engine_cpu()
+        client = self._client_cpu()
         with self._lock:
             self._samples.append(_Sample(time.monotonic(), busy, steal, client, engine))
             self._load.append(os.getloadavg()[0])
@@ -163,6 +202,7 @@ class HostMonitor:
             samples=len(s),
             busy_cores=busy,
             client_cores=client,
+            client_processes=self.client_processes,
             engine_cores=engine,
             engine_pid=self.engine_pid,
             engine_lost=self._engine_lost,

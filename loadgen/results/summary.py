@@ -247,6 +247,7 @@ class HostStats:
     samples: int = 0
     busy_cores: float | None = None
     client_cores: float | None = None
+    client_processes: int = 1  # the client's processes (worker processes of --workers N)
     engine_cores: float | None = None  # None: the engine's PID is unknown (not launched here)
     engine_pid: int | None = None
     engine_lost: bool = False

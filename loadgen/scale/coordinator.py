@@ -20,6 +20,7 @@ import contextlib
 import signal
 import sys
 import time
+import uuid
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
@@ -27,8 +28,10 @@ from typing import Any
 
 import httpx
 
+from loadgen.client.benchmark import prefix_cache_stats, window_prompt_tokens
 from loadgen.client.connect import CertificateError
 from loadgen.client.endpoint import EndpointError
+from loadgen.client.host import HostMonitor, pid_listening_on
 from loadgen.client.scrape import Scrapes, consistent
 from loadgen.client.stop import StopSignals
 from loadgen.client.tally import window_bounds
@@ -38,8 +41,9 @@ from loadgen.engines import make_adapter
 from loadgen.results.config import RunConfig
 from loadgen.results.files import write_json
 from loadgen.results.manifest import build_manifest
+from loadgen.results.records import iter_records
 from loadgen.results.redact import redact_url
-from loadgen.results.summary import Summary
+from loadgen.results.summary import HostStats, PrefixCacheStats, Summary
 from loadgen.scale.handles import LocalWorker, WorkerDied, WorkerHandle
 from loadgen.scale.merge import (
     ClockOffset,
@@ -75,7 +79,8 @@ async def _wait(fut: Future[Any]) -> Any:
 
 
 class Coordinator:
-    def __init__(self, cfg: RunConfig, prompts: PromptFile, handles: list[WorkerHandle]) -> None:
+    def __init__(self, cfg: RunConfig, prompts: PromptFile, handles: list[WorkerHandle],
+                 host_monitor: HostMonitor | None = None) -> None:
         self.cfg = cfg
         self.prompts = prompts
         self.handles = handles
@@ -94,6 +99,11 @@ class Coordinator:
         self.window: dict[str, Any] = {}
         self.scrapes = Scrapes(self.adapter, self.warnings)
         self.probe: dict[str, Any] = {}
+        self.prefix_cache_policy: str | None = None
+        self.start_ns: int | None = None  # the measured phase's common start (this clock)
+        # who used this host's CPU in the window (worker processes on this host only)
+        self.host_monitor = host_monitor
+        self.host: HostStats | None = None
 
     def request_stop(self) -> None:
         """From a signal handler (StopSignals): interrupt on the coordinator's loop."""
@@ -141,10 +151,6 @@ class Coordinator:
         for k, h in enumerate(self.handles):
             if not h.shared_clock and self.deaths[k] is None:
                 self.offsets[k] = await loop.run_in_executor(None, probe_clock, h.clock_ns)
-        try:  # a certificate that does not verify fails every request: say so once, up front
-            await self.wire.connector.check_certificate()
-        except CertificateError as exc:
-            raise EndpointError(str(exc)) from None
         async with self.wire.http_client() as http:
             try:
                 try:
@@ -153,19 +159,33 @@ class Coordinator:
                     self.warnings.append(f"probe failed: {exc!r}")
                 self.adapter.start_polling(http)
                 await self.scrapes.take(http, "run_start")
-                await self._all([h.warmup() for h in self.handles])
+                # the run's prefill its own (a salt the workers send, or a flush), renewed at
+                # the window's opening so the warm-up's prefill is not reused in it
+                self.prefix_cache_policy = await self.adapter.prepare_prefix_cache(
+                    http, self.cfg.keep_prefix_cache, f"loadgen-{uuid.uuid4().hex}")
+                await self._all([h.warmup(self.adapter.cache_salt) for h in self.handles])
+                await self.adapter.renew_prefix_cache(http, self.prefix_cache_policy,
+                                                      f"loadgen-{uuid.uuid4().hex}")
                 await self.scrapes.take(http, "window_start")
                 start = _now_ns() + START_MARGIN_NS + max(o.error_ns for o in self.offsets)
-                measures = [h.measure(start + self.offsets[k].offset_ns)
+                self.start_ns = start
+                measures = [h.measure(start + self.offsets[k].offset_ns, self.adapter.cache_salt)
                             for k, h in enumerate(self.handles)]
+                if self.host_monitor is not None:
+                    await asyncio.sleep(max(0.0, (start - _now_ns()) / 1e9))
+                    self.host_monitor.start()
                 ends = await self._all([h.window_end() for h in self.handles])
                 end_local = [e - self.offsets[k].offset_ns for k, e in enumerate(ends)
                              if e is not None]
                 end = max(end_local) if end_local else _now_ns()
                 await self.scrapes.take(http, "window_end")
                 self.results = await self._all(measures)
+                if self.host_monitor is not None:  # as a single process: the drain included
+                    self.host = self.host_monitor.stop()
                 await self.scrapes.take(http, "run_end")
             finally:
+                if self.host_monitor is not None:
+                    self.host_monitor.stop()  # interrupted: stop its thread (idempotent)
                 await self.adapter.stop_polling()
                 for sig in (signal.SIGINT, signal.SIGTERM) if self.own_signals else ():
                     with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -209,7 +229,8 @@ class Coordinator:
             [shard_path(cfg.out, k) for k in range(len(self.handles))], self.offsets, window,
             cfg.request_rate is not None, acceptance=acceptance, counter_delta=window_delta,
             run_counter_delta=run_delta, client=client,
-            sampling=cfg.sampling())
+            sampling=cfg.sampling(), host=self.host)
+        summary.prefix_cache = self._prefix_cache(window_delta, summary.warnings)
         bad = [w for w in client.workers or [] if w.overloaded]
         summary.warnings.extend(f"worker {w.index} is overloaded (event-loop lag p99 "
                                 f"{w.loop_lag_ms.p99:.2f} ms)" for w in bad)
@@ -217,6 +238,37 @@ class Coordinator:
         summary.interrupted = self.interrupted
         summary.token_count_source = self.adapter.token_count_source
         return summary
+
+
+    def partial_summary(self) -> Summary:
+        """On a second interrupt: the summary of the shards as they are (local workers only),
+        the window from the common start to now, no server counters."""
+        start = self.start_ns or _now_ns()
+        window = window_bounds(start, max(start, _now_ns()), None)
+        summary = summarize_shards(
+            [shard_path(self.cfg.out, k) for k in range(len(self.handles))], self.offsets,
+            window, self.cfg.request_rate is not None, acceptance=None, counter_delta=None,
+            run_counter_delta=None, client=None, sampling=self.cfg.sampling())
+        summary.warnings = [self.wire.scrub(w) for w in [
+            *self.warnings, "partial summary written on a second interrupt: requests still in "
+            "flight have no record; no server counters"]]
+        summary.interrupted = True
+        return summary
+
+    def _prefix_cache(self, window_delta: dict[str, float] | None,
+                      warnings: list[str]) -> PrefixCacheStats:
+        """As a single-process run's (loadgen/client/benchmark.py), the prompt tokens sent in
+        the window counted from every shard against the window mapped to its worker's clock."""
+        w = self.window
+        sent = 0.0
+        for k, off in enumerate(self.offsets):
+            shard = shard_path(self.cfg.out, k)
+            if shard.exists():
+                sent += window_prompt_tokens(iter_records(shard), w["start_ns"] + off.offset_ns,
+                                             w["end_ns"] + off.offset_ns)
+        end = self.scrapes.snapshots.get("run_end" if w["includes_drain"] else "window_end")
+        return prefix_cache_stats(self.adapter, self.prefix_cache_policy, window_delta, end,
+                                  sent, warnings)
 
 
 def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
@@ -228,7 +280,11 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
     StopSignals (a first signal stops the workers; a second exits at once, no partial summary)."""
     if cfg.category_windows:
         raise ValueError("--category-windows is not supported with --workers or --ray")
-    build_wire(cfg)  # a URL, header, CA bundle or proxy the run cannot use: before any worker
+    wire = build_wire(cfg)  # a URL, header, CA bundle or proxy the run cannot use: first
+    try:  # a certificate that does not verify fails every request: say so before writing
+        asyncio.run(wire.connector.check_certificate(cfg.probe_timeout_s))
+    except CertificateError as exc:
+        raise EndpointError(str(exc)) from None
     out = cfg.out
     out.mkdir(parents=True, exist_ok=True)
     for old in [out / "requests.jsonl", *out.glob("requests.*.jsonl")]:
@@ -237,6 +293,7 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
     manifest["status"] = "running"
     if engine is not None:
         manifest["engine"] = engine
+    monitor: HostMonitor | None = None  # on this host's CPU: worker processes only
     if cfg.ray:
         from loadgen.scale.rayactors import start_ray_workers
 
@@ -247,17 +304,33 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
         n, note = plan_workers(cfg)
         handles = [LocalWorker(s, prompts, use_uvloop) for s in worker_specs(cfg, n, out)]
         scale = {"backend": "processes"}
+        pid = (engine or {}).get("pid") or pid_listening_on(cfg.endpoint)
+        monitor = HostMonitor(int(pid) if pid else None, client_tree=True,
+                              client_processes=len(handles))
     if note:
         print(f"loadgen run: {note}", file=sys.stderr)
     scale.update(workers=len(handles), note=note, detail=[h.describe() for h in handles])
     manifest["scale"] = scale
     write_json(out / "manifest.json", manifest)
-    coord = Coordinator(cfg, prompts, handles)
+    coord = Coordinator(cfg, prompts, handles, monitor)
     for notice in coord.wire.notices:
         print(f"loadgen: WARNING: {notice}", file=sys.stderr)
+    def save_partial() -> str | None:
+        """A second signal: the shards as they are (worker processes write them here; a Ray
+        run's are on its nodes: nothing to save)."""
+        if cfg.ray:
+            return None
+        for h in handles:  # exiting now: no worker may append after the summary is taken
+            if isinstance(h, LocalWorker):
+                h.kill()
+        write_json(out / "summary.json", coord.partial_summary().to_dict())
+        manifest["status"] = "interrupted"
+        write_json(out / "manifest.json", manifest)
+        return str(out)
+
     if signals is not None:
         coord.own_signals = False
-        signals.attach(coord.request_stop, lambda: None)
+        signals.attach(coord.request_stop, save_partial)
     try:
         if use_uvloop:
             import uvloop

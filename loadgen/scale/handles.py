@@ -35,8 +35,8 @@ class WorkerHandle(Protocol):
 
     def ready(self) -> Future[Any]: ...
     def clock_ns(self) -> int: ...
-    def warmup(self) -> Future[dict[str, Any]]: ...
-    def measure(self, start_ns: int) -> Future[dict[str, Any]]: ...
+    def warmup(self, salt: str | None) -> Future[dict[str, Any]]: ...
+    def measure(self, start_ns: int, salt: str | None) -> Future[dict[str, Any]]: ...
     def window_end(self) -> Future[int]: ...
     def stop(self) -> None: ...
     def issued(self) -> int: ...
@@ -77,9 +77,9 @@ def _worker_main(conn: Connection, spec: WorkerSpec, prompts: PromptFile, use_uv
         if op == "clock":
             send(("ok", rid, _now_ns()))
         elif op == "warmup":
-            core.warmup().add_done_callback(partial(reply, rid))
+            core.warmup(arg).add_done_callback(partial(reply, rid))
         elif op == "measure":
-            core.measure(arg).add_done_callback(partial(reply, rid))
+            core.measure(*arg).add_done_callback(partial(reply, rid))
         elif op == "window_end":
             core.window_end().add_done_callback(partial(reply, rid))
         elif op == "stop":
@@ -165,11 +165,11 @@ class LocalWorker:
     def clock_ns(self) -> int:
         return int(self._request("clock").result(timeout=30))
 
-    def warmup(self) -> Future[dict[str, Any]]:
-        return self._request("warmup")
+    def warmup(self, salt: str | None) -> Future[dict[str, Any]]:
+        return self._request("warmup", salt)
 
-    def measure(self, start_ns: int) -> Future[dict[str, Any]]:
-        return self._request("measure", start_ns)
+    def measure(self, start_ns: int, salt: str | None) -> Future[dict[str, Any]]:
+        return self._request("measure", (start_ns, salt))
 
     def window_end(self) -> Future[int]:
         return self._request("window_end")
@@ -189,6 +189,11 @@ class LocalWorker:
     def describe(self) -> dict[str, Any]:
         return {"index": self.index, "node": self.node, "pid": self.proc.pid,
                 "shard": self.spec.shard.name}
+
+    def kill(self) -> None:
+        """At once (a second interrupt): its shard stays as it is."""
+        self.proc.kill()
+        self.proc.join(timeout=5)
 
     def close(self) -> None:
         if self._died is None:

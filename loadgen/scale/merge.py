@@ -16,7 +16,13 @@ from loadgen.client.plan import iter_items
 from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
 from loadgen.results.records import ERROR, RecordWriter, RequestRecord, iter_records
-from loadgen.results.summary import AcceptanceSummary, ClientStats, Summary, WorkerClient
+from loadgen.results.summary import (
+    AcceptanceSummary,
+    ClientStats,
+    HostStats,
+    Summary,
+    WorkerClient,
+)
 
 _now_ns = time.monotonic_ns
 
@@ -141,7 +147,8 @@ def summarize_shards(shards: list[Path], offsets: list[ClockOffset], window: dic
                      counter_delta: dict[str, float] | None,
                      run_counter_delta: dict[str, float] | None,
                      client: ClientStats | None,
-                     sampling: dict[str, Any] | None = None) -> Summary:
+                     sampling: dict[str, Any] | None = None,
+                     host: HostStats | None = None) -> Summary:
     """Every number from every shard, streamed; each shard measured against the window mapped
     to its worker's clock."""
     acc = SummaryAccumulator(window, rate_mode)
@@ -151,4 +158,5 @@ def summarize_shards(shards: list[Path], offsets: list[ClockOffset], window: dic
             for r in iter_records(shard):
                 acc.add(r)
     return acc.finish(acceptance=acceptance, counter_delta=counter_delta,
-                      run_counter_delta=run_counter_delta, client=client, sampling=sampling)
+                      run_counter_delta=run_counter_delta, client=client, sampling=sampling,
+                      host=host)

@@ -85,11 +85,11 @@ class RayActor:
     def clock_ns(self) -> int:
         return time.monotonic_ns()
 
-    def warmup(self) -> dict[str, Any]:
-        return self.core.warmup().result()
+    def warmup(self, salt: str | None) -> dict[str, Any]:
+        return self.core.warmup(salt).result()
 
-    def measure(self, start_ns: int) -> dict[str, Any]:
-        return self.core.measure(start_ns).result()
+    def measure(self, start_ns: int, salt: str | None) -> dict[str, Any]:
+        return self.core.measure(start_ns, salt).result()
 
     def window_end(self) -> int:
         return self.core.window_end().result()
@@ -178,11 +178,11 @@ class RayWorker:
     def clock_ns(self) -> int:
         return int(self._ray.get(self.actor.clock_ns.remote()))
 
-    def warmup(self) -> Future[dict[str, Any]]:
-        return self._future(self.actor.warmup.remote())
+    def warmup(self, salt: str | None) -> Future[dict[str, Any]]:
+        return self._future(self.actor.warmup.remote(salt))
 
-    def measure(self, start_ns: int) -> Future[dict[str, Any]]:
-        fut = self._future(self.actor.measure.remote(start_ns))
+    def measure(self, start_ns: int, salt: str | None) -> Future[dict[str, Any]]:
+        fut = self._future(self.actor.measure.remote(start_ns, salt))
         self._measuring.set()
 
         def ended(f: Future[Any]) -> None:

@@ -162,11 +162,14 @@ class WorkerCore:
     def issued(self) -> int:
         return int(self._issued.value)
 
-    def warmup(self) -> Future[dict[str, Any]]:
-        return self._call(self._warmup())
+    def warmup(self, salt: str | None = None) -> Future[dict[str, Any]]:
+        """The warm-up share; ``salt``: the run's prefix-cache salt (the coordinator's
+        policy, docs/METRICS.md "Prefix cache"), None to send none."""
+        return self._call(self._warmup(salt))
 
-    async def _warmup(self) -> dict[str, Any]:
+    async def _warmup(self, salt: str | None) -> dict[str, Any]:
         cfg, spec = self.spec.cfg, self.spec
+        self.adapter.cache_salt = salt
         n = share_count(cfg.effective_warmup(), spec.index, spec.workers)
         if n:
             conc = cfg.concurrency or cfg.max_concurrency or cfg.effective_warmup()
@@ -174,8 +177,10 @@ class WorkerCore:
             await self.driver.closed_loop(self._items, n, None, conc)
         return {"warmup_end_ns": _now_ns(), "warmup_requests": n}
 
-    def measure(self, start_ns: int) -> Future[dict[str, Any]]:
-        return self._call(self._measure(start_ns))
+    def measure(self, start_ns: int, salt: str | None = None) -> Future[dict[str, Any]]:
+        """The measured share from ``start_ns`` (this worker's clock); ``salt``: the window's
+        prefix-cache salt (a new one: the warm-up's prefill is not reused)."""
+        return self._call(self._measure(start_ns, salt))
 
     def window_end(self) -> Future[int]:
         return self._window_end
@@ -187,8 +192,9 @@ class WorkerCore:
             self.driver.cancel_all()
         self.loop.call_soon_threadsafe(_stop)
 
-    async def _measure(self, start_ns: int) -> dict[str, Any]:
+    async def _measure(self, start_ns: int, salt: str | None) -> dict[str, Any]:
         cfg, spec, drv = self.spec.cfg, self.spec, self.driver
+        self.adapter.cache_salt = salt
         delay = (start_ns - _now_ns()) / 1e9
         if delay > 0:
             await asyncio.sleep(delay)
