@@ -12,7 +12,8 @@ their events. Scaling efficiency at N = events/s(N) / (N x events/s(1 worker)). 
 when the engines and the workers saturate the cores, which the figures show.
 
     python scripts/bench_scale.py [--engines 3] [--streams 256] [--requests 1500]
-        [--tokens 256] [--big 100000] [--skip-ray] [--skip-big]
+        [--tokens 256] [--big 100000] [--big-tokens 256] [--skip-ray] [--skip-big]
+        [--only-scan | --only-big]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import contextlib
 import importlib.util
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -100,16 +102,30 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=1500)
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--big", type=int, default=100_000)
+    ap.add_argument("--big-tokens", type=int, default=256,
+                    help="tokens per request of the --big run (4 makes 1,000,000 requests "
+                         "a matter of minutes: memory grows with requests, not events)")
     ap.add_argument("--scan-step-ms", type=float, default=25.0)
     ap.add_argument("--scan", default="250,500,1000,2000,3000",
                     help="stream counts for the overload scan ('' to skip)")
     ap.add_argument("--only-scan", action="store_true")
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--skip-big", action="store_true")
+    ap.add_argument("--only-big", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    try:
+        return run_all(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # shards of the big run: hundreds of MB
+
+
+def run_all(args: argparse.Namespace, tmp: Path) -> int:
     ds = dataset(tmp / "ds.jsonl")
     prompts = read_prompts(ds)
+    if args.only_big:
+        big(args, tmp, ds, prompts)
+        return 0
     print(f"host: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} "
           f"(shared machine); {args.engines} synthetic --fast engines (SD off), "
           f"{args.streams} streams x {args.requests} requests x {args.tokens} tokens")
@@ -168,15 +184,14 @@ def scan(args: argparse.Namespace, tmp: Path, prompts: PromptFile) -> None:
         print("overload scan skipped: needs 2 cores and CPU affinity")
         return
     step = args.scan_step_ms
-    print(f"overload scan: 1 worker on CPU 1, {args.engines} engines on CPU 0 paced at {step:g} "
+    print(f"overload scan: 1 worker on CPU 1, one engine on CPU 0 paced at {step:g} "
           f"ms per step ({1000 / step:.0f} tokens/s per stream), 64 tokens, 3 requests per "
           f"stream:")
     mask = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {1})  # the worker processes spawned below inherit it
     engines = [SyntheticProcess(["--protocol", "vllm", "--no-spec", "--model-name", "m",
                                  "--step-base-ms", f"{step:g}", "--per-token-ms", "0",
-                                 "--max-num-seqs", "100000"], cpu=0).start()
-               for _ in range(args.engines)]
+                                 "--max-num-seqs", "100000"], cpu=0).start()]
     try:
         for c in (int(x) for x in args.scan.split(",")):
             cfg = RunConfig(endpoint=engines[0].url, engine="vllm", out=tmp / f"scan{c}",
@@ -203,7 +218,8 @@ def big(args: argparse.Namespace, tmp: Path, ds: Path, prompts: PromptFile) -> N
     try:
         out = tmp / "big"
         cfg = RunConfig(endpoint=engines[0].url, engine="vllm", out=out, model="m",
-                        output_len=256, concurrency=args.streams, num_requests=args.big)
+                        output_len=args.big_tokens, concurrency=args.streams,
+                        num_requests=args.big)
         t = time.monotonic()
         s = local(cfg, prompts, 2, [e.url for e in engines])
         wall = time.monotonic() - t
@@ -213,7 +229,8 @@ def big(args: argparse.Namespace, tmp: Path, ds: Path, prompts: PromptFile) -> N
     coord = peak_rss_mb()
     size = sum(p.stat().st_size for p in out.glob("requests.*.jsonl")) / 1e6
     workers = ", ".join(f"{w.max_rss_mb:.0f}" for w in s.client.workers or [])
-    print(f"\n{args.big} requests x 256 tokens, 2 workers: {s.requests.ok}/{s.requests.total} "
+    print(f"\n{args.big} requests x {args.big_tokens} tokens, 2 workers: "
+          f"{s.requests.ok}/{s.requests.total} "
           f"ok in {wall:.0f} s, shards {size:.0f} MB; peak RSS coordinator {coord:.0f} MB "
           f"(this process, summary streamed from the shards included), workers {workers} MB "
           f"(target < 500 MB each); ITL percentiles from a histogram: "
