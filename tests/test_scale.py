@@ -191,54 +191,68 @@ def test_ray_two_nodes_equal_truth(synthetic, tmp_path, ray_cluster):
     assert share_count(30, 0, 2) == sum(1 for r in read_run_records(out) if r["index"] % 2 == 0)
 
 
-def test_a_killed_ray_actor_is_accounted_for(synthetic, tmp_path, ray_cluster):
-    """An actor killed mid-run: its records up to its death come back from its node, and the
-    conversations it had in flight (from its count kept on that node) become error records."""
+def _ray_run_killing(synthetic, tmp_path, ray_address: str, victim, what: str):
+    """A --ray run of 80 requests (2 workers, 3 streams each) in which ``victim(done)`` (the
+    number of requests the engine has completed) names a PID to SIGKILL once it returns one.
+    Returns (exit code, stderr, summary, records, the dead worker's index, the engine's truth)."""
     truth = tmp_path / "truth.jsonl"
     ds = make_dataset(tmp_path / "ds.jsonl", n=40)
     eng = synthetic(*engine_args("vllm", truth, "--step-base-ms", "20"))
     out = tmp_path / "out"
-    before = set(Path(tempfile.gettempdir()).glob("loadgen-shard-*"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
          "--model", "m", "--dataset", str(ds), "--output-len", "16", "--concurrency", "6",
-         "--num-requests", "80", "--warmup-requests", "0", "--ray", ray_cluster, "--out",
+         "--num-requests", "80", "--warmup-requests", "0", "--ray", ray_address, "--out",
          str(out), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        def victim() -> int | None:
+        def pid() -> int | None:
             try:
                 done = truth.read_text().count("\n")
             except OSError:
                 return None
-            pids = subprocess.run(["pgrep", "-f", "ray::RayActor"], capture_output=True,
-                                  text=True).stdout.split()
-            return int(pids[0]) if done >= 12 and len(pids) == 2 else None
+            return victim(done)
 
-        os.kill(_wait_for(victim, 180, "12 requests done and two actors"), signal.SIGKILL)
-        _, err = proc.communicate(timeout=240)
+        os.kill(_wait_for(pid, 180, what), signal.SIGKILL)
+        _, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    assert "died" in err
     s = Summary.from_dict(json.loads((out / "summary.json").read_text()))
     dead = [w.index for w in s.client.workers if w.status == "died"]
     assert len(dead) == 1 and len(s.client.workers) == 2
     k = dead[0]
     recs = read_run_records(out)
+    # the live worker did its whole share, each request once
+    assert sorted(r["index"] for r in recs if r["index"] % 2 != k) == list(range(1 - k, 80, 2))
+    assert s.requests.total == len(recs)
+    return err, s, recs, k, read_truth(truth)
+
+
+def test_a_killed_ray_actor_is_accounted_for(synthetic, tmp_path, ray_cluster):
+    """An actor killed mid-run: its records up to its death come back from its node, and the
+    conversations it had in flight (from its count kept on that node) become error records."""
+    before = set(Path(tempfile.gettempdir()).glob("loadgen-shard-*"))
+
+    def actor(done: int) -> int | None:
+        pids = subprocess.run(["pgrep", "-f", "ray::RayActor"], capture_output=True,
+                              text=True).stdout.split()
+        return int(pids[0]) if done >= 12 and len(pids) == 2 else None
+
+    err, s, recs, k, truth = _ray_run_killing(synthetic, tmp_path, ray_cluster, actor,
+                                              "12 requests done and two actors")
+    assert "died" in err
     mine = sorted(r["index"] for r in recs if r["index"] % 2 == k)
     died = [r for r in recs if r["error"] and f"worker {k} died" in r["error"]]
-    # the live worker did its whole share; the dead one's records are exactly the
-    # conversations it had started (a prefix of its share), each once: the finished ones
-    # fetched from its node, the ones in flight as errors
-    assert sorted(r["index"] for r in recs if r["index"] % 2 != k) == list(range(1 - k, 80, 2))
+    # the dead worker's records are exactly the conversations it had started (a prefix of its
+    # share), each once: the finished ones fetched from its node, the ones in flight as errors
     assert mine == list(range(k, k + 2 * len(mine), 2))
     assert 1 <= len(died) <= 3  # its 3 streams in flight at most
     assert len(mine) - len(died) >= 1  # finished records came back from the dead actor's node
-    assert s.requests.total == len(recs) and s.requests.error == len(died)
+    assert s.requests.error == len(died)
     # every ok record is a request the engine completed (none invented, none counted twice)
-    served = [r for r in read_truth(truth) if r["status"] == "ok"]
+    served = [r for r in truth if r["status"] == "ok"]
     assert s.requests.ok == len(recs) - len(died) <= len(served)
     assert any("fetched from its node" in w and "accounted as errors" in w for w in s.warnings)
     # what the actors left on their nodes (shards, counters) is removed, the dead one's too
@@ -248,46 +262,21 @@ def test_a_killed_ray_actor_is_accounted_for(synthetic, tmp_path, ray_cluster):
 def test_a_lost_ray_node_is_accounted_for(synthetic, tmp_path, ray_cluster):
     """The second node's raylet killed mid-run: its actor and its shard go with it; every
     conversation that worker had started by its last report is an error record, none missing."""
-    ds = make_dataset(tmp_path / "ds.jsonl", n=40)
-    truth = tmp_path / "truth.jsonl"
-    eng = synthetic(*engine_args("vllm", truth, "--step-base-ms", "20"))
-    out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
-         "--model", "m", "--dataset", str(ds), "--output-len", "16", "--concurrency", "6",
-         "--num-requests", "80", "--warmup-requests", "0", "--ray", ray_cluster, "--out",
-         str(out), "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        def second_raylet() -> int | None:
-            try:
-                done = truth.read_text().count("\n")
-            except OSError:
-                return None
-            rows = subprocess.run(["pgrep", "-a", "raylet"], capture_output=True,
-                                  text=True).stdout.splitlines()
-            other = [int(r.split()[0]) for r in rows if "--head" not in r.split()]
-            return other[0] if done >= 12 and len(other) == 1 else None
+    def second_raylet(done: int) -> int | None:
+        rows = subprocess.run(["pgrep", "-a", "raylet"], capture_output=True,
+                              text=True).stdout.splitlines()
+        other = [int(r.split()[0]) for r in rows if "--head" not in r.split()]
+        return other[0] if done >= 12 and len(other) == 1 else None
 
-        os.kill(_wait_for(second_raylet, 180, "12 requests done"), signal.SIGKILL)
-        _, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    s = Summary.from_dict(json.loads((out / "summary.json").read_text()))
-    dead = [w.index for w in s.client.workers if w.status == "died"]
-    assert len(dead) == 1
-    k = dead[0]
-    recs = read_run_records(out)
+    _, s, recs, k, _ = _ray_run_killing(synthetic, tmp_path, ray_cluster, second_raylet,
+                                        "12 requests done")
     mine = sorted(r["index"] for r in recs if r["index"] % 2 == k)
     lost = [r for r in recs if r["error"] and "its record was lost" in r["error"]]
-    assert sorted(r["index"] for r in recs if r["index"] % 2 != k) == list(range(1 - k, 80, 2))
     # the lost worker's records are the conversations it had started by its last report, all
     # errors, in its share's order; it had finished some before the kill (12 done in all)
     assert mine == list(range(k, k + 2 * len(mine), 2)) == sorted(r["index"] for r in lost)
     assert len(mine) >= 3
-    assert s.requests.total == len(recs) and s.requests.error == len(lost)
+    assert s.requests.error == len(lost)
     assert any("records are lost" in w and "started accounted as errors" in w
                for w in s.warnings)
 
