@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -354,6 +355,30 @@ def test_ctrl_c_stops_worker_processes_with_a_summary(synthetic, tmp_path, signa
         assert any("partial summary" in w for w in s.warnings)
     else:
         assert s.requests.cancelled >= 1 and s.server_counters.run_delta
+
+
+def test_a_worker_that_cannot_write_its_records_stops_the_run_loudly(synthetic, tmp_path):
+    """A full disk, as the per-file size limit (EFBIG) the worker processes inherit: the worker
+    stops, the coordinator stops the others; one line, exit 1, manifest ``failed``, a summary
+    of every request whose record was written."""
+    eng = synthetic("--protocol", "vllm", "--fast", "--model-name", "m")
+    ds = make_dataset(tmp_path / "ds.jsonl", n=40)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
+         "--model", "m", "--dataset", str(ds), "--output-len", "64", "--concurrency", "4",
+         "--num-requests", "400", "--workers", "2", "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=180,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000)))
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("loadgen run: worker ") and "cannot write a record" in last
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "cannot write a record" in manifest["error"]
+    s = Summary.from_dict(json.loads((out / "summary.json").read_text()))
+    assert 0 < s.requests.total + s.requests.warmup == len(read_run_records(out)) < 400
+    assert any("cannot write a record" in w for w in s.warnings)
 
 
 def test_workers_auto_says_what_it_picked(synthetic, tmp_path):

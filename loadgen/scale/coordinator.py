@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from loadgen.client.benchmark import prefix_cache_stats, window_prompt_tokens
+from loadgen.client.benchmark import RunFailed, prefix_cache_stats, window_prompt_tokens
 from loadgen.client.connect import CertificateError
 from loadgen.client.endpoint import EndpointError
 from loadgen.client.host import HostMonitor, pid_listening_on
@@ -100,6 +100,7 @@ class Coordinator:
         self.scrapes = Scrapes(self.adapter, self.warnings)
         self.probe: dict[str, Any] = {}
         self.prefix_cache_policy: str | None = None
+        self.failure: str | None = None  # a worker could not write its records: run stopped
         self.start_ns: int | None = None  # the measured phase's common start (this clock)
         # who used this host's CPU in the window (worker processes on this host only)
         self.host_monitor = host_monitor
@@ -124,6 +125,15 @@ class Coordinator:
             self.deaths[k] = h.death() or f"worker {k}: {exc}"
             print(f"loadgen run: {self.deaths[k]}; the run goes on without it",
                   file=sys.stderr)
+
+    def _on_measured(self, fut: Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None or not fut.result().get("failure"):
+            return
+        if self.failure is None:
+            self.failure = fut.result()["failure"]
+            for h in self.handles:
+                with contextlib.suppress(Exception):
+                    h.stop()
 
     async def _all(self, futs: list[Future[Any]]) -> list[Any]:
         out = []
@@ -171,6 +181,9 @@ class Coordinator:
                 self.start_ns = start
                 measures = [h.measure(start + self.offsets[k].offset_ns, self.adapter.cache_salt)
                             for k, h in enumerate(self.handles)]
+                for fut in measures:  # a worker that cannot write its records stops the run
+                    fut.add_done_callback(
+                        lambda f: loop.call_soon_threadsafe(self._on_measured, f))
                 if self.host_monitor is not None:
                     await asyncio.sleep(max(0.0, (start - _now_ns()) / 1e9))
                     self.host_monitor.start()
@@ -198,6 +211,7 @@ class Coordinator:
                 self.warnings.extend(f"internal error in worker {k}: {f}"
                                      for f in res["failures"])
                 self.interrupted = self.interrupted or res["interrupted"]
+                self.failure = self.failure or res.get("failure")
         self.window = window_bounds(start, end, max(last_ends) if last_ends else None)
 
     def account(self) -> None:
@@ -234,7 +248,9 @@ class Coordinator:
         bad = [w for w in client.workers or [] if w.overloaded]
         summary.warnings.extend(f"worker {w.index} is overloaded (event-loop lag p99 "
                                 f"{w.loop_lag_ms.p99:.2f} ms)" for w in bad)
-        summary.warnings = [self.wire.scrub(w) for w in self.warnings + notes + summary.warnings]
+        failed = [self.failure] if self.failure else []
+        summary.warnings = [self.wire.scrub(w) for w in
+                            self.warnings + failed + notes + summary.warnings]
         summary.interrupted = self.interrupted
         summary.token_count_source = self.adapter.token_count_source
         return summary
@@ -360,7 +376,12 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
                        "clock": "coordinator"}
     # peak resident memory of this coordinator (the summary streamed from the shards included)
     scale["coordinator_max_rss_mb"] = peak_rss_mb()
-    manifest["status"] = "interrupted" if coord.interrupted else "complete"
+    manifest["status"] = ("failed" if coord.failure else
+                          "interrupted" if coord.interrupted else "complete")
+    if coord.failure:
+        manifest["error"] = coord.failure
     manifest["server"] = coord.probe
     write_json(out / "manifest.json", manifest)
+    if coord.failure:
+        raise RunFailed(coord.failure)
     return summary

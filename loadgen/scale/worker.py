@@ -128,6 +128,7 @@ class WorkerCore:
         spec.shard.parent.mkdir(parents=True, exist_ok=True)
         self.writer = RecordWriter(spec.shard)
         self.tally = RecordTally()
+        self.failure: str | None = None  # a record could not be written: the run must stop
         self._issued = issued if issued is not None else Counter()
         self._window_end: Future[int] = Future()
         self._items = iter_items(prompts, cfg.seed, cfg.effective_warmup(), cfg.shuffle,
@@ -155,8 +156,16 @@ class WorkerCore:
     def _on_record(self, d: dict[str, Any]) -> None:
         if d["error"]:  # a server may echo a key or URL back in its error text
             d["error"] = self.wire.scrub(d["error"])
-        self.writer.write(d)
-        self.tally.add(d)
+        self.tally.add(d)  # kept even when the file cannot take it
+        if self.failure is not None:
+            return
+        try:
+            self.writer.write(d)
+        except OSError as exc:  # a full disk: this worker stops, and the coordinator the run
+            self.failure = (f"worker {self.spec.index}: cannot write a record to "
+                            f"{self.spec.shard} ({exc.strerror or exc}); the run was stopped")
+            self.driver.stop.set()
+            self.driver.cancel_all()
 
     @property
     def issued(self) -> int:
@@ -244,7 +253,8 @@ class WorkerCore:
                 "failures": [self.wire.scrub(f"{type(e).__name__}: {e}")
                              for e in drv.failures],
                 "max_rss_mb": peak_rss_mb(),
-                "interrupted": drv.stop.is_set()}
+                "failure": self.failure,
+                "interrupted": drv.stop.is_set() and self.failure is None}
 
     def close(self) -> None:
         async def _close() -> None:
