@@ -97,3 +97,26 @@ def test_sweep_config_errors(tmp_path, capsys):
     assert "endpoint" in capsys.readouterr().err
     with pytest.raises(ValueError, match="METRIC_STAT_ms"):
         parse_slos("ttft=5")
+
+
+def test_default_table_gives_the_all_row_its_per_user_verdict(capsys, monkeypatch):
+    """The default job's "all" row shows the per-user speedup, so its verdict is the per-user
+    one, not the output tokens/s verdict printed under the table (they differ here)."""
+    from loadgen.sweep.default import print_comparison
+
+    monkeypatch.setenv("COLUMNS", "200")
+    cat = {"acceptance_length": 1.5, "speedup": 0.8, "speedup_low": 0.7, "speedup_high": 0.9,
+           "verdict": "loss", "suspect": []}
+    overall = {"acceptance_length": 1.36, "speedup": 0.86, "speedup_low": 0.70,
+               "speedup_high": 1.05, "verdict": "no clear gain", "per_user_speedup": 0.70,
+               "per_user_speedup_low": 0.61, "per_user_speedup_high": 0.79,
+               "per_user_verdict": "loss", "suspect": []}
+    print_comparison({"repeats": 3, "categories": {"coding": cat}, "overall": overall,
+                      "output_tokens_per_s": {"sd": {"mean": 75.6}, "off": {"mean": 88.4}},
+                      "acceptance_length_when_drafting": 3.4, "acceptance_source": "x",
+                      "suspect": []})
+    out = capsys.readouterr().out.splitlines()
+    all_row = next(ln for ln in out if ln.strip("│ ").startswith("all "))
+    assert "0.70x [0.61, 0.79]" in all_row and "slower" in all_row
+    assert "no clear gain" not in all_row
+    assert any("speedup 0.86x [0.70, 1.05] (no clear gain)" in ln for ln in out)
