@@ -17,6 +17,7 @@ from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
+from tests.builtin import smollm2_prompts
 from tests.vllm_cpu import require_vllm_cpu, start_vllm_cpu
 
 pytestmark = pytest.mark.real_engine
@@ -27,12 +28,7 @@ OUTPUT_LEN = 48
 
 
 def _prompts() -> PromptFile:
-    try:
-        from loadgen.data.builtin import builtin_prompts
-
-        pf = builtin_prompts("smollm2")
-    except ImportError as exc:  # the `data` extra is not installed
-        pytest.skip(f"cannot tokenize the built-in prompts: {exc}")
+    pf = smollm2_prompts()
     recs = [r for r in pf.records if r.category in COPY_HEAVY][:6]
     recs += [r for r in pf.records if r.category in ("writing", "qa")][:2]
     return PromptFile(header=pf.header, records=recs)

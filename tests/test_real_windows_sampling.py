@@ -14,6 +14,7 @@ from loadgen.data.prompts import PromptFile, read_prompts
 from loadgen.data.textfmt import TextPrompt, write_text_prompts
 from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
+from tests.builtin import smollm2_prompts
 from tests.vllm_cpu import start_vllm_cpu
 
 pytestmark = pytest.mark.real_engine
@@ -24,12 +25,7 @@ OUT = 16
 
 
 def _prompts() -> PromptFile:
-    try:
-        from loadgen.data.builtin import builtin_prompts
-
-        pf = builtin_prompts("smollm2")
-    except ImportError as exc:  # the `data` extra is not installed
-        pytest.skip(f"cannot tokenize the built-in prompts: {exc}")
+    pf = smollm2_prompts()
     recs = [r for c in CATS for r in [x for x in pf.records if x.category == c][:PER_CAT]]
     return PromptFile(header=pf.header, records=recs)
 

@@ -30,6 +30,12 @@ from tests.synthetic_data import CATEGORIES, make_dataset
 from tests.test_client_synthetic import engine_args, truth_al
 
 
+def _run_argv(url: str, ds: Path, out: Path, *flags: str) -> list[str]:
+    """`loadgen run` against the synthetic vLLM at ``url`` (model "m"), quiet, with ``flags``."""
+    return [sys.executable, "-m", "loadgen", "run", "--endpoint", url, "--engine", "vllm",
+            "--model", "m", "--dataset", str(ds), *flags, "--out", str(out), "--quiet"]
+
+
 def _check_against_truth(s: Summary, truth: Path, n: int) -> None:
     """Counts, run-wide counters, AL and per-category AL equal the truth log (no warm-up)."""
     recs = read_truth(truth)
@@ -100,10 +106,8 @@ def test_a_killed_worker_is_accounted_for(synthetic, tmp_path):
     eng = synthetic(*engine_args("vllm", tmp_path / "truth.jsonl", "--step-base-ms", "5"))
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
-         "--model", "m", "--dataset", str(ds), "--output-len", "16", "--concurrency", "8",
-         "--num-requests", "200", "--warmup-requests", "0", "--workers", "2", "--out",
-         str(out), "--quiet"],
+        _run_argv(eng.url, ds, out, "--output-len", "16", "--concurrency", "8", "--num-requests",
+                                    "200", "--warmup-requests", "0", "--workers", "2"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         def victim() -> int | None:
@@ -175,10 +179,8 @@ def test_ray_two_nodes_equal_truth(synthetic, tmp_path, ray_cluster):
     eng = synthetic(*engine_args("vllm", truth))
     out = tmp_path / "out"
     rc = subprocess.run(
-        [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
-         "--model", "m", "--dataset", str(ds), "--output-len", "16", "--concurrency", "6",
-         "--num-requests", "30", "--warmup-requests", "0", "--ray", ray_cluster, "--out",
-         str(out), "--quiet"],
+        _run_argv(eng.url, ds, out, "--output-len", "16", "--concurrency", "6", "--num-requests",
+                                    "30", "--warmup-requests", "0", "--ray", ray_cluster),
         capture_output=True, text=True, timeout=300)
     assert rc.returncode == 0, rc.stderr
     s = Summary.from_dict(json.loads((out / "summary.json").read_text()))
@@ -201,10 +203,8 @@ def _ray_run_killing(synthetic, tmp_path, ray_address: str, victim, what: str):
     eng = synthetic(*engine_args("vllm", truth, "--step-base-ms", "20"))
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
-         "--model", "m", "--dataset", str(ds), "--output-len", "16", "--concurrency", "6",
-         "--num-requests", "80", "--warmup-requests", "0", "--ray", ray_address, "--out",
-         str(out), "--quiet"],
+        _run_argv(eng.url, ds, out, "--output-len", "16", "--concurrency", "6", "--num-requests",
+                                    "80", "--warmup-requests", "0", "--ray", ray_address),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         def pid() -> int | None:
@@ -319,10 +319,8 @@ def test_ctrl_c_stops_worker_processes_with_a_summary(synthetic, tmp_path, signa
     ds = make_dataset(tmp_path / "ds.jsonl", n=40)
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
-         "--model", "m", "--dataset", str(ds), "--output-len", "32", "--concurrency", "8",
-         "--num-requests", "400", "--warmup-requests", "0", "--workers", "2", "--out",
-         str(out), "--quiet"],
+        _run_argv(eng.url, ds, out, "--output-len", "32", "--concurrency", "8", "--num-requests",
+                                    "400", "--warmup-requests", "0", "--workers", "2"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         def records() -> int:
@@ -365,9 +363,8 @@ def test_a_worker_that_cannot_write_its_records_stops_the_run_loudly(synthetic, 
     ds = make_dataset(tmp_path / "ds.jsonl", n=40)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
-         "--model", "m", "--dataset", str(ds), "--output-len", "64", "--concurrency", "4",
-         "--num-requests", "400", "--workers", "2", "--out", str(out), "--quiet"],
+        _run_argv(eng.url, ds, out, "--output-len", "64", "--concurrency", "4", "--num-requests",
+                                    "400", "--workers", "2"),
         capture_output=True, text=True, timeout=180,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000)))
     assert proc.returncode == 1, proc.stderr
@@ -386,10 +383,8 @@ def test_workers_auto_says_what_it_picked(synthetic, tmp_path):
     eng = synthetic("--protocol", "vllm", "--fast", "--model-name", "m")
     out = tmp_path / "out"
     rc = subprocess.run(
-        [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
-         "--model", "m", "--dataset", str(ds), "--output-len", "4", "--concurrency", "6",
-         "--num-requests", "12", "--warmup-requests", "0", "--workers", "auto",
-         "--out", str(out), "--quiet"],
+        _run_argv(eng.url, ds, out, "--output-len", "4", "--concurrency", "6", "--num-requests",
+                                    "12", "--warmup-requests", "0", "--workers", "auto"),
         capture_output=True, text=True, timeout=120)
     assert rc.returncode == 0, rc.stderr
     assert "--workers auto: 1 worker(s) (6 streams at" in rc.stderr

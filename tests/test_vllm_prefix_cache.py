@@ -12,6 +12,7 @@ import pytest
 from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
+from tests.builtin import smollm2_prompts
 from tests.vllm_cpu import start_vllm_cpu
 
 pytestmark = pytest.mark.real_engine
@@ -26,12 +27,7 @@ def vllm_server():
 
 
 def _prompts() -> PromptFile:
-    try:
-        from loadgen.data.builtin import builtin_prompts
-
-        pf = builtin_prompts("smollm2")
-    except ImportError as exc:
-        pytest.skip(f"cannot tokenize the built-in prompts: {exc}")
+    pf = smollm2_prompts()
     # the longest prompts: several 16-token blocks each, so reuse shows in the counters
     recs = sorted(pf.records, key=lambda r: -len(r.prompt_token_ids))[:6]
     return PromptFile(header=pf.header, records=recs)

@@ -11,6 +11,7 @@ from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
+from tests.builtin import smollm2_prompts
 from tests.wire_servers import NGINX, make_certs, start_nginx
 
 pytestmark = [pytest.mark.real_engine, pytest.mark.timeout(300)]
@@ -18,12 +19,7 @@ OUTPUT_LEN = 24
 
 
 def _prompts() -> PromptFile:
-    try:
-        from loadgen.data.builtin import builtin_prompts
-
-        pf = builtin_prompts("smollm2")
-    except ImportError as exc:
-        pytest.skip(f"cannot tokenize the built-in prompts: {exc}")
+    pf = smollm2_prompts()
     return PromptFile(header=pf.header, records=[r for r in pf.records if not r.turns][:4])
 
 

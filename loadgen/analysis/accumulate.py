@@ -105,6 +105,9 @@ class SummaryAccumulator:
         self.conn_known = 0  # records with connect_ns (warm-up included)
         self.connect = q()  # connect durations (ms) of the records that opened a connection
         self.bursts = q()  # events per read of ok measured requests (buffering.py)
+        # prompt tokens of the records whose first token came inside the window: the prefill
+        # the window's prefix-cache counters saw (docs/METRICS.md, "Prefix cache")
+        self.window_prompt_tokens = 0
 
     def edges(self, start_ns: int, end_ns: int) -> None:
         """The window's edges on the clock of the records fed next (default: the window's):
@@ -124,6 +127,10 @@ class SummaryAccumulator:
         if status != "ok":
             self.slack += r["expected_tokens"] - r["output_tokens"]
             self.error_reasons[one_line(r["error"] or "", 120)] += 1
+        first = r.get("first_token_ns")
+        if first and (self.window["start_ns"] + self._offset <= first
+                      <= self.window["end_ns"] + self._offset):
+            self.window_prompt_tokens += r["input_tokens"]
         arr = np.asarray(r["arrivals_ns"], dtype=np.int64)
         ntok = np.asarray(r["event_tokens"], dtype=np.int64)
         counted = (status == "ok" and not r["warmup"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -171,19 +170,24 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
             "window", notes)
     run_delta = consistent(counters.delta("run_start", "run_end"), "run", notes)
     acceptance = run.adapter.acceptance(window_delta) if window_delta else None
+    pc_warnings: list[str] = []
+    end = counters.snapshots.get("run_end" if window["includes_drain"] else "window_end")
     summary = summarize(iter_records(outcome.records_path), window, acceptance=acceptance,
                         counter_delta=window_delta, run_counter_delta=run_delta,
                         rate_mode=rate_mode, client=outcome.client,
                         windows=outcome.windows or None, category_acceptance=cat_acc,
                         window_counters=cat_delta, sampling=run.cfg.sampling(),
-                        host=outcome.host)
+                        host=outcome.host,
+                        prefix_cache=lambda sent: prefix_cache_stats(
+                            run.adapter, outcome.prefix_cache_policy, window_delta, end, sent,
+                            pc_warnings))
     summary.warnings = outcome.warnings + notes + summary.warnings
     if (acceptance is not None and len(summary.categories) > 1
             and all(c.acceptance_length is None for c in summary.categories.values())):
         summary.warnings.append(
             "no per-category acceptance: the engine sent no per-request SD numbers; rerun "
             "with --category-windows (or --warmup-requests >= 1, so a first request tells)")
-    summary.prefix_cache = prefix_cache_summary(outcome, run, window_delta, summary.warnings)
+    summary.warnings.extend(pc_warnings)
     summary.interrupted = outcome.interrupted
     summary.token_count_source = run.adapter.token_count_source
     if run.adapter.neutral_tokenizer:
@@ -196,32 +200,14 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
 UNPROTECTED_HIT_RATE_WARN = 0.05
 
 
-def prefix_cache_summary(outcome: RunOutcome, run: Run,
-                         window_delta: dict[str, float] | None,
-                         warnings: list[str]) -> PrefixCacheStats:
-    """The engine's prefix-cache reuse over the window and how this run protected itself from
-    a cache warmed by earlier runs (docs/METRICS.md, "Prefix cache")."""
-    w = outcome.window
-    # a second pass over the records file (no record is held in memory)
-    sent = window_prompt_tokens(iter_records(outcome.records_path), w["start_ns"], w["end_ns"])
-    end = outcome.counters.snapshots.get(
-        "run_end" if w["includes_drain"] else "window_end")
-    return prefix_cache_stats(run.adapter, outcome.prefix_cache_policy, window_delta, end,
-                              sent, warnings)
-
-
-def window_prompt_tokens(records: Iterable[dict[str, Any]], start_ns: int, end_ns: int) -> float:
-    """Prompt tokens of the requests whose first token came inside [start_ns, end_ns]: the
-    prefill the window's prefix-cache counters saw."""
-    return float(sum(r["input_tokens"] for r in records
-                     if r.get("first_token_ns") and start_ns <= r["first_token_ns"] <= end_ns))
-
-
 def prefix_cache_stats(adapter: EngineAdapter, policy: str | None,
                        window_delta: dict[str, float] | None, end: dict[str, float] | None,
                        sent: float, warnings: list[str]) -> PrefixCacheStats:
-    """PrefixCacheStats of a window from its counter delta, the window-end snapshot and the
-    prompt tokens sent; a warning when an unprotected run saw a warm cache."""
+    """The engine's prefix-cache reuse over the window and how the run protected itself from a
+    cache warmed by earlier runs (docs/METRICS.md, "Prefix cache"): from the window's counter
+    delta, the window-end snapshot and the prompt tokens whose first token came inside the
+    window (``sent``, counted by the summary's own pass over the records); a warning when an
+    unprotected run saw a warm cache."""
     pc = adapter.prefix_cache(window_delta, end, sent) or PrefixCacheStats(
         note="the engine reports no prefix-cache counters")
     pc.policy = policy

@@ -50,7 +50,7 @@ from loadgen.engines import make_adapter
 from loadgen.engines.base import EngineAdapter
 from loadgen.engines.sampling import Sampling
 from loadgen.results.config import RunConfig
-from loadgen.results.records import RecordWriter
+from loadgen.results.records import RecordWriter, write_failure
 from loadgen.results.summary import ClientStats, HostStats
 
 _now_ns = time.monotonic_ns
@@ -193,8 +193,7 @@ class Run:
                 if self.failure is None:
                     writer.write(d)
             except OSError as exc:
-                self._fail(f"cannot write a record to {writer.path} ({exc.strerror or exc}); "
-                           f"the run was stopped")
+                self._fail(write_failure(writer.path, exc))
             if self.progress_cb:
                 self.progress_cb(d)
 

@@ -170,13 +170,6 @@ class EngineAdapter:
     def on_event(self, st: StreamState, payload: bytes, stamp: int) -> None:
         raise NotImplementedError
 
-    def parse_json(self, st: StreamState, payload: bytes) -> Any:
-        try:
-            return _loads(payload)
-        except ValueError:
-            st.error = st.error or f"malformed JSON chunk: {payload[:80]!r}"
-            return None
-
     def parse_event(self, st: StreamState, payload: bytes) -> dict[str, Any] | None:
         """The common prelude of every engine's event: the ``[DONE]`` marker, JSON, and an
         ``error`` object in the stream. Returns the chunk, or None when there is nothing more
@@ -184,7 +177,7 @@ class EngineAdapter:
         if payload == b"[DONE]":
             st.done = True
             return None
-        try:  # parse_json, inlined: this runs once per streamed event
+        try:  # once per streamed event
             obj = _loads(payload)
         except ValueError:
             st.error = st.error or f"malformed JSON chunk: {payload[:80]!r}"

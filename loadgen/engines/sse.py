@@ -45,12 +45,17 @@ class SseParser:
         """The data of ``chunk`` when it is exactly one whole ``data:`` event and nothing is
         pending (the common case: one event per read; two scans of the read), else None, and
         then ``feed_general`` takes the read. The hot path calls this first."""
-        if (chunk[-2:] == b"\n\n" and self._bom is None and not self._pieces and not self._data
-                and not self._cr and self._event is None and chunk[:5] == b"data:"
-                and chunk.find(b"\n") == len(chunk) - 2 and b"\r" not in chunk
-                and len(chunk) <= self.max_event_bytes):
+        if (chunk[:5] == b"data:" and chunk.find(b"\n") == len(chunk) - 2
+                and self._whole_events(chunk)):
             return chunk[6:-2] if chunk[5:6] == b" " else chunk[5:-2]
         return None
+
+    def _whole_events(self, chunk: bytes) -> bool:
+        """Nothing pending (BOM settled, no partial line, data, event name or CR) and ``chunk``
+        is LF-only whole events within the cap: the fast paths may split it directly."""
+        return (chunk[-2:] == b"\n\n" and self._bom is None and not self._pieces
+                and not self._data and not self._cr and self._event is None
+                and b"\r" not in chunk and len(chunk) <= self.max_event_bytes)
 
     def feed(self, chunk: bytes) -> list[Event]:
         """The events completed by ``chunk`` (body bytes in arrival order)."""
@@ -61,9 +66,7 @@ class SseParser:
 
     def feed_general(self, chunk: bytes) -> list[Event]:
         """``feed`` for a read that ``single`` did not take."""
-        if (self._bom is None and not self._pieces and not self._data and not self._cr
-                and self._event is None and chunk[-2:] == b"\n\n" and b"\r" not in chunk
-                and len(chunk) <= self.max_event_bytes):
+        if self._whole_events(chunk):
             # several whole `data: ...` events in one read (a busy client): split once
             out: list[Event] = []
             for ev in chunk[:-2].split(b"\n\n"):

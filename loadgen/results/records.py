@@ -83,6 +83,11 @@ class RecordWriter:
                 fh.close()
 
 
+def write_failure(path: Path, exc: OSError) -> str:
+    """Why a run stopped when a record could not be appended to ``path`` (a full disk)."""
+    return f"cannot write a record to {path} ({exc.strerror or exc}); the run was stopped"
+
+
 class CorruptRecords(ResultFileError):
     """requests.jsonl has a malformed line before its last."""
 

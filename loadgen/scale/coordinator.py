@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from loadgen.client.benchmark import RunFailed, prefix_cache_stats, window_prompt_tokens
+from loadgen.client.benchmark import RunFailed, prefix_cache_stats
 from loadgen.client.connect import CertificateError
 from loadgen.client.endpoint import EndpointError
 from loadgen.client.host import HostMonitor, pid_listening_on
@@ -41,9 +41,8 @@ from loadgen.engines import make_adapter
 from loadgen.results.config import RunConfig
 from loadgen.results.files import write_json
 from loadgen.results.manifest import build_manifest
-from loadgen.results.records import iter_records
 from loadgen.results.redact import redact_url
-from loadgen.results.summary import HostStats, PrefixCacheStats, Summary
+from loadgen.results.summary import HostStats, Summary
 from loadgen.scale.handles import LocalWorker, WorkerDied, WorkerHandle
 from loadgen.scale.merge import (
     ClockOffset,
@@ -239,12 +238,15 @@ class Coordinator:
         acceptance = self.adapter.acceptance(window_delta) if window_delta else None
         nodes = [h.node for h in self.handles]
         client = merge_client(self.results, nodes, self.deaths, cfg.lag_threshold_ms)
+        end = counters.snapshots.get("run_end" if window["includes_drain"] else "window_end")
+        pc_warnings: list[str] = []
         summary = summarize_shards(
-            [shard_path(cfg.out, k) for k in range(len(self.handles))], self.offsets, window,
-            cfg.request_rate is not None, acceptance=acceptance, counter_delta=window_delta,
-            run_counter_delta=run_delta, client=client,
-            sampling=cfg.sampling(), host=self.host)
-        summary.prefix_cache = self._prefix_cache(window_delta, summary.warnings)
+            self._shards(), self.offsets, window, cfg.request_rate is not None,
+            acceptance=acceptance, counter_delta=window_delta, run_counter_delta=run_delta,
+            client=client, sampling=cfg.sampling(), host=self.host,
+            prefix_cache=lambda sent: prefix_cache_stats(
+                self.adapter, self.prefix_cache_policy, window_delta, end, sent, pc_warnings))
+        summary.warnings.extend(pc_warnings)
         bad = [w for w in client.workers or [] if w.overloaded]
         summary.warnings.extend(f"worker {w.index} is overloaded (event-loop lag p99 "
                                 f"{w.loop_lag_ms.p99:.2f} ms)" for w in bad)
@@ -255,6 +257,8 @@ class Coordinator:
         summary.token_count_source = self.adapter.token_count_source
         return summary
 
+    def _shards(self) -> list[Path]:
+        return [shard_path(self.cfg.out, k) for k in range(len(self.handles))]
 
     def partial_summary(self) -> Summary:
         """On a second interrupt: the summary of the shards as they are (local workers only),
@@ -262,29 +266,14 @@ class Coordinator:
         start = self.start_ns or _now_ns()
         window = window_bounds(start, max(start, _now_ns()), None)
         summary = summarize_shards(
-            [shard_path(self.cfg.out, k) for k in range(len(self.handles))], self.offsets,
-            window, self.cfg.request_rate is not None, acceptance=None, counter_delta=None,
-            run_counter_delta=None, client=None, sampling=self.cfg.sampling())
+            self._shards(), self.offsets, window, self.cfg.request_rate is not None,
+            acceptance=None, counter_delta=None, run_counter_delta=None, client=None,
+            sampling=self.cfg.sampling())
         summary.warnings = [self.wire.scrub(w) for w in [
             *self.warnings, "partial summary written on a second interrupt: requests still in "
             "flight have no record; no server counters"]]
         summary.interrupted = True
         return summary
-
-    def _prefix_cache(self, window_delta: dict[str, float] | None,
-                      warnings: list[str]) -> PrefixCacheStats:
-        """As a single-process run's (loadgen/client/benchmark.py), the prompt tokens sent in
-        the window counted from every shard against the window mapped to its worker's clock."""
-        w = self.window
-        sent = 0.0
-        for k, off in enumerate(self.offsets):
-            shard = shard_path(self.cfg.out, k)
-            if shard.exists():
-                sent += window_prompt_tokens(iter_records(shard), w["start_ns"] + off.offset_ns,
-                                             w["end_ns"] + off.offset_ns)
-        end = self.scrapes.snapshots.get("run_end" if w["includes_drain"] else "window_end")
-        return prefix_cache_stats(self.adapter, self.prefix_cache_policy, window_delta, end,
-                                  sent, warnings)
 
 
 def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
@@ -293,7 +282,8 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
                signals: StopSignals | None = None) -> Summary:
     """``loadgen run --workers N`` / ``--ray ADDRESS``: write the run directory and return the
     summary, like loadgen.client.benchmark.run_benchmark. ``signals``: the command's
-    StopSignals (a first signal stops the workers; a second exits at once, no partial summary)."""
+    StopSignals (a first signal stops the workers; a second kills local worker processes and
+    writes the summary of their shards as they are, docs/RELIABILITY.md)."""
     if cfg.category_windows:
         raise ValueError("--category-windows is not supported with --workers or --ray")
     wire = build_wire(cfg)  # a URL, header, CA bundle or proxy the run cannot use: first
@@ -331,6 +321,7 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
     coord = Coordinator(cfg, prompts, handles, monitor)
     for notice in coord.wire.notices:
         print(f"loadgen: WARNING: {notice}", file=sys.stderr)
+
     def save_partial() -> str | None:
         """A second signal: the shards as they are (worker processes write them here; a Ray
         run's are on its nodes: nothing to save)."""

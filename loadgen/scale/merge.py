@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from loadgen.results.summary import (
     AcceptanceSummary,
     ClientStats,
     HostStats,
+    PrefixCacheStats,
     Summary,
     WorkerClient,
 )
@@ -148,15 +150,20 @@ def summarize_shards(shards: list[Path], offsets: list[ClockOffset], window: dic
                      run_counter_delta: dict[str, float] | None,
                      client: ClientStats | None,
                      sampling: dict[str, Any] | None = None,
-                     host: HostStats | None = None) -> Summary:
+                     host: HostStats | None = None,
+                     prefix_cache: Callable[[float], PrefixCacheStats] | None = None
+                     ) -> Summary:
     """Every number from every shard, streamed; each shard measured against the window mapped
-    to its worker's clock."""
+    to its worker's clock (``prefix_cache`` as in loadgen.analysis.metrics.summarize)."""
     acc = SummaryAccumulator(window, rate_mode)
     for shard, off in zip(shards, offsets, strict=True):
         acc.edges(window["start_ns"] + off.offset_ns, window["end_ns"] + off.offset_ns)
         if shard.exists():
             for r in iter_records(shard):
                 acc.add(r)
-    return acc.finish(acceptance=acceptance, counter_delta=counter_delta,
-                      run_counter_delta=run_counter_delta, client=client, sampling=sampling,
-                      host=host)
+    summary = acc.finish(acceptance=acceptance, counter_delta=counter_delta,
+                         run_counter_delta=run_counter_delta, client=client, sampling=sampling,
+                         host=host)
+    if prefix_cache is not None:
+        summary.prefix_cache = prefix_cache(acc.window_prompt_tokens)
+    return summary

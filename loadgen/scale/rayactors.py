@@ -80,7 +80,7 @@ class RayActor:
         self.core = WorkerCore(spec, prompts, use_uvloop, self.counter)
 
     def ready(self) -> dict[str, Any]:
-        return {"dir": str(self.core.spec.shard.parent), "pid": os.getpid()}
+        return {"dir": str(self.core.spec.shard.parent)}
 
     def clock_ns(self) -> int:
         return time.monotonic_ns()
@@ -144,7 +144,6 @@ class RayWorker:
         self._died: str | None = None
         self._issued = 0
         self._remote_dir: str | None = None
-        self.pid: int | None = None
         self.shard_note = ""  # what became of its shard, when it died
         self.records_lost = False
         self._measuring = threading.Event()
@@ -170,7 +169,7 @@ class RayWorker:
 
         def learn(f: Future[Any]) -> None:
             if f.exception() is None:
-                self._remote_dir, self.pid = f.result()["dir"], f.result()["pid"]
+                self._remote_dir = f.result()["dir"]
 
         fut.add_done_callback(learn)
         return fut

@@ -31,7 +31,7 @@ from loadgen.client.wiring import build_wire
 from loadgen.data.prompts import PromptFile
 from loadgen.engines import make_adapter
 from loadgen.results.config import RunConfig
-from loadgen.results.records import RecordWriter
+from loadgen.results.records import RecordWriter, write_failure
 
 _now_ns = time.monotonic_ns
 
@@ -162,8 +162,7 @@ class WorkerCore:
         try:
             self.writer.write(d)
         except OSError as exc:  # a full disk: this worker stops, and the coordinator the run
-            self.failure = (f"worker {self.spec.index}: cannot write a record to "
-                            f"{self.spec.shard} ({exc.strerror or exc}); the run was stopped")
+            self.failure = f"worker {self.spec.index}: {write_failure(self.spec.shard, exc)}"
             self.driver.stop.set()
             self.driver.cancel_all()
 
