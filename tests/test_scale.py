@@ -402,10 +402,17 @@ def test_bad_scale_options_are_one_line_errors(tmp_path):
     ds = make_dataset(tmp_path / "ds.jsonl", n=4)
     for extra, msg in ((["--workers", "0"], "--workers must be"),
                        (["--workers", "2", "--ray", "local"], "not both"),
-                       (["--workers", "two"], "expected a number or 'auto'")):
+                       (["--workers", "two"], "expected a number or 'auto'"),
+                       # fewer streams than workers would leave a share unsent
+                       (["--workers", "2", "--concurrency", "1"],
+                        "--concurrency 1 is below the 2 workers"),
+                       (["--workers", "3", "--request-rate", "5", "--max-concurrency", "2"],
+                        "--max-concurrency 2 is below the 3 workers")):
         rc = subprocess.run([sys.executable, "-m", "loadgen", "run", "--endpoint",
                              "http://127.0.0.1:9", "--dataset", str(ds), *extra,
                              "--out", str(tmp_path / "o")],
                             capture_output=True, text=True, timeout=60)
         assert rc.returncode == 2 and msg in rc.stderr, rc.stderr
         assert "Traceback" not in rc.stderr
+        assert msg in rc.stderr.strip().splitlines()[-1]  # the error is the last line
+        assert not (tmp_path / "o").exists()  # refused before anything is written

@@ -52,7 +52,7 @@ from loadgen.scale.merge import (
     summarize_shards,
 )
 from loadgen.scale.share import plan_workers
-from loadgen.scale.worker import WorkerSpec, peak_rss_mb, split
+from loadgen.scale.worker import WorkerSpec, check_split, peak_rss_mb, split
 
 _now_ns = time.monotonic_ns
 START_MARGIN_NS = 200_000_000  # the common start is this far after the window-start scrape
@@ -66,6 +66,7 @@ def worker_specs(cfg: RunConfig, workers: int, out: Path,
                  endpoints: list[str] | None = None) -> list[WorkerSpec]:
     """Each worker's share of the run. ``endpoints``: worker k sends to endpoints[k % len]
     (scripts/bench_scale.py spreads its load over several engine processes this way)."""
+    check_split(cfg, workers)
     return [WorkerSpec(cfg=replace(cfg, endpoint=endpoints[k % len(endpoints)])
                        if endpoints else cfg, index=k, workers=workers,
                        concurrency=split(cfg.concurrency, k, workers),
@@ -287,6 +288,9 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
     if cfg.category_windows:
         raise ValueError("--category-windows is not supported with --workers or --ray")
     wire = build_wire(cfg)  # a URL, header, CA bundle or proxy the run cannot use: first
+    if not cfg.ray:
+        n, note = plan_workers(cfg)
+        check_split(cfg, n)  # before anything is written
     try:  # a certificate that does not verify fails every request: say so before writing
         asyncio.run(wire.connector.check_certificate(cfg.probe_timeout_s))
     except CertificateError as exc:
@@ -307,7 +311,6 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
         scale = {"backend": "ray", "address": cfg.ray if cfg.ray == "local"
                  else redact_url(cfg.ray) if "://" in cfg.ray else cfg.ray.rsplit("@", 1)[-1]}
     else:
-        n, note = plan_workers(cfg)
         handles = [LocalWorker(s, prompts, use_uvloop) for s in worker_specs(cfg, n, out)]
         scale = {"backend": "processes"}
         pid = (engine or {}).get("pid") or pid_listening_on(cfg.endpoint)

@@ -56,6 +56,16 @@ def split(total: int | None, index: int, workers: int) -> int | None:
     return total // workers + (1 if index < total % workers else 0)
 
 
+def check_split(cfg: RunConfig, workers: int) -> None:
+    """Every worker needs at least one stream: fewer streams (or a lower --max-concurrency)
+    than workers would leave a worker's share of the requests unsent (ValueError)."""
+    for flag, total in (("--concurrency", cfg.concurrency),
+                        ("--max-concurrency", cfg.max_concurrency)):
+        if total is not None and total < workers:
+            raise ValueError(f"{flag} {total} is below the {workers} workers: each worker "
+                             f"needs at least one stream; use at most {total} workers")
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory: VmHWM (Linux), which starts afresh at exec, unlike
     ru_maxrss, which keeps the spawning parent's resident size from before the exec."""
