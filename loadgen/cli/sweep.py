@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from loadgen.cli.run import workers_arg
+from loadgen.cli.run import add_telemetry_args, workers_arg
 from loadgen.launch.commands import LAUNCHABLE_ENGINES
 from loadgen.results.sweepdir import REPEAT_ORDERS
 
@@ -48,6 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-prefix-cache", action="store_true",
                    help="measure with the engine's prefix cache warm from earlier cells "
                         "(default: a per-run cache salt or flush where the engine offers one)")
+    add_telemetry_args(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=main)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.analysis.metrics import summarize
+from loadgen.analysis.telemetry import attach_telemetry
 from loadgen.client.host import pid_listening_on
 from loadgen.client.runner import Run, RunOutcome
 from loadgen.client.scrape import Scrapes, consistent
@@ -188,6 +189,9 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
             "no per-category acceptance: the engine sent no per-request SD numbers; rerun "
             "with --category-windows (or --warmup-requests >= 1, so a first request tells)")
     summary.warnings.extend(pc_warnings)
+    if outcome.telemetry is not None:
+        attach_telemetry(summary, outcome.telemetry.targets, run.cfg.telemetry_interval_s,
+                         outcome.windows)
     summary.interrupted = outcome.interrupted
     summary.token_count_source = run.adapter.token_count_source
     if run.adapter.neutral_tokenizer:

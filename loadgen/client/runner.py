@@ -43,6 +43,7 @@ from loadgen.client.plan import Item, iter_items, iter_records, split_by_categor
 from loadgen.client.request import RequestSender
 from loadgen.client.scrape import Scrapes
 from loadgen.client.tally import RecordTally, window_bounds
+from loadgen.client.telemetry import Telemetry
 from loadgen.client.wiring import build_wire
 from loadgen.data.lengthguard import length_warnings, parse_max_model_len
 from loadgen.data.prompts import PromptFile
@@ -71,6 +72,7 @@ class RunOutcome:
     failure: str | None = None  # why the run stopped on its own (a record it could not write)
     host: HostStats | None = None
     prefix_cache_policy: str | None = None
+    telemetry: Telemetry | None = None
 
 
 FD_MARGIN = 64  # files the process needs besides one socket per request in flight
@@ -203,6 +205,8 @@ class Run:
         if self.interrupted:  # a signal arrived before the loop ran
             drv.stop.set()
         self._scrapes = scrapes = Scrapes(self.adapter, self.warnings, cfg.probe_timeout_s)
+        self._telemetry = telemetry = Telemetry(cfg.telemetry, self.warnings,
+                                                cfg.probe_timeout_s, cfg.telemetry_interval_s)
         windows: list[dict[str, Any]] = []
         probe: dict[str, Any] = {}
         stats = None
@@ -251,8 +255,10 @@ class Run:
                 stats = client_stats(self._cpu_s, self._lag.lags_ms, self.tally.events,
                                      self.tally.measured, cfg.lag_threshold_ms)
                 if not self.interrupted and self.failure is None:
-                    await scrapes.take(http, "run_end")
+                    await asyncio.gather(scrapes.take(http, "run_end"),
+                                         telemetry.take("run_end"))
             finally:
+                await telemetry.aclose()
                 if self.host_monitor is not None:
                     self.host_monitor.stop()  # an interrupted run: stop the thread (idempotent)
                 self._lag.stop()
@@ -281,7 +287,8 @@ class Run:
                           client=stats, warnings=self.warnings,
                           interrupted=self.interrupted, failure=self.failure,
                           windows=bounded if self.category_windows else [],
-                          host=self._host, prefix_cache_policy=self.prefix_cache_policy)
+                          host=self._host, prefix_cache_policy=self.prefix_cache_policy,
+                          telemetry=telemetry)
 
     @property
     def stop_requested(self) -> bool:
@@ -326,7 +333,8 @@ class Run:
         # warm-up requests (same prompts) must not leave their prefill in the window's cache
         await self.adapter.renew_prefix_cache(http, self.prefix_cache_policy,
                                               f"loadgen-{uuid.uuid4().hex}")
-        await scrapes.take(http, "window_start" + tag)
+        await asyncio.gather(scrapes.take(http, "window_start" + tag),
+                             self._telemetry.open("window_start" + tag))
         window: dict[str, Any] = {"start_ns": _now_ns(), "category": category,
                                   "start_scrape": "window_start" + tag}
         self.window = window  # the current window, for a partial summary
@@ -349,7 +357,8 @@ class Run:
         if category is None:
             async def scrape_at_window_end() -> None:
                 await drv.window_end.wait()
-                await scrapes.take(http, "window_end")
+                await asyncio.gather(scrapes.take(http, "window_end"),
+                                     self._telemetry.close("window_end"))
 
             scrape_end = drv.spawn(scrape_at_window_end())
             await drv.wait([measured])
@@ -359,7 +368,8 @@ class Run:
             await drv.wait([measured])
             drv.mark_window_end()
             await drv.wait([ticks])
-            await scrapes.take(http, "window_end" + tag)
+            await asyncio.gather(scrapes.take(http, "window_end" + tag),
+                                 self._telemetry.close("window_end" + tag))
         self._cpu_s += time.process_time() - cpu0
         self._lag.stop()
         close_window(self._gc_was)

@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from loadgen.analysis.telemetry import attach_telemetry
 from loadgen.client.benchmark import RunFailed, prefix_cache_stats
 from loadgen.client.connect import CertificateError
 from loadgen.client.endpoint import EndpointError
@@ -35,6 +36,7 @@ from loadgen.client.host import HostMonitor, pid_listening_on
 from loadgen.client.scrape import Scrapes, consistent
 from loadgen.client.stop import StopSignals
 from loadgen.client.tally import window_bounds
+from loadgen.client.telemetry import Telemetry
 from loadgen.client.wiring import build_wire
 from loadgen.data.prompts import PromptFile
 from loadgen.engines import make_adapter
@@ -98,6 +100,8 @@ class Coordinator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.window: dict[str, Any] = {}
         self.scrapes = Scrapes(self.adapter, self.warnings)
+        self.telemetry = Telemetry(cfg.telemetry, self.warnings, cfg.probe_timeout_s,
+                                   cfg.telemetry_interval_s)
         self.probe: dict[str, Any] = {}
         self.prefix_cache_policy: str | None = None
         self.failure: str | None = None  # a worker could not write its records: run stopped
@@ -179,6 +183,7 @@ class Coordinator:
                 await self.scrapes.take(http, "window_start")
                 start = _now_ns() + START_MARGIN_NS + max(o.error_ns for o in self.offsets)
                 self.start_ns = start
+                await self.telemetry.open("window_start", at_ns=start)  # at the common start
                 measures = [h.measure(start + self.offsets[k].offset_ns, self.adapter.cache_salt)
                             for k, h in enumerate(self.handles)]
                 for fut in measures:  # a worker that cannot write its records stops the run
@@ -191,12 +196,15 @@ class Coordinator:
                 end_local = [e - self.offsets[k].offset_ns for k, e in enumerate(ends)
                              if e is not None]
                 end = max(end_local) if end_local else _now_ns()
-                await self.scrapes.take(http, "window_end")
+                await asyncio.gather(self.scrapes.take(http, "window_end"),
+                                     self.telemetry.close("window_end"))
                 self.results = await self._all(measures)
                 if self.host_monitor is not None:  # as a single process: the drain included
                     self.host = self.host_monitor.stop()
-                await self.scrapes.take(http, "run_end")
+                await asyncio.gather(self.scrapes.take(http, "run_end"),
+                                     self.telemetry.take("run_end"))
             finally:
+                await self.telemetry.aclose()
                 if self.host_monitor is not None:
                     self.host_monitor.stop()  # interrupted: stop its thread (idempotent)
                 await self.adapter.stop_polling()
@@ -248,6 +256,7 @@ class Coordinator:
             prefix_cache=lambda sent: prefix_cache_stats(
                 self.adapter, self.prefix_cache_policy, window_delta, end, sent, pc_warnings))
         summary.warnings.extend(pc_warnings)
+        attach_telemetry(summary, self.telemetry.targets, cfg.telemetry_interval_s)
         bad = [w for w in client.workers or [] if w.overloaded]
         summary.warnings.extend(f"worker {w.index} is overloaded (event-loop lag p99 "
                                 f"{w.loop_lag_ms.p99:.2f} ms)" for w in bad)
