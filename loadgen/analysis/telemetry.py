@@ -192,3 +192,12 @@ def attach_telemetry(summary: Summary, targets: Sequence[TargetSamples],
     edges = window_edges(windows, summary.window.includes_drain)
     summary.telemetry = telemetry_summary(targets, edges, summary.window.duration_s,
                                           summary.throughput.output_tokens_per_s, interval_s)
+
+
+def energy_row(sd: Summary, base: Summary) -> dict[str, float | None]:
+    """A sweep's SD cell against its baseline cell (analysis/sweeps.py ``speedup_rows``):
+    energy per output token of each and their ratio (None where either has no telemetry)."""
+    e = sd.telemetry.energy_per_token_j if sd.telemetry else None
+    b = base.telemetry.energy_per_token_j if base.telemetry else None
+    return {"energy_per_token_j": e, "baseline_energy_per_token_j": b,
+            "energy_ratio": e / b if e is not None and b else None}

@@ -139,6 +139,18 @@ def print_intervals(console, analysis: dict) -> None:
     for r in suspect:
         console.print(f"[red]suspect[/red] {r['dataset']} {r['sd']} at {r['load_level']:g} "
                       f"({r['category']}): " + "; ".join(r["suspect"]))
+    print_energy(console, rows)
+
+
+def print_energy(console, rows: list[dict]) -> None:
+    """--telemetry: energy per output token, SD against the baseline (analysis/repeats.py)."""
+    from loadgen.analysis.repeats import fmt_energy
+
+    for r in rows:
+        text = fmt_energy(r) if r["category"] == "all" else None
+        if text:
+            console.print(f"energy: {r['dataset']} {r['sd']} at {r['load_level']:g}: {text} "
+                          f"({r['energy_verdict']})")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -62,8 +62,8 @@ class TargetSamples:
 class GpuTelemetry:
     """One GPU over the window."""
 
-    target: str
-    device: str  # HOSTNAME/gpuN (Prometheus: INSTANCE/HOSTNAME/gpuN)
+    target: str = ""
+    device: str = ""  # HOSTNAME/gpuN (Prometheus: INSTANCE/HOSTNAME/gpuN)
     uuid: str | None = None
     model: str | None = None
     mean_power_w: float | None = None
@@ -81,8 +81,8 @@ class GpuTelemetry:
 class NodeCpuTelemetry:
     """One node exporter's CPUs over the window."""
 
-    target: str
-    node: str
+    target: str = ""
+    node: str = ""
     cpus: int = 0
     busy_cores: float | None = None  # CPU-seconds not idle or iowait, per second
     utilization: float | None = None  # busy_cores / cpus
@@ -100,12 +100,13 @@ class TelemetryStats:
     start_ns: int | None = None  # the first window's opening edge (monotonic)
     end_ns: int | None = None  # the last window's closing edge
     edge_uncertainty_s: float | None = None  # the largest half round trip of an edge scrape
-    gpus: list[GpuTelemetry] = field(default_factory=list)
+    # (``X | None``: how summary.py reads a list of dataclasses back)
+    gpus: list[GpuTelemetry] | None = field(default_factory=list)
     power_w: float | None = None  # sum of the GPUs' mean power
     peak_power_w: float | None = None  # the highest sum of simultaneous power samples
     energy_j: float | None = None  # power_w x the window's duration
     energy_per_token_j: float | None = None  # power_w / output tokens per second
     energy_source: str | None = None  # energy_counter | power_samples | mixed
     gpu_utilization_pct: float | None = None  # mean over the GPUs of their mean
-    nodes: list[NodeCpuTelemetry] = field(default_factory=list)
+    nodes: list[NodeCpuTelemetry] | None = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
