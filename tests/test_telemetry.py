@@ -10,7 +10,6 @@ import bisect
 import itertools
 import json
 import math
-import os
 import shutil
 import socket
 import subprocess
@@ -21,6 +20,7 @@ import httpx
 import pytest
 import yaml
 
+from loadgen.analysis.repeats import fmt_energy
 from loadgen.cli import main as cli_main
 from loadgen.results.summary import Summary
 from loadgen.results.sweepdir import load_sweep
@@ -158,6 +158,14 @@ def test_power_from_samples_without_an_energy_counter(synthetic, tmp_path):
     assert cli_main(["report", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert "J per token" in md and f"{tel.energy_per_token_j:,.4f}" in md
+    # a scaled-out run: the coordinator scrapes at the workers' common start and end
+    rc, out = run(tmp_path, eng.url, "--telemetry", eng.url + "/dcgm/metrics", "--workers", "2",
+                  name="scaled")
+    assert rc == 0
+    s = Summary.from_dict(json.loads((out / "summary.json").read_text()))
+    assert s.telemetry.power_w == pytest.approx(165.0, rel=1e-9)
+    assert s.telemetry.energy_per_token_j == pytest.approx(
+        165.0 / s.throughput.output_tokens_per_s, rel=1e-9)
 
 
 def _wait_for(fn, what: str, timeout_s: float = 60.0):
@@ -244,11 +252,11 @@ def test_sweep_energy_per_token_sd_against_baseline(synthetic, tmp_path, capsys)
     """Two repetitions of SD on and off, each engine with its own exporter: every repetition's
     energy ratio is the quotient of its two runs' energy per token, the sweep's is their
     geometric mean with an interval, printed as "SD saves x% energy per token [low, high]"."""
-    timing = ["--step-base-ms", "10", "--per-token-ms", "0.4", "--accept-rates", "0.8,0.6,0.4"]
+    timing = ["--step-base-ms", "4", "--per-token-ms", "0.2", "--accept-rates", "0.8,0.6,0.4"]
     sd = synthetic("--protocol", "vllm", *timing, "--per-request-spec-metrics", "summary",
                    *DCGM)
     off = synthetic("--protocol", "vllm", *timing, "--no-spec", *DCGM)
-    make_dataset(tmp_path / "ds.jsonl", n=16)
+    make_dataset(tmp_path / "ds.jsonl", n=8)
     cfg = {"engine": "vllm",
            "sd_configs": [{"label": "off", "baseline": True, "endpoint": off.url,
                            "telemetry": [off.url + "/dcgm/metrics"]},
@@ -256,7 +264,7 @@ def test_sweep_energy_per_token_sd_against_baseline(synthetic, tmp_path, capsys)
                            "telemetry": [sd.url + "/dcgm/metrics"]}],
            "datasets": [{"name": "synth", "path": "ds.jsonl"}],
            "loads": {"concurrency": [1]}, "repeats": 2,
-           "run": {"output_len": 32, "num_requests": 16, "warmup_requests": 1,
+           "run": {"output_len": 24, "num_requests": 8, "warmup_requests": 1,
                    "telemetry_interval_s": 0.25}}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "sweep"
@@ -281,6 +289,14 @@ def test_sweep_energy_per_token_sd_against_baseline(synthetic, tmp_path, capsys)
     assert f"SD {word} {abs(1 - row['energy_ratio']):.1%}" in printed
     heads = {h["sd"]: h for h in sweep.analysis["headline_intervals"]}
     assert heads["sd"]["energy_per_token_j"]["n"] == 2
-    assert cli_main(["report", str(out)]) == 0
-    assert "Energy per output token, SD against the baseline" in (out / "report.md").read_text()
-    assert os.path.exists(out / "report.html")
+    # the report's repetitions section has the comparison, its conditions section each run's
+    from loadgen.report import data
+    from loadgen.report.conditions import conditions_section, repeats_section
+
+    inp = data.load(out)
+    (energy,) = [t for t in repeats_section(inp).tables if t.title.startswith("Energy")]
+    assert [v.text for v in energy.rows[0]][4] == fmt_energy(row)
+    cond = conditions_section(inp).tables[0]
+    j = cond.columns.index("J per token")
+    assert sorted(r[j].text for r in cond.rows) == sorted(
+        f"{x.telemetry.energy_per_token_j:,.4f}" for x in by.values())
