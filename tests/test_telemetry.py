@@ -22,6 +22,8 @@ import yaml
 
 from loadgen.analysis.repeats import fmt_energy
 from loadgen.cli import main as cli_main
+from loadgen.report import data
+from loadgen.report.conditions import conditions_section, repeats_section
 from loadgen.results.summary import Summary
 from loadgen.results.sweepdir import load_sweep
 from loadgen.synthetic.process import read_truth
@@ -155,9 +157,11 @@ def test_power_from_samples_without_an_energy_counter(synthetic, tmp_path):
     assert tel.energy_per_token_j == pytest.approx(165.0 / s.throughput.output_tokens_per_s,
                                                    rel=1e-9)
     # the report's conditions section shows the GPUs
-    assert cli_main(["report", str(out)]) == 0
-    md = (out / "report.md").read_text()
-    assert "J per token" in md and f"{tel.energy_per_token_j:,.4f}" in md
+    (cond,) = conditions_section(data.load(out)).tables
+    (r,) = cond.rows
+    cells = {c: r[i].text for i, c in enumerate(cond.columns)}
+    assert cells["J per token"] == f"{tel.energy_per_token_j:,.4f}"
+    assert cells["GPU power W (mean / peak)"] == "165.0 / 165.0"
     # a scaled-out run: the coordinator scrapes at the workers' common start and end
     rc, out = run(tmp_path, eng.url, "--telemetry", eng.url + "/dcgm/metrics", "--workers", "2",
                   name="scaled")
@@ -290,9 +294,6 @@ def test_sweep_energy_per_token_sd_against_baseline(synthetic, tmp_path, capsys)
     heads = {h["sd"]: h for h in sweep.analysis["headline_intervals"]}
     assert heads["sd"]["energy_per_token_j"]["n"] == 2
     # the report's repetitions section has the comparison, its conditions section each run's
-    from loadgen.report import data
-    from loadgen.report.conditions import conditions_section, repeats_section
-
     inp = data.load(out)
     (energy,) = [t for t in repeats_section(inp).tables if t.title.startswith("Energy")]
     assert [v.text for v in energy.rows[0]][4] == fmt_energy(row)
