@@ -41,14 +41,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run(tmp_path: Path, url: str, *extra: str, name: str = "run") -> tuple[int, Path]:
+def run(tmp_path: Path, url: str, *extra: str, name: str = "run",
+        windows: str = "--no-category-windows") -> tuple[int, Path]:
     ds = tmp_path / "ds.jsonl"
     if not ds.exists():
         make_dataset(ds, n=40)
     out = tmp_path / name
     rc = cli_main(["run", "--endpoint", url, "--engine", "vllm", "--dataset", str(ds),
                    "--output-len", "64", "--concurrency", "4", "--num-requests", "40",
-                   "--no-category-windows", "--telemetry-interval", "0.2", "--out", str(out),
+                   windows, "--telemetry-interval", "0.2", "--out", str(out),
                    *extra])
     return rc, out
 
@@ -213,9 +214,8 @@ def test_through_prometheus_and_a_node_exporter(synthetic, started, tmp_path):
     """The DCGM series read through a real Prometheus server (1 s scrapes), and a real node
     exporter's CPU counters read directly. The model's power is constant (idle, no energy per
     token), so the mean power read through Prometheus is exact however old its samples are."""
-    eng = synthetic("--protocol", "vllm", "--per-request-spec-metrics", "summary", "--dcgm",
-                    "--dcgm-gpus", "2", "--dcgm-idle-w", "70", "--dcgm-joules-per-token", "0",
-                    "--dcgm-no-energy")
+    eng = synthetic("--protocol", "vllm", "--dcgm", "--dcgm-gpus", "2", "--dcgm-idle-w", "70",
+                    "--dcgm-joules-per-token", "0", "--dcgm-no-energy")
     node_port, prom_port = free_port(), free_port()
     started(["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{node_port}",
              "--collector.disable-defaults", "--collector.cpu"], "node.log")
@@ -231,11 +231,15 @@ def test_through_prometheus_and_a_node_exporter(synthetic, started, tmp_path):
         "query": "DCGM_FI_DEV_POWER_USAGE"}).json()["data"]["result"]) == 2, "Prometheus")
     node = f"http://127.0.0.1:{node_port}/metrics"
     _wait_for(lambda: httpx.get(node).status_code == 200, "node exporter")
-    rc, out = run(tmp_path, eng.url, "--telemetry", f"prometheus+{prom}", "--telemetry", node)
+    # category windows (the engine sends no per-request SD): one span per category
+    rc, out = run(tmp_path, eng.url, "--telemetry", f"prometheus+{prom}", "--telemetry", node,
+                  windows="--category-windows")
     assert rc == 0
     s = Summary.from_dict(json.loads((out / "summary.json").read_text()))
     tel = s.telemetry
-    assert tel.unanswered == {}
+    assert tel.unanswered == {} and s.window.category_windows == 3
+    assert tel.span_s < (tel.end_ns - tel.start_ns) / 1e9  # the gaps between windows left out
+    assert tel.energy_j == pytest.approx(140.0 * s.window.duration_s, rel=1e-9)
     host = eng.url.split("//")[1]
     assert sorted(g.device for g in tel.gpus) == [f"{host}/synthetic/gpu0",
                                                   f"{host}/synthetic/gpu1"]
@@ -301,3 +305,22 @@ def test_sweep_energy_per_token_sd_against_baseline(synthetic, tmp_path, capsys)
     j = cond.columns.index("J per token")
     assert sorted(r[j].text for r in cond.rows) == sorted(
         f"{x.telemetry.energy_per_token_j:,.4f}" for x in by.values())
+
+
+def test_bad_telemetry_urls_are_one_line(tmp_path, capsys):
+    for argv in (["run", "--endpoint", "http://127.0.0.1:9", "--dataset", "x.jsonl",
+                  "--telemetry", "ftp://user:pw@host/metrics", "--out", str(tmp_path / "o")],
+                 ["run", "--endpoint", "http://127.0.0.1:9", "--dataset", "x.jsonl",
+                  "--telemetry", "http://h:port/metrics", "--out", str(tmp_path / "o")]):
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("loadgen run: --telemetry ") and err.count("\n") == 1
+        assert "pw" not in err and not (tmp_path / "o").exists()
+    bad = {"engine": "vllm", "datasets": [{"name": "d", "path": "d.jsonl"}],
+           "loads": {"concurrency": [1]},
+           "sd_configs": [{"label": "a", "endpoint": "http://127.0.0.1:9",
+                           "telemetry": ["gopher://x"]}]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(bad))
+    assert cli_main(["sweep", "--config", str(tmp_path / "s.yaml"), "--out",
+                     str(tmp_path / "sw")]) == 2
+    assert "sd_configs a: --telemetry gopher://x" in capsys.readouterr().err

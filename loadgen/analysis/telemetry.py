@@ -146,13 +146,14 @@ def telemetry_summary(targets: Sequence[TargetSamples], edges: Sequence[tuple[st
         devs = sorted({k.split("|", 1)[1] for s in segs for x in s for k in x.values
                        if k.startswith((POWER, ENERGY, UTIL))})
         gpus = [_gpu(t, d, segs, span_s) for d in devs]
+        nodes = _nodes(t, segs, span_s)
         st.gpus += gpus
-        st.nodes += _nodes(t, segs, span_s)
+        st.nodes += nodes
         sums = [sum(v for k, v in x.values.items() if k.startswith(POWER + "|"))
                 for s in segs for x in s]
         if gpus and any(f"{POWER}|" in k for s in segs for x in s for k in x.values):
             peaks.append(max(sums))
-        if not gpus and not st.nodes:
+        if not gpus and not nodes:
             st.notes.append(f"{t.url}: none of the DCGM or node exporter series it reads")
     if half_rtts:
         st.edge_uncertainty_s = max(half_rtts)

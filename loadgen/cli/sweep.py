@@ -182,6 +182,9 @@ def main(args: argparse.Namespace) -> int:
             cfg["repeat_seed"] = args.seed
         if args.keep_prefix_cache:
             cfg.setdefault("run", {})["keep_prefix_cache"] = True
+        if args.telemetry:
+            cfg["run"] = dict(cfg.get("run") or {}, telemetry=args.telemetry,
+                              telemetry_interval_s=args.telemetry_interval)
         args.out.mkdir(parents=True, exist_ok=True)
         # what was asked, never a secret: endpoints without userinfo/query, headers masked
         (args.out / "sweep.yaml").write_text(yaml.safe_dump(redact_config(cfg), sort_keys=False))
