@@ -157,6 +157,10 @@ def test_power_from_samples_without_an_energy_counter(synthetic, tmp_path):
     assert tel.power_w == pytest.approx(165.0, rel=1e-9)
     assert tel.energy_per_token_j == pytest.approx(165.0 / s.throughput.output_tokens_per_s,
                                                    rel=1e-9)
+    # kept by `loadgen summarize` (from the exporters, not from the records)
+    assert cli_main(["summarize", str(out)]) == 0
+    exact = json.loads((out / "summary.exact.json").read_text())
+    assert exact["telemetry"] == json.loads((out / "summary.json").read_text())["telemetry"]
     # the report's conditions section shows the GPUs
     (cond,) = conditions_section(data.load(out)).tables
     (r,) = cond.rows

@@ -53,6 +53,7 @@ def recompute(run_dir: Path, exact: bool = True) -> Summary:
     out.sampling = stored.sampling
     # from the host monitor and the server's counters, not from the records
     out.host, out.prefix_cache = stored.host, stored.prefix_cache
+    out.telemetry = stored.telemetry  # scraped from exporters over the window
     out.warnings = stored.warnings  # computed from the same records, plus the run's own
     out.interrupted = stored.interrupted
     out.token_count_source = stored.token_count_source
