@@ -112,6 +112,8 @@ def test_energy_per_token_equals_the_exporters_model(synthetic, tmp_path, capsys
         assert lo - 1e-6 <= g.energy_j <= hi + 1e-6, (lo, g.energy_j, hi)
         assert g.mean_power_w == pytest.approx(g.energy_j / span)
         assert g.uuid and g.model == "NVIDIA Synthetic" and g.energy_resets == 0
+        assert g.repeated_samples == 0
+    assert not [w for w in s.warnings if w.startswith("telemetry:")]
     assert tel.power_w == pytest.approx(sum(g.mean_power_w for g in tel.gpus))
 
     # Energy per output token = mean power / output tokens per second, and the model's
@@ -309,6 +311,21 @@ def test_sweep_energy_per_token_sd_against_baseline(synthetic, tmp_path, capsys)
     j = cond.columns.index("J per token")
     assert sorted(r[j].text for r in cond.rows) == sorted(
         f"{x.telemetry.energy_per_token_j:,.4f}" for x in by.values())
+
+
+def test_an_exporter_that_collects_less_often_is_named(synthetic, tmp_path):
+    """An exporter that refreshes its values every 1.5 s (as dcgm-exporter every -c ms) sampled
+    every 0.2 s serves the same energy reading several times: counted, and a warning says why
+    and what to do."""
+    eng = synthetic("--protocol", "vllm", "--per-request-spec-metrics", "summary", *DCGM,
+                    "--dcgm-collect-s", "1.5")
+    rc, out = run(tmp_path, eng.url, "--telemetry", eng.url + "/dcgm/metrics")
+    assert rc == 0
+    s = Summary.from_dict(json.loads((out / "summary.json").read_text()))
+    for g in s.telemetry.gpus:
+        assert 0 < g.repeated_samples < g.samples
+    (w,) = {w.split(":", 1)[0] for w in s.warnings if "repeated the previous energy" in w}
+    assert w == "telemetry" and any("-c 1000" in x for x in s.warnings)
 
 
 def test_bad_telemetry_urls_are_one_line(tmp_path, capsys):

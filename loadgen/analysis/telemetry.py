@@ -64,7 +64,7 @@ def _trapezoid(seg: list[TelemetrySample], key: str) -> tuple[float, float]:
 
 
 def _gpu(target: TargetSamples, dev: str, segs: list[list[TelemetrySample]],
-         span_s: float) -> GpuTelemetry:
+         span_s: float, notes: list[str]) -> GpuTelemetry:
     g = GpuTelemetry(target=target.url, device=dev,
                      uuid=target.gpu_info.get(dev, {}).get("UUID"),
                      model=target.gpu_info.get(dev, {}).get("modelName"))
@@ -76,6 +76,8 @@ def _gpu(target: TargetSamples, dev: str, segs: list[list[TelemetrySample]],
         for x, y in itertools.pairwise(seg):
             if ek in x.values and ek in y.values:
                 d = y.values[ek] - x.values[ek]
+                if d == 0:  # a GPU always draws power: the exporter served an old reading
+                    g.repeated_samples += 1
                 if d < 0:
                     g.energy_resets += 1
                     continue
@@ -98,6 +100,12 @@ def _gpu(target: TargetSamples, dev: str, segs: list[list[TelemetrySample]],
         g.mean_power_w, g.power_source = g.sampled_mean_power_w, "power_samples"
     if g.mean_power_w is not None:
         g.energy_j = g.mean_power_w * span_s
+    if g.repeated_samples:
+        notes.append(
+            f"{target.url} {dev}: {g.repeated_samples} of {g.samples} samples repeated the "
+            f"previous energy reading: the exporter collects less often than every "
+            f"--telemetry-interval (dcgm-exporter -c, 30000 ms by default), so its values at the "
+            f"window's edges may be that old; run it with -c 1000 or less")
     if u_secs > 0:
         g.utilization_mean_pct = u_area / u_secs
     if utils:
@@ -145,7 +153,7 @@ def telemetry_summary(targets: Sequence[TargetSamples], edges: Sequence[tuple[st
         half_rtts += [x.rtt_ns / 2e9 for s in segs for x in (s[0], s[-1])]
         devs = sorted({k.split("|", 1)[1] for s in segs for x in s for k in x.values
                        if k.startswith((POWER, ENERGY, UTIL))})
-        gpus = [_gpu(t, d, segs, span_s) for d in devs]
+        gpus = [_gpu(t, d, segs, span_s, st.notes) for d in devs]
         nodes = _nodes(t, segs, span_s)
         st.gpus += gpus
         st.nodes += nodes
@@ -193,6 +201,7 @@ def attach_telemetry(summary: Summary, targets: Sequence[TargetSamples],
     edges = window_edges(windows, summary.window.includes_drain)
     summary.telemetry = telemetry_summary(targets, edges, summary.window.duration_s,
                                           summary.throughput.output_tokens_per_s, interval_s)
+    summary.warnings.extend(f"telemetry: {n}" for n in summary.telemetry.notes)
 
 
 def energy_row(sd: Summary, base: Summary) -> dict[str, float | None]:

@@ -95,6 +95,9 @@ def register(engines: argparse._SubParsersAction) -> None:
                     help="energy per output token of the whole engine, J (split over GPUs)")
     dc.add_argument("--dcgm-average-s", type=float, default=1.0,
                     help="the power gauge's averaging period, s")
+    dc.add_argument("--dcgm-collect-s", type=float, default=0.0,
+                    help="refresh the values only this often, as dcgm-exporter's -c (0: at "
+                         "every read)")
     dc.add_argument("--dcgm-no-energy", action="store_true",
                     help="serve no energy counter (power and utilization only)")
     sv.add_argument("--no-uvloop", action="store_true")
@@ -144,6 +147,7 @@ def _add_dcgm(args: argparse.Namespace, server, engine) -> None:
     exporter = SyntheticDCGM(PowerModel(
         gpus=args.dcgm_gpus, idle_w=args.dcgm_idle_w,
         joules_per_token=args.dcgm_joules_per_token, average_s=args.dcgm_average_s,
+        collect_s=args.dcgm_collect_s,
         energy_counter=not args.dcgm_no_energy), engine)
 
     async def metrics(req, conn) -> Response:

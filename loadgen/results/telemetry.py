@@ -75,6 +75,7 @@ class GpuTelemetry:
     utilization_peak_pct: float | None = None
     samples: int = 0
     energy_resets: int = 0  # segments left out: the energy counter went backwards
+    repeated_samples: int = 0  # samples whose energy counter equals the previous one's
 
 
 @dataclass(slots=True)

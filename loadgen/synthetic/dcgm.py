@@ -15,7 +15,8 @@ N(t) the output tokens the engine has emitted (prefill tokens and every verify s
 
 so the energy over any span is known in closed form from the engine's tokens in it, and the power
 gauge is the mean power over the trailing ``a`` seconds, as a GPU's power reading is an average
-over a short period. ``energy_counter=False`` serves no energy counter (GPUs before Volta).
+over a short period. ``energy_counter=False`` serves no energy counter (GPUs before Volta);
+``collect_s`` refreshes the values only that often (dcgm-exporter's collection interval, ``-c``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class PowerModel:
     idle_w: float = 60.0  # per GPU
     joules_per_token: float = 0.5  # per output token, the whole engine (split over the GPUs)
     average_s: float = 1.0  # the power gauge's averaging period
+    collect_s: float = 0.0  # values refreshed this often (dcgm-exporter -c); 0: at every read
     energy_counter: bool = True
     model_name: str = "NVIDIA Synthetic"
     hostname: str = "synthetic"
@@ -48,6 +50,8 @@ class PowerModel:
                 raise ValueError(f"{flag} must be >= 0, not {v:g}")
         if not self.average_s > 0:
             raise ValueError(f"--dcgm-average-s must be > 0, not {self.average_s:g}")
+        if not self.collect_s >= 0:
+            raise ValueError(f"--dcgm-collect-s must be >= 0, not {self.collect_s:g}")
 
 
 class SyntheticDCGM:
@@ -63,6 +67,7 @@ class SyntheticDCGM:
         # (stamp, N after the step) and (busy from, busy to), for the trailing average
         self._marks: deque[tuple[int, int]] = deque()
         self._busy: deque[tuple[int, int]] = deque()
+        self._cached: tuple[int, str] | None = None  # (read at, exposition), with collect_s
         engine.step_listeners.append(self.on_step)
 
     def on_step(self, st: StepStats) -> None:
@@ -106,6 +111,14 @@ class SyntheticDCGM:
         return energy, power, min(100.0, 100.0 * busy / span_ns)
 
     def exposition(self) -> str:
+        """The metrics page: read now, or (``collect_s``) the last reading while it is younger
+        than ``collect_s``, as dcgm-exporter serves what it collected last."""
+        now = time.monotonic_ns()
+        if self._cached is None or now - self._cached[0] >= self.model.collect_s * 1e9:
+            self._cached = (now, self._render())
+        return self._cached[1]
+
+    def _render(self) -> str:
         m = self.model
         energy, power, util = self.readings()
         out = []
