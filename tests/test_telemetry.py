@@ -144,14 +144,18 @@ def test_energy_per_token_equals_the_exporters_model(synthetic, tmp_path, capsys
 def test_power_from_samples_without_an_energy_counter(synthetic, tmp_path):
     """No energy counter (--dcgm-no-energy) and no energy per token in the model: power is the
     idle power exactly, so its sampled mean and peak are exact, and so is energy per token."""
-    eng = synthetic("--protocol", "vllm", "--per-request-spec-metrics", "summary", "--dcgm",
-                    "--dcgm-gpus", "3", "--dcgm-idle-w", "55", "--dcgm-joules-per-token", "0",
-                    "--dcgm-no-energy")
-    rc, out = run(tmp_path, eng.url, "--telemetry", eng.url + "/dcgm/metrics")
+    eng = synthetic("--protocol", "vllm", "--dcgm", "--dcgm-gpus", "3", "--dcgm-idle-w", "55",
+                    "--dcgm-joules-per-token", "0", "--dcgm-no-energy")
+    # category windows (the engine sends no per-request SD): one span per category
+    rc, out = run(tmp_path, eng.url, "--telemetry", eng.url + "/dcgm/metrics",
+                  windows="--category-windows")
     assert rc == 0
     s = Summary.from_dict(json.loads((out / "summary.json").read_text()))
     tel = s.telemetry
     assert tel.energy_source == "power_samples" and len(tel.gpus) == 3
+    assert s.window.category_windows == 3
+    assert tel.span_s < (tel.end_ns - tel.start_ns) / 1e9  # the gaps between windows left out
+    assert tel.energy_j == pytest.approx(165.0 * s.window.duration_s, rel=1e-9)
     for g in tel.gpus:
         assert g.power_source == "power_samples"
         assert g.mean_power_w == pytest.approx(55.0, rel=1e-9)
@@ -219,9 +223,11 @@ def started(tmp_path):
 def test_through_prometheus_and_a_node_exporter(synthetic, started, tmp_path):
     """The DCGM series read through a real Prometheus server (1 s scrapes), and a real node
     exporter's CPU counters read directly. The model's power is constant (idle, no energy per
-    token), so the mean power read through Prometheus is exact however old its samples are."""
-    eng = synthetic("--protocol", "vllm", "--dcgm", "--dcgm-gpus", "2", "--dcgm-idle-w", "70",
-                    "--dcgm-joules-per-token", "0", "--dcgm-no-energy")
+    token): the power samples read through Prometheus give it exactly, and the energy counter
+    over Prometheus' own sample times gives it up to when in each scrape the exporter read its
+    clock (Prometheus stamps the scrape's start)."""
+    eng = synthetic("--protocol", "vllm", "--per-request-spec-metrics", "summary", "--dcgm",
+                    "--dcgm-gpus", "2", "--dcgm-idle-w", "70", "--dcgm-joules-per-token", "0")
     node_port, prom_port = free_port(), free_port()
     started(["prometheus-node-exporter", f"--web.listen-address=127.0.0.1:{node_port}",
              "--collector.disable-defaults", "--collector.cpu"], "node.log")
@@ -237,22 +243,26 @@ def test_through_prometheus_and_a_node_exporter(synthetic, started, tmp_path):
         "query": "DCGM_FI_DEV_POWER_USAGE"}).json()["data"]["result"]) == 2, "Prometheus")
     node = f"http://127.0.0.1:{node_port}/metrics"
     _wait_for(lambda: httpx.get(node).status_code == 200, "node exporter")
-    # category windows (the engine sends no per-request SD): one span per category
-    rc, out = run(tmp_path, eng.url, "--telemetry", f"prometheus+{prom}", "--telemetry", node,
-                  windows="--category-windows")
+    rc, out = run(tmp_path, eng.url, "--telemetry", f"prometheus+{prom}", "--telemetry", node)
     assert rc == 0
     s = Summary.from_dict(json.loads((out / "summary.json").read_text()))
     tel = s.telemetry
-    assert tel.unanswered == {} and s.window.category_windows == 3
-    assert tel.span_s < (tel.end_ns - tel.start_ns) / 1e9  # the gaps between windows left out
-    assert tel.energy_j == pytest.approx(140.0 * s.window.duration_s, rel=1e-9)
+    assert tel.unanswered == {}
+    assert not [w for w in s.warnings if w.startswith("telemetry:")]  # no repeats counted
     host = eng.url.split("//")[1]
     assert sorted(g.device for g in tel.gpus) == [f"{host}/synthetic/gpu0",
                                                   f"{host}/synthetic/gpu1"]
+    # how late in its scrape the exporter can have read its clock, and the time the energy
+    # counter's kept segments cover (at least the span less a scrape interval at each edge)
+    late = float(httpx.get(f"{prom}/api/v1/query", params={
+        "query": "max_over_time(scrape_duration_seconds[5m])"}).json()["data"]["result"][0]
+        ["value"][1])
+    covered = tel.span_s - 2 * 1.0
+    assert covered > 0.5
     for g in tel.gpus:
-        assert g.target == f"prometheus+{prom}"
-        assert g.mean_power_w == pytest.approx(70.0, rel=1e-9)
-    assert tel.power_w == pytest.approx(140.0, rel=1e-9)
+        assert g.target == f"prometheus+{prom}" and g.power_source == "energy_counter"
+        assert g.sampled_mean_power_w == pytest.approx(70.0, rel=1e-9)
+        assert g.mean_power_w == pytest.approx(70.0, rel=2 * late / covered)
     # node exporter: this host's CPUs (as /proc/stat lists them), busy while the run ran
     cpus = sum(1 for line in Path("/proc/stat").read_text().splitlines()
                if line.startswith("cpu") and line[3:4].isdigit())

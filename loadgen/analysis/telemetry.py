@@ -52,12 +52,13 @@ def _segments(target: TargetSamples, edges: Sequence[tuple[str, str]]
     return out
 
 
-def _trapezoid(seg: list[TelemetrySample], key: str) -> tuple[float, float]:
-    """(integral over time, seconds covered) of a gauge by the trapezoid rule."""
+def _trapezoid(seg: list[TelemetrySample], key: str, dev: str) -> tuple[float, float]:
+    """(integral over time, seconds covered) of a gauge by the trapezoid rule (a sample the
+    source read at the same time as the previous one adds nothing)."""
     area = secs = 0.0
     for x, y in itertools.pairwise(seg):
         if key in x.values and key in y.values:
-            dt = (y.t_ns - x.t_ns) / 1e9
+            dt = (y.at(dev) - x.at(dev)) / 1e9
             area += (x.values[key] + y.values[key]) / 2 * dt
             secs += dt
     return area, secs
@@ -76,16 +77,19 @@ def _gpu(target: TargetSamples, dev: str, segs: list[list[TelemetrySample]],
         for x, y in itertools.pairwise(seg):
             if ek in x.values and ek in y.values:
                 d = y.values[ek] - x.values[ek]
+                dt = (y.at(dev) - x.at(dev)) / 1e9
+                if dt <= 0:  # the source's same reading again (Prometheus between scrapes)
+                    continue
                 if d == 0:  # a GPU always draws power: the exporter served an old reading
                     g.repeated_samples += 1
                 if d < 0:
                     g.energy_resets += 1
                     continue
                 energy_j += d / 1e3  # mJ
-                covered += (y.t_ns - x.t_ns) / 1e9
-        a, s = _trapezoid(seg, pk)
+                covered += dt
+        a, s = _trapezoid(seg, pk, dev)
         p_area, p_secs = p_area + a, p_secs + s
-        a, s = _trapezoid(seg, uk)
+        a, s = _trapezoid(seg, uk, dev)
         u_area, u_secs = u_area + a, u_secs + s
         powers += [x.values[pk] for x in seg if pk in x.values]
         utils += [x.values[uk] for x in seg if uk in x.values]

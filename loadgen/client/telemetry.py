@@ -30,6 +30,9 @@ from loadgen.results.telemetry import (
 )
 
 PROMETHEUS_QUERY = '{__name__=~"' + "|".join(SAMPLE_NAMES) + '"}'
+# each GPU's sample time (timestamp() drops the metric name: one series per GPU, energy first)
+STAMPS_QUERY = ("timestamp(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION) or "
+                "timestamp(DCGM_FI_DEV_POWER_USAGE)")
 
 
 def series_key(name: str, labels: dict[str, str], node: str) -> tuple[str, str] | None:
@@ -80,6 +83,9 @@ class Telemetry:
         self._http: httpx.AsyncClient | None = None
         self._sampler: asyncio.Task[None] | None = None
         self._ticks = 0
+        # Prometheus' sample times (wall clock, ms) to this process's monotonic clock: one
+        # offset for the run, so that one sample read twice has one time
+        self._wall_to_mono = time.time_ns() - time.monotonic_ns()
 
     @property
     def active(self) -> bool:
@@ -99,7 +105,7 @@ class Telemetry:
             return
         t0 = time.monotonic_ns()
         try:
-            values = await asyncio.wait_for(self._read(url, target), self.timeout_s)
+            values, read_ns = await asyncio.wait_for(self._read(url, target), self.timeout_s)
         except TimeoutError:
             self._fail(target, f"no answer within {self.timeout_s:g} s (at {name})")
             return
@@ -107,23 +113,40 @@ class Telemetry:
             self._fail(target, f"{type(exc).__name__} at {name}: {self._scrub(url, exc)}")
             return
         t1 = time.monotonic_ns()
-        target.samples.append(TelemetrySample(name, (t0 + t1) // 2, t1 - t0, values))
+        target.samples.append(TelemetrySample(name, (t0 + t1) // 2, t1 - t0, values, read_ns))
 
-    async def _read(self, url: str, target: TargetSamples) -> dict[str, float]:
+    async def _read(self, url: str, target: TargetSamples
+                    ) -> tuple[dict[str, float], dict[str, int] | None]:
+        """The series we read, and (through Prometheus) when each GPU's were read."""
         assert self._http is not None
         parts = urlsplit(url)
         if parts.scheme.startswith("prometheus+"):
             base = urlunsplit((parts.scheme.removeprefix("prometheus+"), parts.netloc,
                                parts.path, "", ""))
+            # the sample times before and after the values: equal, no scrape landed between
+            # them and the values are those samples' (else try again; at last, no times)
+            for _ in range(3):
+                stamps = await instant_query(self._http, base, STAMPS_QUERY)
+                values = await instant_query(self._http, base, PROMETHEUS_QUERY)
+                if stamps == await instant_query(self._http, base, STAMPS_QUERY):
+                    break
+            else:
+                stamps = []
             out: dict[str, float] = {}
-            for labels, value in await instant_query(self._http, base, PROMETHEUS_QUERY):
+            for labels, value in values:
                 _add(out, target.gpu_info, labels.pop("__name__", ""), labels, value,
                      labels.get("instance", ""))
-            return out
+            # each GPU's sample time (its scrape's start), on this process's monotonic clock
+            read_ns = {}
+            for labels, at_s in stamps:
+                hit = series_key("DCGM_FI_DEV_POWER_USAGE", labels, labels.get("instance", ""))
+                if hit is not None and "gpu" in labels:
+                    read_ns[hit[1]] = round(at_s * 1e3) * 1_000_000 - self._wall_to_mono
+            return out, read_ns
         resp = await self._http.get(url)
         resp.raise_for_status()
         return parse_exposition(resp.text, f"{parts.hostname}:{parts.port or ''}".rstrip(":"),
-                                target.gpu_info)
+                                target.gpu_info), None
 
     def _fail(self, target: TargetSamples, why: str) -> None:
         target.error = why
@@ -132,7 +155,7 @@ class Telemetry:
 
     @staticmethod
     def _scrub(url: str, exc: BaseException) -> str:
-        text = str(exc) or type(exc).__name__
+        text = (str(exc) or type(exc).__name__).splitlines()[0]  # one line
         p = urlsplit(url)
         for secret in (p.password, p.username, p.query):
             if secret:

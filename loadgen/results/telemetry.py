@@ -46,6 +46,12 @@ class TelemetrySample:
     t_ns: int  # monotonic; the midpoint of the request's round trip
     rtt_ns: int  # the round trip: the exporter read its values within t_ns ± rtt_ns / 2
     values: dict[str, float]
+    # when each GPU's values were read, where the source says (Prometheus: its sample times)
+    read_ns: dict[str, int] | None = None
+
+    def at(self, device: str) -> int:
+        """When ``device``'s values were read: the source's time, else this sample's."""
+        return self.read_ns.get(device, self.t_ns) if self.read_ns else self.t_ns
 
 
 @dataclass(slots=True)
