@@ -355,3 +355,7 @@ def test_bad_telemetry_urls_are_one_line(tmp_path, capsys):
     assert cli_main(["sweep", "--config", str(tmp_path / "s.yaml"), "--out",
                      str(tmp_path / "sw")]) == 2
     assert "sd_configs a: --telemetry gopher://x" in capsys.readouterr().err
+    # `loadgen sweep --telemetry` reaches every cell's run configuration, checked up front
+    assert cli_main(["sweep", "--endpoint", "http://127.0.0.1:9", "--telemetry", "ftp://x",
+                     "--out", str(tmp_path / "sw2")]) == 2
+    assert "--telemetry ftp://x" in capsys.readouterr().err
