@@ -109,7 +109,8 @@ def test_energy_per_token_equals_the_exporters_model(synthetic, tmp_path, capsys
     lo = IDLE_W * (span - 2 * h / 1e9) + J_PER_TOKEN / GPUS * tokens.between(a + h, b - h)
     hi = IDLE_W * (span + 2 * h / 1e9) + J_PER_TOKEN / GPUS * tokens.between(a - h, b + h)
     for g in tel.gpus:
-        assert lo - 1e-6 <= g.energy_j <= hi + 1e-6, (lo, g.energy_j, hi)
+        # (the counter is served in mJ with 3 decimals: each reading within 5e-7 J)
+        assert lo - 1e-5 <= g.energy_j <= hi + 1e-5, (lo, g.energy_j, hi)
         assert g.mean_power_w == pytest.approx(g.energy_j / span)
         assert g.uuid and g.model == "NVIDIA Synthetic" and g.energy_resets == 0
         assert g.repeated_samples == 0
