@@ -10,7 +10,7 @@ The model (docs/SYNTHETIC.md, "DCGM exporter"), for each of G GPUs, t in seconds
 N(t) the output tokens the engine has emitted (prefill tokens and every verify step's tokens):
 
     E_gpu(t) = idle_w · t + (joules_per_token / G) · N(t)        (joules; served in mJ)
-    P_gpu(t) = (E_gpu(t) − E_gpu(t − a)) / a                     (W; a = average_s, or t if less)
+    P_gpu(t) = (E_gpu(t) − E_gpu(t − a)) / a           (W; a = average_s; idle before the start)
     U_gpu(t) = 100 · (engine step time within [t − a, t]) / a    (%)
 
 so the energy over any span is known in closed form from the engine's tokens in it, and the power
@@ -71,13 +71,16 @@ class SyntheticDCGM:
         engine.step_listeners.append(self.on_step)
 
     def on_step(self, st: StepStats) -> None:
+        # the step's tokens count from before any of them was written (so a token this
+        # exporter counts in a trailing period was sent in it), its busy time up to now
         now = time.monotonic_ns()
+        at = st.applied_ns or now
         live = self.engine.live.generation_tokens
         # the engine's counters may be reset (fault counter_reset): count what was added
         self.tokens += live - self._last_live if live >= self._last_live else live
         self._last_live = live
-        self._marks.append((now, self.tokens))
-        self._busy.append((now - int(st.latency_ms * 1e6), now))
+        self._marks.append((at, self.tokens))
+        self._busy.append((at - int(st.latency_ms * 1e6), now))
         horizon = now - int(2 * self.model.average_s * 1e9)
         while len(self._marks) > 1 and self._marks[1][0] < horizon:
             self._marks.popleft()
@@ -101,11 +104,9 @@ class SyntheticDCGM:
     def readings(self) -> tuple[float, float, float]:
         """(energy J, power W, utilization %) of one GPU now (every GPU reads the same)."""
         now = time.monotonic_ns()
-        span_ns = min(now - self.t0_ns, int(self.model.average_s * 1e9))
-        then = now - span_ns
+        span_ns = int(self.model.average_s * 1e9)
+        then = now - span_ns  # before the start: idle, no token
         energy = self.energy_j(now, self.tokens)
-        if span_ns <= 0:
-            return energy, self.model.idle_w, 0.0
         power = (energy - self.energy_j(then, self._tokens_at(then))) / (span_ns / 1e9)
         busy = sum(max(0, min(b, now) - max(a, then)) for a, b in self._busy)
         return energy, power, min(100.0, 100.0 * busy / span_ns)
