@@ -169,11 +169,13 @@ def test_power_from_samples_without_an_energy_counter(synthetic, tmp_path):
     exact = json.loads((out / "summary.exact.json").read_text())
     assert exact["telemetry"] == json.loads((out / "summary.json").read_text())["telemetry"]
     # the report's conditions section shows the GPUs
-    (cond,) = conditions_section(data.load(out)).tables
+    cond, per_gpu = conditions_section(data.load(out)).tables
     (r,) = cond.rows
     cells = {c: r[i].text for i, c in enumerate(cond.columns)}
     assert cells["J per token"] == f"{tel.energy_per_token_j:,.4f}"
     assert cells["GPU power W (mean / peak)"] == "165.0 / 165.0"
+    assert [[x.text for x in row[2:5]] for row in per_gpu.rows] == [
+        ["55.0", "55.0", "power_samples"]] * 3
     # a scaled-out run: the coordinator scrapes at the workers' common start and end
     rc, out = run(tmp_path, eng.url, "--telemetry", eng.url + "/dcgm/metrics", "--workers", "2",
                   name="scaled")

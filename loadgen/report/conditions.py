@@ -109,4 +109,17 @@ def conditions_section(inp: D.ReportInput) -> Section:
             text(", ".join(host.get("causes") or []) or ("-" if host else "n/a")),
             *_gpu_cells(s.get("telemetry"))])
     sec.tables.append(t)
+    gpus = Table("GPUs of each run (--telemetry)", [
+        "run", "GPU", "mean power W", "peak power W", "power from", "util % mean",
+        "util % peak", "samples"], [], collapsed=True)
+    for v in inp.cells:
+        for g in ((v.summary or {}).get("telemetry") or {}).get("gpus") or []:
+            gpus.rows.append([
+                text(v.label + (f" · r{v.cell.repeat}" if v.cell.repeat else "")),
+                text(g.get("device")), num(g.get("mean_power_w"), 1),
+                num(g.get("peak_power_w"), 1), text(g.get("power_source") or "n/a"),
+                num(g.get("utilization_mean_pct"), 1), num(g.get("utilization_peak_pct"), 1),
+                text(g.get("samples"))])
+    if gpus.rows:
+        sec.tables.append(gpus)
     return sec
