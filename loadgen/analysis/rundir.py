@@ -15,6 +15,7 @@ from pathlib import Path
 from loadgen.analysis.accumulate import SummaryAccumulator
 from loadgen.analysis.counters import consistent, counter_delta
 from loadgen.analysis.streaming import EXACT_LIMIT
+from loadgen.analysis.telemetry import attach_telemetry
 from loadgen.engines import adapter_for
 from loadgen.engines.base import EngineAdapter
 from loadgen.results.config import config_from_manifest
@@ -42,11 +43,12 @@ def summarize_run(run_dir: Path, exact_limit: int | None = None) -> Summary:
     cfg = config_from_manifest(manifest.get("config") or {})
     adapter = adapter_for(cfg)
     return summarize_facts(run_dir, facts, adapter, cfg.request_rate is not None,
-                           cfg.sampling(), exact_limit)
+                           cfg.sampling(), exact_limit, cfg.telemetry_interval_s)
 
 
 def summarize_facts(run_dir: Path, facts: RunFacts, adapter: EngineAdapter, rate_mode: bool,
-                    sampling: dict[str, object], exact_limit: int | None = None) -> Summary:
+                    sampling: dict[str, object], exact_limit: int | None = None,
+                    telemetry_interval_s: float | None = None) -> Summary:
     notes: list[str] = []
     wins = facts.windows or []
     counters = [] if facts.partial else facts.scrapes
@@ -94,6 +96,10 @@ def summarize_facts(run_dir: Path, facts: RunFacts, adapter: EngineAdapter, rate
         summary.prefix_cache = prefix_cache_stats(adapter, facts.prefix_cache_policy,
                                                   window_delta, end, acc.window_prompt_tokens,
                                                   pc_warnings)
+    if facts.telemetry and not facts.partial:  # exporters over the same windows
+        attach_telemetry(summary, facts.telemetry, telemetry_interval_s,
+                         [{"start_scrape": w.start_scrape, "end_scrape": w.end_scrape}
+                          for w in wins] if facts.category_windows else [])
     warnings = [*facts.warnings, *notes, *summary.warnings]
     if (acceptance is not None and len(summary.categories) > 1
             and all(c.acceptance_length is None for c in summary.categories.values())):

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from loadgen.engines.sampling import sampling_label
 from loadgen.results.summary import Summary
+from loadgen.results.telemetry import TelemetryStats
 
 
 def fmt(v: Any, digits: int = 2) -> str:
@@ -81,6 +82,8 @@ def print_summary(summary: Summary, console: Console | None = None) -> None:
                         "window counters" if "category window" in src else src,
                         str(c.output_tokens), fmt(c.ttft_ms_p50), fmt(c.tpot_ms_p50))
         console.print(cat)
+    if summary.telemetry is not None:
+        print_telemetry(summary.telemetry, console)
     if summary.client.workers:
         print_workers(summary, console)
     for w in summary.warnings:
@@ -101,3 +104,31 @@ def print_workers(summary: Summary, console: Console) -> None:
                   fmt(w.cpu_us_per_event, 1), fmt(w.loop_lag_ms.p99), fmt(w.max_rss_mb, 0),
                   status)
     console.print(t)
+
+
+def print_telemetry(tel: TelemetryStats, console: Console) -> None:
+    """Server telemetry over the window (docs/METRICS.md, "Server telemetry")."""
+    head = Table(title="server telemetry", show_header=False, box=None)
+    if tel.power_w is not None:
+        head.add_row("GPU power", f"{tel.power_w:.1f} W mean, {fmt(tel.peak_power_w, 1)} W peak "
+                                  f"({len(tel.gpus)} GPU(s); {tel.energy_source})")
+        head.add_row("energy per output token", f"{fmt(tel.energy_per_token_j, 4)} J "
+                                                f"({fmt(tel.energy_j, 1)} J over the window)")
+    if tel.gpu_utilization_pct is not None:
+        head.add_row("GPU utilization", f"{tel.gpu_utilization_pct:.1f}% mean")
+    for n in tel.nodes:
+        head.add_row(f"CPU {n.node}", f"{fmt(n.busy_cores)} of {n.cpus} cores busy")
+    for url, why in tel.unanswered.items():
+        head.add_row("[red]no answer[/red]", escape(f"{url}: {why}"))
+    for note in tel.notes:
+        head.add_row("note", escape(note))
+    console.print(head)
+    if len(tel.gpus) > 1:
+        t = Table(title="GPUs over the window")
+        for col in ("GPU", "mean W", "peak W", "util % mean", "util % peak", "samples"):
+            t.add_column(col, justify="right", overflow="fold")
+        for g in tel.gpus:
+            t.add_row(escape(g.device), fmt(g.mean_power_w, 1), fmt(g.peak_power_w, 1),
+                      fmt(g.utilization_mean_pct, 1), fmt(g.utilization_peak_pct, 1),
+                      str(g.samples))
+        console.print(t)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from loadgen.cli.run import workers_arg
+from loadgen.cli.run import add_telemetry_args, workers_arg
 from loadgen.engines import LAUNCHABLE_ENGINES
 from loadgen.results.sweepdir import REPEAT_ORDERS
 
@@ -48,6 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-prefix-cache", action="store_true",
                    help="measure with the engine's prefix cache warm from earlier cells "
                         "(default: a per-run cache salt or flush where the engine offers one)")
+    add_telemetry_args(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=main)
 
@@ -138,6 +139,18 @@ def print_intervals(console, analysis: dict) -> None:
     for r in suspect:
         console.print(f"[red]suspect[/red] {r['dataset']} {r['sd']} at {r['load_level']:g} "
                       f"({r['category']}): " + "; ".join(r["suspect"]))
+    print_energy(console, rows)
+
+
+def print_energy(console, rows: list[dict]) -> None:
+    """--telemetry: energy per output token, SD against the baseline (analysis/repeats.py)."""
+    from loadgen.analysis.repeats import fmt_energy
+
+    for r in rows:
+        text = fmt_energy(r) if r["category"] == "all" else None
+        if text:
+            console.print(f"energy: {r['dataset']} {r['sd']} at {r['load_level']:g}: {text} "
+                          f"({r['energy_verdict']})")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -169,6 +182,9 @@ def main(args: argparse.Namespace) -> int:
             cfg["repeat_seed"] = args.seed
         if args.keep_prefix_cache:
             cfg.setdefault("run", {})["keep_prefix_cache"] = True
+        if args.telemetry:
+            cfg["run"] = dict(cfg.get("run") or {}, telemetry=args.telemetry,
+                              telemetry_interval_s=args.telemetry_interval)
         args.out.mkdir(parents=True, exist_ok=True)
         # what was asked, never a secret: endpoints without userinfo/query, headers masked
         (args.out / "sweep.yaml").write_text(yaml.safe_dump(redact_config(cfg), sort_keys=False))

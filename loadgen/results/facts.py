@@ -14,6 +14,7 @@ from typing import Any
 
 from loadgen.results.files import read_json, write_json
 from loadgen.results.summary import ClientStats, HostStats, as_plain, from_plain
+from loadgen.results.telemetry import TargetSamples
 
 FACTS_FILE = "facts.json"
 
@@ -75,6 +76,7 @@ class RunFacts:
     failure: str | None = None
     # a second interrupt: the summary of the records as they were, without server counters
     partial: bool = False
+    telemetry: list[TargetSamples] | None = None  # --telemetry exporters' samples
 
     def to_dict(self) -> dict[str, Any]:
         return as_plain(self)

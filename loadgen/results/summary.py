@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
+from loadgen.results.telemetry import TelemetryStats
+
 T = TypeVar("T")
 _OMIT = {"omit": True}  # field metadata: not written when None
 
@@ -296,6 +298,7 @@ class Summary:
     sampling: dict[str, Any] | None = field(default=None, metadata=_OMIT)
     host: HostStats | None = None
     prefix_cache: PrefixCacheStats | None = None
+    telemetry: TelemetryStats | None = field(default=None, metadata=_OMIT)  # --telemetry
 
     def to_dict(self) -> dict[str, Any]:
         return as_plain(self)

@@ -17,6 +17,7 @@ Config (YAML)::
       - {label: "off", baseline: true, spec: none}
       - {label: ngram-k4, spec: ngram, num_spec_tokens: 4}
       # with fixed endpoints instead: {label: vendor, endpoint: "https://...", baseline: true}
+      # telemetry: [URL, ...] in an entry: its own exporters (else run: telemetry)
     datasets:
       - {name: builtin, path: builtin}          # `builtin`: the built-in prompts (SmolLM2)
       - {name: qual, path: qual.jsonl}
@@ -50,6 +51,7 @@ from loadgen.analysis.repeats import headline_intervals, speedup_intervals
 from loadgen.analysis.sweeps import capacity, parse_slos, speedup_rows
 from loadgen.results.config import SWEEP_RUN_KEYS
 from loadgen.results.sweepdir import REPEAT_ORDERS, Cell, Sweep, is_sweep_dir, load_sweep
+from loadgen.results.telemetry import check_url
 
 
 class SweepConfigError(ValueError):
@@ -80,6 +82,15 @@ def validate(cfg: dict[str, Any]) -> None:
         raise SweepConfigError("sd_configs: every entry needs a unique label")
     if sum(bool(sd.get("baseline")) for sd in sds) > 1:
         raise SweepConfigError("sd_configs: at most one baseline (SD off)")
+    for sd in sds:
+        urls = sd.get("telemetry") or []
+        if not isinstance(urls, list):
+            raise SweepConfigError(f"sd_configs {sd.get('label')}: telemetry is a list of URLs")
+        try:
+            for url in urls:
+                check_url(str(url))
+        except ValueError as exc:
+            raise SweepConfigError(f"sd_configs {sd.get('label')}: {exc}") from None
     if not cfg.get("serve") and any(not sd.get("endpoint") for sd in sds):
         raise SweepConfigError("without a serve section, every SD configuration needs an "
                                "endpoint")
@@ -162,6 +173,12 @@ def _load_dataset(entry: dict[str, Any], base: Path):
     return read_prompts(p), p
 
 
+def _own_telemetry(sd: dict[str, Any]) -> dict[str, Any]:
+    """An SD configuration's own ``telemetry`` URLs (the exporters beside its GPUs, when its
+    engine runs elsewhere than the others'), in place of ``run: telemetry``."""
+    return {"telemetry": list(sd["telemetry"])} if sd.get("telemetry") else {}
+
+
 def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
               progress: bool = True,
               on_cell: Callable[[Cell, str], None] | None = None) -> Sweep:
@@ -204,7 +221,8 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
                 rc = RunConfig(endpoint=endpoint, engine=engine, out=out / cell.dir,
                                concurrency=int(cell.load["concurrency"])
                                if "concurrency" in cell.load else None,
-                               request_rate=cell.load.get("request_rate"), **run_opts)
+                               request_rate=cell.load.get("request_rate"),
+                               **{**run_opts, **_own_telemetry(by_label[cell.sd])})
                 if rc.num_requests is None and rc.duration_s is None:
                     rc.num_requests = len(prompts.records)
                 print(f"loadgen sweep: cell {cell.id}", file=sys.stderr)
