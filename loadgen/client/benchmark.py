@@ -19,6 +19,7 @@ from loadgen.results.files import write_json
 from loadgen.results.manifest import build_manifest
 from loadgen.results.records import iter_records
 from loadgen.results.summary import PrefixCacheStats, Summary
+from loadgen.scrape.publish import publish, window_edges
 
 
 class RunDirError(ValueError):
@@ -190,6 +191,7 @@ def summarize_outcome(outcome: RunOutcome, run: Run, rate_mode: bool) -> Summary
     summary.warnings.extend(pc_warnings)
     summary.interrupted = outcome.interrupted
     summary.token_count_source = run.adapter.token_count_source
+    publish(summary, counters, run.adapter, window_edges(window, outcome.windows))
     if run.adapter.neutral_tokenizer:
         summary.throughput.neutral_tokenizer = run.adapter.neutral_tokenizer
     return summary

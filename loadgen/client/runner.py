@@ -41,7 +41,7 @@ from loadgen.client.lag import LagMonitor, client_stats
 from loadgen.client.loops import Driver
 from loadgen.client.plan import Item, iter_items, iter_records, split_by_category
 from loadgen.client.request import RequestSender
-from loadgen.client.scrape import Scrapes
+from loadgen.client.scrape import Scrapes, scrapes_for
 from loadgen.client.tally import RecordTally, window_bounds
 from loadgen.client.wiring import build_wire
 from loadgen.data.lengthguard import length_warnings, parse_max_model_len
@@ -202,7 +202,7 @@ class Run:
         self._driver = drv = Driver(sender)
         if self.interrupted:  # a signal arrived before the loop ran
             drv.stop.set()
-        self._scrapes = scrapes = Scrapes(self.adapter, self.warnings, cfg.probe_timeout_s)
+        self._scrapes = scrapes = scrapes_for(cfg, self.adapter, self.warnings)
         windows: list[dict[str, Any]] = []
         probe: dict[str, Any] = {}
         stats = None

@@ -1,66 +1,148 @@
-"""Snapshots of the server's counters at named moments, and their deltas.
+"""Snapshots of the server's counters at named moments, and their deltas, over every replica.
 
-Every scrape is bounded (``RunConfig.probe_timeout_s``); after one goes unanswered the later ones
-are skipped (a server that does not answer its metrics endpoint would otherwise cost the timeout
-again at every edge of the window). Counters are also scraped every ``scrape_interval_s`` inside
-the window, so a counter that went backwards (the server restarted) can be located: a delta sums
-only the consistent segments between consecutive snapshots and says which ones it left out.
+The counters come from the run's metrics sources (loadgen/scrape): ``<endpoint>/metrics`` by
+default, else each ``--metrics`` target (a URL per replica, a DNS name expanded to one target
+per address, or a Prometheus server speaking for every replica it scrapes). Every scrape of a
+source is bounded (``RunConfig.probe_timeout_s``); a source that does not answer in time is
+skipped at later edges (it would cost the timeout again at each one). Counters are also scraped
+every ``scrape_interval_s`` inside the window, so a counter that went backwards (the server
+restarted) can be located: a replica's delta sums only its consistent segments between
+consecutive snapshots and says which ones it left out.
+
+Who answered each scrape is recorded (loadgen/scrape/identity.py): a URL whose answerer changes
+and comes back (a load-balanced ``/metrics``) has every counter figure withheld, with the cause
+and the fix; a replica that did not answer at an edge is named and left out, the others summed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from loadgen.engines.base import EngineAdapter
+from loadgen.scrape.fleet import ReplicaDelta, replica_delta
+from loadgen.scrape.sources import (
+    FRESH_WAIT_S,
+    EndpointSource,
+    PrometheusSource,
+    Reading,
+    UrlSource,
+)
+from loadgen.scrape.targets import MetricsTarget, expand, parse_targets, with_path
+
+if TYPE_CHECKING:
+    from loadgen.results.config import RunConfig
 
 
 @dataclass(slots=True)
 class Delta:
-    """Counter increments from one snapshot to another, over the consistent segments."""
+    """Counter increments from one snapshot to another, summed over the replicas whose
+    counters are usable, each over its consistent segments."""
 
     values: dict[str, float]
-    covered_s: float  # seconds of the span the kept segments cover
+    covered_s: float  # seconds of the span the kept segments cover (the least of the replicas)
     span_s: float  # seconds from the first snapshot to the last
     resets: list[tuple[str, str]] = field(default_factory=list)  # segments left out
+    replicas: list[ReplicaDelta] = field(default_factory=list)  # every replica, usable or not
+
+    @property
+    def usable(self) -> bool:
+        return any(r.values is not None for r in self.replicas)
 
 
 class Scrapes:
     def __init__(self, adapter: EngineAdapter, warnings: list[str],
-                 timeout_s: float = 5.0) -> None:
+                 timeout_s: float = 5.0, targets: list[MetricsTarget] | None = None,
+                 endpoint: str = "") -> None:
         self.adapter = adapter
         self.warnings = warnings
         self.timeout_s = timeout_s
-        self.snapshots: dict[str, dict[str, float]] = {}
-        self.series: list[tuple[str, int, dict[str, float]]] = []  # (name, ns, counters)
-        self._silent = False  # a scrape went unanswered: skip the rest
+        self.targets = targets  # None: <endpoint>/metrics; []: --metrics none
+        self.endpoint = endpoint
+        self.sources: list[Any] | None = None  # resolved at the first scrape (DNS)
+        self.kind = "endpoint" if targets is None else (
+            "prometheus" if any(t.kind == "prometheus" for t in targets) else "targets")
+        self.snapshots: dict[str, dict[str, float]] = {}  # summed over the replicas answering
+        self.names: list[tuple[str, int]] = []  # (snapshot, monotonic ns), in order
+        self.readings: dict[str, dict[str, Reading | None]] = {}  # replica -> snapshot -> it
+        self._silent: set[str] = set()  # sources that did not answer in time
+        self._warned: set[str] = set()
+        self._keys: dict[str, set[str]] = {}  # source -> the replicas it answered for
+
+    async def _resolve(self) -> list[Any]:
+        if self.targets is None:
+            return [EndpointSource(self.adapter, self.endpoint)]
+        out: list[Any] = []
+        for t in self.targets:
+            for one in await expand(with_path(t, self.adapter.metrics_path)):
+                out.append(PrometheusSource(self.adapter, one) if one.kind == "prometheus"
+                           else UrlSource(self.adapter, one))
+        return out
+
+    @property
+    def fleet(self) -> bool:
+        """Several replicas (or a Prometheus server): per-replica figures are shown."""
+        return self.kind == "prometheus" or len(self.readings) > 1
 
     async def take(self, http: httpx.AsyncClient, name: str) -> None:
-        """Scrape now and keep the snapshot as ``name``; a failure is a warning, not an error."""
-        if self._silent:
-            return
+        """Scrape every source now and keep the snapshot as ``name``; a failure is a warning
+        naming the source, not an error."""
+        if self.sources is None:
+            self.sources = await self._resolve()
+        edge = not name.startswith("tick_")
+        ns = time.monotonic_ns()
+        live = [s for s in self.sources if s.name not in self._silent]
+        answers = await asyncio.gather(*(self._read(s, http, name, edge) for s in live))
+        got = False
+        total: dict[str, float] = {}
+        for src, ans in zip(live, answers, strict=True):
+            if ans is None:  # no answer: every replica this source spoke for is missing here
+                for key in self._keys_of(src):
+                    self.readings.setdefault(key, {})[name] = None
+                continue
+            for key, reading in ans.items():
+                self._keys.setdefault(src.name, set()).add(key)
+                self.readings.setdefault(key, {})[name] = reading
+                if reading is not None:
+                    got = True
+                    for k, v in reading.counters.items():
+                        total[k] = total.get(k, 0.0) + v
+        if got:
+            self.snapshots[name] = total
+        if got or any(a is None for a in answers):
+            self.names.append((name, ns))
+
+    def _keys_of(self, src: Any) -> list[str]:
+        """The replicas a source speaks for (a Prometheus server: those it named so far)."""
+        return sorted(self._keys.get(src.name, ())) or [src.name]
+
+    async def _read(self, src: Any, http: httpx.AsyncClient, name: str,
+                    edge: bool) -> dict[str, Reading | None] | None:
+        bound = self.timeout_s + (FRESH_WAIT_S if isinstance(src, PrometheusSource) else 0.0)
+        who = src.name if self.kind != "endpoint" else "server statistics"
         try:
-            snap = await asyncio.wait_for(self.adapter.scrape(http), self.timeout_s)
+            return await asyncio.wait_for(src.read(http, edge), bound)
         except TimeoutError:
-            self._silent = True
-            self.warnings.append(f"server statistics: no answer to the scrape at {name} within "
-                                 f"{self.timeout_s:g} s; later scrapes skipped")
-            return
-        except (httpx.HTTPError, ValueError) as exc:
-            self.warnings.append(f"could not scrape server statistics at {name}: {exc!r}")
-            return
-        self.snapshots[name] = snap
-        self.series.append((name, time.monotonic_ns(), snap))
+            self._silent.add(src.name)
+            self.warnings.append(f"{who}: no answer to the scrape at {name} within "
+                                 f"{bound:g} s; later scrapes skipped")
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            if src.name not in self._warned:
+                self._warned.add(src.name)
+                where = "" if self.kind == "endpoint" else f" from {src.name}"
+                self.warnings.append(f"could not scrape server statistics{where} at {name}: "
+                                     f"{exc!r}")
+        return None
 
     async def every(self, http: httpx.AsyncClient, interval_s: float,
                     until: asyncio.Event) -> None:
         """Scrape every ``interval_s`` until ``until`` is set (snapshots ``tick_1``, ...)."""
         n = 0
-        while not until.is_set() and not self._silent:
+        while not until.is_set():
             try:
                 await asyncio.wait_for(until.wait(), interval_s)
                 return
@@ -69,43 +151,46 @@ class Scrapes:
                 await self.take(http, f"tick_{n}")
 
     def delta(self, a: str, b: str) -> Delta | None:
-        """Increments from snapshot ``a`` to ``b`` summed over the segments between consecutive
-        snapshots in which no counter went backwards (None when either snapshot is missing or
-        no segment is consistent)."""
-        names = [n for n, _, _ in self.series]
+        """Increments from snapshot ``a`` to ``b``: each replica's over its consistent segments
+        (loadgen/scrape/fleet.py), summed over the replicas whose counters are usable. None
+        when either snapshot was never taken."""
+        names = [n for n, _ in self.names]
         if a not in names or b not in names:
             return None
         i, j = names.index(a), names.index(b)
-        segs = self.series[i:j + 1]
+        span = self.names[i:j + 1]
+        reps = [replica_delta(key, series, span) for key, series in self.readings.items()]
         total: dict[str, float] = {}
         resets: list[tuple[str, str]] = []
-        covered = 0
-        for (n0, t0, x), (n1, t1, y) in itertools.pairwise(segs):
-            if any(y.get(k, 0.0) < v for k, v in x.items()):
-                resets.append((n0, n1))
+        covered = None
+        for r in reps:
+            resets.extend(r.left_out)
+            if r.values is None:
                 continue
-            covered += t1 - t0
-            for k, v in y.items():
-                total[k] = total.get(k, 0.0) + v - x.get(k, 0.0)
-        span = segs[-1][1] - segs[0][1]
-        if resets and len(resets) == len(segs) - 1:
-            return Delta({}, 0.0, span / 1e9, resets)
-        return Delta(total, covered / 1e9, span / 1e9, resets)
+            covered = r.covered_s if covered is None else min(covered, r.covered_s)
+            for k, v in r.values.items():
+                total[k] = total.get(k, 0.0) + v
+        span_s = (span[-1][1] - span[0][1]) / 1e9
+        return Delta(total, covered or 0.0, span_s, resets, reps)
+
+
+def scrapes_for(cfg: RunConfig, adapter: EngineAdapter, warnings: list[str]) -> Scrapes:
+    """The run's scrapes: ``--metrics`` targets, else ``<endpoint>/metrics``."""
+    return Scrapes(adapter, warnings, cfg.probe_timeout_s,
+                   parse_targets(cfg.metrics, cfg.metrics_selector), cfg.endpoint)
 
 
 def consistent(delta: Delta | None, what: str, notes: list[str]) -> dict[str, float] | None:
-    """A delta's values, with a warning when a counter reset (a server restart) was left out;
-    None (acceptance unavailable, with the reason) when no segment is consistent."""
+    """A delta's values, with a note for every replica left out (load-balanced, no answer) or
+    reset; None (acceptance unavailable, with the reason) when no replica's counters are
+    usable. A note already in ``notes`` is not repeated."""
     if delta is None:
         return None
-    if not delta.resets:
-        return delta.values
-    where = ", ".join(f"{a} -> {b}" for a, b in delta.resets)
-    if not delta.values:
-        notes.append(f"server counters went backwards over the {what} (between scrapes {where}: "
-                     f"the server restarted?); counter deltas and acceptance unavailable")
+    single = len(delta.replicas) == 1
+    for r in delta.replicas:
+        for line in r.notes(what, single):
+            if line not in notes:
+                notes.append(line)
+    if not delta.usable:
         return None
-    notes.append(f"server counters went backwards over the {what} (between scrapes {where}: "
-                 f"the server restarted?); counter deltas and acceptance use only the "
-                 f"consistent segments, {delta.covered_s:.1f} s of {delta.span_s:.1f} s")
     return delta.values

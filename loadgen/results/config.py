@@ -65,6 +65,11 @@ class RunConfig:
     ray: str | None = None  # a Ray cluster's address, or "local" (a throwaway local cluster)
     workers_per_node: int = 1  # with ray: worker actors per node
     extra: dict[str, Any] = field(default_factory=dict)
+    # counters from these metrics targets instead of <endpoint>/metrics (loadgen/scrape):
+    # URLs (one per replica; a DNS name expands to its addresses), prometheus+http://HOST:PORT,
+    # or ["none"]; the selector narrows a Prometheus server's series
+    metrics: list[str] = field(default_factory=list)
+    metrics_selector: str | None = None
 
     def validate(self) -> None:
         """Every value checked up front; a ValueError names the flag in one line."""
@@ -103,6 +108,9 @@ class RunConfig:
         if self.ray and self.workers is not None:
             raise ValueError("give --workers or --ray (with --workers-per-node), not both")
         _at_least("--workers-per-node", self.workers_per_node, 1)
+        from loadgen.scrape.targets import parse_targets
+
+        parse_targets(self.metrics, self.metrics_selector)
 
     def effective_warmup(self) -> int:
         """Warm-up requests actually sent: the explicit count, else the concurrency (closed

@@ -32,7 +32,7 @@ from loadgen.client.benchmark import RunFailed, prefix_cache_stats
 from loadgen.client.connect import CertificateError
 from loadgen.client.endpoint import EndpointError
 from loadgen.client.host import HostMonitor, pid_listening_on
-from loadgen.client.scrape import Scrapes, consistent
+from loadgen.client.scrape import consistent, scrapes_for
 from loadgen.client.stop import StopSignals
 from loadgen.client.tally import window_bounds
 from loadgen.client.wiring import build_wire
@@ -53,6 +53,7 @@ from loadgen.scale.merge import (
 )
 from loadgen.scale.share import plan_workers
 from loadgen.scale.worker import WorkerSpec, check_split, peak_rss_mb, split
+from loadgen.scrape.publish import publish, window_edges
 
 _now_ns = time.monotonic_ns
 START_MARGIN_NS = 200_000_000  # the common start is this far after the window-start scrape
@@ -97,7 +98,7 @@ class Coordinator:
         self.own_signals = True
         self._loop: asyncio.AbstractEventLoop | None = None
         self.window: dict[str, Any] = {}
-        self.scrapes = Scrapes(self.adapter, self.warnings)
+        self.scrapes = scrapes_for(cfg, self.adapter, self.warnings)
         self.probe: dict[str, Any] = {}
         self.prefix_cache_policy: str | None = None
         self.failure: str | None = None  # a worker could not write its records: run stopped
@@ -256,6 +257,7 @@ class Coordinator:
                             self.warnings + failed + notes + summary.warnings]
         summary.interrupted = self.interrupted
         summary.token_count_source = self.adapter.token_count_source
+        publish(summary, counters, self.adapter, window_edges(window))
         return summary
 
     def _shards(self) -> list[Path]:
