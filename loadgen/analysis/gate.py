@@ -116,7 +116,7 @@ def finish_acceptance(summary: Summary, fleet: FleetStats | None, other_requests
             if "acceptance_length" in cout:
                 cs.acceptance_source = None
     if fleet is not None:
-        for rs in fleet.replicas:
+        for rs in fleet.replicas or []:
             rout = gate(rs, draft_k(rs) or k)
             rs.withheld = rout or None
         summary.fleet = fleet

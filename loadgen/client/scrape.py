@@ -68,7 +68,8 @@ class Scrapes:
             "prometheus" if any(t.kind == "prometheus" for t in targets) else "targets")
         self.snapshots: dict[str, dict[str, float]] = {}  # summed over the replicas answering
         self.names: list[tuple[str, int]] = []  # (snapshot, monotonic ns), in order
-        self.readings: dict[str, dict[str, Reading | None]] = {}  # replica -> snapshot -> it
+        # replica -> snapshot index (in ``names``) -> its reading (None: no answer)
+        self.readings: dict[str, dict[int, Reading | None]] = {}
         self._silent: set[str] = set()  # sources that did not answer in time
         self._warned: set[str] = set()
         self._keys: dict[str, set[str]] = {}  # source -> the replicas it answered for
@@ -99,14 +100,15 @@ class Scrapes:
         answers = await asyncio.gather(*(self._read(s, http, name, edge) for s in live))
         got = False
         total: dict[str, float] = {}
+        idx = len(self.names)  # readings are keyed by the snapshot's index (tick names repeat)
         for src, ans in zip(live, answers, strict=True):
             if ans is None:  # no answer: every replica this source spoke for is missing here
                 for key in self._keys_of(src):
-                    self.readings.setdefault(key, {})[name] = None
+                    self.readings.setdefault(key, {})[idx] = None
                 continue
             for key, reading in ans.items():
                 self._keys.setdefault(src.name, set()).add(key)
-                self.readings.setdefault(key, {})[name] = reading
+                self.readings.setdefault(key, {})[idx] = reading
                 if reading is not None:
                     got = True
                     for k, v in reading.counters.items():
@@ -158,7 +160,7 @@ class Scrapes:
         if a not in names or b not in names:
             return None
         i, j = names.index(a), names.index(b)
-        span = self.names[i:j + 1]
+        span = [(k, *self.names[k]) for k in range(i, j + 1)]
         reps = [replica_delta(key, series, span) for key, series in self.readings.items()]
         total: dict[str, float] = {}
         resets: list[tuple[str, str]] = []
@@ -170,7 +172,7 @@ class Scrapes:
             covered = r.covered_s if covered is None else min(covered, r.covered_s)
             for k, v in r.values.items():
                 total[k] = total.get(k, 0.0) + v
-        span_s = (span[-1][1] - span[0][1]) / 1e9
+        span_s = (span[-1][2] - span[0][2]) / 1e9
         return Delta(total, covered or 0.0, span_s, resets, reps)
 
 

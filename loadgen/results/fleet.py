@@ -31,6 +31,6 @@ class ReplicaStats:
 @dataclass(slots=True)
 class FleetStats:
     source: str = "targets"  # targets (URLs, DNS-expanded) | prometheus | endpoint
-    replicas: list[ReplicaStats] = field(default_factory=list)
+    replicas: list[ReplicaStats] | None = field(default_factory=list)
     unanswered: list[str] = field(default_factory=list)  # replicas left out: no answer
     withheld: list[str] = field(default_factory=list)  # URLs withheld: load-balanced

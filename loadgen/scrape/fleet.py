@@ -68,32 +68,31 @@ class ReplicaDelta:
                 f"segments, {self.covered_s:.1f} s of {self.span_s:.1f} s"]
 
 
-def replica_delta(name: str, series: dict[str, Reading | None],
-                  span: Sequence[tuple[str, int]]) -> ReplicaDelta:
+def replica_delta(name: str, series: dict[int, Reading | None],
+                  span: Sequence[tuple[int, str, int]]) -> ReplicaDelta:
     """A replica's delta over ``span`` (the run's snapshots from the window's first to its
-    last, with their monotonic ns). ``series``: every reading the replica gave in the run, in
-    order (None: no answer). Its counters are withheld for the whole run when its identity
-    switched (loadgen/scrape/identity.py); a segment in which a counter went backwards (a
-    restart) is left out, the others summed."""
-    order = [(n, series.get(n)) for n, _ in span]
-    run = [(r.identity, r.start_time, r.counters) for r in series.values() if r is not None]
+    last: index, name, monotonic ns). ``series``: every reading the replica gave in the run,
+    by snapshot index (None: no answer). Its counters are withheld for the whole run when its
+    identity switched (loadgen/scrape/identity.py); a segment in which a counter went
+    backwards (a restart) is left out, the others summed."""
+    run = [(r.identity, r.start_time, r.counters)
+           for _, r in sorted(series.items()) if r is not None]
     _, switches = changes(run)
     ids = list(dict.fromkeys(i for i, _, _ in run if i is not None))
     known = any(i is not None for i, _, _ in run)
-    a, b = span[0][0], span[-1][0]
-    span_s = (span[-1][1] - span[0][1]) / 1e9
-    out = ReplicaDelta(name, None, span_s=span_s, identity_known=known, identities=ids)
-    last = series.get(b)
+    (ia, a, t_a), (ib, b, t_b) = span[0], span[-1]
+    out = ReplicaDelta(name, None, span_s=(t_b - t_a) / 1e9, identity_known=known,
+                       identities=ids)
+    last = series.get(ib)
     out.identity = last.identity if last is not None else None
     if switches:
         out.status = "load-balanced"
         return out
-    missing = [n for n in (a, b) if series.get(n) is None]
+    missing = [n for i, n in ((ia, a), (ib, b)) if series.get(i) is None]
     if missing:
         out.status, out.missing_at = "no answer", missing
         return out
-    ns = dict(span)
-    snaps = [(n, ns[n], r) for n, r in order if r is not None]
+    snaps = [(n, t, r) for i, n, t in span if (r := series.get(i)) is not None]
     total: dict[str, float] = {}
     covered = 0
     for (n0, t0, x), (n1, t1, y) in itertools.pairwise(snaps):

@@ -1,0 +1,222 @@
+"""Fleets on loopback: synthetic vLLM replicas (different acceptance rates, each with its truth
+log) behind a real nginx (round-robin and least_conn), their counters read per replica or
+through a real Prometheus server. The window's AL from counters is checked against the truth
+logs' AL over the same requests, per replica too; a load-balanced /metrics is withheld with
+its line; a restarted replica is handled on its own; an unreachable target is named."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadgen.analysis.gate import cross_check, gate
+from loadgen.client.benchmark import run_benchmark
+from loadgen.data.prompts import read_prompts
+from loadgen.results.config import RunConfig
+from loadgen.results.files import read_json
+from loadgen.results.summary import AcceptanceSummary, Summary
+from loadgen.synthetic.process import read_truth
+from tests.fleet_servers import host_port, start_gateway, start_prometheus
+from tests.synthetic_data import make_dataset
+from tests.test_client_synthetic import truth_al
+from tests.wire_servers import free_port
+
+RATES = ("0.9,0.8,0.7", "0.3,0.2,0.1", "0.6,0.5,0.4")
+N = 36  # requests per run (three categories, twelve each)
+
+
+def start_replicas(synthetic, tmp: Path, n: int, *extra: str, fault_on: int | None = None,
+                   fault: str = "") -> list[tuple[str, Path]]:
+    """``n`` synthetic vLLM replicas, replica i accepting at RATES[i]: (base URL, truth log)."""
+    out = []
+    for i in range(n):
+        truth = tmp / f"truth{i}.jsonl"
+        faults = ["--fault", fault] if fault_on == i else []
+        eng = synthetic("--protocol", "vllm", "--truth-log", str(truth), "--step-base-ms", "2",
+                        "--accept-rates", RATES[i], "--model-name", "m", *faults, *extra)
+        out.append((eng.url, truth))
+    return out
+
+
+def pooled_al(truths: list[Path]) -> float:
+    """vLLM's counter AL over the truth logs' requests: 1 + accepted / verify steps with
+    drafts, pooled over every request of every log."""
+    steps = accepted = 0
+    for t in truths:
+        for r in read_truth(t):
+            for d, a in zip(r["drafted_per_step"], r["accepted_per_step"], strict=True):
+                if d:
+                    steps += 1
+                    accepted += a
+    return 1 + accepted / steps
+
+
+def drafted(truth: Path) -> int:
+    return sum(sum(r["drafted_per_step"]) for r in read_truth(truth))
+
+
+def run_cli(tmp: Path, endpoint: str, *flags: str) -> tuple[Summary, str]:
+    ds = make_dataset(tmp / "ds.jsonl", n=N)
+    out = tmp / "run"
+    r = subprocess.run([sys.executable, "-m", "loadgen", "run", "--endpoint", endpoint,
+                        "--engine", "vllm", "--model", "m", "--dataset", str(ds),
+                        "--output-len", "24", "--concurrency", "4", "--num-requests", str(N),
+                        "--warmup-requests", "0", "--category-windows", *flags,
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return Summary.from_dict(read_json(out / "summary.json")), r.stdout
+
+
+def run_inproc(tmp: Path, endpoint: str, **kw) -> Summary:
+    ds = make_dataset(tmp / "ds.jsonl", n=N)
+    cfg = RunConfig(endpoint=endpoint, engine="vllm", out=tmp / "run", model="m",
+                    output_len=24, concurrency=4, num_requests=N, warmup_requests=0, **kw)
+    return run_benchmark(cfg, read_prompts(ds), ds, argv=["test"])
+
+
+def test_two_replicas_per_replica_targets_equal_the_truth(synthetic, tmp_path):
+    reps = start_replicas(synthetic, tmp_path, 2)
+    gw = start_gateway(tmp_path / "nginx", [u for u, _ in reps])
+    try:
+        s, stdout = run_cli(tmp_path, f"http://127.0.0.1:{gw.port}",
+                            *(a for u, _ in reps for a in ("--metrics", u)))
+    finally:
+        gw.stop()
+    truths = [t for _, t in reps]
+    assert sum(len(read_truth(t)) for t in truths) == N
+    assert all(read_truth(t) for t in truths)  # round-robin reached both
+    # the sum of per-replica deltas is the fleet's AL over exactly these requests
+    assert s.acceptance.acceptance_length == pytest.approx(pooled_al(truths), rel=0.02)
+    assert s.acceptance.acceptance_length == pytest.approx(pooled_al(truths), rel=1e-9)
+    assert s.fleet is not None and s.fleet.source == "targets"
+    assert not s.fleet.unanswered and not s.fleet.withheld
+    by_name = {r.name: r for r in s.fleet.replicas}
+    total = sum(drafted(t) for t in truths)
+    for url, truth in reps:
+        rep = by_name[url + "/metrics"]
+        assert rep.status == "ok" and rep.resets == 0
+        assert rep.identity and rep.identity.startswith("process started")
+        assert rep.acceptance_length == pytest.approx(pooled_al([truth]), rel=1e-9)
+        assert rep.drafted_share == pytest.approx(drafted(truth) / total, rel=1e-9)
+    assert s.acceptance.headline_source == "per_request" or s.acceptance.headline == (
+        s.acceptance.acceptance_length)
+    assert "per replica" in stdout  # the console's table, each replica's AL in it
+    assert all(f"{r.acceptance_length:.3f}" in stdout for r in s.fleet.replicas)
+
+
+@pytest.mark.parametrize("balance", ["round_robin", "least_conn"])
+def test_load_balanced_metrics_are_withheld_not_called_a_restart(synthetic, tmp_path, balance):
+    reps = start_replicas(synthetic, tmp_path, 2, "--per-request-spec-metrics", "summary")
+    gw = start_gateway(tmp_path / "nginx", [u for u, _ in reps], balance)
+    try:  # scrapes every 50 ms: the gateway hands /metrics to one replica, then the other
+        s = run_inproc(tmp_path, f"http://127.0.0.1:{gw.port}", scrape_interval_s=0.05)
+    finally:
+        gw.stop()
+    truths = [t for _, t in reps]
+    lines = [w for w in s.warnings if "load balancer" in w]
+    assert len(lines) == 1, s.warnings
+    assert "--metrics" in lines[0] and "prometheus" in lines[0] and "not a restart" in lines[0]
+    assert not any("restarted" in w for w in s.warnings)
+    acc = s.acceptance
+    assert acc.acceptance_length is None and acc.acceptance_rate is None
+    assert acc.per_position_rate is None and s.server_counters.window_delta is None
+    # the exact per-request figure is the headline, and it is the truth
+    recs = [r for t in truths for r in read_truth(t)]
+    assert acc.headline_source == "per_request"
+    assert acc.headline == pytest.approx(truth_al("vllm", recs), rel=1e-9)
+
+
+def test_a_restarted_replica_is_handled_on_its_own(synthetic, tmp_path):
+    reps = start_replicas(synthetic, tmp_path, 2, fault_on=1, fault="counter_reset:at=8")
+    gw = start_gateway(tmp_path / "nginx", [u for u, _ in reps])
+    try:
+        s = run_inproc(tmp_path, f"http://127.0.0.1:{gw.port}", scrape_interval_s=0.05,
+                       metrics=[u for u, _ in reps], category_windows=True)
+    finally:
+        gw.stop()
+    (ok_url, ok_truth), (bad_url, _) = reps
+    by_name = {r.name: r for r in s.fleet.replicas}
+    assert by_name[bad_url + "/metrics"].resets == 1
+    assert by_name[ok_url + "/metrics"].resets == 0
+    assert by_name[ok_url + "/metrics"].acceptance_length == pytest.approx(
+        pooled_al([ok_truth]), rel=1e-9)
+    restarted = [w for w in s.warnings if "went backwards" in w]
+    assert restarted and all(f"from {bad_url}/metrics" in w and "restarted" in w
+                             for w in restarted)
+    assert not any("load balancer" in w for w in s.warnings)
+    assert s.acceptance.acceptance_length is not None
+
+
+def test_an_unreachable_target_is_named_and_the_others_summed(synthetic, tmp_path):
+    reps = start_replicas(synthetic, tmp_path, 3)
+    gw = start_gateway(tmp_path / "nginx", [u for u, _ in reps], "least_conn")
+    dead = f"http://127.0.0.1:{free_port()}/metrics"  # nothing listens there
+    try:
+        s, _ = run_cli(tmp_path, f"http://127.0.0.1:{gw.port}", "--metrics", reps[0][0],
+                       "--metrics", reps[1][0], "--metrics", dead)
+    finally:
+        gw.stop()
+    assert s.fleet.unanswered == [dead]
+    assert any(dead in w and "did not answer" in w for w in s.warnings)
+    assert s.acceptance.acceptance_length == pytest.approx(
+        pooled_al([reps[0][1], reps[1][1]]), rel=1e-9)
+    assert {r.name for r in s.fleet.replicas if r.status == "ok"} == {
+        reps[0][0] + "/metrics", reps[1][0] + "/metrics"}
+
+
+def test_prometheus_source_equals_the_truth_per_replica(synthetic, tmp_path):
+    reps = start_replicas(synthetic, tmp_path, 2)
+    prom = start_prometheus(tmp_path / "prom", [u for u, _ in reps])
+    gw = start_gateway(tmp_path / "nginx", [u for u, _ in reps])
+    try:
+        s, _ = run_cli(tmp_path, f"http://127.0.0.1:{gw.port}", "--metrics",
+                       f"prometheus+http://127.0.0.1:{prom.port}", "--metrics-selector",
+                       '{job="fleet"}')
+    finally:
+        gw.stop()
+        prom.stop()
+    truths = [t for _, t in reps]
+    assert s.fleet.source == "prometheus" and not s.fleet.unanswered
+    assert s.acceptance.acceptance_length == pytest.approx(pooled_al(truths), rel=0.02)
+    by_name = {r.name: r for r in s.fleet.replicas}
+    assert set(by_name) == {host_port(u) for u, _ in reps}
+    for url, truth in reps:
+        rep = by_name[host_port(url)]
+        assert rep.identity == f"instance {host_port(url)}"
+        assert rep.acceptance_length == pytest.approx(pooled_al([truth]), rel=0.02)
+
+
+def test_bad_metrics_flags_are_one_line(tmp_path):
+    ds = make_dataset(tmp_path / "ds.jsonl", n=3)
+    base = [sys.executable, "-m", "loadgen", "run", "--endpoint", "http://127.0.0.1:9",
+            "--engine", "vllm", "--dataset", str(ds), "--out", str(tmp_path / "o")]
+    for flags, needle in ((["--metrics", "ftp://x"], "--metrics"),
+                          (["--metrics", "none", "--metrics", "http://a:1"], "alone"),
+                          (["--metrics-selector", '{job="x"}'], "--metrics-selector"),
+                          (["--metrics", "prometheus+http://h:9090", "--metrics-selector",
+                            "job=x"], "selector")):
+        r = subprocess.run([*base, *flags], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, (flags, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr
+        assert not (tmp_path / "o").exists()
+
+
+def test_the_gate_withholds_impossible_figures():
+    """The figures of the load-balanced run the gate exists for (a rate of 1.088)."""
+    acc = AcceptanceSummary(source="server_counters:vllm", acceptance_length=3.678,
+                            acceptance_rate=0.892, per_position_rate=[1.088, 0.919, 0.670],
+                            drafts=100.0, draft_tokens=300.0, accepted_tokens=267.8)
+    out = gate(acc, 3.0)
+    assert set(out) == {"per_position_rate"} and "outside [0, 1]" in out["per_position_rate"]
+    assert acc.per_position_rate is None and acc.acceptance_length == 3.678
+    acc2 = AcceptanceSummary(acceptance_length=4.5, drafts=-1.0)
+    out2 = gate(acc2, 3.0)
+    assert {"drafts", "acceptance_length"} <= set(out2) and acc2.acceptance_length is None
+    assert gate(AcceptanceSummary(acceptance_length=0.9), None) == {
+        "acceptance_length": "acceptance_length 0.900 is below 1"}
+    # the cross-check: 3.678 vs 1.866 over 100 steps is far beyond 2% + 3 sigma
+    assert "3.678" in cross_check(3.678, 1.866, 100.0, 3.0)
+    assert cross_check(1.87, 1.866, 1000.0, 3.0) is None
