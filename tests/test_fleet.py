@@ -26,6 +26,7 @@ from tests.wire_servers import free_port
 
 RATES = ("0.9,0.8,0.7", "0.3,0.2,0.1", "0.6,0.5,0.4")
 N = 36  # requests per run (three categories, twelve each)
+SECRET = "s3cr3t-metrics-token"
 
 
 def start_replicas(synthetic, tmp: Path, n: int, *extra: str, fault_on: int | None = None,
@@ -153,10 +154,12 @@ def test_a_restarted_replica_is_handled_on_its_own(synthetic, tmp_path):
 def test_an_unreachable_target_is_named_and_the_others_summed(synthetic, tmp_path):
     reps = start_replicas(synthetic, tmp_path, 3)
     gw = start_gateway(tmp_path / "nginx", [u for u, _ in reps], "least_conn")
-    dead = f"http://127.0.0.1:{free_port()}/metrics"  # nothing listens there
+    port = free_port()  # nothing listens there; its URL carries a credential never shown
+    dead = f"http://127.0.0.1:{port}/metrics"
     try:
-        s, _ = run_cli(tmp_path, f"http://127.0.0.1:{gw.port}", "--metrics", reps[0][0],
-                       "--metrics", reps[1][0], "--metrics", dead)
+        s, stdout = run_cli(tmp_path, f"http://127.0.0.1:{gw.port}", "--metrics", reps[0][0],
+                            "--metrics", reps[1][0], "--metrics",
+                            f"http://scraper:{SECRET}@127.0.0.1:{port}/metrics?token={SECRET}")
     finally:
         gw.stop()
     assert s.fleet.unanswered == [dead]
@@ -165,6 +168,9 @@ def test_an_unreachable_target_is_named_and_the_others_summed(synthetic, tmp_pat
         pooled_al([reps[0][1], reps[1][1]]), rel=1e-9)
     assert {r.name for r in s.fleet.replicas if r.status == "ok"} == {
         reps[0][0] + "/metrics", reps[1][0] + "/metrics"}
+    assert SECRET not in stdout
+    for f in (tmp_path / "run").iterdir():
+        assert SECRET not in f.read_text(), f.name
 
 
 def test_prometheus_source_equals_the_truth_per_replica(synthetic, tmp_path):
