@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.analysis.gate import cross_check, gate
+from loadgen.analysis.gate import cross_check, gate, gated_counters
 from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import read_prompts
 from loadgen.results.config import RunConfig
@@ -106,6 +106,12 @@ def test_two_replicas_per_replica_targets_equal_the_truth(synthetic, tmp_path):
         s.acceptance.acceptance_length)
     assert "per replica" in stdout  # the console's table, each replica's AL in it
     assert all(f"{r.acceptance_length:.3f}" in stdout for r in s.fleet.replicas)
+    # loadgen compare shows each side's replicas
+    r = subprocess.run([sys.executable, "-m", "loadgen", "compare", str(tmp_path / "run"),
+                        str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if "A per replica" in x)
+    assert all(f"AL {rep.acceptance_length:.3f}" in line for rep in s.fleet.replicas)
 
 
 @pytest.mark.parametrize("balance", ["round_robin", "least_conn"])
@@ -223,6 +229,11 @@ def test_the_gate_withholds_impossible_figures():
     assert {"drafts", "acceptance_length"} <= set(out2) and acc2.acceptance_length is None
     assert gate(AcceptanceSummary(acceptance_length=0.9), None) == {
         "acceptance_length": "acceptance_length 0.900 is below 1"}
+    # a file written without the gate is gated when read back (compare, sweeps)
+    acc3, why = gated_counters({"acceptance_length": 3.678, "acceptance_rate": 1.09,
+                                "per_position_rate": [1.088, 0.919, 0.670]})
+    assert acc3.acceptance_rate is None and "outside [0, 1]" in why["acceptance_rate"]
+    assert acc3.acceptance_length == 3.678  # K = 3 from the per-position list: 3.678 <= 4
     # the cross-check: 3.678 vs 1.866 over 100 steps is far beyond 2% + 3 sigma
     assert "3.678" in cross_check(3.678, 1.866, 100.0, 3.0)
     assert cross_check(1.87, 1.866, 1000.0, 3.0) is None

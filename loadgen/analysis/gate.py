@@ -134,3 +134,13 @@ def finish_acceptance(summary: Summary, fleet: FleetStats | None, other_requests
         if cs.withheld:
             summary.warnings.append(f"category {name}: " + "; ".join(
                 f"{f} withheld by the sanity gate: {r}" for f, r in cs.withheld.items()))
+
+
+def gated_counters(acc: dict[str, Any]) -> tuple[AcceptanceSummary, dict[str, str]]:
+    """summary.json's ``acceptance`` section read back through the gate (a file written before
+    the gate existed may hold an impossible figure): the gated figures and every withheld
+    one's reason, those the file already withheld included."""
+    out = Summary.from_dict({"acceptance": acc}).acceptance
+    reasons = dict(out.withheld or {})
+    reasons.update(gate(out, draft_k(out)))
+    return out, reasons
