@@ -237,3 +237,63 @@ def test_the_gate_withholds_impossible_figures():
     # the cross-check: 3.678 vs 1.866 over 100 steps is far beyond 2% + 3 sigma
     assert "3.678" in cross_check(3.678, 1.866, 100.0, 3.0)
     assert cross_check(1.87, 1.866, 1000.0, 3.0) is None
+
+
+def test_scaled_out_run_sums_the_replicas(synthetic, tmp_path):
+    """--workers 2: the coordinator scrapes every target; all requests at once, so the window
+    includes the drain and its counters cover exactly the truth logs' requests (20 ms steps:
+    the sends take a small part of the requests' time)."""
+    reps = start_replicas(synthetic, tmp_path, 2, "--step-base-ms", "20")
+    gw = start_gateway(tmp_path / "nginx", [u for u, _ in reps])
+    ds = make_dataset(tmp_path / "ds.jsonl", n=12)
+    try:
+        r = subprocess.run([sys.executable, "-m", "loadgen", "run", "--endpoint",
+                            f"http://127.0.0.1:{gw.port}", "--engine", "vllm", "--model", "m",
+                            "--dataset", str(ds), "--output-len", "160", "--concurrency", "12",
+                            "--num-requests", "12", "--warmup-requests", "0", "--workers", "2",
+                            *(a for u, _ in reps for a in ("--metrics", u)),
+                            "--out", str(tmp_path / "run"), "--quiet"],
+                           capture_output=True, text=True, timeout=300)
+    finally:
+        gw.stop()
+    assert r.returncode == 0, r.stderr
+    s = Summary.from_dict(read_json(tmp_path / "run" / "summary.json"))
+    truths = [t for _, t in reps]
+    assert s.window.includes_drain
+    assert s.acceptance.acceptance_length == pytest.approx(pooled_al(truths), rel=1e-9)
+    assert {rep.name: rep.acceptance_length for rep in s.fleet.replicas} == pytest.approx(
+        {u + "/metrics": pooled_al([t]) for u, t in reps}, rel=1e-9)
+
+
+def test_a_sweep_carries_the_metrics_of_each_sd_configuration(synthetic, tmp_path):
+    import yaml
+
+    from loadgen.cli import main as cli_main
+    from loadgen.results.sweepdir import load_sweep
+
+    reps = start_replicas(synthetic, tmp_path, 2, "--step-base-ms", "20")  # as above: drain
+    gw = start_gateway(tmp_path / "nginx", [u for u, _ in reps])
+    make_dataset(tmp_path / "ds.jsonl", n=12)
+    cfg = {"engine": "vllm",
+           "sd_configs": [{"label": "fleet", "endpoint": f"http://127.0.0.1:{gw.port}",
+                           "metrics": [u for u, _ in reps]}],
+           "datasets": [{"name": "synth", "path": "ds.jsonl"}],
+           "loads": {"concurrency": [12]},
+           "run": {"output_len": 160, "num_requests": 12, "warmup_requests": 0, "model": "m"}}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(cfg))
+    try:
+        rc = cli_main(["sweep", "--config", str(tmp_path / "sweep.yaml"), "--out",
+                       str(tmp_path / "sweep"), "--quiet"])
+    finally:
+        gw.stop()
+    assert rc == 0
+    sweep = load_sweep(tmp_path / "sweep")
+    (cell,) = sweep.cells
+    s = sweep.summary(cell)
+    assert s.fleet is not None and len(s.fleet.replicas) == 2 and s.window.includes_drain
+    assert s.acceptance.acceptance_length == pytest.approx(
+        pooled_al([t for _, t in reps]), rel=1e-9)
+    bad = {**cfg, "sd_configs": [{**cfg["sd_configs"][0], "metrics": ["ftp://x"]}]}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    assert cli_main(["sweep", "--config", str(tmp_path / "bad.yaml"), "--out",
+                     str(tmp_path / "bad")]) == 2
