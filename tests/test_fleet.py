@@ -293,7 +293,30 @@ def test_a_sweep_carries_the_metrics_of_each_sd_configuration(synthetic, tmp_pat
     assert s.fleet is not None and len(s.fleet.replicas) == 2 and s.window.includes_drain
     assert s.acceptance.acceptance_length == pytest.approx(
         pooled_al([t for _, t in reps]), rel=1e-9)
+    # the report's conditions section: each replica's counters
+    assert cli_main(["report", str(tmp_path / "sweep"), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Server counters per replica" in md
+    assert all(f"{r.acceptance_length:.3f}" in md for r in s.fleet.replicas)
     bad = {**cfg, "sd_configs": [{**cfg["sd_configs"][0], "metrics": ["ftp://x"]}]}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
     assert cli_main(["sweep", "--config", str(tmp_path / "bad.yaml"), "--out",
                      str(tmp_path / "bad")]) == 2
+
+
+def test_sweep_flags_carry_the_metrics_targets():
+    import argparse
+
+    from loadgen.cli import sweep as sweep_cli
+    from loadgen.sweep.runner import validate
+
+    parser = argparse.ArgumentParser()
+    sweep_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["sweep", "--endpoint", "http://gw:80", "--metrics", "http://a:1",
+                              "--metrics", "prometheus+http://p:9090", "--metrics-selector",
+                              '{job="vllm"}', "--out", "o", "--concurrency", "1"])
+    cfg = sweep_cli.config_from_flags(args)
+    (sd,) = cfg["sd_configs"]
+    assert sd["metrics"] == ["http://a:1", "prometheus+http://p:9090"]
+    assert sd["metrics_selector"] == '{job="vllm"}'
+    validate(cfg)  # accepted as it is
