@@ -17,6 +17,7 @@ and the fix; a replica that did not answer at an edge is named and left out, the
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -57,12 +58,13 @@ class Delta:
 class Scrapes:
     def __init__(self, adapter: EngineAdapter, warnings: list[str],
                  timeout_s: float = 5.0, targets: list[MetricsTarget] | None = None,
-                 endpoint: str = "") -> None:
+                 endpoint: str = "", verify: bool | ssl.SSLContext = True) -> None:
         self.adapter = adapter
         self.warnings = warnings
         self.timeout_s = timeout_s
         self.targets = targets  # None: <endpoint>/metrics; []: --metrics none
         self.endpoint = endpoint
+        self.verify = verify  # TLS of --metrics targets: the run's CA bundle, or --insecure
         self.sources: list[Any] | None = None  # resolved at the first scrape (DNS)
         self.kind = "endpoint" if targets is None else (
             "prometheus" if any(t.kind == "prometheus" for t in targets) else "targets")
@@ -97,7 +99,12 @@ class Scrapes:
         edge = not name.startswith("tick_")
         ns = time.monotonic_ns()
         live = [s for s in self.sources if s.name not in self._silent]
-        answers = await asyncio.gather(*(self._read(s, http, name, edge) for s in live))
+        if self.targets:  # their own client: the endpoint's headers and keys stay with it
+            async with httpx.AsyncClient(timeout=self.timeout_s, verify=self.verify) as own:
+                answers = await asyncio.gather(*(self._read(s, own, name, edge)
+                                                 for s in live))
+        else:
+            answers = await asyncio.gather(*(self._read(s, http, name, edge) for s in live))
         got = False
         total: dict[str, float] = {}
         idx = len(self.names)  # readings are keyed by the snapshot's index (tick names repeat)
@@ -177,9 +184,14 @@ class Scrapes:
 
 
 def scrapes_for(cfg: RunConfig, adapter: EngineAdapter, warnings: list[str]) -> Scrapes:
-    """The run's scrapes: ``--metrics`` targets, else ``<endpoint>/metrics``."""
+    """The run's scrapes: ``--metrics`` targets (read with their own client: credentials
+    only from their own URLs; the run's CA bundle or ``--insecure``), else
+    ``<endpoint>/metrics`` through the run's client."""
     return Scrapes(adapter, warnings, cfg.probe_timeout_s,
-                   parse_targets(cfg.metrics, cfg.metrics_selector), cfg.endpoint)
+                   parse_targets(cfg.metrics, cfg.metrics_selector), cfg.endpoint,
+                   verify=False if cfg.insecure else (
+                       ssl.create_default_context(cafile=cfg.ca_bundle) if cfg.ca_bundle
+                       else True))
 
 
 def consistent(delta: Delta | None, what: str, notes: list[str]) -> dict[str, float] | None:

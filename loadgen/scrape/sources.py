@@ -4,7 +4,8 @@ Each ``read`` returns the readings of the replicas it speaks for, keyed by the r
 (a URL, or a Prometheus ``instance``); a replica known to be down is None. A source that
 cannot answer raises (httpx.HTTPError, ValueError); loadgen.client.scrape bounds and records it.
 This is the one place loadgen reads Prometheus text or Prometheus' API: any other exporter
-(a telemetry source) reads through ``fetch_exposition`` and ``PrometheusSource.samples``.
+(a telemetry source) reads through ``fetch_exposition`` and ``PrometheusApi``; its targets
+are parsed and DNS-expanded by loadgen/scrape/targets.py.
 """
 
 from __future__ import annotations
@@ -82,6 +83,31 @@ class UrlSource:
                                          await fetch_exposition(http, self.target.url))}
 
 
+class PrometheusApi:
+    """A Prometheus server's HTTP API (``/api/v1/query``), for any source that reads through
+    it: the engine's counters here, other exporters' series (telemetry) alike."""
+
+    def __init__(self, base_url: str) -> None:
+        self.query_url = base_url.rstrip("/") + "/api/v1/query"
+
+    async def query(self, http: httpx.AsyncClient, promql: str, at: float
+                    ) -> list[dict[str, Any]]:
+        """The result of one instant query evaluated at ``at`` (seconds since the epoch): a
+        list of ``{"metric": labels, "value" | "values": ...}``."""
+        resp = await http.get(self.query_url, params={"query": promql, "time": f"{at:.3f}"})
+        resp.raise_for_status()
+        body = resp.json()
+        if body.get("status") != "success":
+            raise ValueError(f"Prometheus answered {body.get('error') or body.get('status')}")
+        return body["data"]["result"]
+
+
+def selector_with(selector: str | None, *matchers: str) -> str:
+    """A PromQL selector: the user's (``{job="vllm"}``) with more matchers added."""
+    inner = (selector or "{}").strip()[1:-1].strip().rstrip(",")
+    return "{" + ", ".join(m for m in (inner, *matchers) if m) + "}"
+
+
 class PrometheusSource:
     """The engine's counters as a Prometheus server scraped them, one replica per ``instance``.
 
@@ -95,25 +121,14 @@ class PrometheusSource:
         self.adapter = adapter
         self.target = target
         self.name = target.label
-        self.api = target.url.rstrip("/") + "/api/v1/query"
+        self.api = PrometheusApi(target.url)
         self._anchor: float | None = None
         self._wanted = {sample: (ours, label) for ours, sample, label in adapter.COUNTERS}
 
     def _query(self, window_s: float) -> str:
         names = "|".join(["up", *self._wanted])
-        inner = (self.target.selector or "{}").strip()[1:-1].strip().rstrip(",")
-        matchers = ", ".join(m for m in (inner, f'__name__=~"{names}"') if m)
-        return f"{{{matchers}}}[{max(1, int(window_s * 1000))}ms]"
-
-    async def samples(self, http: httpx.AsyncClient, query: str, at: float
-                      ) -> list[dict[str, Any]]:
-        """The result of one instant query at ``at`` (seconds since the epoch)."""
-        resp = await http.get(self.api, params={"query": query, "time": f"{at:.3f}"})
-        resp.raise_for_status()
-        body = resp.json()
-        if body.get("status") != "success":
-            raise ValueError(f"Prometheus answered {body.get('error') or body.get('status')}")
-        return body["data"]["result"]
+        sel = selector_with(self.target.selector, f'__name__=~"{names}"')
+        return f"{sel}[{max(1, int(window_s * 1000))}ms]"
 
     async def read(self, http: httpx.AsyncClient, edge: bool) -> dict[str, Reading | None]:
         if not edge:
@@ -124,7 +139,7 @@ class PrometheusSource:
         deadline = time.monotonic() + FRESH_WAIT_S
         while True:
             now = time.time()
-            series = await self.samples(http, self._query(now - self._anchor), now)
+            series = await self.api.query(http, self._query(now - self._anchor), now)
             ups = {s["metric"].get("instance", "?"): s["values"] for s in series
                    if s["metric"].get("__name__") == "up"}
             fresh = ups and all(float(v[-1][0]) >= called for v in ups.values())

@@ -45,18 +45,20 @@ class MetricsTarget:
         return redact_url(self.url)
 
 
-def parse_targets(values: list[str], selector: str | None) -> list[MetricsTarget] | None:
+def parse_targets(values: list[str], selector: str | None, flag: str = "--metrics"
+                  ) -> list[MetricsTarget] | None:
     """The run's targets: None when no ``--metrics`` was given (``<endpoint>/metrics``), []
-    for ``--metrics none``. Raises ValueError with one line on a bad value."""
+    for ``--metrics none``. Raises ValueError with one line on a bad value. ``flag``: the
+    option named in messages (another exporter's targets parse the same way)."""
     if not values:
         if selector is not None:
-            raise ValueError("--metrics-selector needs --metrics prometheus+http://HOST:PORT")
+            raise ValueError(f"{flag}-selector needs {flag} prometheus+http://HOST:PORT")
         return None
     if NONE in values:
         if len(values) > 1:
-            raise ValueError("--metrics none turns scraping off: give it alone")
+            raise ValueError(f"{flag} none turns scraping off: give it alone")
         if selector is not None:
-            raise ValueError("--metrics-selector needs --metrics prometheus+http://HOST:PORT")
+            raise ValueError(f"{flag}-selector needs {flag} prometheus+http://HOST:PORT")
         return []
     out: list[MetricsTarget] = []
     for v in values:
@@ -66,24 +68,24 @@ def parse_targets(values: list[str], selector: str | None) -> list[MetricsTarget
         elif parts.scheme in ("http", "https"):
             kind, scheme = "http", parts.scheme
         else:
-            raise ValueError(f"--metrics {redact_url(v)!r}: give http(s)://HOST:PORT[/PATH], "
+            raise ValueError(f"{flag} {redact_url(v)!r}: give http(s)://HOST:PORT[/PATH], "
                              f"prometheus+http(s)://HOST:PORT, or none")
         if not parts.hostname:
-            raise ValueError(f"--metrics {redact_url(v)!r}: no host")
+            raise ValueError(f"{flag} {redact_url(v)!r}: no host")
         try:
             parts.port  # noqa: B018 (a bad port raises here)
         except ValueError:
-            raise ValueError(f"--metrics {redact_url(v)!r}: bad port") from None
+            raise ValueError(f"{flag} {redact_url(v)!r}: bad port") from None
         url = urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
         out.append(MetricsTarget(kind, url, selector if kind == "prometheus" else None))
     if selector is not None:
         if not any(t.kind == "prometheus" for t in out):
-            raise ValueError("--metrics-selector needs --metrics prometheus+http://HOST:PORT")
+            raise ValueError(f"{flag}-selector needs {flag} prometheus+http://HOST:PORT")
         if not _SELECTOR.match(selector.strip()):
-            raise ValueError(f"--metrics-selector {selector!r}: give a PromQL label selector, "
+            raise ValueError(f"{flag}-selector {selector!r}: give a PromQL label selector, "
                              f"e.g. '{{job=\"vllm\"}}'")
     if len({t.url for t in out}) < len(out):
-        raise ValueError("--metrics: a target is given twice (its counters would count twice)")
+        raise ValueError(f"{flag}: a target is given twice (its counters would count twice)")
     return out
 
 
