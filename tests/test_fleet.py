@@ -322,3 +322,12 @@ def test_sweep_flags_carry_the_metrics_targets():
     assert sd["metrics"] == ["http://a:1", "prometheus+http://p:9090"]
     assert sd["metrics_selector"] == '{job="vllm"}'
     validate(cfg)  # accepted as it is
+
+
+def test_metrics_none_turns_scraping_off(synthetic, tmp_path):
+    (url, _), = start_replicas(synthetic, tmp_path, 1)
+    s = run_inproc(tmp_path, url, metrics=["none"])
+    assert s.requests.ok == N
+    assert s.acceptance.acceptance_length is None and s.acceptance.headline is None
+    assert s.server_counters.window_delta is None and s.fleet is None
+    assert not any("scrape" in w for w in s.warnings)
