@@ -331,3 +331,68 @@ def test_metrics_none_turns_scraping_off(synthetic, tmp_path):
     assert s.acceptance.acceptance_length is None and s.acceptance.headline is None
     assert s.server_counters.window_delta is None and s.fleet is None
     assert not any("scrape" in w for w in s.warnings)
+
+
+def _port_free_on(hosts: list[str]) -> int:
+    import socket
+
+    for _ in range(50):
+        port = free_port()
+        try:
+            for h in hosts:
+                with socket.socket() as s:
+                    s.bind((h, port))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no port free on every address")
+
+
+def test_a_dns_name_expands_to_one_target_per_address(tmp_path):
+    """A host name with two addresses (a private /etc/hosts in a mount namespace of the run's
+    own process: the machine's file is untouched) is scraped at each address, as Prometheus'
+    DNS discovery would: the sum equals the truth of both replicas."""
+    import shutil
+
+    from loadgen.synthetic.process import SyntheticProcess
+
+    if shutil.which("unshare") is None or subprocess.run(
+            ["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("no private mount namespace here (unshare -m)")
+    hosts = ["127.0.0.2", "127.0.0.3"]
+    port = _port_free_on(hosts)
+    engines, truths, gw = [], [], None
+    try:
+        for i, h in enumerate(hosts):
+            truth = tmp_path / f"truth{i}.jsonl"
+            engines.append(SyntheticProcess(
+                ["--protocol", "vllm", "--truth-log", str(truth), "--step-base-ms", "2",
+                 "--accept-rates", RATES[i], "--model-name", "m", "--port", str(port)],
+                host=h).start())
+            truths.append(truth)
+        gw = start_gateway(tmp_path / "nginx", [e.url for e in engines])
+        etc_hosts = tmp_path / "hosts"
+        etc_hosts.write_text(Path("/etc/hosts").read_text()
+                             + "".join(f"{h} fleet-replicas\n" for h in hosts))
+        ds = make_dataset(tmp_path / "ds.jsonl", n=N)
+        run = [sys.executable, "-m", "loadgen", "run", "--endpoint",
+               f"http://127.0.0.1:{gw.port}", "--engine", "vllm", "--model", "m", "--dataset",
+               str(ds), "--output-len", "24", "--concurrency", "4", "--num-requests", str(N),
+               "--warmup-requests", "0", "--category-windows", "--metrics",
+               f"http://fleet-replicas:{port}", "--out", str(tmp_path / "run"), "--quiet"]
+        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                            f'mount --bind "{etc_hosts}" /etc/hosts && exec "$@"', "sh", *run],
+                           capture_output=True, text=True, timeout=300)
+    finally:
+        if gw is not None:
+            gw.stop()
+        for e in engines:
+            e.stop()
+    assert r.returncode == 0, r.stderr
+    s = Summary.from_dict(read_json(tmp_path / "run" / "summary.json"))
+    assert sorted(rep.name for rep in s.fleet.replicas) == [
+        f"http://{h}:{port}/metrics" for h in hosts]
+    assert s.acceptance.acceptance_length == pytest.approx(pooled_al(truths), rel=1e-9)
+    for h, t in zip(hosts, truths, strict=True):
+        rep = next(x for x in s.fleet.replicas if h in x.name)
+        assert rep.acceptance_length == pytest.approx(pooled_al([t]), rel=1e-9)
