@@ -106,6 +106,12 @@ def test_two_replicas_per_replica_targets_equal_the_truth(synthetic, tmp_path):
         s.acceptance.acceptance_length)
     assert "per replica" in stdout  # the console's table, each replica's AL in it
     assert all(f"{r.acceptance_length:.3f}" in stdout for r in s.fleet.replicas)
+    # loadgen summarize (the exact summary from the records) keeps the replicas' figures
+    r = subprocess.run([sys.executable, "-m", "loadgen", "summarize", str(tmp_path / "run"),
+                        "--out", str(tmp_path / "exact.json"), "--quiet"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert Summary.from_dict(read_json(tmp_path / "exact.json")).fleet == s.fleet
     # loadgen compare shows each side's replicas
     r = subprocess.run([sys.executable, "-m", "loadgen", "compare", str(tmp_path / "run"),
                         str(tmp_path / "run")], capture_output=True, text=True, timeout=120)

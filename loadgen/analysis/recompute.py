@@ -48,11 +48,12 @@ def recompute(run_dir: Path, exact: bool = True) -> Summary:
             if old is not None:
                 for f in ("acceptance_length", "acceptance_source", "acceptance_rate",
                           "per_position_rate", "window_s", "output_tokens_per_s",
-                          "window_acceptance_length", "window_counters"):
+                          "window_acceptance_length", "window_counters", "withheld"):
                     setattr(cs, f, getattr(old, f))
     out.sampling = stored.sampling
     # from the host monitor and the server's counters, not from the records
     out.host, out.prefix_cache = stored.host, stored.prefix_cache
+    out.fleet = stored.fleet  # each replica's counters (docs/METRICS.md, "Fleets")
     out.warnings = stored.warnings  # computed from the same records, plus the run's own
     out.interrupted = stored.interrupted
     out.token_count_source = stored.token_count_source
