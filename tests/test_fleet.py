@@ -120,12 +120,16 @@ def test_two_replicas_per_replica_targets_equal_the_truth(synthetic, tmp_path):
     assert all(f"AL {rep.acceptance_length:.3f}" in line for rep in s.fleet.replicas)
 
 
-@pytest.mark.parametrize("balance", ["round_robin", "least_conn"])
-def test_load_balanced_metrics_are_withheld_not_called_a_restart(synthetic, tmp_path, balance):
-    reps = start_replicas(synthetic, tmp_path, 2, "--per-request-spec-metrics", "summary")
+@pytest.mark.parametrize(("balance", "per_request"), [("round_robin", True),
+                                                      ("least_conn", False)])
+def test_load_balanced_metrics_are_withheld_not_called_a_restart(synthetic, tmp_path, balance,
+                                                                 per_request):
+    extra = ("--per-request-spec-metrics", "summary") if per_request else ()
+    reps = start_replicas(synthetic, tmp_path, 2, *extra)
     gw = start_gateway(tmp_path / "nginx", [u for u, _ in reps], balance)
     try:  # scrapes every 50 ms: the gateway hands /metrics to one replica, then the other
-        s = run_inproc(tmp_path, f"http://127.0.0.1:{gw.port}", scrape_interval_s=0.05)
+        s = run_inproc(tmp_path, f"http://127.0.0.1:{gw.port}", scrape_interval_s=0.05,
+                       category_windows=not per_request)
     finally:
         gw.stop()
     truths = [t for _, t in reps]
@@ -136,10 +140,14 @@ def test_load_balanced_metrics_are_withheld_not_called_a_restart(synthetic, tmp_
     acc = s.acceptance
     assert acc.acceptance_length is None and acc.acceptance_rate is None
     assert acc.per_position_rate is None and s.server_counters.window_delta is None
-    # the exact per-request figure is the headline, and it is the truth
     recs = [r for t in truths for r in read_truth(t)]
-    assert acc.headline_source == "per_request"
-    assert acc.headline == pytest.approx(truth_al("vllm", recs), rel=1e-9)
+    if per_request:  # the exact per-request figure is the headline, and it is the truth
+        assert acc.headline_source == "per_request"
+        assert acc.headline == pytest.approx(truth_al("vllm", recs), rel=1e-9)
+    else:  # nothing to quote: no AL at all, per category neither (never a wrong one)
+        assert acc.headline is None
+        assert all(c.acceptance_length is None and c.acceptance_rate is None
+                   for c in s.categories.values())
 
 
 def test_a_restarted_replica_is_handled_on_its_own(synthetic, tmp_path):
