@@ -1,10 +1,11 @@
 """Who answered a scrape, and whether a change of answerer was a restart or a load balancer.
 
 The identity of a process serving Prometheus text is its ``process_start_time_seconds`` (the
-prometheus_client process collector: vLLM's default registry serves it; the synthetic vLLM
-serves it too). SGLang (multiprocess registry), llama.cpp and TRT-LLM serve no process metric:
-their identity is unknown and a counter that goes backwards stays ambiguous (a restart, or a
-load-balanced URL). Through Prometheus, a replica's identity is its ``instance`` label.
+prometheus_client process collector: vLLM with one API server serves its default registry, the
+synthetic vLLM likewise). vLLM with several API servers and SGLang (a registry holding only the
+multiprocess collector), llama.cpp and TRT-LLM serve no process metric: their identity is
+unknown and a counter that goes backwards stays ambiguous (a restart, or a load-balanced URL).
+Through Prometheus, a replica's identity is its ``instance`` label.
 """
 
 from __future__ import annotations
