@@ -122,7 +122,7 @@ class Scrapes:
                         total[k] = total.get(k, 0.0) + v
         if got:
             self.snapshots[name] = total
-        if got or any(a is None for a in answers):
+        if any(a is None or a for a in answers):  # someone answered, or failed to
             self.names.append((name, ns))
 
     def _keys_of(self, src: Any) -> list[str]:
