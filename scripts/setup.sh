@@ -51,6 +51,11 @@ say "Debian's prometheus and prometheus-node-exporter (server telemetry, tests/t
     timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 1200 \
     apt-get -o DPkg::Lock::Timeout=900 install -y -qq prometheus prometheus-node-exporter >/dev/null; }
 
+say "Debian's prometheus (the Prometheus server of tests/test_fleet.py)"
+[ -x /usr/bin/prometheus ] || { timeout 600 apt-get -o DPkg::Lock::Timeout=900 update -qq && \
+    DEBIAN_FRONTEND=noninteractive timeout 1200 apt-get -o DPkg::Lock::Timeout=900 install -y \
+    -qq --no-install-recommends prometheus >/dev/null; }
+
 say "llama-server"
 timeout 2400 bash scripts/setup_llamacpp.sh
 

@@ -43,8 +43,10 @@ def print_summary(summary: Summary, console: Console | None = None) -> None:
                  + (" (includes drain)" if summary.window.includes_drain else ""))
     head.add_row("output tokens/s", fmt(thr.output_tokens_per_s, 1))
     head.add_row("requests/s", fmt(thr.requests_per_s, 3))
-    head.add_row("acceptance length", f"{fmt(acc.acceptance_length, 3)} ({smp}) "
-                                      + escape(f"[{acc.source or 'no server counters'}]"))
+    head.add_row("acceptance length", f"{fmt(headline_al(acc), 3)} ({smp}) "
+                                      + escape(f"[{headline_source(acc)}]"))
+    if acc.headline_source == "per_request" and acc.acceptance_length is not None:
+        head.add_row("AL (server counters)", fmt(acc.acceptance_length, 3))
     if acc.acceptance_rate is not None:
         head.add_row("acceptance rate", fmt(acc.acceptance_rate, 3))
     pr = acc.per_request
@@ -84,12 +86,43 @@ def print_summary(summary: Summary, console: Console | None = None) -> None:
         console.print(cat)
     if summary.telemetry is not None:
         print_telemetry(summary.telemetry, console)
+    if summary.fleet is not None:
+        print_fleet(summary, console)
     if summary.client.workers:
         print_workers(summary, console)
     for w in summary.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
     for reason, n in summary.error_reasons.items():
         console.print(f"[red]{n} x[/red] {reason}")
+
+
+def headline_al(acc: Any) -> float | None:
+    """The AL to quote: the gate's headline (analysis/gate.py), else the counters' AL."""
+    return acc.headline if acc.headline is not None else acc.acceptance_length
+
+
+def headline_source(acc: Any) -> str:
+    if acc.headline is not None:
+        return acc.headline_source or "-"
+    if acc.withheld and "acceptance_length" in acc.withheld:
+        return "withheld: see warnings"
+    return acc.source or "no server counters"
+
+
+def print_fleet(summary: Summary, console: Console) -> None:
+    """Counters from several replicas: each one's figures (docs/METRICS.md, "Fleets")."""
+    fl = summary.fleet
+    assert fl is not None
+    t = Table(title=f"per replica (server counters, {fl.source})")
+    t.add_column("replica", overflow="fold")
+    for col in ("status", "AL", "acceptance rate", "drafted share", "resets", "identity"):
+        t.add_column(col, justify="right")
+    for r in fl.replicas or []:
+        t.add_row(escape(r.name), r.status, fmt(r.acceptance_length, 3),
+                  fmt(r.acceptance_rate, 3),
+                  "-" if r.drafted_share is None else f"{r.drafted_share:.1%}", str(r.resets),
+                  escape(r.identity or "-"))
+    console.print(t)
 
 
 def print_workers(summary: Summary, console: Console) -> None:

@@ -68,6 +68,14 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="HTTP proxy http://[user:pw@]host:port (CONNECT tunnel for https); "
                            "default: https_proxy/http_proxy/all_proxy/no_proxy as curl reads "
                            "them; '' for none")
+    mt = p.add_argument_group("server counters (docs/METRICS.md, 'Fleets')")
+    mt.add_argument("--metrics", action="append", default=[], metavar="URL",
+                    help="scrape this metrics URL instead of <endpoint>/metrics (repeat once "
+                         "per replica; a host name with several addresses expands to each); "
+                         "prometheus+http://HOST:9090 reads a Prometheus server; 'none' "
+                         "turns scraping off")
+    mt.add_argument("--metrics-selector", metavar="'{job=\"vllm\"}'",
+                    help="with a Prometheus --metrics: the series to read")
     p.add_argument("--seed", type=int, default=default("seed"))
     p.add_argument("--timeout", type=float, default=default("timeout_s"),
                    help="per-request timeout, seconds")
@@ -201,6 +209,7 @@ def _main(args: argparse.Namespace, signals) -> int:
         keep_prefix_cache=args.keep_prefix_cache,
         workers=args.workers, ray=args.ray, workers_per_node=args.workers_per_node,
         telemetry=args.telemetry or [], telemetry_interval_s=args.telemetry_interval,
+        metrics=args.metrics, metrics_selector=args.metrics_selector,
     )
     try:
         if cfg.num_requests is None and cfg.duration_s is None:

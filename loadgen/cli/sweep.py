@@ -28,6 +28,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     simple.add_argument("--num-spec-tokens", type=int)
     simple.add_argument("--endpoint", help="a fixed endpoint (one SD configuration)")
     simple.add_argument("--label", default="endpoint", help="its label")
+    simple.add_argument("--metrics", action="append", default=[], metavar="URL",
+                        help="with --endpoint: its counters from these metrics URLs (one per "
+                             "replica) or prometheus+http://HOST:9090 (docs/METRICS.md)")
+    simple.add_argument("--metrics-selector", metavar="SELECTOR",
+                        help="with a Prometheus --metrics: the series to read")
     simple.add_argument("--engine", help="client protocol (default: the --serve engine)")
     simple.add_argument("--dataset", help="prompt file, or 'builtin'", default="builtin")
     load = simple.add_mutually_exclusive_group()
@@ -76,6 +81,10 @@ def config_from_flags(args: argparse.Namespace) -> dict:
             cfg["sd_configs"].append(sd)
     elif args.endpoint:
         cfg["sd_configs"] = [{"label": args.label, "endpoint": args.endpoint}]
+        if args.metrics:
+            cfg["sd_configs"][0]["metrics"] = args.metrics
+        if args.metrics_selector:
+            cfg["sd_configs"][0]["metrics_selector"] = args.metrics_selector
     if args.engine:
         cfg["engine"] = args.engine
     return cfg

@@ -1,6 +1,7 @@
 """Report sections on whether a comparison holds: the speedup across repetitions (interval,
 verdict, suspect reasons) and each run's conditions (host contention, prefix cache next to
-TTFT). docs/METRICS.md ("Host", "Prefix cache", "Repetitions", "Sanity") defines each number."""
+TTFT, server counters per replica). docs/METRICS.md ("Host", "Prefix cache", "Repetitions",
+"Sanity", "Fleets") defines each number."""
 
 from __future__ import annotations
 
@@ -122,4 +123,25 @@ def conditions_section(inp: D.ReportInput) -> Section:
                 text(g.get("samples"))])
     if gpus.rows:
         sec.tables.append(gpus)
+    fleet = fleet_table(inp)
+    if fleet.rows:
+        sec.tables.append(fleet)
     return sec
+
+
+def fleet_table(inp: D.ReportInput) -> Table:
+    """Runs whose counters came from several replicas (summary.json ``fleet``): each replica's
+    counter figures (docs/METRICS.md, "Fleets")."""
+    t = Table("Server counters per replica", [
+        "run", "replica", "status", "AL", "acceptance rate", "share of drafted tokens",
+        "resets"], [])
+    for v in inp.cells:
+        fleet = (v.summary or {}).get("fleet") or {}
+        for r in fleet.get("replicas") or []:
+            share = r.get("drafted_share")
+            t.rows.append([text(v.label), text(r.get("name") or "?"),
+                           text(r.get("status") or "?"), num(r.get("acceptance_length"), 3),
+                           num(r.get("acceptance_rate"), 3),
+                           V(f"{share:.1%}", "num") if share is not None
+                           else V("n/a", "num na"), num(r.get("resets"), 0)])
+    return t

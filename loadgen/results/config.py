@@ -69,6 +69,11 @@ class RunConfig:
     # exporter) or prometheus+http://HOST:PORT, scraped at the window's edges and this often
     telemetry: list[str] = field(default_factory=list)
     telemetry_interval_s: float = 1.0
+    # counters from these metrics targets instead of <endpoint>/metrics (loadgen/scrape):
+    # URLs (one per replica; a DNS name expands to its addresses), prometheus+http://HOST:PORT,
+    # or ["none"]; the selector narrows a Prometheus server's series
+    metrics: list[str] = field(default_factory=list)
+    metrics_selector: str | None = None
 
     def validate(self) -> None:
         """Every value checked up front; a ValueError names the flag in one line."""
@@ -114,6 +119,9 @@ class RunConfig:
 
         for url in self.telemetry:
             check_url(str(url))
+        from loadgen.scrape.targets import parse_targets
+
+        parse_targets(self.metrics, self.metrics_selector)
 
     def effective_warmup(self) -> int:
         """Warm-up requests actually sent: the explicit count, else the concurrency (closed

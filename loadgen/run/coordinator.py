@@ -37,7 +37,7 @@ import httpx
 
 from loadgen.client.host import HostMonitor
 from loadgen.client.plan import split_by_category
-from loadgen.client.scrape import Scrapes
+from loadgen.client.scrape import scrapes_for
 from loadgen.client.tally import window_bounds
 from loadgen.client.telemetry import Telemetry
 from loadgen.client.wiring import build_wire
@@ -96,7 +96,7 @@ class Coordinator:
         # the command's StopSignals take SIGINT/SIGTERM (else this coordinator's loop does)
         self.own_signals = True
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.scrapes = Scrapes(self.adapter, self.warnings, cfg.probe_timeout_s)
+        self.scrapes = scrapes_for(cfg, self.adapter, self.warnings)
         # other exporters (GPU power, CPU) over the same windows (--telemetry)
         self.telemetry = Telemetry(cfg.telemetry, self.warnings, cfg.probe_timeout_s,
                                    cfg.telemetry_interval_s)
@@ -413,7 +413,7 @@ class Coordinator:
             r["interrupted"] for r in self.results if r is not None)
         return RunFacts(
             windows=windows, category_windows=self.category_windows,
-            scrapes=list(self.scrapes.series),
+            counters=self.scrapes.log.to_dict(),
             records=[RecordsFile(file=h.describe()["shard"], clock_offset_ns=o.offset_ns,
                                  clock_error_ns=o.error_ns, clock=o.method, node=h.node,
                                  died=d)

@@ -163,6 +163,7 @@ class Engine:
     def reset_counters(self) -> None:
         """Every counter back to zero, as after a server restart (fault ``counter_reset``)."""
         k = self.k
+        self.started = time.time()  # the process start time a restarted server would report
         self.live = Counters(accepted_per_pos=[0] * k, drafted_per_pos=[0] * k)
         self.finished = Counters(accepted_per_pos=[0] * k, drafted_per_pos=[0] * k)
 
