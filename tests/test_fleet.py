@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from loadgen.analysis.gate import cross_check, gate, gated_counters
-from loadgen.run.benchmark import run_benchmark
 from loadgen.data.prompts import read_prompts
 from loadgen.results.config import RunConfig
 from loadgen.results.files import read_json
 from loadgen.results.summary import AcceptanceSummary, Summary
+from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.process import read_truth
 from tests.fleet_servers import host_port, start_gateway, start_prometheus
 from tests.synthetic_data import make_dataset

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from loadgen.report import data as D
-from loadgen.report.sections import Section, Table, V, num, text
+from loadgen.report.blocks import Section, Table, V, num, text
 
 
 def _ci(r: dict[str, Any]) -> V:
