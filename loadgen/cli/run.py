@@ -21,7 +21,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                    "the embedded llama.cpp engine and compare n-gram SD with SD off)")
     p.add_argument("--engine", choices=ENGINES,
                    help="the endpoint's protocol (default: vllm, or the --serve engine)")
-    p.add_argument("--dataset", type=Path, help="prompt file (.jsonl, .jsonl.gz, .parquet)")
+    p.add_argument("--dataset", type=Path,
+                   help="prompt file (.jsonl, .jsonl.gz, .parquet), or 'builtin' (the built-in "
+                        "set: text with --openai-mode chat, SmolLM2 token ids otherwise)")
     p.add_argument("--output-len", type=int, help="exactly this many output tokens per request")
     p.add_argument("--out", type=Path, help="output directory (default runs/<timestamp>)")
     p.add_argument("--overwrite", action="store_true",
@@ -146,7 +148,9 @@ def _main(args: argparse.Namespace, signals) -> int:
     from datetime import datetime
 
     from loadgen.client.benchmark import RunFailed, check_run_dir
-    from loadgen.data.prompts import PromptFileError, read_prompts
+    from loadgen.data.builtin import read_dataset
+    from loadgen.data.prompts import PromptFileError
+    from loadgen.data.tokenizer import TokenizerError
     from loadgen.engines import adapter_class as make_adapter_class
     from loadgen.results.config import RunConfig
 
@@ -193,12 +197,14 @@ def _main(args: argparse.Namespace, signals) -> int:
             cfg.num_requests = 1  # checked again below, once the dataset says how many
         cfg.validate()  # every value, before the dataset is read or anything is started
         check_run_dir(out, args.overwrite)
-        prompts = read_prompts(args.dataset, text=make_adapter_class(engine).accepts_text)
+        prompts, args.dataset = read_dataset(
+            args.dataset, text=make_adapter_class(engine).accepts_text,
+            chat=engine == "openai" and args.openai_mode == "chat")
         if args.num_requests is None and args.duration is None:
             cfg.num_requests = len(prompts.records)
         cfg.validate()
         summary = _run(cfg, prompts, args, signals)
-    except (ValueError, PromptFileError) as exc:
+    except (ValueError, PromptFileError, TokenizerError) as exc:
         print(f"loadgen run: {exc}", file=sys.stderr)
         return 2
     except RunFailed as exc:

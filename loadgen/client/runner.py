@@ -40,6 +40,7 @@ from loadgen.client.host import HostMonitor
 from loadgen.client.lag import LagMonitor, client_stats
 from loadgen.client.loops import Driver
 from loadgen.client.plan import Item, iter_items, iter_records, split_by_category
+from loadgen.client.replay import text_replay
 from loadgen.client.request import RequestSender
 from loadgen.client.scrape import Scrapes
 from loadgen.client.tally import RecordTally, window_bounds
@@ -122,6 +123,9 @@ class Run:
                                                  for r in prompts.records):
             raise ValueError(f"the {cfg.engine} engine sends token ids and the prompt file "
                              f"holds text: tokenize it first (loadgen data tokenize)")
+        self.replay = text_replay(cfg, prompts, self.adapter)  # refused here if impossible
+        if self.replay is not None:
+            self.wire.notices.append(self.replay.notice)
         self.category_windows = False
         self._windows: list[dict[str, Any]] = []
         self.tally = RecordTally()
@@ -199,6 +203,7 @@ class Run:
 
         client = self.wire.stream_client()
         self._sender = sender = RequestSender(cfg, self.adapter, client, on_record)
+        sender.reply_ids = self.replay.encode if self.replay else None
         self._driver = drv = Driver(sender)
         if self.interrupted:  # a signal arrived before the loop ran
             drv.stop.set()

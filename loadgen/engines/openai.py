@@ -35,6 +35,7 @@ class OpenAIAdapter(EngineAdapter):
     health_path = "/v1/models"
     per_request_sd_support = "never"
     accepts_text = True
+    output_ids = "maybe"  # vLLM honours return_token_ids; llama-server and hosted APIs do not
 
     def __init__(self, model: str | None = None, keep_token_ids: bool = False,
                  mode: str = "completions",

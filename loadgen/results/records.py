@@ -54,6 +54,8 @@ class RequestRecord:
     resent: bool = False  # sent again on a new connection: the server closed the kept-alive
     # connection it was written to before answering (docs/METRICS.md, connections)
     reasoning_tokens: int | None = None  # of output_tokens: reasoning deltas (text endpoints)
+    # of input_tokens: ids tokenized from earlier replies' text (a stream without output ids)
+    prompt_ids_from_text: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A shallow dict: its lists are the record's own (no copy of the per-event stamps)."""

@@ -32,12 +32,13 @@ from loadgen.client.benchmark import RunFailed, prefix_cache_stats
 from loadgen.client.connect import CertificateError
 from loadgen.client.endpoint import EndpointError
 from loadgen.client.host import HostMonitor, pid_listening_on
+from loadgen.client.replay import text_replay
 from loadgen.client.scrape import Scrapes, consistent
 from loadgen.client.stop import StopSignals
 from loadgen.client.tally import window_bounds
 from loadgen.client.wiring import build_wire
 from loadgen.data.prompts import PromptFile
-from loadgen.engines import make_adapter
+from loadgen.engines import adapter_class, make_adapter
 from loadgen.results.config import RunConfig
 from loadgen.results.files import write_json
 from loadgen.results.manifest import build_manifest
@@ -288,6 +289,7 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
     if cfg.category_windows:
         raise ValueError("--category-windows is not supported with --workers or --ray")
     wire = build_wire(cfg)  # a URL, header, CA bundle or proxy the run cannot use: first
+    replay = text_replay(cfg, prompts, adapter_class(cfg.engine))  # the workers' too
     if not cfg.ray:
         n, note = plan_workers(cfg)
         check_split(cfg, n)  # before anything is written
@@ -322,6 +324,7 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
     manifest["scale"] = scale
     write_json(out / "manifest.json", manifest)
     coord = Coordinator(cfg, prompts, handles, monitor)
+    coord.wire.notices.extend([replay.notice] if replay else [])
     for notice in coord.wire.notices:
         print(f"loadgen: WARNING: {notice}", file=sys.stderr)
 

@@ -110,7 +110,8 @@ class VllmProtocol(BaseProtocol):
         seq = self.engine.new_sequence(self.server.next_rid(), ids, max_tokens,
                                        bool(body.get("ignore_eos", False)), min_tokens)
         seq.sampling = sampling_of(body)
-        return_ids = bool(body.get("return_token_ids", False)) and not chat
+        return_ids = (bool(body.get("return_token_ids", False)) and not chat
+                      and not self.cfg.text_only)
         fmt = CompletionFormatter(seq.rid, CompletionOptions(
             model=self.cfg.model_name, token_ids=return_ids, text=True,
             include_usage=include_usage, continuous_usage=continuous,
