@@ -64,11 +64,42 @@ def tokenizer_spec(header: dict[str, Any]) -> str | None:
     return name
 
 
+def _tokenizer_json(spec: str) -> Path | None:
+    """The ``tokenizer.json`` a spec resolves to without transformers, where there is one: a
+    tokenizer folder's own, or the converted copy loadgen keeps of a GGUF's (data/tokenizer.py)."""
+    from loadgen.cache import cache_dir
+    from loadgen.data.tokenizer import SMOLLM2_ALIASES, _is_gguf, _sha256_file
+
+    if spec.lower() in SMOLLM2_ALIASES:
+        from loadgen.models.smollm2 import smollm2_gguf_path
+
+        path = smollm2_gguf_path()
+    else:
+        path = Path(spec).expanduser()
+    if path.is_dir():
+        tj = path / "tokenizer.json"
+    elif path.is_file() and _is_gguf(path):
+        digest = _sha256_file(path)
+        tj = cache_dir("tokenizers", f"gguf-{digest[:20]}") / "tokenizer.json"
+    else:
+        return None
+    return tj if tj.is_file() else None
+
+
 @lru_cache(maxsize=4)
 def _encoder(spec: str) -> Callable[[str], list[int]]:
+    """``ChatTokenizer.encode`` (no special tokens added), loaded once per process: from the
+    ``tokenizer.json`` by the tokenizers library where it is at hand (what transformers' fast
+    tokenizer runs, without its seconds of import), else through transformers."""
+    tj = _tokenizer_json(spec)
+    if tj is not None:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(tj))
+        return lambda text: tok.encode(text, add_special_tokens=False).ids
     from loadgen.data.tokenizer import load_tokenizer
 
-    return load_tokenizer(spec).encode  # loaded once per process
+    return load_tokenizer(spec).encode
 
 
 def text_replay(cfg: RunConfig, prompts: PromptFile,
