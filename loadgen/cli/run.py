@@ -70,6 +70,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="HTTP proxy http://[user:pw@]host:port (CONNECT tunnel for https); "
                            "default: https_proxy/http_proxy/all_proxy/no_proxy as curl reads "
                            "them; '' for none")
+    p.add_argument("--engine-pid", type=int, metavar="PID",
+                   help="the engine's process on this host, for the host monitor (default: the "
+                        "one loadgen launched, else the listener on a loopback endpoint's port, "
+                        "followed through a local reverse proxy where it can be)")
     p.add_argument("--seed", type=int, default=default("seed"))
     p.add_argument("--timeout", type=float, default=default("timeout_s"),
                    help="per-request timeout, seconds")
@@ -191,11 +195,13 @@ def _main(args: argparse.Namespace, signals) -> int:
         retry_429=args.retry_429,
         keep_prefix_cache=args.keep_prefix_cache,
         workers=args.workers, ray=args.ray, workers_per_node=args.workers_per_node,
+        engine_pid=args.engine_pid,
     )
     try:
         if cfg.num_requests is None and cfg.duration_s is None:
             cfg.num_requests = 1  # checked again below, once the dataset says how many
         cfg.validate()  # every value, before the dataset is read or anything is started
+        _check_engine_pid(cfg.engine_pid)
         check_run_dir(out, args.overwrite)
         prompts, args.dataset = read_dataset(
             args.dataset, text=make_adapter_class(engine).accepts_text,
@@ -225,6 +231,13 @@ def _main(args: argparse.Namespace, signals) -> int:
               f"{summary.requests.error} failed); commonest reason: {common}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_engine_pid(pid: int | None) -> None:
+    import psutil
+
+    if pid is not None and not psutil.pid_exists(pid):
+        raise ValueError(f"--engine-pid {pid}: no such process on this host")
 
 
 def _run(cfg, prompts, args: argparse.Namespace, signals):

@@ -76,8 +76,9 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
         print(f"loadgen: WARNING: {notice}", file=sys.stderr)
     run.notify = lambda text: print(f"loadgen: warning: {text}", file=sys.stderr)
     if run.host_monitor is not None:
-        # the engine's PID: launched by loadgen, else whoever listens on a loopback endpoint
-        pid = (engine or {}).get("pid") or pid_listening_on(cfg.endpoint)
+        # the engine's PID: --engine-pid, launched by loadgen, else whoever listens on a
+        # loopback endpoint (followed through a local proxy: client/listener.py)
+        pid = cfg.engine_pid or (engine or {}).get("pid") or pid_listening_on(cfg.endpoint)
         run.host_monitor.engine_pid = int(pid) if pid else None
     try:
         cfg.out.mkdir(parents=True, exist_ok=True)

@@ -65,6 +65,9 @@ class RunConfig:
     ray: str | None = None  # a Ray cluster's address, or "local" (a throwaway local cluster)
     workers_per_node: int = 1  # with ray: worker actors per node
     extra: dict[str, Any] = field(default_factory=dict)
+    # the engine's PID for the host monitor (default: launched by loadgen, else the listener on
+    # a loopback endpoint's port, followed through a local proxy: client/listener.py)
+    engine_pid: int | None = None
 
     def validate(self) -> None:
         """Every value checked up front; a ValueError names the flag in one line."""
@@ -103,6 +106,7 @@ class RunConfig:
         if self.ray and self.workers is not None:
             raise ValueError("give --workers or --ray (with --workers-per-node), not both")
         _at_least("--workers-per-node", self.workers_per_node, 1)
+        _at_least("--engine-pid", self.engine_pid, 1)
 
     def effective_warmup(self) -> int:
         """Warm-up requests actually sent: the explicit count, else the concurrency (closed

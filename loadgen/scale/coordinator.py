@@ -315,7 +315,7 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
     else:
         handles = [LocalWorker(s, prompts, use_uvloop) for s in worker_specs(cfg, n, out)]
         scale = {"backend": "processes"}
-        pid = (engine or {}).get("pid") or pid_listening_on(cfg.endpoint)
+        pid = cfg.engine_pid or (engine or {}).get("pid") or pid_listening_on(cfg.endpoint)
         monitor = HostMonitor(int(pid) if pid else None, client_tree=True,
                               client_processes=len(handles))
     if note:
