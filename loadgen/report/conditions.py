@@ -60,7 +60,8 @@ def conditions_section(inp: D.ReportInput) -> Section:
     sec = Section("conditions", "Conditions of each run: host CPU and prefix cache")
     sec.text.append(
         "Cores = CPU-seconds per second of the window (1.00 = one core busy throughout). "
-        "Others = host busy − client − engine: every other process. A prefix-cache hit rate "
+        "Others = host busy − client − engine − a local proxy in front of the engine: every "
+        "other process. A prefix-cache hit rate "
         "above 0 means part of the prefill came from cache, which lowers TTFT; policy says "
         "how the run kept earlier runs' cache out (salted, flushed, disabled, kept on "
         "purpose, or unprotected).")
