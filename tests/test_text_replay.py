@@ -137,3 +137,44 @@ def test_dataset_builtin_in_run(synthetic, tmp_path, mode):
         assert {t["prompt_sha256"] for t in truth_recs} <= ids
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["dataset"]["path"].endswith("builtin_prompts.jsonl")
+
+
+def test_scaled_run_replays_from_text_in_every_worker(synthetic, tmp_path):
+    truth = tmp_path / "truth.jsonl"
+    eng = synthetic("--protocol", "vllm", "--text-only", "--step-base-ms", "1",
+                    "--model-name", "m", "--truth-log", str(truth))
+    ds = multi_turn_file(tmp_path / "mt.jsonl")
+    out = tmp_path / "run"
+    r = loadgen_run("--endpoint", eng.url, "--engine", "openai", "--model", "m",
+                    "--dataset", str(ds), "--output-len", "8", "--concurrency", "2",
+                    "--workers", "2", "--warmup-requests", "0", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("tokenized with smollm2") == 1, r.stderr
+    shards = sorted(out.glob("requests.*.jsonl"))
+    recs = [x for s in shards for x in read_records(s)]
+    assert len(shards) == 2 and len(recs) == 6 and all(x["status"] == "ok" for x in recs)
+    sent = {t["prompt_sha256"] for t in read_truth(truth)}
+    prompts = {p.id: p for p in read_dataset(ds)[0].records}
+    for x in recs:
+        assert (x["prompt_ids_from_text"] or 0) > 0 if x["turn"] == 1 else \
+            x["prompt_ids_from_text"] is None
+    # every first turn went out as its file ids
+    assert all(prompt_digest(p.prompt_token_ids) in sent for p in prompts.values())
+
+
+def test_sweep_reads_builtin_as_text_in_chat_mode(synthetic, tmp_path):
+    import yaml
+
+    eng = synthetic("--protocol", "vllm", "--step-base-ms", "1", "--model-name", "m")
+    cfg = {"engine": "openai", "sd_configs": [{"label": "vendor", "endpoint": eng.url}],
+           "datasets": [{"name": "builtin", "path": "builtin"}],
+           "loads": {"concurrency": [2]},
+           "run": {"output_len": 4, "num_requests": 4, "warmup_requests": 0,
+                   "openai_mode": "chat", "model": "m", "multi_turn": False}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "loadgen", "sweep", "--config",
+                        str(tmp_path / "s.yaml"), "--out", str(tmp_path / "sw"), "--quiet"],
+                       capture_output=True, text=True, timeout=150)
+    assert r.returncode == 0, r.stderr
+    recs = [x for f in (tmp_path / "sw").rglob("requests.jsonl") for x in read_records(f)]
+    assert len(recs) == 4 and all(x["status"] == "ok" and x["text_prompt"] for x in recs)
