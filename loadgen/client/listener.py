@@ -87,14 +87,15 @@ def pid_listening_on(endpoint: str) -> int | None:
     return found.engine_pid
 
 
-def _group(pid: int) -> tuple[set[int], psutil.Process | None]:
-    """The listener's process group: a master whose workers share the socket (nginx) and all
-    their descendants; (pids, the top process)."""
+def _group(pid: int, port: int) -> tuple[set[int], psutil.Process | None]:
+    """The listener's processes: its parent too where that holds the same listening socket (an
+    nginx master and its workers), and all their descendants; (pids, the top process)."""
     try:
         top = psutil.Process(pid)
-        name = top.name()
         parent = top.parent()
-        if parent is not None and parent.name() == name:
+        if parent is not None and any(
+                c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                for c in parent.net_connections(kind="tcp")):
             top = parent
         return {top.pid, *(c.pid for c in top.children(recursive=True))}, top
     except psutil.Error:
@@ -102,7 +103,7 @@ def _group(pid: int) -> tuple[set[int], psutil.Process | None]:
 
 
 def _follow(pid: int, port: int, listening: dict[int, int], conns: list) -> Followed | None:
-    group, top = _group(pid)
+    group, top = _group(pid, port)
     if top is None:
         return None
     try:
@@ -114,7 +115,7 @@ def _follow(pid: int, port: int, listening: dict[int, int], conns: list) -> Foll
         listening[c.raddr.port] for c in conns
         if c.status == psutil.CONN_ESTABLISHED and c.pid in group and c.raddr
         and c.raddr.ip in LOOPBACK_HOSTS and c.raddr.port != port
-        and listening.get(c.raddr.port) not in (None, *group))
+        and listening.get(c.raddr.port) not in (None, os.getpid(), *group))
     if targets:
         return Followed(targets.most_common(1)[0][0], top.pid, name, "connections")
     if "nginx" in name:
