@@ -22,7 +22,7 @@ from loadgen.data.tokenizer import load_tokenizer
 from loadgen.results.records import read_records
 from loadgen.synthetic.model import prompt_digest
 from loadgen.synthetic.process import read_truth
-from loadgen.synthetic.wire import detokenize
+from loadgen.synthetic.wire import detokenize, tokenize_text
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -178,3 +178,33 @@ def test_sweep_reads_builtin_as_text_in_chat_mode(synthetic, tmp_path):
     assert r.returncode == 0, r.stderr
     recs = [x for f in (tmp_path / "sw").rglob("requests.jsonl") for x in read_records(f)]
     assert len(recs) == 4 and all(x["status"] == "ok" and x["text_prompt"] for x in recs)
+
+
+def test_chat_mode_replays_a_token_id_files_text(synthetic, tmp_path):
+    """A token-id file in chat mode: its text messages go, split into turns (the first user
+    turn, then each later one after the live reply); no tokenizer is needed."""
+    truth = tmp_path / "truth.jsonl"
+    eng = synthetic("--protocol", "vllm", "--step-base-ms", "1", "--model-name", "m",
+                    "--truth-log", str(truth))
+    ds = multi_turn_file(tmp_path / "mt.jsonl", header=False)  # no tokenizer named
+    out = tmp_path / "run"
+    r = loadgen_run("--endpoint", eng.url, "--engine", "openai", "--openai-mode", "chat",
+                    "--model", "m", "--dataset", str(ds), "--output-len", "8",
+                    "--warmup-requests", "0", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "tokenized with" not in r.stderr
+    recs = read_records(out / "requests.jsonl")
+    assert len(recs) == 6 and all(x["status"] == "ok" and x["text_prompt"] for x in recs)
+    sent = {t["prompt_sha256"]: t for t in read_truth(truth)}
+
+    def rendered(msgs):  # the synthetic engine's chat rendering (protocols/openai.py)
+        return tokenize_text("".join(f"<|{m['role']}|>{m['content']}" for m in msgs)
+                             + "<|assistant|>")
+
+    for p in read_dataset(ds)[0].records:
+        users = [m for m in p.messages if m["role"] == "user"]
+        first = [m for m in p.messages if m["role"] == "system"] + users[:1]
+        t0 = sent[prompt_digest(rendered(first))]
+        second = [*first, {"role": "assistant", "content": detokenize(t0["output_token_ids"])},
+                  users[1]]
+        assert prompt_digest(rendered(second)) in sent

@@ -38,11 +38,12 @@ class TextReplay:
                 f"ones the model generated where a text has more than one tokenization")
 
 
-def needs_text_replay(cfg: RunConfig, prompts: PromptFile,
-                      adapter: EngineAdapter | type[EngineAdapter]) -> bool:
-    """Multi-turn token-id records, sent to an engine whose stream may lack the output ids."""
+def needs_text_replay(cfg: RunConfig, prompts: PromptFile, adapter: EngineAdapter) -> bool:
+    """Multi-turn token-id records, sent as ids (not as a chat endpoint's messages) to an
+    engine whose stream may lack the output ids."""
     return (cfg.multi_turn and adapter.output_ids != "always"
-            and any(r.turns and r.prompt_token_ids for r in prompts.records))
+            and any(r.turns and r.prompt_token_ids
+                    and not (adapter.sends_messages and r.messages) for r in prompts.records))
 
 
 def tokenizer_spec(header: dict[str, Any]) -> str | None:
@@ -103,7 +104,7 @@ def _encoder(spec: str) -> Callable[[str], list[int]]:
 
 
 def text_replay(cfg: RunConfig, prompts: PromptFile,
-                adapter: EngineAdapter | type[EngineAdapter]) -> TextReplay | None:
+                adapter: EngineAdapter) -> TextReplay | None:
     """The run's text replay, None when it needs none; ``ValueError`` (one line, before
     anything is sent) when it needs one and no tokenizer can be had."""
     if not needs_text_replay(cfg, prompts, adapter):
@@ -125,3 +126,15 @@ def text_replay(cfg: RunConfig, prompts: PromptFile,
         raise ValueError(f"{why}, with {spec} (the file's tokenizer), which could not be "
                          f"loaded: {type(exc).__name__}: {exc}") from None
     return TextReplay(tokenizer=str(prompts.header.get("tokenizer")), encode=encode)
+
+
+def chat_turns(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[str]]:
+    """A token-id record's ``messages`` (its system prompt and every user turn, as prompt files
+    made by ``loadgen data tokenize`` keep them) as a chat endpoint replays them: (the first
+    request's messages, the later user turns' text, each sent after the live reply). Messages
+    that hold anything but system and user turns are sent as they are, in one request."""
+    head = [m for m in messages if m["role"] == "system"]
+    users = [m for m in messages if m["role"] == "user"]
+    if not users or len(head) + len(users) != len(messages) or messages[:len(head)] != head:
+        return list(messages), []
+    return [*head, users[0]], [m["content"] for m in users[1:]]

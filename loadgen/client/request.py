@@ -22,6 +22,7 @@ from functools import partial
 from typing import Any
 
 from loadgen.client.plan import Item
+from loadgen.client.replay import chat_turns
 from loadgen.client.transport import HttpClient, TransportError
 from loadgen.engines.base import EngineAdapter, StreamState, error_text, one_line
 from loadgen.engines.sse import SseError
@@ -70,6 +71,11 @@ class RequestSender:
         ids = list(p.prompt_token_ids)
         messages = list(p.messages) if p.messages else None
         later = (p.text_turns if text else p.turns) if self.cfg.multi_turn else None
+        if not text and messages and self.adapter.sends_messages:
+            # a chat endpoint takes the token-id record's text: replayed as a text record
+            text, ids = True, []
+            messages, text_later = chat_turns(messages)
+            later = text_later if self.cfg.multi_turn else None
         turns: list[Any] = list(later or [])
         from_text = 0  # prompt ids tokenized from earlier replies' text
         for turn in range(len(turns) + 1):

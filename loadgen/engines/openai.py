@@ -46,6 +46,7 @@ class OpenAIAdapter(EngineAdapter):
             raise ValueError("openai mode must be 'completions' or 'chat'")
         self.mode = mode
         self.stream_path = "/v1/chat/completions" if mode == "chat" else "/v1/completions"
+        self.sends_messages = mode == "chat"
         self.count_text = count_text
         self.token_count_source: str | None = None
         from loadgen.engines.tokencount import neutral_counter

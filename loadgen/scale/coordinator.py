@@ -38,7 +38,7 @@ from loadgen.client.stop import StopSignals
 from loadgen.client.tally import window_bounds
 from loadgen.client.wiring import build_wire
 from loadgen.data.prompts import PromptFile
-from loadgen.engines import adapter_class, make_adapter
+from loadgen.engines import make_adapter
 from loadgen.results.config import RunConfig
 from loadgen.results.files import write_json
 from loadgen.results.manifest import build_manifest
@@ -289,7 +289,8 @@ def run_scaled(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None,
     if cfg.category_windows:
         raise ValueError("--category-windows is not supported with --workers or --ray")
     wire = build_wire(cfg)  # a URL, header, CA bundle or proxy the run cannot use: first
-    replay = text_replay(cfg, prompts, adapter_class(cfg.engine))  # the workers' too
+    replay = text_replay(cfg, prompts, make_adapter(  # refused here, before the workers
+        cfg.engine, **({"mode": cfg.openai_mode} if cfg.engine == "openai" else {})))
     if not cfg.ray:
         n, note = plan_workers(cfg)
         check_split(cfg, n)  # before anything is written
