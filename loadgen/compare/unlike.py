@@ -115,7 +115,8 @@ def prompts(a: RunData, b: RunData) -> str | None:
     if da.get("sha256") and db.get("sha256") and da["sha256"] != db["sha256"]:
         why.append(f"prompt files {da.get('path')} vs {db.get('path')}")
     ha, hb = da.get("header") or {}, db.get("header") or {}
-    if ha.get("tokenizer") != hb.get("tokenizer") and (ha.get("tokenizer") or hb.get("tokenizer")):
+    # (a text prompt file names no tokenizer: its side's tokens are the server's)
+    if ha.get("tokenizer") and hb.get("tokenizer") and ha["tokenizer"] != hb["tokenizer"]:
         why.append(f"tokenizers {ha.get('tokenizer')!r} vs {hb.get('tokenizer')!r}")
     ta = (ha.get("chat_template") or {}).get("sha256") if isinstance(
         ha.get("chat_template"), dict) else None
