@@ -130,3 +130,26 @@ def test_engine_pid_names_it(synthetic, tmp_path, nginx_servers):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip() == "loadgen run: --engine-pid 999999999: no such process on this host"
+
+
+def test_nginx_config_upstream_blocks_and_includes(tmp_path):
+    """The config reader on what nginx configs hold besides a literal proxy_pass: an
+    ``upstream`` block (its first server), ``include`` globs relative to the file, comments,
+    other servers on other ports, a non-loopback target (not followed)."""
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "up.conf").write_text(
+        "upstream engine { server 127.0.0.1:9001 max_fails=3; server 127.0.0.1:9002; }\n")
+    (tmp_path / "conf.d" / "site.conf").write_text("""
+server {
+    listen 8443 ssl;   # the endpoint
+    location / { proxy_pass http://engine/; }
+}
+server { listen [::1]:8444; location / { proxy_pass http://localhost:9100; } }
+server { listen 127.0.0.1:8445; location / { proxy_pass http://10.0.0.7:9100; } }
+""")
+    conf = tmp_path / "nginx.conf"
+    conf.write_text("events {}\nhttp {\n    # include the rest\n    include conf.d/*.conf;\n}\n")
+    assert nginx_upstream_port(conf, 8443) == 9001
+    assert nginx_upstream_port(conf, 8444) == 9100
+    assert nginx_upstream_port(conf, 8445) is None  # not on this host
+    assert nginx_upstream_port(conf, 8000) is None  # no server listens there
