@@ -110,3 +110,37 @@ def test_eos_honoured_on_one_side_is_named(synthetic, tmp_path):
     assert cond["text"].startswith(
         f"output lengths: A every request ran to its length, 300.0 output tokens per ok "
         f"request; B {early} of 12 requests stopped before their length (EOS honoured)")
+
+
+def test_like_for_like_recipe_leaves_only_the_vendors_hop(synthetic, tmp_path, nginx_servers):
+    """The README's recipe on the synthetic engine (tests/test_vendor_recipe.py runs it on
+    llama-server): the vendor behind nginx TLS with a bearer key, the self-hosted server's own
+    chat endpoint direct, the same text workload: only the TLS and proxy hop is unlike."""
+    key = "sk-test-7d2a"
+    eng = synthetic("--protocol", "vllm", "--model-name", "m", "--step-base-ms", "2")
+    certs = make_certs(tmp_path)
+    ng = start_nginx(tmp_path / "ng", certs, eng.url, buffering=False,
+                     guard=f'if ($http_authorization != "Bearer {key}") {{ return 401; }}')
+    nginx_servers.append(ng)
+    w = ["--engine", "openai", "--openai-mode", "chat", "--model", "m", "--dataset", "builtin",
+         "--output-len", "16", "--concurrency", "2", "--num-requests", "12",
+         "--warmup-requests", "2", "--quiet"]
+    for name, url, extra in (
+            ("vendor", f"https://127.0.0.1:{ng.port}",
+             ["--api-key-env", "VK", "--ca-bundle", str(certs.ca)]),
+            ("self", eng.url, [])):
+        r = subprocess.run([sys.executable, "-m", "loadgen", "run", "--endpoint", url, *w,
+                            *extra, "--out", str(tmp_path / name)], capture_output=True,
+                           text=True, timeout=200, env={**CLEAN_ENV, "VK": key})
+        assert r.returncode == 0, r.stderr
+        assert key not in r.stderr + "".join(p.read_text() for p in (tmp_path / name).iterdir())
+    res, _, _ = compare(tmp_path / "vendor", tmp_path / "self", tmp_path)
+    assert [c["kind"] for c in res["conditions"]] == ["transport"]
+    assert res["conditions"][0]["text"] == (
+        f"transport: A TLS, a local reverse proxy in front (pid {ng.proc.pid}); B plain HTTP")
+    rows = {r["key"]: r for r in res["statistics"]}
+    assert rows["output_tokens_per_s"]["unlike"] == []
+    assert rows["ttft_ms.p50"]["unlike"] == ["transport"]
+    for name in ("vendor", "self"):
+        host = json.loads((tmp_path / name / "summary.json").read_text())["host"]
+        assert host["engine_pid"] == eng.proc.pid  # through nginx too
