@@ -112,6 +112,15 @@ def test_run_through_nginx_counts_the_engine_not_others(synthetic, tmp_path, ngi
     assert host["proxy_pid"] == ng.proc.pid
     assert host["engine_cores"] is not None and host["proxy_cores"] is not None
     assert "nginx" in host["engine_found"] and str(eng.proc.pid) in host["engine_found"]
+    # the report's conditions table shows the proxy's cores apart
+    r = subprocess.run([sys.executable, "-m", "loadgen", "report", str(out)], capture_output=True,
+                       text=True, timeout=150)
+    assert r.returncode == 0, r.stderr
+    md = (out / "report.md").read_text()
+    header = next(x for x in md.splitlines() if "proxy cores" in x)
+    row = next(x for x in md.splitlines()[md.splitlines().index(header) + 2:] if x.strip())
+    col = [c.strip() for c in header.split("|")].index("proxy cores")
+    assert [c.strip() for c in row.split("|")][col] == f"{host['proxy_cores']:.2f}"
 
 
 def test_engine_pid_names_it(synthetic, tmp_path, nginx_servers):
