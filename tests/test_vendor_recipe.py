@@ -112,17 +112,22 @@ def test_without_the_key_the_vendor_refuses(sides, tmp_path):
 
 @pytest.mark.parametrize("mode", ["completions", "chat"])
 def test_multi_turn_over_llama_servers_openai_surface(sides, tmp_path, mode):
-    """/v1/completions with SmolLM2 ids: the stream has no ids, so each second turn is built
-    from the reply's text tokenized with SmolLM2 (llama-server's own prompt count says it
-    received exactly the ids built); chat: the reply goes back as an assistant message."""
+    """The built-in set's two-turn records as SmolLM2 ids. /v1/completions: the stream has no
+    ids, so each second turn is built from the reply's text tokenized with SmolLM2
+    (llama-server's own prompt count says it received exactly the ids built); chat: the
+    record's text, the reply going back as an assistant message."""
+    from loadgen.data.builtin import read_dataset
+    from loadgen.data.prompts import write_prompts
+
+    pf, _ = read_dataset("builtin")
+    ds = write_prompts(tmp_path / "mt.jsonl", [r for r in pf.records if r.turns], pf.header)
     out = tmp_path / mode
     r = loadgen("run", "--endpoint", sides.self_hosted, "--engine", "openai", "--openai-mode",
-                mode, "--dataset", "builtin", "--output-len", "16", "--concurrency", "2",
-                "--num-requests", "44", "--warmup-requests", "0",
-                "--out", str(out), "--quiet")
+                mode, "--dataset", str(ds), "--output-len", "16", "--concurrency", "2",
+                "--warmup-requests", "0", "--out", str(out), "--quiet")
     assert r.returncode == 0, r.stderr
     recs = read_records(out / "requests.jsonl")
-    assert len(recs) == 44 + 9 and all(x["status"] == "ok" for x in recs), [
+    assert len(recs) == 18 and all(x["status"] == "ok" for x in recs), [
         x["error"] for x in recs if x["error"]][:3]
     second = [x for x in recs if x["turn"] == 1]
     assert len(second) == 9
@@ -132,4 +137,5 @@ def test_multi_turn_over_llama_servers_openai_surface(sides, tmp_path, mode):
             assert x["prompt_ids_from_text"] > 0
             assert x["usage_prompt_tokens"] == x["input_tokens"]
     else:
+        assert "tokenized with" not in r.stderr
         assert all(x["text_prompt"] and x["prompt_ids_from_text"] is None for x in recs)
