@@ -55,9 +55,11 @@ def print_summary(summary: Summary, console: Console | None = None) -> None:
                                        f"{pr.request_weighted:.3f} request-weighted ({smp})")
     h = summary.host
     if h is not None:
+        proxy = "" if h.proxy_cores is None else f"proxy {fmt(h.proxy_cores)}, "
         head.add_row("host CPU (cores)", f"client {fmt(h.client_cores)}, engine "
-                                         f"{fmt(h.engine_cores)}, others {fmt(h.others_cores)}, "
-                                         f"steal {fmt(h.steal_cores)} of {h.cpus}")
+                                         f"{fmt(h.engine_cores)}, {proxy}others "
+                                         f"{fmt(h.others_cores)}, steal {fmt(h.steal_cores)} "
+                                         f"of {h.cpus}")
     pc = summary.prefix_cache
     if pc is not None:
         rate = "-" if pc.hit_rate is None else f"{pc.hit_rate:.1%}"

@@ -21,7 +21,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                    "the embedded llama.cpp engine and compare n-gram SD with SD off)")
     p.add_argument("--engine", choices=ENGINES,
                    help="the endpoint's protocol (default: vllm, or the --serve engine)")
-    p.add_argument("--dataset", type=Path, help="prompt file (.jsonl, .jsonl.gz, .parquet)")
+    p.add_argument("--dataset", type=Path,
+                   help="prompt file (.jsonl, .jsonl.gz, .parquet), or 'builtin' (the built-in "
+                        "set: text with --openai-mode chat, SmolLM2 token ids otherwise)")
     p.add_argument("--output-len", type=int, help="exactly this many output tokens per request")
     p.add_argument("--out", type=Path, help="output directory (default runs/<timestamp>)")
     p.add_argument("--overwrite", action="store_true",
@@ -76,6 +78,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                          "turns scraping off")
     mt.add_argument("--metrics-selector", metavar="'{job=\"vllm\"}'",
                     help="with a Prometheus --metrics: the series to read")
+    p.add_argument("--engine-pid", type=int, metavar="PID",
+                   help="the engine's process on this host, for the host monitor (default: the "
+                        "one loadgen launched, else the listener on a loopback endpoint's port, "
+                        "followed through a local reverse proxy where it can be)")
     p.add_argument("--seed", type=int, default=default("seed"))
     p.add_argument("--timeout", type=float, default=default("timeout_s"),
                    help="per-request timeout, seconds")
@@ -166,7 +172,9 @@ def main(args: argparse.Namespace) -> int:
 def _main(args: argparse.Namespace, signals) -> int:
     from datetime import datetime
 
-    from loadgen.data.prompts import PromptFileError, read_prompts
+    from loadgen.data.builtin import read_dataset
+    from loadgen.data.prompts import PromptFileError
+    from loadgen.data.tokenizer import TokenizerError
     from loadgen.engines import adapter_class as make_adapter_class
     from loadgen.results.config import RunConfig
     from loadgen.run.benchmark import RunFailed, check_run_dir
@@ -210,18 +218,22 @@ def _main(args: argparse.Namespace, signals) -> int:
         workers=args.workers, ray=args.ray, workers_per_node=args.workers_per_node,
         telemetry=args.telemetry or [], telemetry_interval_s=args.telemetry_interval,
         metrics=args.metrics, metrics_selector=args.metrics_selector,
+        engine_pid=args.engine_pid,
     )
     try:
         if cfg.num_requests is None and cfg.duration_s is None:
             cfg.num_requests = 1  # checked again below, once the dataset says how many
         cfg.validate()  # every value, before the dataset is read or anything is started
+        _check_engine_pid(cfg.engine_pid)
         check_run_dir(out, args.overwrite)
-        prompts = read_prompts(args.dataset, text=make_adapter_class(engine).accepts_text)
+        prompts, args.dataset = read_dataset(
+            args.dataset, text=make_adapter_class(engine).accepts_text,
+            chat=engine == "openai" and args.openai_mode == "chat")
         if args.num_requests is None and args.duration is None:
             cfg.num_requests = len(prompts.records)
         cfg.validate()
         summary = _run(cfg, prompts, args, signals)
-    except (ValueError, PromptFileError) as exc:
+    except (ValueError, PromptFileError, TokenizerError) as exc:
         print(f"loadgen run: {exc}", file=sys.stderr)
         return 2
     except RunFailed as exc:
@@ -242,6 +254,13 @@ def _main(args: argparse.Namespace, signals) -> int:
               f"{summary.requests.error} failed); commonest reason: {common}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_engine_pid(pid: int | None) -> None:
+    import psutil
+
+    if pid is not None and not psutil.pid_exists(pid):
+        raise ValueError(f"--engine-pid {pid}: no such process on this host")
 
 
 def _run(cfg, prompts, args: argparse.Namespace, signals):

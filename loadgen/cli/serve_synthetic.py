@@ -77,6 +77,12 @@ def register(engines: argparse._SubParsersAction) -> None:
     sv.add_argument("--reasoning-tokens", type=int, default=0, metavar="N",
                     help="vLLM chat: stream each reply's first N tokens as reasoning_content "
                          "deltas, as a reasoning parser does")
+    sv.add_argument("--text-only", action="store_true",
+                    help="vLLM: /v1/completions streams text and ignores return_token_ids, as "
+                         "llama-server's and hosted OpenAI-compatible APIs do")
+    sv.add_argument("--honour-eos", action="store_true",
+                    help="vLLM: obey neither ignore_eos nor min_tokens (replies end at their "
+                         "natural length), as some hosted APIs do")
     sv.add_argument("--truth-log", type=Path, help="JSONL, one record per request")
     sv.add_argument("--fault", action="append", default=[], metavar="KIND[:k=v,...]",
                     help="inject faults (repeatable); see docs/SYNTHETIC.md")
@@ -131,7 +137,8 @@ def build(args: argparse.Namespace):
         incremental_streaming=args.incremental_streaming,
         per_request_spec_metrics=args.per_request_spec_metrics, truth_log=args.truth_log,
         llamacpp_partial_utf8=args.llamacpp_partial_utf8, add_bos=args.add_bos,
-        reasoning_tokens=max(0, args.reasoning_tokens),
+        reasoning_tokens=max(0, args.reasoning_tokens), text_only=args.text_only,
+        honour_eos=args.honour_eos,
         faults=FaultPlan.parse(args.fault, seed=args.seed), never_answer=args.never_answer,
     )
     server = SyntheticServer(cfg, engine)

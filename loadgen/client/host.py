@@ -6,8 +6,11 @@ A background thread (never the event loop) samples every ``interval_s`` with psu
   steal (time the hypervisor gave to other guests) is kept apart;
 - the client: this process, all its threads (``psutil.Process().cpu_times``, user + system);
   with ``client_tree`` (``--workers N``) its descendant processes too, the engine's excepted;
-- the engine, when loadgen launched it (its PID) and every descendant process of it;
-- others = host busy − client − engine (floored at 0): every other process on the machine;
+- the engine, when loadgen launched it (its PID) and every descendant process of it; an engine
+  behind a local reverse proxy is followed through it (client/listener.py), and the proxy's
+  processes are counted apart (``proxy_cores``);
+- others = host busy − client − engine − proxy (floored at 0): every other process on the
+  machine;
 - the 1-minute load average and memory (host available, engine resident set).
 
 Figures are in cores: CPU-seconds per wall second over the window (1.0 = one core busy for
@@ -26,7 +29,10 @@ from typing import Any
 
 import psutil
 
+from loadgen.client.listener import followed, pid_listening_on
 from loadgen.results.summary import HostStats
+
+__all__ = ["HostMonitor", "pid_listening_on"]
 
 DEFAULT_INTERVAL_S = 0.5
 
@@ -52,6 +58,7 @@ class _Sample:
     steal: float
     client: float
     engine: float
+    proxy: float = 0.0
 
 
 class _Tree:
@@ -110,6 +117,7 @@ class HostMonitor:
         self._client_tree = _Tree(os.getpid()) if client_tree else None
         self.client_processes = client_processes  # the workers that share the client's CPU
         self._engine_tree: _Tree | None = None
+        self._proxy_tree: _Tree | None = None
         self._samples: list[_Sample] = []
         self._load: list[float] = []
         self._mem_avail: list[float] = []
@@ -134,6 +142,16 @@ class HostMonitor:
             self._engine_rss.append(rss)
         return cpu
 
+    def _proxy_cpu(self) -> float:
+        """Cumulative CPU-seconds of the local proxy in front of the engine, if one was
+        followed (client/listener.py)."""
+        via = followed(self.engine_pid)
+        if via is None:
+            return 0.0
+        if self._proxy_tree is None or self._proxy_tree.pid != via.proxy_pid:
+            self._proxy_tree = _Tree(via.proxy_pid)
+        return self._proxy_tree.sample()[0]
+
     def _client_cpu(self) -> float:
         if self._client_tree is None:
             try:
@@ -146,9 +164,10 @@ class HostMonitor:
     def _sample(self) -> None:
         busy, steal = _busy_and_steal(psutil.cpu_times())
         engine = self._engine_cpu()
+        proxy = self._proxy_cpu()
         client = self._client_cpu()
         with self._lock:
-            self._samples.append(_Sample(time.monotonic(), busy, steal, client, engine))
+            self._samples.append(_Sample(time.monotonic(), busy, steal, client, engine, proxy))
             self._load.append(os.getloadavg()[0])
             self._mem_avail.append(psutil.virtual_memory().available / 2**20)
 
@@ -187,13 +206,16 @@ class HostMonitor:
         busy = cores(s[0].busy, s[-1].busy)
         client = cores(s[0].client, s[-1].client)
         engine = cores(s[0].engine, s[-1].engine) if self.engine_pid is not None else None
-        others = max(0.0, busy - client - (engine or 0.0))
+        via = followed(self.engine_pid)
+        proxy = cores(s[0].proxy, s[-1].proxy) if via is not None else None
+        others = max(0.0, busy - client - (engine or 0.0) - (proxy or 0.0))
         # the busiest interval of the others (a burst can hide in a long window's mean)
         peak = 0.0
         for a, b in itertools.pairwise(s):
             dt = b.wall - a.wall
             if dt > 0:
-                o = ((b.busy - a.busy) - (b.client - a.client) - (b.engine - a.engine)) / dt
+                o = ((b.busy - a.busy) - (b.client - a.client) - (b.engine - a.engine)
+                     - (b.proxy - a.proxy)) / dt
                 peak = max(peak, o)
         cpus = psutil.cpu_count() or 1
         return HostStats(
@@ -213,27 +235,7 @@ class HostMonitor:
             load_avg_1m_max=max(self._load) if self._load else None,
             mem_available_mb_min=min(self._mem_avail) if self._mem_avail else None,
             engine_rss_mb_max=max(self._engine_rss) if self._engine_rss else None,
+            proxy_pid=via.proxy_pid if via else None,
+            proxy_cores=proxy,
+            engine_found=via.note if via else None,
         )
-
-
-def pid_listening_on(endpoint: str) -> int | None:
-    """The PID of the process listening on a loopback endpoint's port (an engine loadgen did
-    not launch but that runs on this machine), or None (remote host, no permission, not
-    found)."""
-    from urllib.parse import urlsplit
-
-    try:
-        u = urlsplit(endpoint)
-        port = u.port or (443 if u.scheme == "https" else 80)
-    except ValueError:
-        return None
-    if u.hostname not in ("127.0.0.1", "localhost", "::1"):
-        return None
-    try:
-        conns = psutil.net_connections(kind="tcp")
-    except (psutil.Error, OSError):
-        return None
-    for c in conns:
-        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
-            return None if c.pid == os.getpid() else c.pid
-    return None

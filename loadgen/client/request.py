@@ -2,7 +2,10 @@
 
 A conversation (a multi-turn prompt) is sent turn by turn: the next turn's ids are the previous
 ids, the reply's ids and the next user turn (text records: the previous messages, the reply's
-text as an assistant message and the next user turn). Each turn is one record.
+text as an assistant message and the next user turn). Each turn is one record. A reply that came
+without every output id (OpenAI-compatible streams) is tokenized from its text instead, with the
+prompt file's tokenizer (``reply_ids``, set from client/replay.py); the next turn's record counts
+those ids (``prompt_ids_from_text``).
 
 A request answered 429 is retried up to ``--retry-429`` times, each after its Retry-After
 (bounded by what is left of the request timeout); it stays one record whose latency counts
@@ -19,6 +22,7 @@ from functools import partial
 from typing import Any
 
 from loadgen.client.plan import Item
+from loadgen.client.replay import chat_turns
 from loadgen.client.transport import HttpClient, TransportError
 from loadgen.engines.base import EngineAdapter, StreamState, error_text, one_line
 from loadgen.engines.sse import SseError
@@ -55,6 +59,8 @@ class RequestSender:
         self.client = client
         self.on_record = on_record
         self.in_flight = 0
+        # a reply's text to ids, for a stream without every output id (client/replay.py)
+        self.reply_ids: Callable[[str], list[int]] | None = None
 
     def max_tokens(self, item: Item) -> int:
         return self.cfg.output_len or item.prompt.max_tokens or 256
@@ -65,10 +71,16 @@ class RequestSender:
         ids = list(p.prompt_token_ids)
         messages = list(p.messages) if p.messages else None
         later = (p.text_turns if text else p.turns) if self.cfg.multi_turn else None
+        if not text and messages and self.adapter.sends_messages:
+            # a chat endpoint takes the token-id record's text: replayed as a text record
+            text, ids = True, []
+            messages, text_later = chat_turns(messages)
+            later = text_later if self.cfg.multi_turn else None
         turns: list[Any] = list(later or [])
+        from_text = 0  # prompt ids tokenized from earlier replies' text
         for turn in range(len(turns) + 1):
             rec, reply = await self.one_turn(item, ids, messages, turn, scheduled_ns,
-                                             keep=turn < len(turns))
+                                             keep=turn < len(turns), from_text=from_text)
             self.on_record(rec.to_dict())
             if rec.status != OK or turn == len(turns):
                 return
@@ -78,28 +90,30 @@ class RequestSender:
                 messages = [*messages, {"role": "assistant", "content": reply or ""},
                             {"role": "user", "content": turns[turn]}]
             else:
-                ids = ids + (rec.token_ids or []) + turns[turn]
+                reply_ids = rec.token_ids
+                if reply_ids is None or len(reply_ids) != rec.output_tokens:
+                    assert self.reply_ids is not None  # else _finish made it an error
+                    reply_ids = self.reply_ids(reply or "")
+                    from_text += len(reply_ids)
+                ids = ids + reply_ids + turns[turn]
             scheduled_ns = 0  # later turns are sent as soon as the previous reply ends
 
     async def one_turn(self, item: Item, ids: list[int],
                        messages: list[dict[str, str]] | None, turn: int, scheduled_ns: int,
-                       keep: bool) -> tuple[RequestRecord, str | None]:
-        """One request; returns its record and, for a text record kept for its next turn,
-        the reply's text."""
+                       keep: bool, from_text: int = 0) -> tuple[RequestRecord, str | None]:
+        """One request; returns its record and, for a turn kept for its next turn, the
+        reply's text (when the stream's text was kept)."""
         p = item.prompt
         max_tokens = self.max_tokens(item)
         ad = self.adapter
         text = not ids
-        st = ad.new_state()
-        if keep and not text and st.token_ids is None:
-            st.token_ids = []
-        if keep and text and st.text_parts is None:
-            st.text_parts = []
+        st = self._new_state(keep, text)
         rec = RequestRecord(index=item.index, prompt_id=p.id, category=p.category, turn=turn,
                             warmup=item.warmup, input_tokens=len(ids),
                             expected_tokens=max_tokens, scheduled_ns=scheduled_ns,
                             text_prompt=text,
-                            seed=ad.sampling.request_seed(item.index, turn))
+                            seed=ad.sampling.request_seed(item.index, turn),
+                            prompt_ids_from_text=from_text or None)
         feed = ad.feed
         self.in_flight += 1
         released = rec.send_ns = _now_ns()  # the request left the loop; the wire stamp below
@@ -119,11 +133,7 @@ class RequestSender:
                     rec.retries += 1
                     rec.retry_after = res.headers.get("retry-after")
                     await asyncio.sleep(wait)
-                    st = ad.new_state()
-                    if keep and text and st.text_parts is None:
-                        st.text_parts = []
-                    if keep and not text and st.token_ids is None:
-                        st.token_ids = []
+                    st = self._new_state(keep, text)
             rec.end_ns = _now_ns()
             rec.http_status = res.status
             rec.headers_ns = res.headers_ns
@@ -159,8 +169,18 @@ class RequestSender:
             if not scheduled_ns:
                 rec.scheduled_ns = rec.send_ns
             self._finish(rec, st, keep)
-        reply = "".join(st.text_parts) if keep and text and st.text_parts is not None else None
+        reply = "".join(st.text_parts) if keep and st.text_parts is not None else None
         return rec, reply
+
+    def _new_state(self, keep: bool, text: bool) -> StreamState:
+        """A stream state that keeps what the next turn needs: the output ids of a token-id
+        turn, and its text too where a reply may come without them (``reply_ids``)."""
+        st = self.adapter.new_state()
+        if keep and not text and st.token_ids is None:
+            st.token_ids = []
+        if keep and (text or self.reply_ids is not None) and st.text_parts is None:
+            st.text_parts = []
+        return st
 
     def _finish(self, rec: RequestRecord, st: StreamState, keep: bool) -> None:
         ad = self.adapter
@@ -185,7 +205,7 @@ class RequestSender:
         if ad.neutral_count is not None and st.text_parts is not None:
             rec.neutral_output_tokens = ad.neutral_count(
                 "".join(st.reasoning_parts or ()) + "".join(st.text_parts))
-        if keep and not rec.text_prompt and rec.status == OK and (
+        if keep and not rec.text_prompt and rec.status == OK and self.reply_ids is None and (
                 rec.token_ids is None or len(rec.token_ids) != rec.output_tokens):
             rec.status = ERROR
             rec.error = ("cannot replay the next turn: the stream did not carry every "

@@ -15,6 +15,7 @@ import numpy as np
 from loadgen.compare.comparability import LOAD_KEYS, comparability
 from loadgen.compare.estimates import MIN_BLOCKS, TAIL_MIN, run_estimates
 from loadgen.compare.load import RunData, load_run
+from loadgen.compare.unlike import unlike_conditions
 from loadgen.results.catalogue import compared
 
 DEFAULT_RESAMPLES = 2000
@@ -134,6 +135,9 @@ def compare_runs(a: RunData, b: RunData, *, resamples: int = DEFAULT_RESAMPLES,
         rows.append(row)
 
     warnings, notes = comparability(a, b)
+    conditions = unlike_conditions(a, b)
+    for row in rows:  # beside each verdict: the unlike conditions that bear on it
+        row["unlike"] = [c.kind for c in conditions if c.applies(row["key"])]
     tested = [r for r in rows if r["significant"] is not None]
     nsig = sum(r["significant"] for r in tested)
     notes.append(f"{nsig} of {len(tested)} differences with a CI are significant at "
@@ -146,6 +150,7 @@ def compare_runs(a: RunData, b: RunData, *, resamples: int = DEFAULT_RESAMPLES,
                      "min_requests": min_requests, "tail_min": TAIL_MIN,
                      "min_blocks": MIN_BLOCKS},
         "warnings": warnings, "notes": notes,
+        "conditions": [c.to_dict() for c in conditions],
         "statistics": rows,
         "errors": {"a": _errors(a), "b": _errors(b)},
         "runtime_s": time.perf_counter() - t0,

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from loadgen.compare.unlike import unlike_for, verdict_mark
+
 
 def fmt(v: float | None) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -30,7 +32,8 @@ def fmt_ci(ci: tuple[float, float] | list[float] | None) -> str:
 
 def table_rows(result: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
     """(rows: statistic, A, B, B−A, CI of B−A, B/A, CI of B/A, verdict; footnotes: why a
-    statistic has no CI or was not compared, each reason once, cited as [n])."""
+    statistic has no CI or was not compared, each reason once, cited as [n]). A verdict that
+    unlike conditions bear on names them (compare/unlike.py)."""
     out, notes = [], []
     for r in result["statistics"]:
         verdict = r["verdict"]
@@ -38,6 +41,8 @@ def table_rows(result: dict[str, Any]) -> tuple[list[list[str]], list[str]]:
             if r["reason"] not in notes:
                 notes.append(r["reason"])
             verdict = f"{verdict} [{notes.index(r['reason']) + 1}]"
+        if r["verdict"] not in ("not compared",):
+            verdict += verdict_mark(r.get("unlike") or [], r["key"])
         label = r["label"] + (f" ({r['unit']})" if r["unit"] else "")
         out.append([label, fmt(r["a"]), fmt(r["b"]), fmt(r["diff"]), fmt_ci(r["ci_diff"]),
                     fmt(r["ratio"]), fmt_ci(r["ci_ratio"]), verdict])
@@ -102,6 +107,8 @@ def print_result(result: dict[str, Any], console: Any = None) -> None:
     console.print(t)
     for f in footnotes:
         console.print(f, highlight=False)
+    for c in result.get("conditions") or []:
+        console.print(f"[magenta]unlike:[/magenta] {c['text']}", highlight=False)
     print_across(result, console)
     ea, eb = result["errors"]["a"], result["errors"]["b"]
     console.print(f"requests: A {ea['ok']} ok / {ea['error']} error / {ea['cancelled']} "
@@ -136,6 +143,7 @@ def across_rows(result: dict[str, Any]) -> list[list[str]]:
                 "B better" if up == (r["better"] == "higher") else "B worse")
         if r["within_too_narrow"]:
             verdict += " (within-run CI too narrow)"
+        verdict += verdict_mark(unlike_for(result.get("conditions") or [], r["key"]), r["key"])
         out.append([r["label"] + (f" ({r['unit']})" if r["unit"] else ""),
                     f"{fmt(r['a_mean'])} (n={len(r['a_values'])})",
                     f"{fmt(r['b_mean'])} (n={len(r['b_values'])})", fmt(r["diff"]),
@@ -188,6 +196,9 @@ def to_markdown(result: dict[str, Any]) -> str:
     lines += ["", "| requests | A | B |", "|---|---|---|"]
     for k in ("total", "ok", "error", "cancelled"):
         lines.append(f"| {k} | {ea[k]} | {eb[k]} |")
+    if result.get("conditions"):
+        lines += ["", "## Unlike conditions (named beside the verdicts they affect)", ""] + [
+            f"- **{c['kind']}**: {c['text']}" for c in result["conditions"]]
     if result["warnings"]:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in result["warnings"]]
     if result.get("suspect"):

@@ -1,4 +1,5 @@
-"""The built-in prompt set that ``loadgen run`` uses with no arguments.
+"""The built-in prompt set that ``loadgen run`` uses with no arguments, and that ``--dataset
+builtin`` names wherever a prompt file is taken (``read_dataset``).
 
 ``loadgen/resources/builtin_prompts.jsonl`` (package data) holds 44 short text prompts (4 for each
 of the 11 categories) written for this project, in the text prompt format (loadgen.data.textfmt).
@@ -17,6 +18,8 @@ from loadgen.data.prompts import PromptFile, read_prompts, write_prompts
 from loadgen.resources import resource_path
 
 BUILTIN_PATH = resource_path("builtin_prompts.jsonl")
+BUILTIN = "builtin"  # the dataset name that stands for the built-in set
+BUILTIN_TOKENIZER = "smollm2"  # the tokenizer of the built-in set's token ids
 
 
 def builtin_prompts_path() -> Path:
@@ -72,3 +75,22 @@ def builtin_prompts(tokenizer: str = "smollm2", path: str | Path | None = None) 
     write_prompts(tmp, pf.records, pf.header)
     tmp.replace(cached)
     return read_prompts(cached)
+
+
+def read_dataset(spec: str | Path, text: bool = False, chat: bool = False,
+                 tokenizer: str = BUILTIN_TOKENIZER) -> tuple[PromptFile, Path]:
+    """A ``--dataset`` value as prompts and the file they came from: ``builtin`` is the built-in
+    set, as text records when the engine sends chat ``messages`` (``chat``) and as ``tokenizer``'s
+    token ids otherwise; anything else is a prompt file (``read_prompts``; ``text``: the engine
+    accepts text records too)."""
+    if str(spec) != BUILTIN:
+        return read_prompts(spec, text=text), Path(spec)
+    if chat:
+        from loadgen.data.chatprompts import read_text_prompt_file
+
+        src = builtin_prompts_path()
+        pf = read_text_prompt_file(src)
+        pf.header.setdefault("dataset", BUILTIN)
+        return pf, src
+    pf = builtin_prompts(tokenizer)
+    return pf, Path(pf.header.get("source_file") or builtin_prompts_path())

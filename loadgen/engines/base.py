@@ -96,6 +96,11 @@ class EngineAdapter:
     per_request_sd_support: ClassVar[str] = "always"
     # whether prompts may be text records (messages) instead of token ids
     accepts_text: ClassVar[bool] = False
+    # whether the stream carries every output token id ("always") or may carry text only
+    # ("maybe"): multi-turn replay then tokenizes the reply's text (client/replay.py)
+    output_ids: ClassVar[str] = "always"
+    # whether requests carry the record's text ``messages`` rather than its ids (a chat endpoint)
+    sends_messages: bool = False
 
     # prefix cache: whether requests take vLLM's `cache_salt`, the engine's flush endpoint,
     # and the unit of its reuse counters (docs/METRICS.md, "Prefix cache")

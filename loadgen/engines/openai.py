@@ -35,6 +35,7 @@ class OpenAIAdapter(EngineAdapter):
     health_path = "/v1/models"
     per_request_sd_support = "never"
     accepts_text = True
+    output_ids = "maybe"  # vLLM honours return_token_ids; llama-server and hosted APIs do not
 
     def __init__(self, model: str | None = None, keep_token_ids: bool = False,
                  mode: str = "completions",
@@ -45,6 +46,7 @@ class OpenAIAdapter(EngineAdapter):
             raise ValueError("openai mode must be 'completions' or 'chat'")
         self.mode = mode
         self.stream_path = "/v1/chat/completions" if mode == "chat" else "/v1/completions"
+        self.sends_messages = mode == "chat"
         self.count_text = count_text
         self.token_count_source: str | None = None
         from loadgen.engines.tokencount import neutral_counter

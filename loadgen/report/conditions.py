@@ -80,7 +80,8 @@ def conditions_section(inp: D.ReportInput) -> Section:
     sec = Section("conditions", "Conditions of each run: host CPU, prefix cache and GPUs")
     sec.text.append(
         "Cores = CPU-seconds per second of the window (1.00 = one core busy throughout). "
-        "Others = host busy − client − engine: every other process. A prefix-cache hit rate "
+        "Proxy = a local reverse proxy in front of the engine (n/a: none). Others = host busy "
+        "− client − engine − proxy: every other process. A prefix-cache hit rate "
         "above 0 means part of the prefill came from cache, which lowers TTFT; policy says "
         "how the run kept earlier runs' cache out (salted, flushed, disabled, kept on "
         "purpose, or unprotected). GPU columns (runs with --telemetry): the GPUs' mean "
@@ -88,14 +89,14 @@ def conditions_section(inp: D.ReportInput) -> Section:
         "output token (summed mean power / output tokens per second).")
     t = Table("Host and prefix cache per run", [
         "run", "TTFT p50 (ms)", "TTFT p99 (ms)", "prefix-cache hit rate", "cache policy",
-        "client cores", "engine cores", "others cores", "steal cores", "disturbed by",
-        "GPU util %", "GPU power W (mean / peak)", "J per token"], [])
+        "client cores", "engine cores", "proxy cores", "others cores", "steal cores",
+        "disturbed by", "GPU util %", "GPU power W (mean / peak)", "J per token"], [])
     for v in inp.cells:
         label = v.label + (f" · r{v.cell.repeat}" if v.cell.repeat or "__r" in v.cell.id
                            else "")
         s = v.summary
         if s is None:
-            t.rows.append([text(label), *[V("n/a", "num na")] * 12])
+            t.rows.append([text(label), *[V("n/a", "num na")] * 13])
             continue
         ttft = (s.get("latency_ms") or {}).get("ttft") or {}
         pc = s.get("prefix_cache") or {}
@@ -105,7 +106,8 @@ def conditions_section(inp: D.ReportInput) -> Section:
             text(label), num(ttft.get("p50"), 1), num(ttft.get("p99"), 1),
             V(f"{rate:.1%}", "num") if rate is not None else V("n/a", "num na"),
             text(pc.get("policy") or "n/a"), _cores(host.get("client_cores")),
-            _cores(host.get("engine_cores")), _cores(host.get("others_cores")),
+            _cores(host.get("engine_cores")), _cores(host.get("proxy_cores")),
+            _cores(host.get("others_cores")),
             _cores(host.get("steal_cores")),
             text(", ".join(host.get("causes") or []) or ("-" if host else "n/a")),
             *_gpu_cells(s.get("telemetry"))])

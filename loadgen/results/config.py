@@ -74,6 +74,9 @@ class RunConfig:
     # or ["none"]; the selector narrows a Prometheus server's series
     metrics: list[str] = field(default_factory=list)
     metrics_selector: str | None = None
+    # the engine's PID for the host monitor (default: launched by loadgen, else the listener on
+    # a loopback endpoint's port, followed through a local proxy: client/listener.py)
+    engine_pid: int | None = None
 
     def validate(self) -> None:
         """Every value checked up front; a ValueError names the flag in one line."""
@@ -122,6 +125,7 @@ class RunConfig:
         from loadgen.scrape.targets import parse_targets
 
         parse_targets(self.metrics, self.metrics_selector)
+        _at_least("--engine-pid", self.engine_pid, 1)
 
     def effective_warmup(self) -> int:
         """Warm-up requests actually sent: the explicit count, else the concurrency (closed

@@ -57,6 +57,8 @@ class RequestRecord:
     # how long the request waited inside the client from its turn to send_ns (encode, the
     # loop's other work when many streams start together): docs/METRICS.md, "send_delay"
     send_delay_ns: int = 0
+    # of input_tokens: ids tokenized from earlier replies' text (a stream without output ids)
+    prompt_ids_from_text: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A shallow dict: its lists are the record's own (no copy of the per-event stamps)."""

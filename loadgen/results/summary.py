@@ -269,6 +269,11 @@ class HostStats:
     mem_available_mb_min: float | None = None
     engine_rss_mb_max: float | None = None
     causes: list[str] = field(default_factory=list)  # "client", "engine_starved", "others", "steal"
+    # a local reverse proxy in front of the engine (client/listener.py): its processes' CPU,
+    # kept out of "others", and how the engine behind it was found
+    proxy_pid: int | None = None
+    proxy_cores: float | None = None
+    engine_found: str | None = None
 
 
 @dataclass(slots=True)

@@ -24,10 +24,11 @@ from loadgen.client.connect import CertificateError
 from loadgen.client.endpoint import EndpointError
 from loadgen.client.host import HostMonitor, pid_listening_on
 from loadgen.client.limits import ensure_open_files
+from loadgen.client.replay import text_replay
 from loadgen.client.stop import StopSignals
 from loadgen.client.wiring import build_wire
 from loadgen.data.prompts import PromptFile
-from loadgen.engines import adapter_class
+from loadgen.engines import adapter_class, adapter_for
 from loadgen.results.config import RunConfig
 from loadgen.results.facts import FACTS_FILE, write_facts
 from loadgen.results.files import write_json
@@ -84,6 +85,10 @@ def _check(cfg: RunConfig, prompts: PromptFile) -> tuple[int | None, str | None,
                                                           for r in prompts.records):
         raise ValueError(f"the {cfg.engine} engine sends token ids and the prompt file holds "
                          f"text: tokenize it first (loadgen data tokenize)")
+    # multi-turn over a stream without output ids: the replies' text tokenized, or refused
+    replay = text_replay(cfg, prompts, adapter_for(cfg))
+    if replay is not None:
+        warnings.append(replay.notice)
     try:  # a certificate that does not verify fails every request: say so before writing
         asyncio.run(wire.connector.check_certificate(cfg.probe_timeout_s))
     except CertificateError as exc:
@@ -131,7 +136,9 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
     if scale is not None:  # who the workers are (their pids, nodes), while they run
         manifest["scale"] = scale
         write_json(out / "manifest.json", manifest)
-    engine_pid = (engine or {}).get("pid") or pid_listening_on(cfg.endpoint)
+    # the engine's PID: --engine-pid, launched by loadgen, else whoever listens on a loopback
+    # endpoint (followed through a local proxy: client/listener.py)
+    engine_pid = cfg.engine_pid or (engine or {}).get("pid") or pid_listening_on(cfg.endpoint)
     monitor = None if cfg.ray else HostMonitor(
         int(engine_pid) if engine_pid else None, client_tree=not in_process,
         client_processes=len(handles))

@@ -30,6 +30,7 @@ from loadgen.client.gcwindow import close_window, open_window
 from loadgen.client.lag import LagMonitor, client_stats
 from loadgen.client.loops import Driver
 from loadgen.client.plan import Item, iter_records, share_count
+from loadgen.client.replay import text_replay
 from loadgen.client.request import RequestSender
 from loadgen.client.tally import RecordTally
 from loadgen.client.wiring import build_wire
@@ -185,6 +186,8 @@ class WorkerCore:
     async def _setup(self) -> None:
         self.client = self.wire.stream_client()
         self.sender = _CountingSender(self.spec.cfg, self.adapter, self.client, self._on_record)
+        replay = text_replay(self.spec.cfg, self.prompts, self.adapter)
+        self.sender.reply_ids = replay.encode if replay else None
         self.sender.counter = self._issued
         self.driver = Driver(self.sender)
 

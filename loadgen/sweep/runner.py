@@ -176,18 +176,20 @@ def plan_cells(cfg: dict[str, Any]) -> list[Cell]:
     return cells
 
 
-def _load_dataset(entry: dict[str, Any], base: Path):
-    from loadgen.data.prompts import read_prompts
+def _load_dataset(entry: dict[str, Any], base: Path, engine: str, run_opts: dict[str, Any]):
+    """A dataset entry's prompts and file: ``builtin`` as ``loadgen run --dataset builtin`` reads
+    it (loadgen/data/builtin.py ``read_dataset``), a relative path from the config's folder."""
+    from loadgen.data.builtin import BUILTIN, BUILTIN_TOKENIZER, read_dataset
+    from loadgen.engines import adapter_class
 
     path = str(entry.get("path", ""))
-    if path == "builtin":
-        from loadgen.data.builtin import builtin_prompts
-
-        return builtin_prompts(entry.get("tokenizer", "smollm2")), None
     p = Path(path)
-    if not p.is_absolute():
+    if path != BUILTIN and not p.is_absolute():
         p = base / p
-    return read_prompts(p), p
+    chat = engine == "openai" and run_opts.get("openai_mode") == "chat"
+    return read_dataset(path if path == BUILTIN else p,
+                        text=adapter_class(engine).accepts_text, chat=chat,
+                        tokenizer=entry.get("tokenizer", BUILTIN_TOKENIZER))
 
 
 def _own_telemetry(sd: dict[str, Any]) -> dict[str, Any]:
@@ -215,9 +217,10 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
     else:
         sweep = Sweep(root=out, config=cfg, cells=planned)
     sweep.save()
-    datasets = {d["name"]: _load_dataset(d, config_dir) for d in cfg["datasets"]}
     run_opts = dict(cfg.get("run") or {})
     engine = cfg.get("engine") or (cfg.get("serve") or {}).get("engine") or "vllm"
+    datasets = {d["name"]: _load_dataset(d, config_dir, engine, run_opts)
+                for d in cfg["datasets"]}
     by_label = {str(sd["label"]): sd for sd in cfg["sd_configs"]}
     # one engine at a time without repetitions; all at once when cells alternate
     if int(cfg.get("repeats", 1)) == 1:

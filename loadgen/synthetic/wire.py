@@ -41,6 +41,8 @@ class ServerConfig:
     llamacpp_partial_utf8: int = 13  # llama.cpp: ids divisible by this get no event of their own
     add_bos: bool = False  # vLLM: prepend BOS to token-id prompts (what no real engine does)
     reasoning_tokens: int = 0  # vLLM chat: first N reply tokens as reasoning_content deltas
+    text_only: bool = False  # vLLM: /v1/completions ignores return_token_ids (text, no ids)
+    honour_eos: bool = False  # vLLM: ignore_eos, min_tokens not obeyed (natural lengths)
     truth_log: Path | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
     never_answer: bool = False  # accept connections, read requests, never send a byte

@@ -107,10 +107,14 @@ class VllmProtocol(BaseProtocol):
         min_tokens = int_field(body, "min_tokens", 0, 0) or 0
         stream, include_usage, continuous = check_stream_options(body)
         self.prefix_cache.lookup_and_insert(ids, check_salt(body.get("cache_salt")))
-        seq = self.engine.new_sequence(self.server.next_rid(), ids, max_tokens,
-                                       bool(body.get("ignore_eos", False)), min_tokens)
+        ignore_eos = bool(body.get("ignore_eos", False)) and not self.cfg.honour_eos
+        if self.cfg.honour_eos:
+            min_tokens = 0  # neither ignore_eos nor min_tokens obeyed
+        seq = self.engine.new_sequence(self.server.next_rid(), ids, max_tokens, ignore_eos,
+                                       min_tokens)
         seq.sampling = sampling_of(body)
-        return_ids = bool(body.get("return_token_ids", False)) and not chat
+        return_ids = (bool(body.get("return_token_ids", False)) and not chat
+                      and not self.cfg.text_only)
         fmt = CompletionFormatter(seq.rid, CompletionOptions(
             model=self.cfg.model_name, token_ids=return_ids, text=True,
             include_usage=include_usage, continuous_usage=continuous,
