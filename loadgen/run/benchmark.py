@@ -143,8 +143,9 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
         int(engine_pid) if engine_pid else None, client_tree=not in_process,
         client_processes=len(handles))
     coord = Coordinator(cfg, prompts, handles, monitor, in_process=in_process)
-    coord.warnings.extend(warnings)
     coord.notify = lambda text: print(f"loadgen: warning: {text}", file=sys.stderr)
+    for text in warnings:  # said once, before the load starts, and kept in the summary
+        coord.warn_now(text)
     for notice in coord.wire.notices:
         print(f"loadgen: WARNING: {notice}", file=sys.stderr)
     if note:

@@ -248,14 +248,14 @@ class Coordinator:
         self.probe, _ = await asyncio.gather(probe(), self.scrapes.take(http, "run_start"))
         limit = parse_max_model_len(self.probe.get("/v1/models"), self.probe.get("/props"))
         for line in length_warnings(self.prompts.records, limit, cfg.output_len):
-            self._warn_now(line.removeprefix("warning: "))
+            self.warn_now(line.removeprefix("warning: "))
         # the run's prefill its own (a salt the workers send, or a flush), renewed at each
         # window's opening so the warm-up's prefill is not reused in it
         self.prefix_cache_policy = await self.adapter.prepare_prefix_cache(
             http, cfg.keep_prefix_cache, f"loadgen-{uuid.uuid4().hex}")
         self.adapter.start_polling(http)
 
-    def _warn_now(self, text: str) -> None:
+    def warn_now(self, text: str) -> None:
         self.warnings.append(text)
         if self.notify is not None:
             self.notify(text)
