@@ -65,19 +65,26 @@ def config_from_flags(args: argparse.Namespace) -> dict:
         cfg["run"]["num_requests"] = args.num_requests
     if args.serve:
         cfg["serve"] = {"engine": args.serve, "extra_args": list(args.passthrough)}
-        cfg["sd_configs"] = []
-        for method in args.spec.split(","):
-            sd = {"label": "off" if method == "none" else method, "spec": method,
-                  "baseline": method == "none"}
-            if method != "none" and args.num_spec_tokens:
-                sd["num_spec_tokens"] = args.num_spec_tokens
-                sd["label"] = f"{method}-k{args.num_spec_tokens}"
-            cfg["sd_configs"].append(sd)
+        cfg["sd_configs"] = serve_sd_configs(args.spec, args.num_spec_tokens)
     elif args.endpoint:
         cfg["sd_configs"] = [{"label": args.label, "endpoint": args.endpoint}]
     if args.engine:
         cfg["engine"] = args.engine
     return cfg
+
+
+def serve_sd_configs(spec: str, num_spec_tokens: int | None) -> list[dict]:
+    """``--spec none,ngram [--num-spec-tokens K]`` -> the sweep's sd_configs entries ('none'
+    is the baseline, labelled 'off')."""
+    out = []
+    for method in spec.split(","):
+        sd = {"label": "off" if method == "none" else method, "spec": method,
+              "baseline": method == "none"}
+        if method != "none" and num_spec_tokens:
+            sd["num_spec_tokens"] = num_spec_tokens
+            sd["label"] = f"{method}-k{num_spec_tokens}"
+        out.append(sd)
+    return out
 
 
 def print_analysis(analysis: dict) -> None:

@@ -148,7 +148,7 @@ def plan_cells(cfg: dict[str, Any]) -> list[Cell]:
     return cells
 
 
-def _load_dataset(entry: dict[str, Any], base: Path):
+def load_dataset(entry: dict[str, Any], base: Path):
     from loadgen.data.prompts import read_prompts
 
     path = str(entry.get("path", ""))
@@ -181,7 +181,7 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
     else:
         sweep = Sweep(root=out, config=cfg, cells=planned)
     sweep.save()
-    datasets = {d["name"]: _load_dataset(d, config_dir) for d in cfg["datasets"]}
+    datasets = {d["name"]: load_dataset(d, config_dir) for d in cfg["datasets"]}
     run_opts = dict(cfg.get("run") or {})
     engine = cfg.get("engine") or (cfg.get("serve") or {}).get("engine") or "vllm"
     by_label = {str(sd["label"]): sd for sd in cfg["sd_configs"]}
@@ -197,7 +197,7 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
         with contextlib.ExitStack() as stack:
             endpoints = {}
             for label in dict.fromkeys(c.sd for c in todo):
-                endpoints[label] = stack.enter_context(_endpoint_for(cfg, by_label[label], out))
+                endpoints[label] = stack.enter_context(endpoint_for(cfg, by_label[label], out))
             for cell in todo:
                 endpoint, describe = endpoints[cell.sd]
                 prompts, ds_path = datasets[cell.dataset]
@@ -245,7 +245,7 @@ def analyse(sweep: Sweep) -> dict[str, Any]:
     return out
 
 
-class _endpoint_for:
+class endpoint_for:
     """Context: the endpoint of one SD configuration, launching its engine when configured."""
 
     def __init__(self, cfg: dict[str, Any], sd: dict[str, Any], out: Path) -> None:
