@@ -16,28 +16,12 @@ from loadgen.capacity.search import ProbeResult, SearchSpec, search
 from loadgen.capacity.slo import parse_slo_set
 from loadgen.cli import main as cli_main
 from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
+from tests.closed_forms import Timing
 
 # large step times: client and scheduler noise (~1 ms) stay small beside them
-BASE, PER_TOKEN, DRAFT, RATES = 20.0, 2.0, 0.5, (0.9, 0.8, 0.7)
-K = len(RATES)
-TIMING = ["--step-base-ms", f"{BASE:g}", "--per-token-ms", f"{PER_TOKEN:g}",
-          "--draft-ms", f"{DRAFT:g}", "--accept-rates", ",".join(map(str, RATES))]
-
-
-def acceptance_length(rates=RATES) -> float:
-    al, p = 1.0, 1.0
-    for r in rates:
-        p *= r
-        al += p
-    return al
-
-
-def tpot_capacity(limit_ms: float, sd: bool) -> float:
-    """The concurrency at which TPOT reaches ``limit_ms`` (docs/SYNTHETIC.md, "Closed forms"):
-    without SD base + per_token x c; with SD (base + per_token x c x (K+1) + draft x K) / AL."""
-    if not sd:
-        return (limit_ms - BASE) / PER_TOKEN
-    return (limit_ms * acceptance_length() - BASE - DRAFT * K) / (PER_TOKEN * (K + 1))
+T = Timing(base=20.0, per_token=2.0, draft=0.5, rates=(0.9, 0.8, 0.7))
+K = len(T.rates)
+TIMING = T.args()
 
 
 def one_token_prompts(path: Path, n: int = 64) -> Path:
@@ -64,7 +48,7 @@ def test_capacity_at_a_tpot_slo_matches_the_closed_form_with_and_without_sd(synt
     got = {c["label"]: c for c in doc["configs"]}
     for label, is_sd in (("off", False), ("sd", True)):
         c = got[label]
-        truth = tpot_capacity(limit, is_sd)
+        truth = T.tpot_capacity(limit, K if is_sd else 0)
         assert c["converged"] and c["unit"] == "concurrency"
         assert abs(c["value"] - truth) <= 0.15 * truth, (label, c["value"], truth)
         lo, hi = c["interval"]
@@ -79,7 +63,7 @@ def test_capacity_at_a_tpot_slo_matches_the_closed_form_with_and_without_sd(synt
         rp = c["replicas"]
         assert rp["replicas"] == math.ceil(50 * 1.2 / c["value"])
     gain = got["sd"]["gain_over_baseline"]
-    truth_gain = tpot_capacity(limit, True) / tpot_capacity(limit, False)
+    truth_gain = T.tpot_capacity(limit, K) / T.tpot_capacity(limit)
     assert gain["interval"][0] <= gain["value"] <= gain["interval"][1]
     assert abs(gain["value"] - truth_gain) <= 0.2 * truth_gain
     assert (out / "capacity.png").stat().st_size > 0

@@ -110,10 +110,44 @@ def print_analysis(analysis: dict) -> None:
                       if r["speedup_per_user_tokens_per_s"] else "-")
         console.print(t)
     print_intervals(console, analysis)
+    print_policy(console, analysis)
     cap = analysis.get("capacity")
     if cap:
         console.print("[bold]Capacity within the SLOs[/bold]")
         console.print(cap["recommendation"])
+
+
+def print_policy(console, analysis: dict) -> None:
+    """The SD policy: where per-user speedup crosses 1, and K per band of load."""
+    from loadgen.analysis.sdpolicy import band_text
+
+    pol = analysis.get("sd_policy") or {}
+    for c in pol.get("crossover", []):
+        if c["category"] != "all":
+            continue
+        x = c["crossover"]
+        unit = "concurrent requests" if c["load_kind"] == "concurrency" else "requests/s"
+        if x["value"] is not None:
+            ci = x.get("interval")
+            iv = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""
+            console.print(f"{c['dataset']} {c['sd']}: per-user speedup crosses 1 at "
+                          f"{x['value']:.3g}{iv} {unit} (between {x['between'][0]:g} and "
+                          f"{x['between'][1]:g})")
+        elif "above" in x:
+            console.print(f"{c['dataset']} {c['sd']}: SD pays per user at every load tested "
+                          f"(up to {x['above']:g} {unit})")
+        elif "below" in x:
+            console.print(f"{c['dataset']} {c['sd']}: SD does not pay per user from "
+                          f"{x['below']:g} {unit} (the lowest load tested)")
+    for r in pol.get("recommended_k", []):
+        if r["category"] == "all":
+            console.print(f"{r['dataset']}: recommended SD by load: "
+                          + "; ".join(band_text(b) for b in r["bands"]))
+
+
+def comparison(analysis: dict) -> dict:
+    """comparison.json of a sweep: the SD policy and the lossless check."""
+    return {"sd_policy": analysis.get("sd_policy"), "lossless": analysis.get("lossless")}
 
 
 def print_intervals(console, analysis: dict) -> None:
@@ -183,6 +217,11 @@ def main(args: argparse.Namespace) -> int:
     except (SweepConfigError, ValueError) as exc:
         print(f"loadgen sweep: {exc}", file=sys.stderr)
         return 2
+    from loadgen.results.files import write_json
+
+    write_json(args.out / "comparison.json", comparison(sweep.analysis))
+    for w in (sweep.analysis.get("lossless") or {}).get("warnings", []):
+        print(f"loadgen sweep: warning: lossless check: {w}", file=sys.stderr)
     if not args.quiet:
         print_analysis(sweep.analysis)
     failed = [c for c in sweep.cells if c.status != "complete"]

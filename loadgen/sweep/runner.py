@@ -46,7 +46,9 @@ from typing import Any
 
 import yaml
 
+from loadgen.analysis.lossless import lossless
 from loadgen.analysis.repeats import headline_intervals, speedup_intervals
+from loadgen.analysis.sdpolicy import sd_policy
 from loadgen.analysis.sweeps import capacity, parse_slos, speedup_rows
 from loadgen.results.config import SWEEP_RUN_KEYS
 from loadgen.results.sweepdir import REPEAT_ORDERS, Cell, Sweep, is_sweep_dir, load_sweep
@@ -183,6 +185,8 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
     sweep.save()
     datasets = {d["name"]: load_dataset(d, config_dir) for d in cfg["datasets"]}
     run_opts = dict(cfg.get("run") or {})
+    if any(sd.get("baseline") for sd in cfg["sd_configs"]):
+        run_opts.setdefault("keep_token_ids", True)  # for the lossless check
     engine = cfg.get("engine") or (cfg.get("serve") or {}).get("engine") or "vllm"
     by_label = {str(sd["label"]): sd for sd in cfg["sd_configs"]}
     # one engine at a time without repetitions; all at once when cells alternate
@@ -239,6 +243,8 @@ def analyse(sweep: Sweep) -> dict[str, Any]:
     out: dict[str, Any] = {"speedup": rows,
                            "speedup_intervals": speedup_intervals(sweep, rows),
                            "headline_intervals": headline_intervals(sweep)}
+    out["lossless"] = lossless(sweep)
+    out["sd_policy"] = sd_policy(sweep, rows)
     slo = sweep.config.get("slo")
     if slo:
         out["capacity"] = capacity(sweep, parse_slos(slo))
