@@ -40,7 +40,7 @@ def prompts(path, n=48):
 
 
 @pytest.fixture
-def policy_sweep(synthetic, tmp_path):
+def policy_sweep(synthetic, tmp_path, capsys):
     off = synthetic(*T.args(), "--no-spec")
     k1 = synthetic(*T.args(), "--num-spec-tokens", "1")
     # K = 3, and a lossless fault: category a's SD output differs at token DIVERGE_AT
@@ -63,11 +63,11 @@ def policy_sweep(synthetic, tmp_path):
     rc = cli_main(["sweep", "--config", str(tmp_path / "sweep.yaml"), "--out", str(out),
                    "--quiet"])
     assert rc == 0
-    return out
+    return out, capsys.readouterr().err
 
 
-def test_crossover_k_per_band_and_lossless_check(policy_sweep, capsys):
-    out = policy_sweep
+def test_crossover_k_per_band_and_lossless_check(policy_sweep):
+    out, err = policy_sweep
     sweep = load_sweep(out)
     pol = sweep.analysis["sd_policy"]
     cmp = json.loads((out / "comparison.json").read_text())
@@ -114,7 +114,7 @@ def test_crossover_k_per_band_and_lossless_check(policy_sweep, capsys):
         assert r["compared"] > 0 and r["diverged"] == 0
     warnings = sweep.analysis["lossless"]["warnings"]
     assert len(warnings) == 1 and "sd-k3" in warnings[0]
-    assert "lossless check" in capsys.readouterr().err
+    assert "loadgen sweep: warning: lossless check: synth sd-k3" in err
 
 
 def test_crossing_of_the_per_token_time_difference():
