@@ -67,6 +67,12 @@ def test_capacity_at_a_tpot_slo_matches_the_closed_form_with_and_without_sd(synt
     assert gain["interval"][0] <= gain["value"] <= gain["interval"][1]
     assert abs(gain["value"] - truth_gain) <= 0.2 * truth_gain
     assert (out / "capacity.png").stat().st_size > 0
+    # `loadgen report` on the capacity directory: the answer, the plot, every probe
+    assert cli_main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert f"off: capacity {got['off']['value']:.4g} concurrency" in md
+    assert md.count("/summary.json |") == len(got["off"]["probes"]) + len(got["sd"]["probes"])
+    assert "data:image/png;base64," in (out / "report.html").read_text()
 
 
 def test_saturation_cut_past_max_num_seqs_and_not_below(synthetic, tmp_path):

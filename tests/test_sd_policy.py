@@ -116,6 +116,14 @@ def test_crossover_k_per_band_and_lossless_check(policy_sweep):
     assert len(warnings) == 1 and "sd-k3" in warnings[0]
     assert "loadgen sweep: warning: lossless check: synth sd-k3" in err
 
+    # the report shows the same answers
+    assert cli_main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "## Where SD stops paying, and which K" in md and "## Lossless check" in md
+    assert f"| synth | sd-k3 | all | {k3['value']:,.1f} |" in md
+    assert "1-" in md and "K=3 (sd-k3)" in md and "+: K=1 (sd-k1)" in md
+    assert f"| synth | sd-k3 | a | {a['compared']} | {a['diverged']} | {DIVERGE_AT} |" in md
+
 
 def test_crossing_of_the_per_token_time_difference():
     # the closed form's TPOTs are linear in c: their difference crosses 0 exactly at c*

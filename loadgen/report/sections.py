@@ -76,7 +76,10 @@ def text(s: Any) -> V:
 def build(inp: D.ReportInput, plots: list[Plot], gpus: int,
           slos: dict[str, float] | None) -> tuple[str, list[Section]]:
     from loadgen.report.conditions import conditions_section, repeats_section
+    from loadgen.report.policy import capacity_search_sections, lossless_section, policy_section
 
+    if inp.kind == "capacity":
+        return f"loadgen report: capacity {inp.root.resolve().name}", capacity_search_sections(inp)
     by_key = {p.key: p for p in plots}
     if inp.kind == "run":
         title = f"loadgen report: run {inp.root.name}"
@@ -94,6 +97,8 @@ def build(inp: D.ReportInput, plots: list[Plot], gpus: int,
         steps += [("repeats", "Speedup across repetitions", repeats_section, (inp,)),
                   ("speedup", "SD speedup (category × load)", _speedup_section,
                    (inp, by_key["speedup_heatmap"])),
+                  ("sd_policy", "Where SD stops paying, and which K", policy_section, (inp,)),
+                  ("lossless", "Lossless check", lossless_section, (inp,)),
                   ("pareto", "Throughput per GPU against per-user speed (Pareto)",
                    lambda p: Section("pareto", "Throughput per GPU against per-user speed "
                                      "(Pareto)", plot=p), (by_key["pareto"],))]
