@@ -11,6 +11,7 @@ from pathlib import Path
 
 from loadgen.capacity.output import DEFAULT_HEADROOM
 from loadgen.capacity.search import UNITS, SearchSpec
+from loadgen.cli.sweep import spec_tokens_arg
 from loadgen.engines import ENGINES
 from loadgen.launch.commands import LAUNCHABLE_ENGINES
 from loadgen.results.config import ARRIVALS, default
@@ -58,7 +59,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                      help="launch this engine once per --spec value")
     tgt.add_argument("--spec", default="none,ngram",
                      help="SD methods with --serve, comma-separated; 'none' is the baseline")
-    tgt.add_argument("--num-spec-tokens", type=int)
+    tgt.add_argument("--num-spec-tokens", type=spec_tokens_arg, metavar="K[,K...]",
+                     help="draft length; several: one SD configuration per K")
     tgt.add_argument("--engine", choices=ENGINES, help="client protocol (default: --serve's)")
     tgt.add_argument("--model", help="model name to send")
     run = p.add_argument_group("each probe (an ordinary run)")

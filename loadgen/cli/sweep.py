@@ -25,7 +25,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="launch this engine once per --spec value")
     simple.add_argument("--spec", default="none,ngram",
                         help="SD methods with --serve, comma-separated; 'none' is the baseline")
-    simple.add_argument("--num-spec-tokens", type=int)
+    simple.add_argument("--num-spec-tokens", type=spec_tokens_arg, metavar="K[,K...]",
+                        help="draft length; several: one SD configuration per K (the SD "
+                             "policy then recommends K per band of load)")
     simple.add_argument("--endpoint", help="a fixed endpoint (one SD configuration)")
     simple.add_argument("--label", default="endpoint", help="its label")
     simple.add_argument("--engine", help="client protocol (default: the --serve engine)")
@@ -73,17 +75,29 @@ def config_from_flags(args: argparse.Namespace) -> dict:
     return cfg
 
 
-def serve_sd_configs(spec: str, num_spec_tokens: int | None) -> list[dict]:
-    """``--spec none,ngram [--num-spec-tokens K]`` -> the sweep's sd_configs entries ('none'
-    is the baseline, labelled 'off')."""
+def spec_tokens_arg(text: str) -> list[int]:
+    """``--num-spec-tokens 3`` or ``1,3,5`` (one SD configuration per K)."""
+    try:
+        ks = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"whole numbers, comma-separated: {text!r}") from None
+    if not ks or any(k < 1 for k in ks):
+        raise argparse.ArgumentTypeError(f"every K must be >= 1: {text!r}")
+    return ks
+
+
+def serve_sd_configs(spec: str, num_spec_tokens: list[int] | None) -> list[dict]:
+    """``--spec none,ngram [--num-spec-tokens K[,K2...]]`` -> the sweep's sd_configs entries
+    ('none' is the baseline, labelled 'off'; one entry per method and K)."""
     out = []
     for method in spec.split(","):
-        sd = {"label": "off" if method == "none" else method, "spec": method,
-              "baseline": method == "none"}
-        if method != "none" and num_spec_tokens:
-            sd["num_spec_tokens"] = num_spec_tokens
-            sd["label"] = f"{method}-k{num_spec_tokens}"
-        out.append(sd)
+        if method == "none" or not num_spec_tokens:
+            out.append({"label": "off" if method == "none" else method, "spec": method,
+                        "baseline": method == "none"})
+            continue
+        for k in num_spec_tokens:
+            out.append({"label": f"{method}-k{k}", "spec": method, "baseline": False,
+                        "num_spec_tokens": k})
     return out
 
 
