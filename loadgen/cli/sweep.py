@@ -105,8 +105,12 @@ def print_analysis(analysis: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from loadgen.analysis.repeats import SLOWER, speedup_verdict
+
     console = Console()
     rows = [r for r in analysis.get("speedup", []) if r["category"] == "all"]
+    if any(r["repeats"] > 1 for r in analysis.get("speedup_intervals") or []):
+        rows = []  # one row per repetition says nothing the intervals' table does not
     if rows:
         t = Table(title="SD speedup against the baseline (output tokens/s)")
         for col in ("dataset", "SD", "load", "AL", "tok/s", "baseline tok/s", "speedup",
@@ -114,7 +118,8 @@ def print_analysis(analysis: dict) -> None:
             t.add_column(col, justify="right")
         for r in rows:
             sp = r["speedup_output_tokens_per_s"]
-            mark = "" if r["pays"] else " [red](SD does not pay)[/red]"
+            verdict = speedup_verdict({"mean": sp, "low": None, "high": None})
+            mark = f" [red]{verdict}[/red]" if verdict in SLOWER else ""
             t.add_row(r["dataset"], r["sd"], f"{r['load_level']:g}",
                       f"{r['acceptance_length']:.2f}" if r["acceptance_length"] else "-",
                       f"{r['output_tokens_per_s']:.1f}",
