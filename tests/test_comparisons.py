@@ -141,9 +141,9 @@ def test_cpu_burner_during_one_half_is_flagged_with_its_cause(synthetic, tmp_pat
 def test_prefix_cache_salt_keep_and_counters_on_the_synthetic_engine(synthetic, tmp_path):
     """The synthetic vLLM counts prefix-cache queries and hits as vLLM does: a second identical
     run that keeps the cache is served from it; a salted run (the default) is not."""
-    from loadgen.client.benchmark import run_benchmark
     from loadgen.data.prompts import read_prompts
     from loadgen.results.config import RunConfig
+    from loadgen.run.benchmark import run_benchmark
 
     eng = synthetic("--protocol", "vllm", *TIMING)
     prompts = read_prompts(make_dataset(tmp_path / "ds.jsonl", n=12))

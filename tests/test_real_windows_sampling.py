@@ -9,11 +9,11 @@ import json
 
 import pytest
 
-from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptFile, read_prompts
 from loadgen.data.textfmt import TextPrompt, write_text_prompts
 from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
+from loadgen.run.benchmark import run_benchmark
 from tests.builtin import smollm2_prompts
 from tests.vllm_cpu import start_vllm_cpu
 

@@ -1,4 +1,4 @@
-"""Scale-out (loadgen/scale): worker processes and a local 2-node Ray cluster against the
+"""Scale-out (loadgen/run): worker processes and a local 2-node Ray cluster against the
 synthetic engine. The merged summary equals the engine's truth log exactly; the merged rate-mode
 schedule is the planned one; a worker killed mid-run is accounted for; 10,000 streams complete
 with every request accounted for."""
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.client.benchmark import run_benchmark
 from loadgen.client.plan import share_count
 from loadgen.client.schedule import arrival_offsets
 from loadgen.data.prompts import read_prompts
 from loadgen.results.config import RunConfig
 from loadgen.results.records import iter_records, read_run_records, record_files
 from loadgen.results.summary import Summary
+from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.process import read_truth
 from tests.synthetic_data import CATEGORIES, make_dataset
 from tests.test_client_synthetic import engine_args, truth_al
@@ -162,7 +162,7 @@ def test_ten_thousand_streams_over_four_workers(synthetic, tmp_path):
 @pytest.fixture
 def ray_cluster(tmp_path_factory):
     pytest.importorskip("ray")
-    from loadgen.scale.raycluster import LocalRayCluster
+    from loadgen.run.raycluster import LocalRayCluster
 
     cluster = LocalRayCluster(nodes=2, cpus_per_node=1,
                               temp_dir=tmp_path_factory.mktemp("ray"))

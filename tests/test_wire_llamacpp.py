@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
+from loadgen.run.benchmark import run_benchmark
 from tests.builtin import smollm2_prompts
 from tests.wire_servers import NGINX, make_certs, start_nginx
 
