@@ -320,6 +320,7 @@ class Coordinator:
         # warm-up requests (same prompts) must not leave their prefill in the window's cache
         await self.adapter.renew_prefix_cache(http, self.prefix_cache_policy,
                                               f"loadgen-{uuid.uuid4().hex}")
+        await self._all({k: self.handles[k].prepare() for k in self._live()})
         await scrapes.take(http, "window_start" + tag)
         start = _now_ns() + self._margin()
         self.current = WindowFacts(start_ns=start, end_ns=start, category=category,

@@ -39,6 +39,7 @@ class WorkerHandle(Protocol):
     def ready(self) -> Future[Any]: ...
     def clock_ns(self) -> int: ...
     def select(self, category: str | None, start: int, warm: int) -> Future[Any]: ...
+    def prepare(self) -> Future[Any]: ...
     def run_phase(self, phase: Phase) -> Future[dict[str, Any]]: ...
     def window_end(self, first: int) -> Future[int]: ...
     def stop(self) -> None: ...
@@ -81,6 +82,8 @@ def _worker_main(conn: Connection, spec: WorkerSpec, prompts: PromptFile, use_uv
             send(("ok", rid, _now_ns()))
         elif op == "select":
             core.select(*arg).add_done_callback(partial(reply, rid))
+        elif op == "prepare":
+            core.prepare().add_done_callback(partial(reply, rid))
         elif op == "phase":
             core.run_phase(arg).add_done_callback(partial(reply, rid))
         elif op == "window_end":
@@ -123,6 +126,9 @@ class InProcessWorker:
 
     def select(self, category: str | None, start: int, warm: int) -> Future[Any]:
         return self.core.select(category, start, warm)
+
+    def prepare(self) -> Future[Any]:
+        return self.core.prepare()
 
     def run_phase(self, phase: Phase) -> Future[dict[str, Any]]:
         return self.core.run_phase(phase)
@@ -226,6 +232,9 @@ class LocalWorker:
 
     def select(self, category: str | None, start: int, warm: int) -> Future[Any]:
         return self._request("select", (category, start, warm))
+
+    def prepare(self) -> Future[Any]:
+        return self._request("prepare")
 
     def run_phase(self, phase: Phase) -> Future[dict[str, Any]]:
         return self._request("phase", phase)

@@ -88,6 +88,9 @@ class RayActor:
     def select(self, category: str | None, start: int, warm: int) -> None:
         self.core.select(category, start, warm).result()
 
+    def prepare(self) -> None:
+        self.core.prepare().result()
+
     def run_phase(self, phase: Phase) -> dict[str, Any]:
         return self.core.run_phase(phase).result()
 
@@ -179,6 +182,9 @@ class RayWorker:
 
     def select(self, category: str | None, start: int, warm: int) -> Future[Any]:
         return self._future(self.actor.select.remote(category, start, warm))
+
+    def prepare(self) -> Future[Any]:
+        return self._future(self.actor.prepare.remote())
 
     def run_phase(self, phase: Phase) -> Future[dict[str, Any]]:
         fut = self._future(self.actor.run_phase.remote(phase))

@@ -165,6 +165,7 @@ class WorkerCore:
         self._window_ends: dict[int, Future[int]] = {}  # a measured phase's by its first index
         self._lags: list[float] = []
         self._cpu_s = 0.0
+        self._gc_was: bool | None = None  # the collector's state before the window's freeze
         self._items = iter_records(prompts.records, cfg.seed, cfg.effective_warmup(),
                                    cfg.shuffle, 0, spec.index, spec.workers)
         if use_uvloop:
@@ -220,6 +221,15 @@ class WorkerCore:
         fut.set_result(None)
         return fut
 
+    def prepare(self) -> Future[None]:
+        """Before a measured phase's start is fixed: the full collection and freeze of the
+        heap (client/gcwindow.py), which can take a few hundred ms under load, so that it is
+        not paid after the start."""
+        async def _prepare() -> None:
+            if self._gc_was is None:
+                self._gc_was = open_window()
+        return self._call(_prepare())
+
     def run_phase(self, phase: Phase) -> Future[dict[str, Any]]:
         """Send this worker's share of ``phase``; resolves with ``status()`` when every one of
         its requests has ended."""
@@ -252,10 +262,10 @@ class WorkerCore:
         drv.new_window()
         lag = LagMonitor()
         cpu0 = time.process_time()
-        gc_was = False
         if phase.measured:
             lag.start()
-            gc_was = open_window()  # no full-heap collector pause, memory bounded
+            if self._gc_was is None:  # no full-heap collector pause, memory bounded
+                self._gc_was = open_window()
         begin = start_ns if start_ns is not None else _now_ns()
         deadline = begin + int(phase.duration_s * 1e9) if phase.duration_s else None
         k, workers = spec.index, spec.workers
@@ -294,7 +304,8 @@ class WorkerCore:
                 self._cpu_s += time.process_time() - cpu0
                 lag.stop()
                 self._lags.extend(lag.lags_ms)
-                close_window(gc_was)
+                close_window(bool(self._gc_was))
+                self._gc_was = None
         return self.status(drv.window_end_ns if phase.measured else None)
 
     def status(self, window_end_ns: int | None = None) -> dict[str, Any]:
