@@ -123,7 +123,8 @@ class Throughput:
 
 @dataclass(slots=True)
 class Latency:
-    """Milliseconds; ``schedule_lag`` only in rate mode."""
+    """Milliseconds; ``schedule_lag`` only in rate mode; ``send_delay``: the client's own delay
+    between a request's turn and its start on the wire (not part of TTFT in closed loop)."""
 
     ttft: Stats = field(default_factory=Stats)
     tpot: Stats = field(default_factory=Stats)
@@ -131,6 +132,7 @@ class Latency:
     inter_chunk: Stats = field(default_factory=Stats)
     e2e: Stats = field(default_factory=Stats)
     schedule_lag: Stats | None = field(default=None, metadata=_OMIT)
+    send_delay: Stats | None = field(default=None, metadata=_OMIT)
 
     def metric(self, name: str) -> Stats | None:
         return getattr(self, name, None)
