@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Scale-out benchmark (issue 12): the client's events/s and CPU per event with 1, 2 and 4 worker
+"""Scale-out benchmark: the client's events/s and CPU per event with 1, 2 and 4 worker
 processes and a local 2-node Ray cluster, beside today's single process, in one run; then the
 peak resident memory of a 100,000-request x 256-token run.
 

@@ -1,4 +1,4 @@
-"""The fault matrix of docs/RELIABILITY.md: one regression test per defect of issue 10, each run
+"""The fault matrix of docs/RELIABILITY.md: one regression test per defect, each run
 as a user would (``loadgen run`` as a subprocess, real signals) against real servers on
 loopback: the synthetic engine with its fault modes, a socket that never answers, a stdlib HTTP
 server sending HTML errors."""

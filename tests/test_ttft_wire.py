@@ -1,4 +1,4 @@
-"""TTFT true to the wire (issue 15): at a high concurrency on the synthetic engine, every protocol
+"""TTFT true to the wire: at a high concurrency on the synthetic engine, every protocol
 reuses its connections as the server allows, and loadgen's TTFT follows the engine's truth TTFT,
 which counts from the kernel's receive stamp of the request (so it includes the socket wait)."""
 
