@@ -298,7 +298,8 @@ def test_workers_protect_the_prefix_cache_and_watch_the_host(synthetic, tmp_path
     def run(name: str, keep: bool) -> Summary:
         cfg = RunConfig(endpoint=eng.url, engine="vllm", out=tmp_path / name, model="m",
                         output_len=4, concurrency=4, num_requests=12, shuffle=False,
-                        keep_prefix_cache=keep, warmup_requests=12, workers=2)
+                        keep_prefix_cache=keep, warmup_requests=12, workers=2,
+                        category_windows=False)
         return run_benchmark(cfg, prompts, None, argv=["test"])
 
     kept, salted = run("kept", True), run("salted", False)

@@ -128,8 +128,9 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
 
         live = LiveProgress(cfg, label=out.name)
     handles, scale = _start_workers(cfg, prompts, workers, note, use_uvloop, endpoints, live)
-    if scale is not None:
+    if scale is not None:  # who the workers are (their pids, nodes), while they run
         manifest["scale"] = scale
+        write_json(out / "manifest.json", manifest)
     engine_pid = (engine or {}).get("pid") or pid_listening_on(cfg.endpoint)
     monitor = None if cfg.ray else HostMonitor(
         int(engine_pid) if engine_pid else None, client_tree=not in_process,

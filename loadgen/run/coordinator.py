@@ -223,8 +223,7 @@ class Coordinator:
                     await self._phases(http)
                 if self.host_monitor is not None:  # the drain included
                     self.host = self.host_monitor.stop()
-                if not self.stopping:
-                    await self.scrapes.take(http, "run_end")
+                await self.scrapes.take(http, "run_end")  # an interrupted run's too
             finally:
                 if self.host_monitor is not None:
                     self.host_monitor.stop()  # interrupted: stop its thread (idempotent)
