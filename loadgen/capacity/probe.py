@@ -62,9 +62,9 @@ class Prober:
     count: int = 0
 
     def __call__(self, level: float) -> ProbeResult:
-        from loadgen.client.benchmark import run_benchmark
         from loadgen.results.config import RunConfig
         from loadgen.results.records import iter_run_records
+        from loadgen.run.benchmark import run_benchmark
 
         self.count += 1
         tag = f"c{level:g}" if self.kind == "concurrency" else f"r{level:.4g}"

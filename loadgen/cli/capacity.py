@@ -124,10 +124,10 @@ def _main(args: argparse.Namespace, signals) -> int:
     from loadgen.capacity.probe import Prober
     from loadgen.capacity.search import search
     from loadgen.capacity.slo import parse_slo_set
-    from loadgen.client.benchmark import RunFailed
     from loadgen.data.prompts import PromptFileError
     from loadgen.results.config import RunConfig
     from loadgen.results.files import write_json
+    from loadgen.run.benchmark import RunFailed
     from loadgen.sweep.runner import endpoint_for, load_dataset
 
     slos = parse_slo_set(args.slo)
