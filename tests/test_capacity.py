@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from loadgen.analysis.metrics import tpot_ms
 from loadgen.capacity.probe import Prober, ProbeSignals
 from loadgen.capacity.search import ProbeResult, SearchSpec, search
 from loadgen.capacity.slo import parse_slo_set
 from loadgen.cli import main as cli_main
 from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
+from loadgen.results.records import iter_run_records
 from tests.closed_forms import Timing
 
 # large step times: client and scheduler noise (~1 ms) stay small beside them
@@ -81,7 +83,7 @@ def test_saturation_cut_past_max_num_seqs_and_not_below(synthetic, tmp_path):
     the step is cut long before its 12 s; at 2/s (half a sequence busy) it runs to the end."""
     eng = synthetic(*TIMING, "--no-spec", "--max-num-seqs", "4")
     ds = one_token_prompts(tmp_path / "ds.jsonl")
-    slos = parse_slo_set("tpot_p50_ms=1000")
+    slos = parse_slo_set("tpot_p50_ms=1000,good_pct=90")
     with ProbeSignals("test") as signals:
         prober = Prober(kind="rate", label="x", endpoint=eng.url, engine="vllm",
                         root=tmp_path / "cap", prompts=read_prompts(ds), dataset_path=ds,
@@ -96,6 +98,13 @@ def test_saturation_cut_past_max_num_seqs_and_not_below(synthetic, tmp_path):
     assert under.cut is None and under.ok
     s_under = json.loads(Path(under.info["summary"]).read_text())
     assert s_under["window"]["duration_s"] >= 11.0
+    # good_pct: the share of the window's requests within every limit, from the records
+    lo, hi = s_under["window"]["start_ns"], s_under["window"]["end_ns"]
+    recs = [r for r in iter_run_records(Path(under.info["summary"]).parent)
+            if not r["warmup"] and lo <= r["end_ns"] <= hi]
+    within = [r for r in recs if r["status"] == "ok" and tpot_ms(r) <= 1000]
+    assert under.info["values"]["good_pct"] == pytest.approx(100 * len(within) / len(recs))
+    assert under.info["values"]["good_pct"] == 100.0  # nothing near a 1 s TPOT here
 
 
 class Threshold:
@@ -151,3 +160,16 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, argv, msg):
     assert rc == 2 and err.startswith("loadgen capacity: ") and msg in err
     assert len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_an_endpoint_that_answers_nothing_stops_the_search_with_one_line(tmp_path, capsys):
+    ds = one_token_prompts(tmp_path / "ds.jsonl", n=4)
+    rc = cli_main(["capacity", "--endpoint", "http://user:pw@127.0.0.1:9", "--engine", "vllm",
+                   "--dataset", str(ds), "--output-len", "4", "--num-requests", "4",
+                   "--warmup-requests", "0", "--slo", "tpot_p50_ms=10",
+                   "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if not x.startswith("loadgen capacity: endpoint at")]
+    assert rc == 1 and len(lines) == 1 and "no request succeeded at 1" in lines[0], err
+    assert "pw" not in err
+

@@ -112,15 +112,18 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     keys = list(doc["slos"])
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(keys), figsize=(max(6.5, 5 * len(keys)), 4.2),
+                             squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         limit = doc["slos"][key]
+        measured = False
         for i, c in enumerate(doc["configs"]):
             color = f"C{i}"
             pts = sorted((p["level"], p["values"].get(key)) for p in c["probes"]
                          if p["values"].get(key) is not None)
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "o", color=color,
                     label=c["label"])
+            measured = measured or bool(pts)
             cut = [p["level"] for p in c["probes"] if p["cut"]]
             for lv in cut:
                 ax.axvline(lv, color=color, ls=":", lw=0.8)
@@ -129,9 +132,11 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
         ax.axhline(limit, color="k", lw=1, label=f"limit {limit:g}")
         ax.set_xlabel(doc["configs"][0]["unit"])
         ax.set_ylabel(key)
-        ax.set_xscale("log", base=2)
+        if measured:  # levels are > 0; no point at all (every probe failed) stays linear
+            ax.set_xscale("log", base=2)
         ax.legend(fontsize=8)
-    fig.suptitle("SLO figures against load; dashed: capacity, dotted: step cut (saturated)")
+    fig.suptitle("SLO figures against load\ndashed: capacity; dotted: step cut (over-saturated)",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=96, metadata={"Software": None})
     plt.close(fig)

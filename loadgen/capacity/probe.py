@@ -23,6 +23,11 @@ PER_LEVEL = 4
 RATE_SECONDS = 15.0
 
 
+class ProbeFailed(Exception):
+    """A probe in which no request succeeded: the endpoint is down or refuses every request;
+    a search cannot go on."""
+
+
 class ProbeSignals(StopSignals):
     """The command's SIGINT/SIGTERM handling, plus ``cut()``: stop the attached run from the
     saturation watcher's thread (Run.interrupt is thread-safe)."""
@@ -94,6 +99,10 @@ class Prober:
                                     signals=self.signals)
         if self.signals.count:
             raise KeyboardInterrupt  # the user's signal, not ours: the search stops
+        if summary.requests.ok == 0 and not cut:
+            why = "; ".join(f"{n} x {r}" for r, n in (summary.error_reasons or {}).items())
+            raise ProbeFailed(f"{self.label}: no request succeeded at {level:g} "
+                              f"({why or 'no reason recorded'}); run in {out}")
         verdict = judge(summary, iter_run_records(out), self.slos)
         info = {"summary": str(out / "summary.json"), "values": verdict.values,
                 "margins": verdict.margins, "violations": verdict.violations}

@@ -121,7 +121,7 @@ def _main(args: argparse.Namespace, signals) -> int:
     import contextlib
 
     from loadgen.capacity import output
-    from loadgen.capacity.probe import Prober
+    from loadgen.capacity.probe import ProbeFailed, Prober
     from loadgen.capacity.search import search
     from loadgen.capacity.slo import parse_slo_set
     from loadgen.data.prompts import PromptFileError
@@ -176,6 +176,9 @@ def _main(args: argparse.Namespace, signals) -> int:
                 result = search(spec, prober)
             except RunFailed as exc:
                 print(f"{PROG}: {sd['label']}: a probe failed: {exc}", file=sys.stderr)
+                return 1
+            except ProbeFailed as exc:
+                print(f"{PROG}: {exc}", file=sys.stderr)
                 return 1
         results.append(output.ConfigCapacity(sd["label"], bool(sd.get("baseline")), result))
     doc = output.document(results, slos, args.target_rate, args.headroom)
