@@ -17,6 +17,7 @@ Config (YAML)::
       - {label: "off", baseline: true, spec: none}
       - {label: ngram-k4, spec: ngram, num_spec_tokens: 4}
       # with fixed endpoints instead: {label: vendor, endpoint: "https://...", baseline: true}
+      # (spec / num_spec_tokens on a fixed endpoint say what it runs: the SD policy's K)
     datasets:
       - {name: builtin, path: builtin}          # `builtin`: the built-in prompts (SmolLM2)
       - {name: qual, path: qual.jsonl}
