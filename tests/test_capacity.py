@@ -173,3 +173,29 @@ def test_an_endpoint_that_answers_nothing_stops_the_search_with_one_line(tmp_pat
     assert rc == 1 and len(lines) == 1 and "no request succeeded at 1" in lines[0], err
     assert "pw" not in err
 
+
+
+def test_rate_search_finds_the_service_rate_of_a_full_server(synthetic, tmp_path):
+    """Open loop, constant arrivals, 4 sequences at most: each request holds a slot for 16 steps
+    (its prefill and 15 decode steps) of base + per_token x 4 ms, so the server completes
+    mu = 4 / (16 x 28 ms) = 8.9 requests/s. Below mu TTFT stays about a step; above it the queue
+    grows and TTFT with it. The TTFT capacity is mu (within 20%: TTFT needs a little excess
+    to pass 200 ms within a 4 s step); steps far above it are cut."""
+    eng = synthetic(*TIMING, "--no-spec", "--max-num-seqs", "4")
+    ds = one_token_prompts(tmp_path / "ds.jsonl")
+    mu = 4 / (16 * (T.base + T.per_token * 4) / 1000)
+    out = tmp_path / "cap"
+    rc = cli_main(["capacity", "--endpoint", eng.url, "--engine", "vllm", "--dataset", str(ds),
+                   "--output-len", "16", "--warmup-requests", "0", "--duration", "4",
+                   "--arrival", "constant", "--slo", "ttft_p50_ms=200", "--search", "rate",
+                   "--start", "4", "--precision", "0.1", "--confirm", "1",
+                   "--out", str(out), "--quiet"])
+    assert rc == 0
+    doc = json.loads((out / "capacity.json").read_text())
+    assert doc["unit"] == "requests/s" and doc["converged"]
+    assert abs(doc["value"] - mu) <= 0.2 * mu, (doc["value"], mu, doc["interval"])
+    for p in doc["probes"]:
+        if p["level"] >= 1.5 * mu:
+            assert p["cut"] and not p["meets_slos"], p
+        if p["level"] <= 0.5 * mu:
+            assert p["cut"] is None and p["meets_slos"], p
