@@ -22,7 +22,7 @@ from tests.closed_forms import Timing
 # the closed forms hold without a drain at lower load. The per-token cost is large beside the
 # engine's and client's CPU per sequence and step (which favours SD: it takes a third of the
 # steps). K = 3 crosses at c* = 7.3 (N = 16); K = 1 never.
-T = Timing(base=30.0, per_token=10.0, draft=0.5, rates=(1.0, 1.0, 0.0))
+T = Timing(base=15.0, per_token=5.0, draft=0.25, rates=(1.0, 1.0, 0.0))
 LEVELS = [1, 3, 12]
 N = 16  # output tokens: the last verify step drafts fewer (d = min(K, remaining - 1))
 
@@ -56,7 +56,8 @@ def policy_sweep(synthetic, tmp_path, capsys):
                         "num_spec_tokens": 3}],
         "datasets": [{"name": "synth", "path": "ds.jsonl"}],
         "loads": {"concurrency": LEVELS},
-        "run": {"output_len": N, "duration_s": 1.2, "warmup_requests": 0},
+        # a whole number of waves at every level: no request runs beside fewer than the level
+        "run": {"output_len": N, "num_requests": 12, "warmup_requests": 0},
         "repeats": 3,
     }
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(cfg))
