@@ -39,6 +39,9 @@ def test_llamacpp_ngram_crossover_statement_and_identical_greedy_outputs(tmp_pat
         assert overall.get("above") == 4 or overall.get("below") == 1
     bands = next(r["bands"] for r in pol["recommended_k"] if r["category"] == "all")
     assert bands and bands[0]["from"] == 1
+    for b in bands:  # n-gram launched without --num-spec-tokens: the launcher's default K
+        assert b["k"] == "off" or (b["k"] == 4 and "--spec-ngram-simple-size-m" in
+                                   b["settings"]["llamacpp"])
     # greedy: SD must not change what is generated; one request at a time leaves no batching
     # numerics to blame
     ll = sweep.analysis["lossless"]

@@ -141,7 +141,7 @@ def _recommend(sweep: Sweep, by: dict, cis: dict) -> list[dict[str, Any]]:
                 bands[-1]["to"] = upper
                 continue
             cfg = sd_cfg.get(choice or "", {})
-            k = cfg.get("num_spec_tokens")
+            k = cfg.get("num_spec_tokens") or _launch_default_k(cfg)
             band = {"from": level, "to": upper, "config": choice,
                     "k": "off" if choice is None else k,
                     "speedup_low": best_low if math.isfinite(best_low) else None,
@@ -151,6 +151,17 @@ def _recommend(sweep: Sweep, by: dict, cis: dict) -> list[dict[str, Any]]:
             bands.append(band)
         out.append({"dataset": dataset, "category": cat, "bands": bands})
     return out
+
+
+def _launch_default_k(cfg: dict[str, Any]) -> int | None:
+    """K of a configuration the sweep launched without --num-spec-tokens: the launcher's
+    default for its method (a fixed endpoint's K is unknown unless its entry says)."""
+    from loadgen.launch.commands import SPEC_METHODS, SpecConfig
+
+    spec = cfg.get("spec")
+    if cfg.get("endpoint") or spec not in SPEC_METHODS or spec == "none":
+        return None
+    return SpecConfig(spec).k
 
 
 def band_text(b: dict[str, Any]) -> str:
