@@ -105,11 +105,10 @@ def test_multi_turn_replays_each_reply_in_every_mode(synthetic, tmp_path, mode):
     assert len(seen) == 18
     for p in read_prompts(ds).records:
         ids = list(p.prompt_token_ids)
-        for turn in [None, *p.turns]:
-            if turn is not None:
-                ids = ids + reply + turn  # noqa: F821 - set by the previous turn
-            t = by_digest[prompt_digest(ids)]  # the engine received exactly this prompt
-            reply = t["output_token_ids"]
+        t = by_digest[prompt_digest(ids)]  # the engine received exactly this prompt
+        for turn in p.turns:
+            ids = ids + t["output_token_ids"] + turn
+            t = by_digest[prompt_digest(ids)]
     assert summarize_run(out).to_dict() == json.loads((out / "summary.json").read_text())
 
 

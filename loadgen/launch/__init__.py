@@ -12,7 +12,7 @@ loadgen.launch`` stays cheap)::
 
 Modules: :mod:`.commands` (pure argv builders), :mod:`.launcher` (defaults, drafts, YAML),
 :mod:`.process` (child lifecycle), :mod:`.llamacpp_build` (llama-server from source),
-:mod:`.cli` (``loadgen serve <engine>``).
+:mod:`.presets` (``--preset`` files); the command is loadgen/cli/serve.py.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 _EXPORTS = {
     "SpecConfig": "loadgen.launch.commands",
     "LaunchConfigError": "loadgen.launch.commands",
-    "LAUNCHABLE_ENGINES": "loadgen.launch.commands",
+    "LAUNCHABLE_ENGINES": "loadgen.engines",
     "SPEC_METHODS": "loadgen.launch.commands",
     "LaunchPlan": "loadgen.launch.launcher",
     "plan_launch": "loadgen.launch.launcher",
@@ -36,7 +36,7 @@ _EXPORTS = {
     "probe_version": "loadgen.launch.process",
     "llama_server_path": "loadgen.launch.llamacpp_build",
     "BuildError": "loadgen.launch.llamacpp_build",
-    "load_preset": "loadgen.cli.serve",
+    "load_preset": "loadgen.launch.presets",
 }
 
 __all__ = sorted(_EXPORTS)

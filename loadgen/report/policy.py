@@ -8,8 +8,8 @@ import json
 from typing import Any
 
 from loadgen.report import data as D
+from loadgen.report.blocks import Section, Table, V, num, text
 from loadgen.report.plots import Plot
-from loadgen.report.sections import Section, Table, V, num, text
 
 
 def _analysis(inp: D.ReportInput, key: str) -> dict[str, Any] | None:

@@ -4,89 +4,30 @@ loadgen.report.html and loadgen.report.markdown render."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
 from loadgen.engines.sampling import sampling_label
 from loadgen.report import across as X
 from loadgen.report import data as D
+from loadgen.report.blocks import (
+    METRICS_POINTER,
+    Section,
+    Table,
+    V,
+    missing_row,
+    num,
+    speedup,
+    text,
+)
+from loadgen.report.conditions import conditions_section, random_section, repeats_section
 from loadgen.report.plots import Plot
-
-METRICS_POINTER = ("Every number is defined in docs/METRICS.md of the loadgen repository "
-                   "(this report links to nothing, so it opens anywhere); the plots are "
-                   "described in docs/REPORT.md.")
-
-
-@dataclass(frozen=True, slots=True)
-class V:
-    """A table cell: its text and an optional class (``slower``: a speedup below 1; ``na``)."""
-
-    text: str
-    cls: str | None = None
-
-
-@dataclass(slots=True)
-class Table:
-    title: str
-    columns: list[str]
-    rows: list[list[V]]
-    note: str | None = None
-    collapsed: bool = False  # HTML: inside <details>
-
-
-@dataclass(slots=True)
-class Section:
-    key: str
-    title: str
-    text: list[str] = field(default_factory=list)
-    plot: Plot | None = None
-    tables: list[Table] = field(default_factory=list)
-    items: list[str] = field(default_factory=list)  # a bulleted list
-    pre: str | None = None  # preformatted text (config)
-    pre_folded: bool = False  # HTML: the preformatted text inside <details>
-
-
-def num(v: D.Num | float | int | None, digits: int = 2) -> V:
-    if v is None:
-        return V("n/a", "num na")
-    if isinstance(v, D.NA):
-        return V(str(v), "num na")
-    return V(f"{float(v):,.{digits}f}", "num")
-
-
-def speedup(v: D.Num, ci: dict[str, Any] | None = None) -> V:
-    """A speedup with its interval across repetitions and its verdict, by the one rule of
-    loadgen/analysis/repeats.py (``speedup_verdict``): ▼ only where SD is slower by it."""
-    from loadgen.analysis.repeats import SLOWER, speedup_verdict
-
-    if isinstance(v, D.NA):
-        return V(str(v), "num na")
-    ci = ci if ci and ci.get("mean") is not None else {"mean": v, "low": None, "high": None}
-    verdict = speedup_verdict(ci)
-    s = f"{v:.2f}×"
-    if ci.get("low") is not None:
-        s += f" [{ci['low']:.2f}, {ci['high']:.2f}]"
-    if verdict in SLOWER:
-        return V(f"{s} ▼ {verdict}", "num slower")
-    if verdict == "no clear gain":
-        return V(f"{s} {verdict}", "num")
-    return V(s, "num faster")
-
-
-def missing_row(v: D.CellView, lead: list[V], n: int) -> list[V]:
-    """A row for a cell without a summary: the reason once, then n/a."""
-    return [*lead, V(f"n/a ({v.missing or 'no summary'})", "na"), *[V("n/a", "num na")] * (n - 1)]
-
-
-def text(s: Any) -> V:
-    return V(str(s))
-
+from loadgen.results.catalogue import LATENCY_METRICS
 
 # ------------------------------------------------------------------ sections
 
 def build(inp: D.ReportInput, plots: list[Plot], gpus: int,
           slos: dict[str, float] | None) -> tuple[str, list[Section]]:
-    from loadgen.report.conditions import conditions_section, random_section, repeats_section
+
     from loadgen.report.policy import capacity_search_sections, lossless_section, policy_section
 
     if inp.kind == "capacity":
@@ -253,16 +194,19 @@ def _latency_section(inp: D.ReportInput, plot: Plot) -> Section:
     title = ("TTFT and TPOT percentiles against load" if inp.kind == "sweep"
              else "Latency percentiles")
     stats = ("p50", "p90", "p99")
-    cols = ["SD", "dataset", "load"] + [f"{m.upper()} {s} (ms)" for m in ("ttft", "tpot")
-                                        for s in stats] + ["ITL p99 (ms)", "E2E p99 (ms)"]
+    head = ("ttft", "tpot")  # with every stat; the catalogue's other latencies at p99
+    rest = [m for m in LATENCY_METRICS if m not in head]
+    cols = ["SD", "dataset", "load"] + [f"{LATENCY_METRICS[m]} {s} (ms)" for m in head
+                                        for s in stats] + [f"{LATENCY_METRICS[m]} p99 (ms)"
+                                                           for m in rest]
     rows = []
     for v in sorted(inp.cells, key=lambda v: (v.cell.dataset, v.cell.sd, v.cell.load_level)):
         lead = [text(v.cell.sd), text(v.cell.dataset), text(D.load_text(v.cell))]
         if v.summary is None:
             rows.append(missing_row(v, lead, len(cols) - 3))
             continue
-        rows.append([*lead, *(num(D.latency(v, m, s)) for m in ("ttft", "tpot") for s in stats),
-                     num(D.latency(v, "itl", "p99")), num(D.latency(v, "e2e", "p99"))])
+        rows.append([*lead, *(num(D.latency(v, m, s)) for m in head for s in stats),
+                     *(num(D.latency(v, m, "p99")) for m in rest)])
     return Section("latency", title, plot=plot, tables=[Table("Latency (ms)", cols, rows)])
 
 
