@@ -192,7 +192,7 @@ def test_speedups_below_one_are_marked(sweep_dir, sweep_report):
         assert mark in html and mark in md
     if any(v < 1 for _, v in values):
         assert 'class="num slower">' in html
-        assert re.search(r"\*\*\d\.\d\d× ▼ slower\*\*", md)
+        assert re.search(r"\*\*\d\.\d\d× ▼ slower \(single run\)\*\*", md)
         assert "SD is slower than the baseline" in html
 
 

@@ -83,6 +83,20 @@ def verdict(ci: dict[str, Any]) -> str:
     return "no clear gain"
 
 
+# verdicts that say SD is slower than the baseline (the report marks them ▼)
+SLOWER = ("loss", "slower (single run)")
+
+
+def speedup_verdict(ci: dict[str, Any]) -> str:
+    """The one rule for every verdict on a speedup, in the report and on the console: with an
+    interval (``low``/``high``), ``verdict``'s gain / loss / no clear gain; with one run, the
+    point estimate ``mean`` says ``faster (single run)`` or ``slower (single run)``."""
+    v = verdict(ci)
+    if v != "single run" or ci.get("mean") is None:
+        return v
+    return "slower (single run)" if ci["mean"] < 1.0 else "faster (single run)"
+
+
 def fmt_speedup(r: dict[str, Any]) -> str:
     """``1.42x [1.31, 1.53]`` (the interval across repetitions), or ``1.42x``."""
     if r.get("speedup") is None:

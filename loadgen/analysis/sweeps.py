@@ -94,6 +94,8 @@ def speedup_rows(sweep: Sweep) -> list[dict[str, Any]]:
                or s.acceptance.acceptance_length,
                "output_tokens_per_s": s.throughput.output_tokens_per_s,
                "baseline_output_tokens_per_s": bs.throughput.output_tokens_per_s,
+               "per_user_tokens_per_s": s.per_user_tokens_per_s.mean,
+               "baseline_per_user_tokens_per_s": bs.per_user_tokens_per_s.mean,
                "speedup_output_tokens_per_s": _ratio(s.throughput.output_tokens_per_s,
                                                      bs.throughput.output_tokens_per_s),
                "speedup_per_user_tokens_per_s": _ratio(s.per_user_tokens_per_s.mean,

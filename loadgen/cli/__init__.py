@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "loadgen.cli.run",
     "loadgen.data.cli",
     "loadgen.cli.sweep",
+    "loadgen.cli.capacity",
     "loadgen.cli.report",
     "loadgen.cli.compare",
     "loadgen.cli.summarize",

@@ -28,6 +28,13 @@ def _rates_for(text: str) -> tuple[int, list[float]]:
     return int(token), _rates(rates)
 
 
+def _diverge(text: str) -> tuple[int, int | None]:
+    pos, _, token = text.partition("@")
+    if not pos.isdigit() or (token and not token.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected N or N@TOKEN (whole numbers): {text!r}")
+    return int(pos), int(token) if token else None
+
+
 def register(engines: argparse._SubParsersAction) -> None:
     p = engines.add_parser(
         "synthetic",
@@ -48,6 +55,10 @@ def register(engines: argparse._SubParsersAction) -> None:
     sd.add_argument("--accept-rates-for", type=_rates_for, action="append", default=[],
                     metavar="TOKEN=RATES",
                     help="rates for prompts whose first token id is TOKEN (repeatable)")
+    sd.add_argument("--diverge-at", type=_diverge, metavar="N[@TOKEN]",
+                    help="with SD on, output token N (0-based) differs from SD off's (only for "
+                         "prompts whose first token id is TOKEN, when given): a lossless-check "
+                         "fault")
     sd.add_argument("--seed", type=int, default=0)
     sd.add_argument("--vocab-size", type=int, default=49152)
     tm = p.add_argument_group("timing model (docs/SYNTHETIC.md)")
@@ -123,7 +134,9 @@ def build(args: argparse.Namespace):
     k = args.num_spec_tokens or len(args.accept_rates)
     spec = SpecModel(enabled=not args.no_spec, num_spec_tokens=k,
                      accept_rates=args.accept_rates,
-                     rates_by_first_token=dict(args.accept_rates_for))
+                     rates_by_first_token=dict(args.accept_rates_for),
+                     diverge_at=args.diverge_at[0] if args.diverge_at else None,
+                     diverge_first_token=args.diverge_at[1] if args.diverge_at else None)
     timing = TimingModel(
         step_base_ms=0.0 if args.fast else args.step_base_ms,
         per_token_ms=0.0 if args.fast else args.per_token_ms,

@@ -25,7 +25,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="launch this engine once per --spec value")
     simple.add_argument("--spec", default="none,ngram",
                         help="SD methods with --serve, comma-separated; 'none' is the baseline")
-    simple.add_argument("--num-spec-tokens", type=int)
+    simple.add_argument("--num-spec-tokens", type=spec_tokens_arg, metavar="K[,K...]",
+                        help="draft length; several: one SD configuration per K (the SD "
+                             "policy then recommends K per band of load)")
     simple.add_argument("--endpoint", help="a fixed endpoint (one SD configuration)")
     simple.add_argument("--label", default="endpoint", help="its label")
     simple.add_argument("--metrics", action="append", default=[], metavar="URL",
@@ -71,14 +73,7 @@ def config_from_flags(args: argparse.Namespace) -> dict:
         cfg["run"]["num_requests"] = args.num_requests
     if args.serve:
         cfg["serve"] = {"engine": args.serve, "extra_args": list(args.passthrough)}
-        cfg["sd_configs"] = []
-        for method in args.spec.split(","):
-            sd = {"label": "off" if method == "none" else method, "spec": method,
-                  "baseline": method == "none"}
-            if method != "none" and args.num_spec_tokens:
-                sd["num_spec_tokens"] = args.num_spec_tokens
-                sd["label"] = f"{method}-k{args.num_spec_tokens}"
-            cfg["sd_configs"].append(sd)
+        cfg["sd_configs"] = serve_sd_configs(args.spec, args.num_spec_tokens)
     elif args.endpoint:
         cfg["sd_configs"] = [{"label": args.label, "endpoint": args.endpoint}]
         if args.metrics:
@@ -90,12 +85,42 @@ def config_from_flags(args: argparse.Namespace) -> dict:
     return cfg
 
 
+def spec_tokens_arg(text: str) -> list[int]:
+    """``--num-spec-tokens 3`` or ``1,3,5`` (one SD configuration per K)."""
+    try:
+        ks = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"whole numbers, comma-separated: {text!r}") from None
+    if not ks or any(k < 1 for k in ks):
+        raise argparse.ArgumentTypeError(f"every K must be >= 1: {text!r}")
+    return ks
+
+
+def serve_sd_configs(spec: str, num_spec_tokens: list[int] | None) -> list[dict]:
+    """``--spec none,ngram [--num-spec-tokens K[,K2...]]`` -> the sweep's sd_configs entries
+    ('none' is the baseline, labelled 'off'; one entry per method and K)."""
+    out = []
+    for method in spec.split(","):
+        if method == "none" or not num_spec_tokens:
+            out.append({"label": "off" if method == "none" else method, "spec": method,
+                        "baseline": method == "none"})
+            continue
+        for k in num_spec_tokens:
+            out.append({"label": f"{method}-k{k}", "spec": method, "baseline": False,
+                        "num_spec_tokens": k})
+    return out
+
+
 def print_analysis(analysis: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from loadgen.analysis.repeats import SLOWER, speedup_verdict
+
     console = Console()
     rows = [r for r in analysis.get("speedup", []) if r["category"] == "all"]
+    if any(r["repeats"] > 1 for r in analysis.get("speedup_intervals") or []):
+        rows = []  # one row per repetition says nothing the intervals' table does not
     if rows:
         t = Table(title="SD speedup against the baseline (output tokens/s)")
         for col in ("dataset", "SD", "load", "AL", "tok/s", "baseline tok/s", "speedup",
@@ -103,7 +128,8 @@ def print_analysis(analysis: dict) -> None:
             t.add_column(col, justify="right")
         for r in rows:
             sp = r["speedup_output_tokens_per_s"]
-            mark = "" if r["pays"] else " [red](SD does not pay)[/red]"
+            verdict = speedup_verdict({"mean": sp, "low": None, "high": None})
+            mark = f" [red]{verdict}[/red]" if verdict in SLOWER else ""
             t.add_row(r["dataset"], r["sd"], f"{r['load_level']:g}",
                       f"{r['acceptance_length']:.2f}" if r["acceptance_length"] else "-",
                       f"{r['output_tokens_per_s']:.1f}",
@@ -113,10 +139,44 @@ def print_analysis(analysis: dict) -> None:
                       if r["speedup_per_user_tokens_per_s"] else "-")
         console.print(t)
     print_intervals(console, analysis)
+    print_policy(console, analysis)
     cap = analysis.get("capacity")
     if cap:
         console.print("[bold]Capacity within the SLOs[/bold]")
         console.print(cap["recommendation"])
+
+
+def print_policy(console, analysis: dict) -> None:
+    """The SD policy: where per-user speedup crosses 1, and K per band of load."""
+    from loadgen.analysis.sdpolicy import band_text
+
+    pol = analysis.get("sd_policy") or {}
+    for c in pol.get("crossover", []):
+        if c["category"] != "all":
+            continue
+        x = c["crossover"]
+        unit = "concurrent requests" if c["load_kind"] == "concurrency" else "requests/s"
+        if x["value"] is not None:
+            ci = x.get("interval")
+            iv = f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else ""
+            console.print(f"{c['dataset']} {c['sd']}: per-user speedup crosses 1 at "
+                          f"{x['value']:.3g}{iv} {unit} (between {x['between'][0]:g} and "
+                          f"{x['between'][1]:g})")
+        elif "above" in x:
+            console.print(f"{c['dataset']} {c['sd']}: SD pays per user at every load tested "
+                          f"(up to {x['above']:g} {unit})")
+        elif "below" in x:
+            console.print(f"{c['dataset']} {c['sd']}: SD does not pay per user from "
+                          f"{x['below']:g} {unit} (the lowest load tested)")
+    for r in pol.get("recommended_k", []):
+        if r["category"] == "all":
+            console.print(f"{r['dataset']}: recommended SD by load: "
+                          + "; ".join(band_text(b) for b in r["bands"]))
+
+
+def comparison(analysis: dict) -> dict:
+    """comparison.json of a sweep: the SD policy and the lossless check."""
+    return {"sd_policy": analysis.get("sd_policy"), "lossless": analysis.get("lossless")}
 
 
 def print_intervals(console, analysis: dict) -> None:
@@ -201,6 +261,11 @@ def main(args: argparse.Namespace) -> int:
     except (SweepConfigError, ValueError) as exc:
         print(f"loadgen sweep: {exc}", file=sys.stderr)
         return 2
+    from loadgen.results.files import write_json
+
+    write_json(args.out / "comparison.json", comparison(sweep.analysis))
+    for w in (sweep.analysis.get("lossless") or {}).get("warnings", []):
+        print(f"loadgen sweep: warning: lossless check: {w}", file=sys.stderr)
     if not args.quiet:
         print_analysis(sweep.analysis)
     failed = [c for c in sweep.cells if c.status != "complete"]

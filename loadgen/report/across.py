@@ -5,7 +5,7 @@ or NA with its reason."""
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from loadgen.report.data import NA, CellView, Num, ReportInput, is_random, unique
@@ -112,6 +112,8 @@ class SpeedupGrid:
     loads: list[float]
     rows: list[str]  # categories, then "all requests", then "output tokens/s"
     values: dict[tuple[str, float], Num]
+    # each value's interval across repetitions (repeats.interval: mean, low, high)
+    cis: dict[tuple[str, float], dict[str, Any]] = field(default_factory=dict)
 
 
 ALL_USER = "all requests (per-user tok/s)"
@@ -119,10 +121,14 @@ ALL_TPUT = "output tokens/s (whole run)"
 
 
 def _mean_speedups(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The repetitions' speedups as loadgen/analysis/repeats.py takes them: geometric mean, and
+    the interval under ``<key>_ci``."""
+    from loadgen.analysis.repeats import interval
+
     out = dict(rows[0])
     for key in ("speedup_output_tokens_per_s", "speedup_per_user_tokens_per_s"):
-        vals = [r[key] for r in rows if r.get(key) is not None]
-        out[key] = sum(vals) / len(vals) if vals else None
+        ci = interval([r.get(key) for r in rows], log=True)
+        out[key], out[f"{key}_ci"] = ci["mean"], ci
     return out
 
 
@@ -154,6 +160,7 @@ def speedup_grids(inp: ReportInput) -> list[SpeedupGrid]:
         cats = sorted({c for v in views if v.summary for c in v.summary.get("categories", {})})
         rlabels = [*cats, ALL_USER, ALL_TPUT]
         values: dict[tuple[str, float], Num] = {}
+        cis: dict[tuple[str, float], dict[str, Any]] = {}
         for lv in loads:
             v = next(x for x in views if x.cell.load_level == lv)
             if v.summary is None:
@@ -175,35 +182,73 @@ def speedup_grids(inp: ReportInput) -> list[SpeedupGrid]:
                 key = ("speedup_output_tokens_per_s" if rl == ALL_TPUT
                        else "speedup_per_user_tokens_per_s")
                 val = r.get(key) if r else None
+                if r and r.get(f"{key}_ci"):
+                    cis[(rl, lv)] = r[f"{key}_ci"]
                 values[(rl, lv)] = (float(val) if val is not None else
                                     NA("category absent from the baseline" if r is None
                                        else "baseline value is zero or missing"))
-        grids.append(SpeedupGrid(ds, sd, views[0].cell.load_kind, loads, rlabels, values))
+        grids.append(SpeedupGrid(ds, sd, views[0].cell.load_kind, loads, rlabels, values, cis))
     return grids
 
 
 @dataclass(slots=True)
 class RandomPair:
+    """A random-prompt dataset against a real one at one SD configuration and load: their
+    cells paired repetition by repetition (one pair without repetitions)."""
+
     sd: str
     load: float
     load_kind: str
-    random: CellView
-    real: CellView
+    randoms: list[CellView]
+    reals: list[CellView]
+
+    @property
+    def random(self) -> CellView:
+        return self.randoms[0]
+
+    @property
+    def real(self) -> CellView:
+        return self.reals[0]
 
 
 def random_pairs(inp: ReportInput) -> list[RandomPair]:
-    """Each cell on a dataset whose name contains "random", with each cell of another dataset at
-    the same SD configuration and load level."""
-    pairs = []
+    """Each dataset whose name contains "random" with each other dataset at the same SD
+    configuration and load level, repetition k of one with repetition k of the other."""
+    groups: dict[tuple[str, float, str, str, str], dict[int, list[CellView]]] = {}
     for r in inp.cells:
         if not is_random(r.cell.dataset):
             continue
         for o in inp.cells:
             if (not is_random(o.cell.dataset) and o.cell.sd == r.cell.sd
                     and o.cell.load_level == r.cell.load_level
-                    and o.cell.load_kind == r.cell.load_kind):
-                pairs.append(RandomPair(r.cell.sd, r.cell.load_level, r.cell.load_kind, r, o))
-    return pairs
+                    and o.cell.load_kind == r.cell.load_kind
+                    and o.cell.repeat == r.cell.repeat):
+                key = (r.cell.sd, r.cell.load_level, r.cell.load_kind, r.cell.dataset,
+                       o.cell.dataset)
+                groups.setdefault(key, {})[r.cell.repeat] = [r, o]
+    return [RandomPair(sd, lv, kind, [by[k][0] for k in sorted(by)],
+                       [by[k][1] for k in sorted(by)])
+            for (sd, lv, kind, _, _), by in groups.items()]
+
+
+def paired_ratio(pair: RandomPair, value) -> dict[str, Any]:
+    """random ÷ real of ``value(view)`` per repetition: geometric mean and interval
+    (repeats.interval), or ``{"na": reason}``."""
+    from loadgen.analysis.repeats import interval
+
+    ratios = []
+    for a, b in zip(pair.randoms, pair.reals, strict=True):
+        r = ratio(value(a), value(b))
+        if isinstance(r, NA):
+            return {"na": str(r)}
+        ratios.append(r)
+    return interval(ratios, log=True)
+
+
+def mean_of(views: list[CellView], value) -> Num:
+    vals = [value(v) for v in views]
+    bad = next((v for v in vals if isinstance(v, NA)), None)
+    return bad if bad is not None else sum(vals) / len(vals)
 
 
 def ratio(a: Num, b: Num) -> Num:

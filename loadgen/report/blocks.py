@@ -52,12 +52,23 @@ def num(v: D.Num | float | int | None, digits: int = 2) -> V:
     return V(f"{float(v):,.{digits}f}", "num")
 
 
-def speedup(v: D.Num) -> V:
+def speedup(v: D.Num, ci: dict[str, Any] | None = None) -> V:
+    """A speedup with its interval across repetitions and its verdict, by the one rule of
+    loadgen/analysis/repeats.py (``speedup_verdict``): ▼ only where SD is slower by it."""
+    from loadgen.analysis.repeats import SLOWER, speedup_verdict
+
     if isinstance(v, D.NA):
         return V(str(v), "num na")
-    if v < 1:
-        return V(f"{v:.2f}× ▼ slower", "num slower")
-    return V(f"{v:.2f}×", "num faster")
+    ci = ci if ci and ci.get("mean") is not None else {"mean": v, "low": None, "high": None}
+    verdict = speedup_verdict(ci)
+    s = f"{v:.2f}×"
+    if ci.get("low") is not None:
+        s += f" [{ci['low']:.2f}, {ci['high']:.2f}]"
+    if verdict in SLOWER:
+        return V(f"{s} ▼ {verdict}", "num slower")
+    if verdict == "no clear gain":
+        return V(f"{s} {verdict}", "num")
+    return V(s, "num faster")
 
 
 def missing_row(v: D.CellView, lead: list[V], n: int) -> list[V]:

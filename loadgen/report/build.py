@@ -24,7 +24,7 @@ def build_report(path: str | Path, out: str | Path | None = None, gpus: int = 1,
     if gpus < 1:
         raise ValueError("--gpus must be >= 1")
     inp = data.load(path)
-    figs = plots.all_plots(inp, gpus)
+    figs = plots.all_plots(inp, gpus) if inp.kind != "capacity" else []
     title, secs = sections.build(inp, figs, gpus, slos)
     from loadgen import __version__
 

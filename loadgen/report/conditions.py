@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from loadgen.report import across as X
 from loadgen.report import data as D
-from loadgen.report.blocks import Section, Table, V, num, text
+from loadgen.report.blocks import Section, Table, V, num, speedup, text
+from loadgen.report.plots import Plot
 
 
 def _ci(r: dict[str, Any]) -> V:
@@ -147,3 +149,48 @@ def fleet_table(inp: D.ReportInput) -> Table:
                            V(f"{share:.1%}", "num") if share is not None
                            else V("n/a", "num na"), num(r.get("resets"), 0)])
     return t
+
+
+def random_section(inp: D.ReportInput, plot: Plot, gpus: int) -> Section:
+    sec = Section("random_vs_real", "Random vs real prompts", plot=plot)
+    pairs = X.random_pairs(inp)
+    if not pairs:
+        sec.text.append(f"n/a ({plot.na})")
+        return sec
+    sec.text.append("Ratio = random ÷ real; above 1, random prompts overstate what SD "
+                    "delivers on real prompts. With repetitions: one row per pair of datasets, "
+                    "repetition k of one against repetition k of the other, the ratio's "
+                    "geometric mean [95% interval] and the SD speedups with theirs.")
+    grids = X.speedup_grids(inp)
+    spd = {(g.dataset, g.sd, lv): (g.values[(X.ALL_TPUT, lv)], g.cis.get((X.ALL_TPUT, lv)))
+           for g in grids for lv in g.loads}
+    rows = []
+
+    def ratio_cell(ci: dict[str, Any], digits: int) -> V:
+        if "na" in ci:
+            return V(f"n/a ({ci['na']})", "num na")
+        s = f"{ci['mean']:.{digits}f}"
+        return V(s + (f" [{ci['low']:.{digits}f}, {ci['high']:.{digits}f}]"
+                      if ci["low"] is not None else ""), "num")
+
+    for p in sorted(pairs, key=lambda p: (p.sd, p.load, p.real.cell.dataset)):
+        tps = lambda v: D.output_tps(v, gpus)  # noqa: E731
+        sr = spd.get((p.random.cell.dataset, p.sd, p.load), (D.NA("baseline"), None))
+        sl = spd.get((p.real.cell.dataset, p.sd, p.load), (D.NA("baseline"), None))
+        rows.append([text(p.sd), text(D.load_text(p.random.cell)),
+                     text(f"{p.random.cell.dataset} vs {p.real.cell.dataset}"),
+                     text(len(p.randoms)),
+                     num(X.mean_of(p.randoms, tps), 1), num(X.mean_of(p.reals, tps), 1),
+                     ratio_cell(X.paired_ratio(p, tps), 2),
+                     num(X.mean_of(p.randoms, D.acceptance_length), 3),
+                     num(X.mean_of(p.reals, D.acceptance_length), 3),
+                     ratio_cell(X.paired_ratio(p, D.acceptance_length), 2),
+                     speedup(*sr) if not p.random.cell.baseline else text("-"),
+                     speedup(*sl) if not p.real.cell.baseline else text("-")])
+    sec.tables.append(Table(
+        "Random vs real at the same SD configuration and load",
+        ["SD", "load", "datasets (random vs real)", "repetitions",
+         f"random: output tok/s per GPU (÷{gpus})",
+         f"real: output tok/s per GPU (÷{gpus})", "ratio tok/s", "random: AL", "real: AL",
+         "ratio AL", "random: SD speedup (tok/s)", "real: SD speedup (tok/s)"], rows))
+    return sec

@@ -48,7 +48,7 @@ class CellView:
 
 @dataclass(slots=True)
 class ReportInput:
-    kind: str  # "run" or "sweep"
+    kind: str  # "run", "sweep" or "capacity"
     root: Path
     config: dict[str, Any]
     cells: list[CellView]
@@ -117,6 +117,11 @@ def load(path: str | Path) -> ReportInput:
         return _load_sweep(root)
     if is_run_dir(root) or (root / "manifest.json").exists():
         return _load_run(root)
+    if (root / "capacity.json").exists():  # a `loadgen capacity` directory
+        doc, why = _read_json(root / "capacity.json")
+        if doc is None:
+            raise ValueError(f"{root}/capacity.json: {why}")
+        return ReportInput("capacity", root, doc, [])
     raise ValueError(f"{root}: neither a sweep directory (sweep.json) nor a run directory "
                      f"(summary.json)")
 

@@ -262,12 +262,13 @@ def random_vs_real(inp: D.ReportInput, gpus: int) -> Plot:
     series: dict[tuple[str, str, str], list[tuple[float, D.Num, D.Num]]] = {}
     seen: set[tuple[str, str]] = set()
     for p in pairs:
-        for which, v in (("random", p.random), ("real", p.real)):
-            if (v.cell.id, which) in seen:
-                continue
-            seen.add((v.cell.id, which))
-            series.setdefault((p.sd, v.cell.dataset, which), []).append(
-                (p.load, D.output_tps(v, gpus), D.acceptance_length(v)))
+        for which, views in (("random", p.randoms), ("real", p.reals)):
+            for v in views:
+                if (v.cell.id, which) in seen:
+                    continue
+                seen.add((v.cell.id, which))
+                series.setdefault((p.sd, v.cell.dataset, which), []).append(
+                    (p.load, D.output_tps(v, gpus), D.acceptance_length(v)))
     for (sd, ds, which), pts in series.items():
         pts.sort(key=lambda t: t[0])
         ls = "--" if which == "random" else "-"

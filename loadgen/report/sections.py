@@ -19,7 +19,7 @@ from loadgen.report.blocks import (
     speedup,
     text,
 )
-from loadgen.report.conditions import conditions_section, repeats_section
+from loadgen.report.conditions import conditions_section, random_section, repeats_section
 from loadgen.report.plots import Plot
 from loadgen.results.catalogue import LATENCY_METRICS
 
@@ -28,6 +28,10 @@ from loadgen.results.catalogue import LATENCY_METRICS
 def build(inp: D.ReportInput, plots: list[Plot], gpus: int,
           slos: dict[str, float] | None) -> tuple[str, list[Section]]:
 
+    from loadgen.report.policy import capacity_search_sections, lossless_section, policy_section
+
+    if inp.kind == "capacity":
+        return f"loadgen report: capacity {inp.root.resolve().name}", capacity_search_sections(inp)
     by_key = {p.key: p for p in plots}
     if inp.kind == "run":
         title = f"loadgen report: run {inp.root.name}"
@@ -45,6 +49,8 @@ def build(inp: D.ReportInput, plots: list[Plot], gpus: int,
         steps += [("repeats", "Speedup across repetitions", repeats_section, (inp,)),
                   ("speedup", "SD speedup (category × load)", _speedup_section,
                    (inp, by_key["speedup_heatmap"])),
+                  ("sd_policy", "Where SD stops paying, and which K", policy_section, (inp,)),
+                  ("lossless", "Lossless check", lossless_section, (inp,)),
                   ("pareto", "Throughput per GPU against per-user speed (Pareto)",
                    lambda p: Section("pareto", "Throughput per GPU against per-user speed "
                                      "(Pareto)", plot=p), (by_key["pareto"],))]
@@ -54,7 +60,7 @@ def build(inp: D.ReportInput, plots: list[Plot], gpus: int,
     if inp.kind == "sweep":
         steps += [("latency", "TTFT and TPOT percentiles against load", _latency_section,
                    (inp, by_key["latency_vs_load"])),
-                  ("random_vs_real", "Random vs real prompts", _random_section,
+                  ("random_vs_real", "Random vs real prompts", random_section,
                    (inp, by_key["random_vs_real"], gpus))]
     else:
         steps.append(("latency", "Latency percentiles", _latency_section,
@@ -213,49 +219,20 @@ def _speedup_section(inp: D.ReportInput, plot: Plot) -> Section:
     for g in grids:
         rows = []
         for r in g.rows:
-            rows.append([text(r), *(speedup(g.values[(r, lv)]) for lv in g.loads)])
-            slower += [f"{g.sd} · {g.dataset} · {r} at {lv:g}: {float(g.values[(r, lv)]):.2f}×"
-                       for lv in g.loads if not isinstance(g.values[(r, lv)], D.NA)
-                       and float(g.values[(r, lv)]) < 1]
+            cells = [speedup(g.values[(r, lv)], g.cis.get((r, lv))) for lv in g.loads]
+            rows.append([text(r), *cells])
+            slower += [f"{g.sd} · {g.dataset} · {r} at {lv:g}: {c.text}"
+                       for lv, c in zip(g.loads, cells, strict=True) if c.cls == "num slower"]
         sec.tables.append(Table(f"{g.sd} vs SD off · dataset {g.dataset} (speedup, ×)",
                                 ["category", *(f"{D.load_unit(g.load_kind).split(' ')[0]} "
                                                f"{lv:g}" for lv in g.loads)], rows))
     if slower:
-        sec.text.append(f"SD is slower than the baseline (speedup < 1, marked ▼) in "
+        sec.text.append(f"SD is slower than the baseline (marked ▼: the interval across "
+                        f"repetitions below 1, or a single run below 1) in "
                         f"{len(slower)} place(s):")
         sec.items.extend(slower)
     elif grids:
         sec.text.append("SD is at least as fast as the baseline everywhere it was measured.")
-    return sec
-
-
-def _random_section(inp: D.ReportInput, plot: Plot, gpus: int) -> Section:
-    sec = Section("random_vs_real", "Random vs real prompts", plot=plot)
-    pairs = X.random_pairs(inp)
-    if not pairs:
-        sec.text.append(f"n/a ({plot.na})")
-        return sec
-    sec.text.append("Ratio = random ÷ real; above 1, random prompts overstate what SD "
-                    "delivers on real prompts.")
-    spd = {(g.dataset, g.sd, lv): g.values[(X.ALL_TPUT, lv)] for g in X.speedup_grids(inp)
-           for lv in g.loads}
-    rows = []
-    for p in sorted(pairs, key=lambda p: (p.sd, p.load, p.real.cell.dataset)):
-        tr, tl = D.output_tps(p.random, gpus), D.output_tps(p.real, gpus)
-        ar, al = D.acceptance_length(p.random), D.acceptance_length(p.real)
-        sr = spd.get((p.random.cell.dataset, p.sd, p.load), D.NA("baseline"))
-        sl = spd.get((p.real.cell.dataset, p.sd, p.load), D.NA("baseline"))
-        rows.append([text(p.sd), text(D.load_text(p.random.cell)),
-                     text(f"{p.random.cell.dataset} vs {p.real.cell.dataset}"),
-                     num(tr, 1), num(tl, 1), num(X.ratio(tr, tl), 2),
-                     num(ar, 3), num(al, 3), num(X.ratio(ar, al), 2),
-                     speedup(sr) if not p.random.cell.baseline else text("-"),
-                     speedup(sl) if not p.real.cell.baseline else text("-")])
-    sec.tables.append(Table(
-        "Random vs real at the same SD configuration and load",
-        ["SD", "load", "datasets (random vs real)", f"random: output tok/s per GPU (÷{gpus})",
-         f"real: output tok/s per GPU (÷{gpus})", "ratio tok/s", "random: AL", "real: AL",
-         "ratio AL", "random: SD speedup (tok/s)", "real: SD speedup (tok/s)"], rows))
     return sec
 
 

@@ -71,6 +71,8 @@ def compare(sweep: Sweep) -> dict[str, Any]:
         "acceptance_source": sd[0].acceptance.source if sd else None,
         "categories": {r["category"]: r for r in rows if r["category"] != "all"},
         "suspect": sorted({f"{r['category']}: {why}" for r in rows for why in r["suspect"]}),
+        "sd_policy": sweep.analysis.get("sd_policy"),
+        "lossless": sweep.analysis.get("lossless"),
     }
 
 
@@ -115,6 +117,8 @@ def print_comparison(cmp: dict[str, Any]) -> None:
                   f"{f(cmp['acceptance_length_when_drafting'], 3)} ({cmp['acceptance_source']})")
     for why in cmp["suspect"]:
         console.print(f"[red]suspect[/red] {why}")
+    for w in (cmp.get("lossless") or {}).get("warnings", []):
+        console.print(f"[yellow]warning[/yellow] lossless check: {w}")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ Config (YAML)::
       - {label: "off", baseline: true, spec: none}
       - {label: ngram-k4, spec: ngram, num_spec_tokens: 4}
       # with fixed endpoints instead: {label: vendor, endpoint: "https://...", baseline: true}
+      # (spec / num_spec_tokens on a fixed endpoint say what it runs: the SD policy's K)
       # telemetry: [URL, ...] in an entry: its own exporters (else run: telemetry)
       # a fleet behind a gateway: its counters per replica or from Prometheus (docs/METRICS.md)
       #   {label: staging, endpoint: "https://gw", metrics: ["prometheus+http://prom:9090"],
@@ -50,7 +51,9 @@ from typing import Any
 
 import yaml
 
+from loadgen.analysis.lossless import lossless
 from loadgen.analysis.repeats import headline_intervals, speedup_intervals
+from loadgen.analysis.sdpolicy import sd_policy
 from loadgen.analysis.sweeps import capacity, parse_slos, speedup_rows
 from loadgen.results.config import SWEEP_RUN_KEYS
 from loadgen.results.sweepdir import REPEAT_ORDERS, Cell, Sweep, is_sweep_dir, load_sweep
@@ -176,7 +179,8 @@ def plan_cells(cfg: dict[str, Any]) -> list[Cell]:
     return cells
 
 
-def _load_dataset(entry: dict[str, Any], base: Path, engine: str, run_opts: dict[str, Any]):
+def load_dataset(entry: dict[str, Any], base: Path, engine: str = "vllm",
+                 run_opts: dict[str, Any] | None = None):
     """A dataset entry's prompts and file: ``builtin`` as ``loadgen run --dataset builtin`` reads
     it (loadgen/data/builtin.py ``read_dataset``), a relative path from the config's folder."""
     from loadgen.data.builtin import BUILTIN, BUILTIN_TOKENIZER, read_dataset
@@ -186,7 +190,7 @@ def _load_dataset(entry: dict[str, Any], base: Path, engine: str, run_opts: dict
     p = Path(path)
     if path != BUILTIN and not p.is_absolute():
         p = base / p
-    chat = engine == "openai" and run_opts.get("openai_mode") == "chat"
+    chat = engine == "openai" and (run_opts or {}).get("openai_mode") == "chat"
     return read_dataset(path if path == BUILTIN else p,
                         text=adapter_class(engine).accepts_text, chat=chat,
                         tokenizer=entry.get("tokenizer", BUILTIN_TOKENIZER))
@@ -218,8 +222,10 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
         sweep = Sweep(root=out, config=cfg, cells=planned)
     sweep.save()
     run_opts = dict(cfg.get("run") or {})
+    if any(sd.get("baseline") for sd in cfg["sd_configs"]):
+        run_opts.setdefault("keep_token_ids", True)  # for the lossless check
     engine = cfg.get("engine") or (cfg.get("serve") or {}).get("engine") or "vllm"
-    datasets = {d["name"]: _load_dataset(d, config_dir, engine, run_opts)
+    datasets = {d["name"]: load_dataset(d, config_dir, engine, run_opts)
                 for d in cfg["datasets"]}
     by_label = {str(sd["label"]): sd for sd in cfg["sd_configs"]}
     # one engine at a time without repetitions; all at once when cells alternate
@@ -234,7 +240,7 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
         with contextlib.ExitStack() as stack:
             endpoints = {}
             for label in dict.fromkeys(c.sd for c in todo):
-                endpoints[label] = stack.enter_context(_endpoint_for(cfg, by_label[label], out))
+                endpoints[label] = stack.enter_context(endpoint_for(cfg, by_label[label], out))
             for cell in todo:
                 endpoint, describe = endpoints[cell.sd]
                 prompts, ds_path = datasets[cell.dataset]
@@ -278,13 +284,15 @@ def analyse(sweep: Sweep) -> dict[str, Any]:
     out: dict[str, Any] = {"speedup": rows,
                            "speedup_intervals": speedup_intervals(sweep, rows),
                            "headline_intervals": headline_intervals(sweep)}
+    out["lossless"] = lossless(sweep)
+    out["sd_policy"] = sd_policy(sweep, rows)
     slo = sweep.config.get("slo")
     if slo:
         out["capacity"] = capacity(sweep, parse_slos(slo))
     return out
 
 
-class _endpoint_for:
+class endpoint_for:
     """Context: the endpoint of one SD configuration, launching its engine when configured."""
 
     def __init__(self, cfg: dict[str, Any], sd: dict[str, Any], out: Path) -> None:

@@ -158,6 +158,7 @@ class Engine:
         self.iteration = 0
         self.step_listeners: list[Callable[[StepStats], None]] = []
         self._wake = asyncio.Event()
+        self._step_end: float | None = None  # loop time the last step ended (its deadline)
         self._task: asyncio.Task | None = None
 
     def reset_counters(self) -> None:
@@ -191,6 +192,7 @@ class Engine:
         while True:
             if not self.running and not self.waiting:
                 self._wake.clear()
+                self._step_end = None  # idle: the next step starts when work arrives
                 await self._wake.wait()
             while self.waiting and len(self.running) < timing.max_num_seqs:
                 self.running.append(self.waiting.popleft())
@@ -225,8 +227,16 @@ class Engine:
                 continue
             step_ms = timing.step_ms(processed, any_draft, k)
             if step_ms > 0:
-                await asyncio.sleep(step_ms / 1000.0)
+                # The step ends step_ms after the previous one ended (busy engine) or after
+                # now (idle engine, or one more than a step late): handing out the previous
+                # step's tokens overlaps this step, so a step lasts the model's time, not that
+                # plus the server's own CPU and timer lateness.
+                start = self._step_end if (self._step_end is not None and
+                                           0 <= now - self._step_end < step_ms / 1000.0) else now
+                self._step_end = start + step_ms / 1000.0
+                await asyncio.sleep(max(0.0, self._step_end - loop.time()))
             else:
+                self._step_end = None
                 await asyncio.sleep(0)
             self.iteration += 1
             stats = self._apply(prefill, decode, step_ms, any_draft)

@@ -43,6 +43,11 @@ class SpecModel:
     # Per-request profiles, keyed by the prompt's first token id: lets a test give each category
     # its own acceptance by starting its prompts with a marker token.
     rates_by_first_token: dict[int, list[float]] = field(default_factory=dict)
+    # A lossless-check fault: with SD on, output token ``diverge_at`` (0-based) is replaced by
+    # another id (for prompts starting with ``diverge_first_token`` only, when given), so SD's
+    # output differs from SD off's at a known position. None: SD never changes an output.
+    diverge_at: int | None = None
+    diverge_first_token: int | None = None
 
     def __post_init__(self) -> None:
         for rates in [self.accept_rates, *self.rates_by_first_token.values()]:
@@ -51,6 +56,17 @@ class SpecModel:
                     raise ValueError(f"acceptance rate {r} is outside [0, 1]")
         if self.enabled and self.num_spec_tokens < 1:
             raise ValueError("num_spec_tokens must be >= 1 with SD on")
+        if self.diverge_at is not None and self.diverge_at < 0:
+            raise ValueError("the divergence position must be >= 0")
+
+    def diverges(self, prompt_ids: Sequence[int]) -> int | None:
+        """The output position at which this prompt's SD output is made to differ, or None."""
+        if not self.enabled or self.diverge_at is None:
+            return None
+        if self.diverge_first_token is not None and (
+                not prompt_ids or prompt_ids[0] != self.diverge_first_token):
+            return None
+        return self.diverge_at
 
     def rates_for(self, prompt_ids: Sequence[int]) -> list[float]:
         rates = self.rates_by_first_token.get(prompt_ids[0], self.accept_rates) if prompt_ids else (
@@ -65,7 +81,8 @@ class SpecModel:
 class RequestModel:
     """The deterministic token stream and acceptance draws of one request."""
 
-    __slots__ = ("_accept_rng", "_token_rng", "prompt_hash", "rates", "vocab_size")
+    __slots__ = ("_accept_rng", "_diverge", "_emitted", "_token_rng", "prompt_hash", "rates",
+                 "vocab_size")
 
     def __init__(self, seed: int, prompt_ids: Sequence[int], spec: SpecModel, vocab_size: int):
         digest = prompt_digest(prompt_ids)
@@ -74,11 +91,20 @@ class RequestModel:
         self._accept_rng = random.Random(f"{seed}:{digest}:accept")
         self.rates = spec.rates_for(prompt_ids) if spec.enabled else []
         self.vocab_size = vocab_size
+        self._diverge = spec.diverges(prompt_ids)
+        self._emitted = 0
 
     def next_tokens(self, n: int) -> list[int]:
         rng = self._token_rng
         hi = self.vocab_size - 1
-        return [rng.randint(FIRST_TOKEN_ID, hi) for _ in range(n)]
+        out = [rng.randint(FIRST_TOKEN_ID, hi) for _ in range(n)]
+        at = self._diverge
+        if at is not None and self._emitted <= at < self._emitted + n:
+            tok = out[at - self._emitted]  # the next id in the range: always another token
+            out[at - self._emitted] = FIRST_TOKEN_ID + (tok - FIRST_TOKEN_ID + 1) % (
+                hi - FIRST_TOKEN_ID + 1)
+        self._emitted += n
+        return out
 
     def accepted_run(self, drafts: int) -> int:
         """How many of ``drafts`` proposed tokens the target accepts (a prefix run)."""
