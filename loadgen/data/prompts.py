@@ -50,6 +50,9 @@ class PromptRecord:
     meta: dict[str, Any] = field(default_factory=dict)
     # text records (loadgen/data/chatprompts.py): no ids; the later user turns as text
     text_turns: list[str] | None = None
+    # trace records (loadgen/data/trace_build.py): seconds from the trace's first request at
+    # which this one arrives (``loadgen run --arrival trace`` sends it then)
+    arrival_s: float | None = None
 
     @property
     def input_len(self) -> int:
@@ -69,6 +72,8 @@ class PromptRecord:
             out["messages"] = self.messages
         if self.meta:
             out["meta"] = self.meta
+        if self.arrival_s is not None:
+            out["arrival_s"] = self.arrival_s
         return out
 
 
@@ -145,9 +150,15 @@ def record_from_dict(obj: Any, path: Path, line: int | None = None) -> PromptRec
     meta = obj.get("meta") or {}
     if not isinstance(meta, dict):
         raise PromptFileError(f"{where}: field 'meta' must be an object")
+    arrival = obj.get("arrival_s")
+    if arrival is not None and (
+            not isinstance(arrival, (int, float)) or isinstance(arrival, bool)
+            or not 0 <= arrival < float("inf")):
+        raise PromptFileError(f"{where}: field 'arrival_s' must be a number of seconds >= 0")
     return PromptRecord(
         id=str(rid), category=category, prompt_token_ids=ids, turns=turns,
         max_tokens=max_tokens, messages=messages, meta=meta,
+        arrival_s=float(arrival) if arrival is not None else None,
     )
 
 
@@ -253,6 +264,7 @@ def write_prompts(
                 "max_tokens": d.get("max_tokens"),
                 "messages": json.dumps(d["messages"]) if "messages" in d else None,
                 "meta": json.dumps(d.get("meta", {}), ensure_ascii=False),
+                "arrival_s": d.get("arrival_s"),
             })
         schema = pa.schema([
             ("id", pa.string()),
@@ -262,6 +274,7 @@ def write_prompts(
             ("max_tokens", pa.int32()),
             ("messages", pa.string()),
             ("meta", pa.string()),
+            ("arrival_s", pa.float64()),
         ], metadata={HEADER_KEY: json.dumps(header)})
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
         return path
