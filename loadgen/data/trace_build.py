@@ -135,8 +135,9 @@ def build_trace(spec: TraceSpec, tok: ChatTokenizer, out: str | Path, mix: dict[
     tmp = out.with_name(out.name + ".partial")
     opener = gzip.open if out.suffix == ".gz" else open
     with opener(tmp, "wb") as fh:
-        fh.write(orjson.dumps(_header(tok, spec, fmt, window, limit, seed, mix, root))
-                 + b"\n")
+        header = _header(tok, spec, fmt, window, limit, seed, mix, root)
+        header["trace"]["licenses"] = pool.licenses
+        fh.write(orjson.dumps(header) + b"\n")
         for r, cat in zip(rows, cats, strict=True):
             start = pool.start(cat, rng)
             meta: dict[str, Any] = {"trace_row": r.row}

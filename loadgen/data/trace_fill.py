@@ -4,8 +4,9 @@ The pool (docs/DATASETS.md, "Traces: the fill"): per category of the qualitative
 prompts from the data kit in a seeded order, joined by blank lines, then the kit's long plain-text
 documents (so a long input continues into real long text instead of repeating itself). Each
 category's stream is tokenized once with the target tokenizer (cached on disk by tokenizer and
-text) and requests are cut from it as id windows starting at a prompt start: no request is
-tokenized on its own, and no id is random.
+text) and requests are cut from it as id windows starting at a line start no earlier request
+started at: no request is tokenized on its own, no id is random, and two requests share
+tokens at the same positions only where the trace's hash ids say so.
 
 Prefix blocks (Mooncake ``hash_ids``): the first request that uses a hash id fixes that block's
 tokens (the window of its own category at that block's position); every later request with the
@@ -17,7 +18,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +58,8 @@ class Stream:
 
     name: str
     own: np.ndarray
-    starts: np.ndarray
-    sources: dict[str, str] = field(default_factory=dict)  # origin -> license
+    starts: np.ndarray  # line starts (after a newline token) in a seeded order
+    used: int = 0  # how many of ``starts`` windows began at
 
 
 class TextPool:
@@ -70,7 +71,9 @@ class TextPool:
 
         self.tok = tok
         _, _, prompts, sources = collect_pool("qualitative", root, seed, categories, log)
+        # source -> license of every source the text came from (kept in the file's header)
         self.licenses = {s["name"]: s["license"] for s in sources if "skipped" not in s}
+        self.licenses["long documents"] = "see the data kit's MANIFEST.md (long/)"
         by_cat: dict[str, list[str]] = {c: [] for c in categories}
         for p in prompts:
             by_cat[p.category].append("\n\n".join(p.turns))
@@ -82,6 +85,10 @@ class TextPool:
             raise FileNotFoundError(f"{root}: none of {', '.join(LONG_TEXTS)} (the data kit's "
                                     f"long documents)")
         self.long = self._ids("long", ["\n\n".join(long_texts)])[0]
+        pieces = tok.hf.convert_ids_to_tokens(list(range(len(tok.hf))))
+        newline = np.array([i for i, p in enumerate(pieces)
+                            if p is not None and ("\n" in p or "Ċ" in p or "<0x0A>" in p)],
+                           dtype=np.int32)
         self.streams: dict[str, Stream] = {}
         for cat in categories:
             texts = by_cat[cat]
@@ -94,9 +101,10 @@ class TextPool:
                 size += len(t) + 2
                 if size >= MAX_CATEGORY_CHARS:
                     break
-            own, lens = self._ids(cat, kept)
-            starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-            self.streams[cat] = Stream(cat, own, starts[lens > 0])
+            own, _ = self._ids(cat, kept)
+            after_nl = np.flatnonzero(np.isin(own[:-1], newline)) + 1
+            starts = np.random.default_rng([seed, len(own)]).permutation(after_nl)
+            self.streams[cat] = Stream(cat, own, starts)
 
     def _ids(self, name: str, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """``texts`` tokenized once (cached by tokenizer identity and text): all their ids in
@@ -142,9 +150,14 @@ class TextPool:
         return out
 
     def start(self, cat: str, rng: np.random.Generator) -> int:
-        """A prompt start of ``cat`` (a window begins with a prompt's first token)."""
-        starts = self.streams[cat].starts
-        return int(starts[rng.integers(len(starts))])
+        """Where ``cat``'s next window begins: a line start of its prompts never used before
+        (in a seeded order), so two requests share tokens only where their hash ids say so;
+        once every line start is used, a random offset."""
+        s = self.streams[cat]
+        if s.used < len(s.starts):
+            s.used += 1
+            return int(s.starts[s.used - 1])
+        return int(rng.integers(len(s.own)))
 
 
 class BlockFiller:

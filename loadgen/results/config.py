@@ -11,7 +11,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-ARRIVALS = ("poisson", "constant", "gamma")
+ARRIVALS = ("poisson", "constant", "gamma", "trace")  # trace: each record's arrival_s
 OPENAI_MODES = ("completions", "chat")
 # Default warm-up in rate mode: this many seconds of arrivals at the requested rate.
 WARMUP_SECONDS = 3.0
@@ -65,6 +65,9 @@ class RunConfig:
     ray: str | None = None  # a Ray cluster's address, or "local" (a throwaway local cluster)
     workers_per_node: int = 1  # with ray: worker actors per node
     extra: dict[str, Any] = field(default_factory=dict)
+    # --arrival trace (loadgen/client/trace.py): the schedule runs this many times faster than
+    # the records' arrival_s (set from --time-scale or --target-rate)
+    time_scale: float = 1.0
 
     def validate(self) -> None:
         """Every value checked up front; a ValueError names the flag in one line."""
