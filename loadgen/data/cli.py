@@ -117,6 +117,8 @@ def _cmd_trace(args: argparse.Namespace) -> int:
                          mapping=parse_mapping(args.columns) if args.columns else None,
                          time_unit=args.time_unit, block_size=args.block_size)
         window = parse_window(args.window) if args.window else None
+        if not spec.path.is_file():
+            raise TraceError(f"{spec.path}: no such trace file")
         tok = _load_tok(args.tokenizer)
         report = build_trace(spec, tok, args.out, mix, window=window, limit=args.limit,
                              seed=args.seed, data_root=args.data_root, log=_log)
