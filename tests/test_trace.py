@@ -26,7 +26,7 @@ from loadgen.data.sources import default_data_root
 from loadgen.data.trace_build import build_trace
 from loadgen.data.trace_read import TraceSpec, parse_mapping
 from loadgen.results.records import read_run_records
-from loadgen.synthetic.process import SyntheticProcess, read_truth
+from loadgen.synthetic.process import read_truth
 
 
 def _data_root() -> Path | None:
@@ -256,7 +256,7 @@ def test_replay_on_schedule_against_the_truth_log(built, synthetic, tmp_path):
 
 
 def test_replay_with_workers_keeps_the_global_schedule(built, synthetic, tmp_path):
-    path, rep = built["az"]
+    path, _ = built["az"]
     eng = synthetic("--protocol", "vllm", "--fast")
     r = _replay(eng.url, path, tmp_path / "run", "--target-rate", str(RATE), "--workers", "2")
     assert r.returncode == 0, r.stderr
