@@ -24,6 +24,7 @@ TEXT_HEADER_KEY = "loadgen_text_prompts"  # text prompts (loadgen/data/textfmt.p
 
 
 MAX_TOKEN_ID = 1 << 32  # no vocabulary comes near; larger ints cannot be sent as JSON int64
+_INTERN = list(range(1 << 18))  # shared int objects for the ids of vocabularies up to 262,144
 
 
 class PromptFileError(ValueError):
@@ -99,13 +100,16 @@ def _int_list(value: Any, path: Path, line: int | None, name: str, allow_empty: 
         raise PromptFileError(f"{_where(path, line)}: field '{name}' must be a list of ints")
     if not value and not allow_empty:
         raise PromptFileError(f"{_where(path, line)}: field '{name}' is empty")
+    intern, n_intern = _INTERN, len(_INTERN)
     for i, v in enumerate(value):
         # bool is an int subclass; a token id is never a bool.
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < MAX_TOKEN_ID:
+        if type(v) is not int or not 0 <= v < MAX_TOKEN_ID:
             raise PromptFileError(
                 f"{_where(path, line)}: field '{name}'[{i}] is {v!r}, not a non-negative int "
                 f"below 2**32"
             )
+        if v < n_intern:  # one shared int object per id: a large file's ids cost 8 bytes each
+            value[i] = intern[v]
     return value
 
 
