@@ -280,3 +280,62 @@ def test_trace_run_refuses_bad_flags(built, tmp_path):
         r = _replay("http://127.0.0.1:9", path, tmp_path / "x", *flags)
         assert r.returncode == 2 and message in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_trace_figures_over_time_bands_al_and_send_lag_warning(built, synthetic, tmp_path):
+    """A replay whose client is held back (--max-concurrency 2 against 200 requests/s): the
+    send-lag warning, and the report's trace figures against the schedule and the truth log."""
+    from collections import Counter
+
+    from loadgen.analysis.trace import BANDS, analyse
+    from loadgen.synthetic.model import prompt_digest
+    from tests.test_client_synthetic import engine_args, truth_al
+
+    path, _ = built["az"]
+    n = 80
+    truth_path = tmp_path / "truth.jsonl"
+    eng = synthetic(*engine_args("vllm", truth_path, "--step-base-ms", "1",
+                                 "--per-token-ms", "0.001"))
+    out = tmp_path / "run"
+    r = _replay(eng.url, path, out, "--target-rate", str(RATE), "--num-requests", str(n),
+                "--max-concurrency", "2", "--model", "m")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert summary["latency_ms"]["schedule_lag"]["p99"] > 10
+    assert any(w.startswith("send lag p50") for w in summary["warnings"]), summary["warnings"]
+    a = analyse(out, summary, manifest)
+    pf = read_prompts(path)
+    recs = pf.records[:n]
+    scale = manifest["config"]["time_scale"]
+    # offered: the trace's own arrivals per bucket of the (scaled) schedule
+    want = Counter(int((p.arrival_s - recs[0].arrival_s) / scale // a.bucket_s) for p in recs)
+    got = {i: round(b.offered_rate * a.bucket_s) for i, b in enumerate(a.buckets)}
+    assert sum(abs(got.get(i, 0) - want.get(i, 0)) for i in set(got) | set(want)) <= 2
+    assert sum(got.values()) == n
+    assert round(sum(b.achieved_rate * a.bucket_s for b in a.buckets)) == summary["requests"]["ok"]
+    assert summary["requests"]["ok"] == n
+    # the backlog drains after the schedule ends: achieved runs on past the last offered bucket
+    last_offered = max(i for i, b in enumerate(a.buckets) if b.offered_rate)
+    assert any(b.achieved_rate for b in a.buckets[last_offered + 1:])
+    # bands: the requests' input lengths
+    lens = Counter(next(i for i, (lo, hi) in enumerate(BANDS) if lo <= len(p.prompt_token_ids)
+                        and (hi is None or len(p.prompt_token_ids) < hi)) for p in recs)
+    assert {(b.lo, b.requests) for b in a.bands} == {(BANDS[i][0], c) for i, c in lens.items()}
+    # AL per category under trace load: the engine's truth, per category
+    eng.stop()
+    cat_of = {prompt_digest(p.prompt_token_ids): p.category for p in recs}
+    by_cat = defaultdict(list)
+    for t in read_truth(truth_path):
+        by_cat[cat_of[t["prompt_sha256"]]].append(t)
+    assert set(a.al_per_category) == set(by_cat)
+    for cat, al in a.al_per_category.items():
+        assert al == pytest.approx(truth_al("vllm", by_cat[cat]), rel=1e-9)
+    # the report shows them
+    pytest.importorskip("matplotlib")
+    from loadgen.report import build_report
+
+    _, md = build_report(out, slos={"ttft_p99_ms": 60000.0})
+    body = md.read_text()
+    assert "## Trace replay" in body and "Offered vs achieved rate" in body
+    assert "Latency by input length" in body and "theoretical reuse" in body
