@@ -164,7 +164,7 @@ def test_generic_trace_with_a_column_mapping(tok, tmp_path):
     (["missing.csv"], "no such trace file"),
     (["{trace}", "--window", "5m"], "not START:END"),
     (["{trace}", "--category-mix", "cooking=1"], "'cooking' is not a category"),
-    (["{trace}", "--format", "generic"], "give --columns"),
+    (["{trace}", "--format", "generic"], "needs --columns"),
     (["{trace}", "--columns", "arrival=a,input=b"], "no column for output"),
 ])
 def test_bad_trace_input_is_one_line_exit_2(tmp_path, argv, message):

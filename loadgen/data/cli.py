@@ -119,6 +119,9 @@ def _cmd_trace(args: argparse.Namespace) -> int:
         window = parse_window(args.window) if args.window else None
         if not spec.path.is_file():
             raise TraceError(f"{spec.path}: no such trace file")
+        if spec.fmt == "generic" and not spec.mapping:
+            raise TraceError(f"{spec.path}: a generic trace needs --columns "
+                             f"arrival=COL,input=COL,output=COL (docs/DATASETS.md, 'Traces')")
         tok = _load_tok(args.tokenizer)
         report = build_trace(spec, tok, args.out, mix, window=window, limit=args.limit,
                              seed=args.seed, data_root=args.data_root, log=_log)
