@@ -27,6 +27,7 @@ from loadgen.data.trace_build import build_trace
 from loadgen.data.trace_read import TraceSpec, parse_mapping
 from loadgen.results.records import read_run_records
 from loadgen.synthetic.process import read_truth
+from tests.test_scale import ray_cluster  # noqa: F401  (the local 2-node Ray cluster fixture)
 
 
 def _data_root() -> Path | None:
@@ -339,3 +340,24 @@ def test_trace_figures_over_time_bands_al_and_send_lag_warning(built, synthetic,
     body = md.read_text()
     assert "## Trace replay" in body and "Offered vs achieved rate" in body
     assert "Latency by input length" in body and "theoretical reuse" in body
+
+
+def test_replay_on_ray_keeps_the_global_schedule(ray_cluster, built,  # noqa: F811
+                                                 synthetic, tmp_path):
+    """Two Ray actors replay the trace: each request once, on the global schedule (up to the
+    clock mapping's error bound between the coordinator and each actor)."""
+    path, _ = built["az"]
+    eng = synthetic("--protocol", "vllm", "--fast")
+    out = tmp_path / "run"
+    r = _replay(eng.url, path, out, "--target-rate", str(RATE), "--num-requests", "120",
+                "--ray", ray_cluster)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["scale"]["backend"] == "ray" and manifest["scale"]["workers"] == 2
+    records = read_run_records(out)
+    pf = read_prompts(path)
+    assert sorted(x["prompt_id"] for x in records) == sorted(p.id for p in pf.records[:120])
+    bound_us = manifest["scale"]["clock_error_bound_ns"] / 1e3
+    err = _schedule_error_us(records, {p.id: p.arrival_s for p in pf.records},
+                             manifest["config"]["time_scale"])
+    assert err < 2 + 2 * bound_us
