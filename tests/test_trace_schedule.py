@@ -71,7 +71,7 @@ def test_generic_jsonl_read_and_window(tmp_path):
     kept = select(rows, parse_window("50s:12m"), None)
     assert [(r.row, r.arrival_s) for r in kept] == [(0, 0.0), (2, 600.0)]
     assert parse_window(":1m") == (0.0, 60.0)
-    with pytest.raises(TraceError, match="row 1: input length 0"):
+    with pytest.raises(TraceError, match="row 1: input length is 0, below 1"):
         src.write_text('{"t": 1, "i": 0, "o": 2}\n')
         read_trace(TraceSpec(src, fmt="generic", mapping={"arrival": "t", "input": "i",
                                                           "output": "o"}))
