@@ -167,12 +167,14 @@ def test_generic_trace_with_a_column_mapping(tok, tmp_path):
     (["{trace}", "--category-mix", "cooking=1"], "'cooking' is not a category"),
     (["{trace}", "--format", "generic"], "needs --columns"),
     (["{trace}", "--columns", "arrival=a,input=b"], "no column for output"),
+    (["{trace}", "--out", "x.parquet"], "is .jsonl or .jsonl.gz"),
 ])
 def test_bad_trace_input_is_one_line_exit_2(tmp_path, argv, message):
     argv = [a.replace("{trace}", str(AZURE)) for a in argv]
-    r = subprocess.run([sys.executable, "-m", "loadgen", "data", "build", "trace", *argv,
+    r = subprocess.run([sys.executable, "-m", "loadgen", "data", "build", "trace",
                         "--tokenizer", "smollm2", "--out", str(tmp_path / "x.jsonl"),
-                        "--data-root", str(DATA)], capture_output=True, text=True, timeout=300)
+                        "--data-root", str(DATA), *argv],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("loadgen data: error:")]
     assert len(lines) == 1 and message in lines[0], r.stderr
@@ -281,6 +283,10 @@ def test_trace_run_refuses_bad_flags(built, tmp_path):
         r = _replay("http://127.0.0.1:9", path, tmp_path / "x", *flags)
         assert r.returncode == 2 and message in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
+    plain = tmp_path / "plain.jsonl"
+    plain.write_text('{"id": "a", "category": "c", "prompt_token_ids": [1, 2]}\n')
+    r = _replay("http://127.0.0.1:9", plain, tmp_path / "y")
+    assert r.returncode == 2 and "record 'a' has no arrival_s" in r.stderr, r.stderr
 
 
 def test_trace_figures_over_time_bands_al_and_send_lag_warning(built, synthetic, tmp_path):

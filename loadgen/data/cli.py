@@ -117,6 +117,8 @@ def _cmd_trace(args: argparse.Namespace) -> int:
                          mapping=parse_mapping(args.columns) if args.columns else None,
                          time_unit=args.time_unit, block_size=args.block_size)
         window = parse_window(args.window) if args.window else None
+        if not args.out.endswith((".jsonl", ".jsonl.gz")):
+            raise TraceError(f"--out {args.out}: a trace prompt file is .jsonl or .jsonl.gz")
         if not spec.path.is_file():
             raise TraceError(f"{spec.path}: no such trace file")
         if spec.fmt == "generic" and not spec.mapping:
