@@ -4,9 +4,37 @@ the trace's theoretical reuse, AL per category (loadgen/analysis/trace.py comput
 
 from __future__ import annotations
 
-from loadgen.analysis.trace import analyse
+from loadgen.analysis.trace import TraceAnalysis, analyse
 from loadgen.report import data as D
+from loadgen.report.plots import Plot
 from loadgen.report.sections import Section, Table, num, text
+
+
+def rate_plot(a: TraceAnalysis) -> Plot:
+    """Offered and achieved rate (left axis) and TTFT p99 (right axis) over the schedule."""
+    import matplotlib.pyplot as plt
+
+    from loadgen.report.plots import _png
+
+    title = "Offered vs achieved rate over time"
+    caption = (f"Requests scheduled (offered) and ended OK (achieved) per second in buckets of "
+               f"{a.bucket_s:g} s of the schedule; TTFT p99 of the requests scheduled in each "
+               f"bucket on the right axis.")
+    xs = [b.start_s for b in a.buckets]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.step(xs, [b.offered_rate for b in a.buckets], where="post", label="offered req/s")
+    ax.step(xs, [b.achieved_rate for b in a.buckets], where="post", label="achieved req/s")
+    ax.set_xlabel("seconds from the first scheduled send")
+    ax.set_ylabel("requests/s")
+    right = ax.twinx()
+    right.plot(xs, [b.ttft_p99_ms for b in a.buckets], color="tab:red", marker=".",
+               linewidth=1, label="TTFT p99 (ms)")
+    right.set_ylabel("TTFT p99 (ms)")
+    lines = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return Plot("trace_rate", title, caption, png_b64=_png(fig))
 
 
 def is_trace_run(inp: D.ReportInput) -> bool:
@@ -17,7 +45,7 @@ def is_trace_run(inp: D.ReportInput) -> bool:
 def trace_section(inp: D.ReportInput, slos: dict[str, float] | None) -> Section:
     v = inp.cells[0]
     a = analyse(inp.root, v.summary or {}, v.manifest or {}, slos)
-    sec = Section("trace", "Trace replay")
+    sec = Section("trace", "Trace replay", plot=rate_plot(a))
     sec.text.append(
         f"{a.requests} measured requests on the trace's schedule (time scale "
         f"{a.time_scale:g}); buckets of {a.bucket_s:g} s of the schedule. Offered: requests "
