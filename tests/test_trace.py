@@ -342,7 +342,10 @@ def test_trace_figures_over_time_bands_al_and_send_lag_warning(built, synthetic,
     pytest.importorskip("matplotlib")
     from loadgen.report import build_report
 
-    _, md = build_report(out, slos={"ttft_p99_ms": 60000.0})
+    html, md = build_report(out, slos={"ttft_p99_ms": 60000.0})
+    page = html.read_text()
+    start = page.index("Offered vs achieved rate over time")
+    assert "data:image/png;base64," in page[start:start + 4000]  # the plot, embedded
     body = md.read_text()
     assert "## Trace replay" in body and "Offered vs achieved rate" in body
     assert "Latency by input length" in body and "theoretical reuse" in body
