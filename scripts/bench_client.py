@@ -18,7 +18,7 @@ connection ids in the engine's truth log.
 
 The ``loadgen-tls`` row is the same client over https, against the engine's own TLS listener
 (``--tls-cert/--tls-key``, certificates from trustme): its CPU per event beside the plain row is
-the cost of TLS (issue 14: at most 1.5x). Its TTFT error uses the read stamp of the request
+the cost of TLS (target: at most 1.5x). Its TTFT error uses the read stamp of the request
 (kernel stamps are for plain sockets).
 
 Targets (issues 3 and 15): <= 10 µs per event, <= 0.1 ms per request, lag p99 < 1 ms at 100

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark the data layer (issue 5, item 6) and print the figures.
+"""Benchmark the data layer and print the figures.
 
 1. Qualitative: read the ~20k-prompt pool of the packaged qualitative recipe from ../shared/data,
    embed it with the offline MiniLM (embedding cache off), select 80 per category. Target < 120 s.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Scale-out benchmark (issue 12): the client's events/s and CPU per event with 1, 2 and 4 worker
+"""Scale-out benchmark: the client's events/s and CPU per event with 1, 2 and 4 worker
 processes and a local 2-node Ray cluster, beside today's single process, in one run; then the
 peak resident memory of a 100,000-request x 256-token run.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.util
 import os
 import random
@@ -32,13 +31,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptFile, PromptRecord, read_prompts, write_prompts
 from loadgen.results.config import RunConfig
 from loadgen.results.summary import Summary
-from loadgen.scale.coordinator import Coordinator, worker_specs
-from loadgen.scale.handles import LocalWorker, WorkerHandle
-from loadgen.scale.worker import peak_rss_mb
+from loadgen.run.benchmark import run_benchmark
+from loadgen.run.worker import peak_rss_mb
 from loadgen.synthetic.process import SyntheticProcess
 
 
@@ -50,37 +47,14 @@ def dataset(path: Path, n: int = 200) -> Path:
     return write_prompts(path, recs, {"tokenizer": "synthetic"})
 
 
-def coordinate(cfg: RunConfig, prompts: PromptFile, handles: list[WorkerHandle]) -> Summary:
-    import uvloop
-
-    coord = Coordinator(cfg, prompts, handles)
-    try:
-        uvloop.run(coord.execute())
-    finally:
-        for h in handles:
-            with contextlib.suppress(Exception):
-                h.collect_shard()
-            h.close()
-    coord.account()
-    return coord.summary()
-
-
 def local(cfg: RunConfig, prompts: PromptFile, n: int, endpoints: list[str]) -> Summary:
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    handles: list[WorkerHandle] = [LocalWorker(s, prompts)
-                                   for s in worker_specs(cfg, n, cfg.out, endpoints)]
-    return coordinate(cfg, prompts, handles)
+    """N worker processes, worker k on endpoints[k % len] (the one run engine)."""
+    cfg.workers = n
+    return run_benchmark(cfg, prompts, endpoints=endpoints, overwrite=True)
 
 
 def on_ray(cfg: RunConfig, prompts: PromptFile, endpoints: list[str]) -> Summary:
-    from loadgen.scale.rayactors import shutdown, start_ray_workers
-
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    handles, _ = start_ray_workers(cfg, prompts, True, endpoints)
-    try:
-        return coordinate(cfg, prompts, list(handles))
-    finally:
-        shutdown()
+    return run_benchmark(cfg, prompts, endpoints=endpoints, overwrite=True)
 
 
 def row(label: str, s: Summary, base: float | None, n: int, wall: float) -> float:
@@ -156,11 +130,11 @@ def run_all(args: argparse.Namespace, tmp: Path) -> int:
             ev = row(f"{n} worker process(es)", s, base, n, time.monotonic() - t)
             base = base or ev
         if not args.skip_ray:
-            # not imported here: loadgen.scale.rayactors.connect must see ray imported first
+            # not imported here: loadgen.run.rayactors.connect must see ray imported first
             if importlib.util.find_spec("ray") is None:
                 print(f"{'Ray 2 nodes x 1 worker':>28}  skipped: ray is not installed")
             else:
-                from loadgen.scale.raycluster import LocalRayCluster
+                from loadgen.run.raycluster import LocalRayCluster
 
                 with LocalRayCluster(nodes=2, cpus_per_node=1,
                                      temp_dir=tmp / "ray") as cluster:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
 from loadgen.results.config import RunConfig
+from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.process import SyntheticProcess
 
 _EVENT = (b'data: {"id":"cmpl-0","object":"text_completion","created":0,"model":"m",'

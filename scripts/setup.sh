@@ -14,18 +14,37 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 t0=$SECONDS
 say() { printf 'setup: %s (%ss)\n' "$*" "$((SECONDS - t0))" >&2; }
+# apt-get that waits for another apt or dpkg (unattended upgrades on a fresh machine) to let go of
+# its locks instead of failing: dpkg's frontend lock through apt's own timeout, the lists lock of
+# `apt-get update` by retrying while apt says it could not get it (bounded: 10 minutes).
+apt_get() {
+    local try out
+    for try in $(seq 1 60); do
+        if out=$(DEBIAN_FRONTEND=noninteractive timeout 1200 apt-get -o DPkg::Lock::Timeout=600 \
+                 "$@" 2>&1); then
+            return 0
+        fi
+        if ! grep -q "Could not get lock\|Unable to acquire\|is held by process" <<<"$out"; then
+            printf '%s\n' "$out" >&2
+            return 1
+        fi
+        [ "$try" = 1 ] && say "waiting for another apt to finish"
+        sleep 10
+    done
+    printf '%s\n' "$out" >&2
+    return 1
+}
 
 say "installing loadgen and its extras"
 timeout 1200 "$PY" -m pip install -q --disable-pip-version-check torch==2.13.0
 timeout 1800 "$PY" -m pip install -q --disable-pip-version-check -e '.[data,report,vendor,dev]'
 
 say "Debian's chromium (headless; tests/test_report.py renders the HTML report in it)"
-[ -x /usr/bin/chromium ] || { timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-    timeout 1200 apt-get install -y -qq chromium >/dev/null; }
+[ -x /usr/bin/chromium ] || { apt_get update -qq && apt_get install -y -qq chromium; }
 
 say "Debian's nginx and tinyproxy (TLS reverse proxy and CONNECT proxy of tests/test_wire_*.py)"
-[ -x /usr/sbin/nginx ] && [ -x /usr/bin/tinyproxy ] || { timeout 600 apt-get update -qq && \
-    DEBIAN_FRONTEND=noninteractive timeout 1200 apt-get install -y -qq nginx tinyproxy >/dev/null; }
+[ -x /usr/sbin/nginx ] && [ -x /usr/bin/tinyproxy ] || { apt_get update -qq && \
+    apt_get install -y -qq nginx tinyproxy; }
 
 say "llama-server"
 timeout 2400 bash scripts/setup_llamacpp.sh

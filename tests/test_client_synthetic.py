@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import read_prompts
 from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
 from loadgen.results.summary import Summary
+from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.model import prompt_digest
 from loadgen.synthetic.process import read_truth
 from tests.synthetic_data import CATEGORIES, make_dataset, rates_args

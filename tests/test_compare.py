@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from loadgen.cli.compare import main as compare_main
-from loadgen.client.benchmark import run_benchmark
 from loadgen.compare import (
     CompareError,
     PooledQuantiles,
@@ -26,6 +25,7 @@ from loadgen.compare import (
 )
 from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
 from loadgen.results.config import RunConfig
+from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.process import SyntheticProcess
 
 # ------------------------------------------------------------------------------------------

@@ -203,7 +203,7 @@ def test_jsonl_split_on_newline_only(tmp_path):
 
 @needs_data
 def test_shipped_recipe_categories_hold(monkeypatch):
-    """Issue 13: roleplay is role-play (no MT-Bench-101 'Are you sure?' dialogues, no act-as
+    """Roleplay is role-play (no MT-Bench-101 'Are you sure?' dialogues, no act-as
     tools), writing takes self-instruct only from writing apps and at most a quarter, every
     category has descriptions, and the hub sources are optional."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

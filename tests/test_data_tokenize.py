@@ -254,9 +254,9 @@ def test_run_warns_before_sending_prompts_longer_than_the_server_allows(
         synthetic, tmp_path, capsys, protocol):
     """The server reports its max model length (vLLM /v1/models, llama.cpp /props): a prompt that
     cannot fit is a warning on stderr before the load starts and in summary.json."""
-    from loadgen.client.benchmark import run_benchmark
     from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
     from loadgen.results.config import RunConfig
+    from loadgen.run.benchmark import run_benchmark
 
     ds = write_prompts(tmp_path / "p.jsonl", [
         PromptRecord(id="short", category="c", prompt_token_ids=[5, 6, 7]),

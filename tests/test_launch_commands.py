@@ -33,6 +33,9 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return rc, out, err
 
 
+PRESETS = Path(__file__).resolve().parents[1] / "loadgen" / "resources" / "presets"
+
+
 def printed(capsys, *argv: str) -> tuple[list[str], dict[str, str]]:
     """(argv, {config path: text}) from --print-command."""
     args = list(argv)
@@ -307,9 +310,19 @@ def test_preset_fills_in_and_options_override(capsys):
 @pytest.mark.parametrize("preset", ["llama33-70b-eagle3", "gpt-oss-120b-eagle3",
                                     "qwen3-next-mtp", "ngram"])
 def test_every_preset_prints_for_its_engines(capsys, engine, preset):
+    """Each preset's draft length reaches the engine's own speculative setting."""
     extra = ["--model", M] if preset == "ngram" else []
-    argv, _ = printed(capsys, "serve", engine, "--preset", preset, *extra)
-    assert argv
+    argv, files = printed(capsys, "serve", engine, "--preset", preset, *extra)
+    want = yaml.safe_load((PRESETS / f"{preset}.yaml").read_text())["num_spec_tokens"]
+    if engine == "vllm":
+        k = json.loads(opt(argv, "--speculative-config"))["num_speculative_tokens"]
+    elif engine == "sglang":
+        k = (int(opt(argv, "--speculative-num-steps")) if "--speculative-num-steps" in argv
+             else int(opt(argv, "--speculative-num-draft-tokens")) - 1)  # NGRAM: K + 1
+    else:
+        spec = yaml.safe_load(files[opt(argv, "--extra_llm_api_options")])["speculative_config"]
+        k = spec.get("max_draft_len") or spec.get("num_nextn_predict_layers")
+    assert k == want
 
 
 @pytest.mark.parametrize("preset", ["ngram", "smollm2-draft-l8", "smollm2-self"])

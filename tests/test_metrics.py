@@ -6,13 +6,13 @@ from dataclasses import asdict
 
 import pytest
 
+from loadgen.analysis.accumulate import SummaryAccumulator
 from loadgen.analysis.metrics import (
     e2e_ms,
     itl_values_ms,
     per_request_al,
     per_user_tokens_per_s,
     stats,
-    summarize,
     tokens_in_window,
     tpot_ms,
     ttft_ms,
@@ -20,6 +20,15 @@ from loadgen.analysis.metrics import (
 from loadgen.engines import make_adapter
 
 MS = 1_000_000
+
+
+def summarize(records, window, *, rate_mode, **finish):
+    """The summary of ``records`` over ``window``: the accumulator every run uses."""
+    acc = SummaryAccumulator(window, rate_mode)
+    for r in records:
+        acc.add(r)
+    return acc.finish(**finish)
+
 
 
 def rec(**kw):

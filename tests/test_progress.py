@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 from rich.console import Console
 
-from loadgen.cli.progress import LiveProgress
 from loadgen.results.config import RunConfig
+from loadgen.run.progress import LiveProgress
 
 
 def test_progress_shows_done_in_flight_errors_rate_al_and_time_left(tmp_path):
     cfg = RunConfig(endpoint="http://127.0.0.1:1", engine="vllm", out=tmp_path,
                     concurrency=2, num_requests=10, warmup_requests=0)
-    run = SimpleNamespace(cfg=cfg, in_flight=2)
-    prog = LiveProgress(run, label="demo")
+    prog = LiveProgress(cfg, label="demo", in_flight=lambda: 2)
     now = time.monotonic_ns()
     for i, status in enumerate(["ok", "ok", "error"]):
         prog.on_record({"status": status, "output_tokens": 10, "acceptance_length": 2.0,

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptFileError, PromptRecord, read_prompts, write_prompts
 from loadgen.engines.tokencount import neutral_counter
 from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
+from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.model import prompt_digest
 from loadgen.synthetic.process import read_truth
 from loadgen.synthetic.wire import detokenize

@@ -13,10 +13,10 @@ from dataclasses import asdict
 
 import pytest
 
-from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
+from loadgen.run.benchmark import run_benchmark
 from tests.builtin import smollm2_prompts
 from tests.vllm_cpu import require_vllm_cpu, start_vllm_cpu
 

@@ -1,4 +1,4 @@
-"""The fault matrix of docs/RELIABILITY.md: one regression test per defect of issue 10, each run
+"""The fault matrix of docs/RELIABILITY.md: one regression test per defect, each run
 as a user would (``loadgen run`` as a subprocess, real signals) against real servers on
 loopback: the synthetic engine with its fault modes, a socket that never answers, a stdlib HTTP
 server sending HTML errors."""
@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptFile, PromptRecord, read_prompts
 from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
 from loadgen.results.summary import Summary
+from loadgen.run.benchmark import run_benchmark
 from tests.synthetic_data import make_dataset
 
 # cold requests measured: the tests count every record (the default warm-up adds requests)

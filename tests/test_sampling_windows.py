@@ -12,11 +12,11 @@ import pytest
 from rich.console import Console
 
 from loadgen.cli.console import print_summary
-from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import read_prompts
 from loadgen.engines.sampling import Sampling
 from loadgen.results.config import WARMUP_SECONDS, RunConfig
 from loadgen.results.records import read_records
+from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.model import prompt_digest
 from loadgen.synthetic.process import read_truth
 from tests.synthetic_data import CATEGORIES, make_dataset, rates_args

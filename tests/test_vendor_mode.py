@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptFileError, read_prompts
 from loadgen.data.textfmt import TextPrompt, write_text_prompts
 from loadgen.engines.openai import completion_text
 from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
+from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.faults import STREAM_ERROR_MESSAGE
 from loadgen.synthetic.model import prompt_digest
 from loadgen.synthetic.process import read_truth

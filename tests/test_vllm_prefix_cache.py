@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
+from loadgen.run.benchmark import run_benchmark
 from tests.builtin import smollm2_prompts
 from tests.vllm_cpu import start_vllm_cpu
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
 from loadgen.results.config import RunConfig
+from loadgen.run.benchmark import run_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(900)

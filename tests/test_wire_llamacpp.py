@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from loadgen.client.benchmark import run_benchmark
 from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
+from loadgen.run.benchmark import run_benchmark
 from tests.builtin import smollm2_prompts
 from tests.wire_servers import NGINX, make_certs, start_nginx
 
@@ -51,9 +51,7 @@ def test_llamacpp_openai_through_nginx_tls(tmp_path):
                     runs[how] = (run_benchmark(cfg, prompts, None, argv=["test"]),
                                  read_records(out / "requests.jsonl"))
                 (sd, rd), (sn, rn) = runs["direct"], runs["nginx"]
-                # Same outcome either way. (Counting llama-server's text-only OpenAI stream is
-                # the vendor text mode of issue 14 point 5; until it lands every request of this
-                # test may end "neither token ids nor continuous usage" on both paths alike.)
+                # Same outcome either way.
                 assert sd.requests == sn.requests and sd.requests.total == len(prompts.records)
                 assert sd.error_reasons == sn.error_reasons
                 assert all(r["http_status"] == 200 for r in rd + rn)

@@ -1,4 +1,4 @@
-"""Issue 10, points 4 and 5: no secret in any output, no header injection. Real servers on
+"""No secret in any output, no header injection. Real servers on
 127.0.0.1: nginx (TLS) in front of the synthetic engine checks that every request, streamed or
 not, carries the URL's credentials and query parameters."""
 

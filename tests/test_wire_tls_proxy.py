@@ -1,4 +1,4 @@
-"""HTTPS, reverse proxies and CONNECT proxies with real components on 127.0.0.1 (issue 14):
+"""HTTPS, reverse proxies and CONNECT proxies with real components on 127.0.0.1:
 nginx (Debian's package) terminating TLS in front of the synthetic engine, certificates made by
 trustme, tinyproxy (Debian's package) as the CONNECT proxy. Skipped when nginx/tinyproxy/trustme
 are absent (scripts/setup.sh installs them)."""

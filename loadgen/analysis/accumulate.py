@@ -88,7 +88,7 @@ class SummaryAccumulator:
         limit = EXACT_LIMIT if exact_limit is None else exact_limit
         q = lambda: Quantity(limit)  # noqa: E731
         self.ttft, self.tpot, self.itl, self.ichunk, self.e2e = q(), q(), q(), q(), q()
-        self.users, self.lag = q(), q()
+        self.users, self.lag, self.send_delay = q(), q(), q()
         self.counts = RequestCounts()
         self.records = 0
         self.retries = self.retried = self.rate_limited = 0
@@ -196,6 +196,8 @@ class SummaryAccumulator:
         tpot = tpot_ms(r)
         user = per_user_tokens_per_s(r)
         self.e2e.add(e2e)
+        if "send_delay_ns" in r:
+            self.send_delay.add(r["send_delay_ns"] / 1e6)
         cat = self.categories.get(r["category"])
         if cat is None:
             cat = self.categories[r["category"]] = _Category()
@@ -234,6 +236,8 @@ class SummaryAccumulator:
                           inter_chunk=self.ichunk.stats(), e2e=self.e2e.stats())
         if self.rate_mode:
             latency.schedule_lag = self.lag.stats()
+        if self.send_delay.count:
+            latency.send_delay = self.send_delay.stats()
         acc = acceptance if acceptance is not None else AcceptanceSummary()
         acc.client_tokens_per_chunk = ChunkRatio(
             value=win_tokens / win_events if win_events else None,

@@ -6,19 +6,14 @@ directory at any time and tests can check each formula against known truth.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from loadgen.results.summary import (
-    AcceptanceSummary,
-    ClientStats,
-    HostStats,
     PerRequestAL,
-    PrefixCacheStats,
     Stats,
-    Summary,
 )
 
 QUANTILES = {"p50": 50, "p90": 90, "p99": 99}
@@ -103,35 +98,3 @@ def per_request_al(records: Iterable[dict[str, Any]]) -> PerRequestAL:
         return PerRequestAL()
     return PerRequestAL(request_weighted=float(np.mean(als)), token_weighted=toks / steps,
                         requests=len(als))
-
-
-def summarize(records: Iterable[dict[str, Any]], window: dict[str, Any], *,
-              acceptance: AcceptanceSummary | None, counter_delta: dict[str, float] | None,
-              run_counter_delta: dict[str, float] | None, rate_mode: bool,
-              client: ClientStats | None = None,
-              windows: list[dict[str, Any]] | None = None,
-              category_acceptance: dict[str, AcceptanceSummary] | None = None,
-              window_counters: dict[str, dict[str, float]] | None = None,
-              sampling: dict[str, Any] | None = None,
-              host: HostStats | None = None,
-              prefix_cache: Callable[[float], PrefixCacheStats] | None = None) -> Summary:
-    """Every number of summary.json from the run's records (docs/METRICS.md): the streaming
-    ``SummaryAccumulator`` fed ``records`` (a list, or a stream read from the run's files).
-    ``prefix_cache``: builds ``summary.prefix_cache`` from the prompt tokens whose first token
-    came inside the window (counted in the same pass).
-    ``windows``: the category windows of a --category-windows run (throughput sums over
-    them), with each category's acceptance from its own counter delta in
-    ``category_acceptance``."""
-    from loadgen.analysis.accumulate import SummaryAccumulator
-
-    acc = SummaryAccumulator(window, rate_mode, windows=windows)
-    for r in records:
-        acc.add(r)
-    summary = acc.finish(acceptance=acceptance, counter_delta=counter_delta,
-                         run_counter_delta=run_counter_delta, client=client,
-                         category_acceptance=category_acceptance,
-                         window_counters=window_counters, sampling=sampling,
-                         host=host)
-    if prefix_cache is not None:
-        summary.prefix_cache = prefix_cache(acc.window_prompt_tokens)
-    return summary

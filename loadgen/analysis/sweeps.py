@@ -22,31 +22,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from loadgen.analysis.metrics import e2e_ms, itl_values_ms, tpot_ms, ttft_ms
+from loadgen.results.catalogue import BY_SLO, parse_slos
 from loadgen.results.summary import Summary
 from loadgen.results.sweepdir import Cell, Sweep
 
-SLO_METRICS = ("ttft", "tpot", "itl", "e2e")
-SLO_STATS = ("mean", "p50", "p90", "p99", "max")
-
-
-def parse_slos(text: str | None) -> dict[str, float]:
-    """``ttft_p99_ms=2000,tpot_p99_ms=50`` -> {"ttft_p99_ms": 2000.0, "tpot_p99_ms": 50.0}."""
-    out: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in (text or "").split(","))):
-        key, eq, value = part.partition("=")
-        pieces = key.split("_")
-        if (not eq or len(pieces) != 3 or pieces[0] not in SLO_METRICS
-                or pieces[1] not in SLO_STATS or pieces[2] != "ms"):
-            raise ValueError(f"bad SLO {part!r}: use METRIC_STAT_ms=LIMIT with METRIC in "
-                             f"{SLO_METRICS} and STAT in {SLO_STATS}")
-        out[key] = float(value)
-    return out
-
+__all__ = ["capacity", "goodput", "meets_slos", "parse_slos", "request_meets_slos",
+           "speedup_rows"]
 
 def meets_slos(summary: Summary, slos: dict[str, float]) -> tuple[bool, list[str]]:
     failed = []
     for key, limit in slos.items():
-        metric, stat, _ = key.split("_")
+        metric, stat, _ = BY_SLO[key].slo.split("_")  # type: ignore[union-attr]
         st = summary.latency_ms.metric(metric)
         value = st.get(stat) if st is not None else None
         if value is None or value > limit:

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from loadgen.engines import ENGINES
-from loadgen.launch.commands import LAUNCHABLE_ENGINES, SPEC_METHODS
+from loadgen.engines import ENGINES, LAUNCHABLE_ENGINES
+from loadgen.launch.commands import SPEC_METHODS
 from loadgen.results.config import ARRIVALS, OPENAI_MODES, default
 
 
@@ -149,10 +149,10 @@ def main(args: argparse.Namespace) -> int:
 def _main(args: argparse.Namespace, signals) -> int:
     from datetime import datetime
 
-    from loadgen.client.benchmark import RunFailed, check_run_dir
     from loadgen.data.prompts import PromptFileError, read_prompts
     from loadgen.engines import adapter_class as make_adapter_class
     from loadgen.results.config import RunConfig
+    from loadgen.run.benchmark import RunFailed, check_run_dir
 
     if args.endpoint is None and not args.serve:
         from loadgen.sweep.default import main as default_main
@@ -246,7 +246,7 @@ def _main(args: argparse.Namespace, signals) -> int:
 
 
 def _run(cfg, prompts, args: argparse.Namespace, signals):
-    from loadgen.client.benchmark import run_benchmark
+    from loadgen.run.benchmark import run_benchmark
 
     if not args.serve:
         return run_benchmark(cfg, prompts, args.dataset, use_uvloop=not args.no_uvloop,

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from loadgen.engines import LAUNCHABLE_ENGINES
 from loadgen.launch import commands as C
 from loadgen.resources import resource_path
 
@@ -33,7 +34,7 @@ _HELP = {
 
 
 def register(engines: argparse._SubParsersAction) -> None:
-    for engine in C.LAUNCHABLE_ENGINES:
+    for engine in LAUNCHABLE_ENGINES:
         p = engines.add_parser(engine, help=_HELP[engine], description=_HELP[engine])
         _add_common(p, engine)
         p.set_defaults(func=main, launch_engine=engine)

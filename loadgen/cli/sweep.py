@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from loadgen.cli.run import workers_arg
-from loadgen.launch.commands import LAUNCHABLE_ENGINES
+from loadgen.engines import LAUNCHABLE_ENGINES
 from loadgen.results.sweepdir import REPEAT_ORDERS
 
 

@@ -4,7 +4,7 @@ Everything alive when the window opens is frozen (``gc.freeze``: never scanned a
 collector stays on for what the window allocates, so its collections scan only recent objects
 (the young generation: tens of µs) and each request's cyclic garbage (a closed connection keeps
 its stream state in a reference cycle) is freed as the run goes. Disabling the collector for the
-window instead, as loadgen did, grew a worker by ~4 KB per 256-token request: 400 MB at 50,000
+window instead grows a worker by ~4 KB per 256-token request: 400 MB at 50,000
 requests (scripts/bench_scale.py), unbounded for longer runs.
 """
 

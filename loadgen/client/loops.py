@@ -87,7 +87,7 @@ class Driver:
         """Send times fixed in advance on an absolute timeline (loadgen/client/schedule.py);
         latency counts from the scheduled time, waiting for a concurrency slot included.
 
-        Several processes share one schedule (loadgen/scale): each passes the same start
+        Several processes share one schedule (loadgen/run): each passes the same start
         ``t0_ns`` and sends only the arrivals j with ``mine(j)``; ``n`` stays the run's.
 
         ``arrival`` "trace": each item is due at its own ``due_s`` (the trace's arrival,

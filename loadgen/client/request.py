@@ -102,19 +102,18 @@ class RequestSender:
                             seed=ad.sampling.request_seed(item.index, turn))
         feed = ad.feed
         self.in_flight += 1
-        rec.send_ns = _now_ns()
-        if not scheduled_ns:
-            rec.scheduled_ns = rec.send_ns
+        released = rec.send_ns = _now_ns()  # the request left the loop; the wire stamp below
+        sent: list[int] = []
         try:
             body = ad.encode(ids, max_tokens, messages, rec.seed)
             async with asyncio.timeout(self.cfg.timeout_s):  # connect and response, end to end
                 while True:
                     res = await self.client.post(ad.stream_path, body, sink=partial(feed, st),
-                                                 reuse=ad.reuse_connections)
+                                                 reuse=ad.reuse_connections, sent=sent)
                     if res.status != 429 or rec.retries >= self.cfg.retry_429:
                         break
                     wait = retry_after_s(res.headers.get("retry-after"))
-                    left = self.cfg.timeout_s - (_now_ns() - rec.send_ns) / 1e9
+                    left = self.cfg.timeout_s - (_now_ns() - released) / 1e9
                     if wait >= left:
                         break  # the retry could not finish within the request timeout
                     rec.retries += 1
@@ -154,6 +153,11 @@ class RequestSender:
             rec.status, rec.error = ERROR, one_line(f"client error: {type(exc).__name__}: {exc}")
         finally:
             self.in_flight -= 1
+            if sent:  # the first attempt's start: at its connect, or its write
+                rec.send_ns = sent[0]
+                rec.send_delay_ns = sent[0] - released
+            if not scheduled_ns:
+                rec.scheduled_ns = rec.send_ns
             self._finish(rec, st, keep)
         reply = "".join(st.text_parts) if keep and text and st.text_parts is not None else None
         return rec, reply

@@ -1,6 +1,6 @@
 """What a run needs from its records without keeping them in memory (``RecordTally``), and
-the measurement window's drain rule (``window_bounds``); shared by ``Run`` and the scale-out
-workers and coordinator (loadgen/scale)."""
+the measurement window's drain rule (``window_bounds``); used by the run's workers and its
+coordinator (loadgen/run)."""
 
 from __future__ import annotations
 

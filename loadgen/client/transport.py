@@ -176,13 +176,16 @@ class HttpClient:
         return await self.connector.open(_Connection, self.connect_timeout)
 
     async def post(self, path: str, body: bytes, sink: BodySink | None = None,
-                   timeout: float | None = None, reuse: bool = True) -> HttpResult:
+                   timeout: float | None = None, reuse: bool = True,
+                   sent: list[int] | None = None) -> HttpResult:
         """POST ``body``; body bytes of a 2xx response go to ``sink`` as they arrive.
 
         ``reuse=False`` for servers known to close every streamed response whatever their
         headers say (llama-server's native API). A request whose reused connection the server
         closed before any response byte is sent once more on a new connection
         (``HttpResult.resent``), and no connection to this server is reused after.
+        ``sent`` gets the moment each attempt started: just before its connect when it opens
+        a connection, else just before its bytes are written to the kept-alive one.
         """
         reuse = reuse and not self.reuse_disabled
         conn = None
@@ -196,6 +199,8 @@ class HttpClient:
                 break
         reused = conn is not None
         connect_ns = 0
+        if sent is not None:
+            sent.append(_now_ns())
         if conn is None:
             conn, connect_ns = await self._open()
         head = (f"POST {self.connector.target(path)} HTTP/1.1\r\n{self._fixed_headers}"
@@ -212,6 +217,8 @@ class HttpClient:
             resent = True
             self.reuse_disabled = True
             self.close()
+            if sent is not None:
+                sent.append(_now_ns())
             conn, connect_ns = await self._open()
             result = await self._exchange(conn, head + body, sink, timeout)
         if reuse and not self.reuse_disabled and conn.keep_alive:

@@ -18,27 +18,14 @@ import numpy as np
 
 from loadgen.analysis.sanity import AL_TOLERANCE, comparison_suspects
 from loadgen.compare.load import RunData
+from loadgen.results.catalogue import compared, value_at
 from loadgen.results.summary import Summary
 
-# statistic key of compare/core.py -> its path in summary.json
-ACROSS: tuple[tuple[str, str], ...] = (
-    ("output_tokens_per_s", "throughput.output_tokens_per_s"),
-    ("requests_per_s", "throughput.requests_per_s"),
-    ("per_user_tokens_per_s.mean", "per_user_tokens_per_s.mean"),
-    *((f"{m}_ms.{s}", f"latency_ms.{m}.{s}") for m in ("ttft", "tpot", "itl", "e2e")
-      for s in ("mean", "p50", "p90", "p99")),
-    ("al_per_request.token_weighted", "acceptance.per_request.token_weighted"),
-    ("al_counters", "acceptance.acceptance_length"),
-)
-
-
-def _value(s: dict[str, Any] | None, path: str) -> float | None:
-    obj: Any = s or {}
-    for part in path.split("."):
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(part)
-    return float(obj) if isinstance(obj, int | float) else None
+# statistic key of compare/core.py -> its path in summary.json (the catalogue's)
+ACROSS: tuple[tuple[str, str], ...] = tuple(
+    (m.key, m.path) for m in compared() if m.key not in ("requests_per_s", "acceptance_rate",
+                                                          "per_user_tokens_per_s.p50",
+                                                          "al_per_request.request_weighted"))
 
 
 def welch(a: list[float], b: list[float], confidence: float) -> tuple[float, float] | None:
@@ -63,8 +50,8 @@ def across_runs(runs_a: list[RunData], runs_b: list[RunData], within: list[dict[
     wrow = {r["key"]: r for r in within}
     rows = []
     for key, path in ACROSS:
-        xa = [v for r in runs_a if (v := _value(r.summary, path)) is not None]
-        xb = [v for r in runs_b if (v := _value(r.summary, path)) is not None]
+        xa = [v for r in runs_a if (v := value_at(r.summary, path)) is not None]
+        xb = [v for r in runs_b if (v := value_at(r.summary, path)) is not None]
         if not xa or not xb:
             continue
         ma, mb = float(np.mean(xa)), float(np.mean(xb))

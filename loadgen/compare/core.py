@@ -15,11 +15,11 @@ import numpy as np
 from loadgen.compare.comparability import LOAD_KEYS, comparability
 from loadgen.compare.estimates import MIN_BLOCKS, TAIL_MIN, run_estimates
 from loadgen.compare.load import RunData, load_run
+from loadgen.results.catalogue import compared
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_MIN_REQUESTS = 10
-LATENCY = ("ttft", "tpot", "itl", "e2e")
 
 
 @dataclass
@@ -36,29 +36,15 @@ class Spec:
 def _specs(categories: list[str]) -> list[Spec]:
     blocks = "time-block bootstrap of the window's arrivals"
     req = "bootstrap over requests"
-    out = [
-        Spec("output_tokens_per_s", "throughput", "output tokens/s", "tok/s", "higher", blocks),
-        Spec("requests_per_s", "throughput", "requests/s", "req/s", "higher", blocks),
-        Spec("per_user_tokens_per_s.mean", "per-user", "per-user tokens/s mean", "tok/s",
-             "higher", req),
-        Spec("per_user_tokens_per_s.p50", "per-user", "per-user tokens/s p50", "tok/s",
-             "higher", req),
-    ]
-    for m in LATENCY:
-        for s in ("mean", "p50", "p90", "p99"):
-            out.append(Spec(f"{m}_ms.{s}", "latency", f"{m.upper()} {s}", "ms", "lower",
-                            req + (" (pooled tokens, resampled by request)"
-                                   if m == "itl" else "")))
-    out += [
-        Spec("al_counters", "acceptance", "AL (server counters)", "", "higher",
-             "server counters: no CI"),
-        Spec("acceptance_rate", "acceptance", "acceptance rate (server counters)", "",
-             "higher", "server counters: no CI"),
-        Spec("al_per_request.token_weighted", "acceptance", "AL per request, token-weighted",
-             "", "higher", req),
-        Spec("al_per_request.request_weighted", "acceptance",
-             "AL per request, request-weighted", "", "higher", req),
-    ]
+    method = {"throughput": blocks, "per-user": req, "acceptance": req}
+    out = []
+    for m in compared():  # the catalogue's statistics (loadgen/results/catalogue.py)
+        how = method.get(m.group, req)
+        if m.group == "latency" and m.key.startswith("itl"):
+            how = req + " (pooled tokens, resampled by request)"
+        elif m.key in ("al_counters", "acceptance_rate"):
+            how = "server counters: no CI"
+        out.append(Spec(m.key, m.group, m.label, m.unit, m.better, how))
     for c in categories:
         out.append(Spec(f"category.{c}.al", "category", f"{c}: AL (token-weighted)", "",
                         "higher", req))

@@ -4,7 +4,7 @@
   counts, prompts whose input is longer (or refuses them with ``--on-long refuse``);
 * ``loadgen run`` reads the server's max model length from its probe (``parse_max_model_len``:
   vLLM/SGLang ``/v1/models``, llama.cpp ``/props``) and warns before sending
-  (``length_warnings``; loadgen/client/runner.py).
+  (``length_warnings``; loadgen/run/coordinator.py).
 
 A multi-turn prompt's input is its first prompt plus every later user turn: the context of its
 last turn holds at least that many ids (and the replies too).

@@ -1,11 +1,63 @@
-"""Engine adapters: one module per engine behind ``EngineAdapter``."""
+"""Engine adapters: one module per engine behind ``EngineAdapter``, each engine registered once.
+
+``REGISTRY`` names, per engine: its adapter class (imported when first used), whether
+``loadgen serve`` / ``--serve`` can start it (its command builders: loadgen/launch/commands.py),
+the synthetic engine's protocol that serves its surface (the synthetic engine keeps its own
+list, loadgen/synthetic/protocols, and shares no code with the client: a test holds the two
+together), and what it offers. Its capabilities are the adapter class's own attributes
+(``capabilities``): token ids (``accepts_text`` False), per-request SD numbers
+(``per_request_sd_support``), prefix-cache reset (``supports_cache_salt``, ``flush_path``).
+Every list of engines (CLI choices, launchable engines) derives from it.
+"""
 
 from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from loadgen.engines.base import EngineAdapter
 from loadgen.engines.sampling import Sampling
 
-ENGINES = ("vllm", "sglang", "trtllm", "llamacpp", "openai")
+if TYPE_CHECKING:
+    from loadgen.results.config import RunConfig
+
+
+@dataclass(frozen=True, slots=True)
+class EngineEntry:
+    name: str
+    adapter: str  # "module:Class"
+    launchable: bool  # loadgen serve / --serve starts it
+    synthetic_protocol: str  # the synthetic engine's protocol serving this surface
+    what: str
+
+    def adapter_class(self) -> type[EngineAdapter]:
+        module, cls = self.adapter.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+    def capabilities(self) -> dict[str, Any]:
+        cls = self.adapter_class()
+        reset = ("salt" if cls.supports_cache_salt else
+                 "flush" if cls.flush_path else "none")
+        return {"token_ids": not cls.accepts_text or self.name == "openai",
+                "text": cls.accepts_text, "per_request_sd": cls.per_request_sd_support,
+                "prefix_cache_reset": reset}
+
+
+REGISTRY: dict[str, EngineEntry] = {e.name: e for e in (
+    EngineEntry("vllm", "loadgen.engines.vllm:VllmAdapter", True, "vllm",
+                "/v1/completions with token ids"),
+    EngineEntry("sglang", "loadgen.engines.sglang:SglangAdapter", True, "sglang",
+                "/generate with input_ids"),
+    EngineEntry("trtllm", "loadgen.engines.trtllm:TrtllmAdapter", True, "trtllm",
+                "/v1/completions, iteration stats polled"),
+    EngineEntry("llamacpp", "loadgen.engines.llamacpp:LlamacppAdapter", True, "llamacpp",
+                "/completion"),
+    EngineEntry("openai", "loadgen.engines.openai:OpenAIAdapter", False, "vllm",
+                "an OpenAI-compatible vendor endpoint: token ids or text, completions or chat"),
+)}
+ENGINES = tuple(REGISTRY)
+LAUNCHABLE_ENGINES = tuple(n for n, e in REGISTRY.items() if e.launchable)
 
 
 def make_adapter(name: str, model: str | None = None, keep_token_ids: bool = False,
@@ -14,18 +66,18 @@ def make_adapter(name: str, model: str | None = None, keep_token_ids: bool = Fal
     return cls(model=model, keep_token_ids=keep_token_ids, sampling=sampling, **options)
 
 
+def adapter_for(cfg: RunConfig) -> EngineAdapter:
+    """The one place a run's adapter is built from its configuration: engine, model, sampling,
+    the options of the engine's surface. Every worker and the coordinator call this."""
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                        seed_per_request=cfg.seed_per_request, run_seed=cfg.seed)
+    options: dict[str, object] = {"mode": cfg.openai_mode} if cfg.engine == "openai" else {}
+    return make_adapter(cfg.engine, model=cfg.model, keep_token_ids=cfg.keep_token_ids,
+                        sampling=sampling, **options)
+
+
 def adapter_class(name: str) -> type[EngineAdapter]:
-    cls: type[EngineAdapter]
-    if name == "vllm":
-        from loadgen.engines.vllm import VllmAdapter as cls
-    elif name == "sglang":
-        from loadgen.engines.sglang import SglangAdapter as cls
-    elif name == "trtllm":
-        from loadgen.engines.trtllm import TrtllmAdapter as cls
-    elif name == "llamacpp":
-        from loadgen.engines.llamacpp import LlamacppAdapter as cls
-    elif name == "openai":
-        from loadgen.engines.openai import OpenAIAdapter as cls
-    else:
+    entry = REGISTRY.get(name)
+    if entry is None:
         raise ValueError(f"unknown engine {name!r} (choose from {', '.join(ENGINES)})")
-    return cls
+    return entry.adapter_class()

@@ -161,11 +161,11 @@ class EngineAdapter:
                     payload.decode("utf-8", "replace"))
             # other event names (none of the engines sends one) carry nothing we count
 
-    @staticmethod
-    def _unexpected(st: StreamState, payload: bytes, exc: Exception) -> None:
+    def _unexpected(self, st: StreamState, payload: bytes, exc: Exception) -> None:
         """Valid JSON of a shape the adapter does not know: the request's error."""
-        st.error = st.error or (f"unexpected stream event ({type(exc).__name__}: {exc}): "
-                                f"{payload[:80]!r}")
+        st.error = st.error or (f"the server sent a stream event of a shape the {self.name} "
+                                f"protocol does not have (a field missing or of another type): "
+                                f"{one_line(payload.decode('utf-8', 'replace'), 80)}")
 
     def on_event(self, st: StreamState, payload: bytes, stamp: int) -> None:
         raise NotImplementedError
@@ -180,10 +180,12 @@ class EngineAdapter:
         try:  # once per streamed event
             obj = _loads(payload)
         except ValueError:
-            st.error = st.error or f"malformed JSON chunk: {payload[:80]!r}"
+            st.error = st.error or ("malformed JSON chunk: "
+                                    + one_line(payload.decode("utf-8", "replace"), 80))
             return None
         if type(obj) is not dict:
-            st.error = st.error or f"stream event is not a JSON object: {payload[:80]!r}"
+            st.error = st.error or ("stream event is not a JSON object: "
+                                    + one_line(payload.decode("utf-8", "replace"), 80))
             return None
         if "error" in obj:
             err = obj["error"]

@@ -23,7 +23,7 @@ from typing import Any
 _EXPORTS = {
     "SpecConfig": "loadgen.launch.commands",
     "LaunchConfigError": "loadgen.launch.commands",
-    "LAUNCHABLE_ENGINES": "loadgen.launch.commands",
+    "LAUNCHABLE_ENGINES": "loadgen.engines",
     "SPEC_METHODS": "loadgen.launch.commands",
     "LaunchPlan": "loadgen.launch.launcher",
     "plan_launch": "loadgen.launch.launcher",

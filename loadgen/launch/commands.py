@@ -35,7 +35,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-LAUNCHABLE_ENGINES = ("vllm", "sglang", "trtllm", "llamacpp")  # what `loadgen serve` starts
+from loadgen.engines import LAUNCHABLE_ENGINES
+
 SPEC_METHODS = ("none", "ngram", "draft", "eagle3", "mtp")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORTS = {"vllm": 8000, "sglang": 30000, "trtllm": 8000, "llamacpp": 8080}

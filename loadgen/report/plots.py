@@ -17,6 +17,7 @@ from matplotlib.colors import TwoSlopeNorm
 
 from loadgen.report import across as X
 from loadgen.report import data as D
+from loadgen.results.catalogue import LATENCY_METRICS
 
 NO_SD = "SD off in every run here: no SD counters, no per-request AL"
 PERCENTILES = (("p50", "-"), ("p90", "--"), ("p99", ":"))
@@ -298,9 +299,9 @@ def latency_percentiles(inp: D.ReportInput) -> Plot:
     v = inp.cells[0]
     if v.summary is None:
         return Plot("latency_percentiles", title, caption, na=v.missing or "no summary")
-    metrics = ("ttft", "tpot", "itl", "e2e")
+    metrics = tuple(LATENCY_METRICS)  # the catalogue's (loadgen/results/catalogue.py)
     stats = ("p50", "p90", "p99", "max")
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.6), layout="constrained")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(13, 3.6), layout="constrained")
     for ax, m in zip(axes, metrics, strict=True):
         ys = [D.latency(v, m, s) for s in stats]
         ax.bar(stats, [0.0 if isinstance(y, D.NA) else float(y) for y in ys],

@@ -11,6 +11,7 @@ from loadgen.engines.sampling import sampling_label
 from loadgen.report import across as X
 from loadgen.report import data as D
 from loadgen.report.plots import Plot
+from loadgen.results.catalogue import LATENCY_METRICS
 
 METRICS_POINTER = ("Every number is defined in docs/METRICS.md of the loadgen repository "
                    "(this report links to nothing, so it opens anywhere); the plots are "
@@ -241,16 +242,19 @@ def _latency_section(inp: D.ReportInput, plot: Plot) -> Section:
     title = ("TTFT and TPOT percentiles against load" if inp.kind == "sweep"
              else "Latency percentiles")
     stats = ("p50", "p90", "p99")
-    cols = ["SD", "dataset", "load"] + [f"{m.upper()} {s} (ms)" for m in ("ttft", "tpot")
-                                        for s in stats] + ["ITL p99 (ms)", "E2E p99 (ms)"]
+    head = ("ttft", "tpot")  # with every stat; the catalogue's other latencies at p99
+    rest = [m for m in LATENCY_METRICS if m not in head]
+    cols = ["SD", "dataset", "load"] + [f"{LATENCY_METRICS[m]} {s} (ms)" for m in head
+                                        for s in stats] + [f"{LATENCY_METRICS[m]} p99 (ms)"
+                                                           for m in rest]
     rows = []
     for v in sorted(inp.cells, key=lambda v: (v.cell.dataset, v.cell.sd, v.cell.load_level)):
         lead = [text(v.cell.sd), text(v.cell.dataset), text(D.load_text(v.cell))]
         if v.summary is None:
             rows.append(missing_row(v, lead, len(cols) - 3))
             continue
-        rows.append([*lead, *(num(D.latency(v, m, s)) for m in ("ttft", "tpot") for s in stats),
-                     num(D.latency(v, "itl", "p99")), num(D.latency(v, "e2e", "p99"))])
+        rows.append([*lead, *(num(D.latency(v, m, s)) for m in head for s in stats),
+                     *(num(D.latency(v, m, "p99")) for m in rest)])
     return Section("latency", title, plot=plot, tables=[Table("Latency (ms)", cols, rows)])
 
 

@@ -60,7 +60,7 @@ class RunConfig:
     # reuse the engine's prefix cache across runs on purpose (default: a per-run cache salt,
     # a flush, or cache_prompt: false, whatever the engine offers; docs/METRICS.md)
     keep_prefix_cache: bool = False
-    # Scale-out (loadgen/scale): None = this process; N worker processes; "auto" = from the load
+    # Scale-out (loadgen/run): None = this process; N worker processes; "auto" = from the load
     workers: int | str | None = None
     ray: str | None = None  # a Ray cluster's address, or "local" (a throwaway local cluster)
     workers_per_node: int = 1  # with ray: worker actors per node
@@ -156,3 +156,13 @@ def default(name: str) -> Any:
                 return f.default
             raise KeyError(f"RunConfig.{name} has no default")
     raise KeyError(name)
+
+
+def config_from_manifest(config: dict[str, Any]) -> RunConfig:
+    """The RunConfig a run directory's manifest.json recorded (its secrets were never there:
+    the endpoint without credentials, header values masked). Keys that are not RunConfig
+    fields (what the run added, e.g. ``warmup_requests_effective``) are left out."""
+    names = {f.name for f in fields(RunConfig)}
+    kwargs = {k: v for k, v in config.items() if k in names}
+    kwargs["out"] = Path(kwargs.get("out") or ".")
+    return RunConfig(**kwargs)

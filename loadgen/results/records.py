@@ -54,6 +54,9 @@ class RequestRecord:
     resent: bool = False  # sent again on a new connection: the server closed the kept-alive
     # connection it was written to before answering (docs/METRICS.md, connections)
     reasoning_tokens: int | None = None  # of output_tokens: reasoning deltas (text endpoints)
+    # how long the request waited inside the client from its turn to send_ns (encode, the
+    # loop's other work when many streams start together): docs/METRICS.md, "send_delay"
+    send_delay_ns: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A shallow dict: its lists are the record's own (no copy of the per-event stamps)."""

@@ -15,19 +15,19 @@ T = TypeVar("T")
 _OMIT = {"omit": True}  # field metadata: not written when None
 
 
-def _to_dict(obj: Any) -> Any:
+def as_plain(obj: Any) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
         out = {}
         for f in fields(obj):
             v = getattr(obj, f.name)
             if v is None and f.metadata.get("omit"):
                 continue
-            out[f.name] = _to_dict(v)
+            out[f.name] = as_plain(v)
         return out
     if isinstance(obj, dict):
-        return {k: _to_dict(v) for k, v in obj.items()}
+        return {k: as_plain(v) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_to_dict(v) for v in obj]
+        return [as_plain(v) for v in obj]
     return obj
 
 
@@ -41,7 +41,7 @@ def _dataclass_in(tp: Any) -> type | None:
     return None
 
 
-def _from_dict(cls: type[T], d: Any) -> T:
+def from_plain(cls: type[T], d: Any) -> T:
     """Build ``cls`` from a dict, recursing into dataclass-typed fields and dict[str, dataclass]
     fields; keys the file lacks keep their defaults."""
     if not isinstance(d, dict):
@@ -55,13 +55,14 @@ def _from_dict(cls: type[T], d: Any) -> T:
         if get_origin(tp) is dict and isinstance(v, dict):
             sub = _dataclass_in(get_args(tp)[1])
             if sub is not None:
-                v = {k: _from_dict(sub, x) for k, x in v.items()}
-        elif isinstance(v, list) and (lt := [a for a in get_args(tp) if get_origin(a) is list]):
+                v = {k: from_plain(sub, x) for k, x in v.items()}
+        elif isinstance(v, list) and (lt := [a for a in (tp, *get_args(tp))
+                                            if get_origin(a) is list]):
             sub = _dataclass_in(get_args(lt[0])[0])
             if sub is not None:
-                v = [_from_dict(sub, x) for x in v]
+                v = [from_plain(sub, x) for x in v]
         elif v is not None and (sub := _dataclass_in(tp)) is not None:
-            v = _from_dict(sub, v)
+            v = from_plain(sub, v)
         kwargs[f.name] = v
     return cls(**kwargs)
 
@@ -122,7 +123,8 @@ class Throughput:
 
 @dataclass(slots=True)
 class Latency:
-    """Milliseconds; ``schedule_lag`` only in rate mode."""
+    """Milliseconds; ``schedule_lag`` only in rate mode; ``send_delay``: the client's own delay
+    between a request's turn and its start on the wire (not part of TTFT in closed loop)."""
 
     ttft: Stats = field(default_factory=Stats)
     tpot: Stats = field(default_factory=Stats)
@@ -130,6 +132,7 @@ class Latency:
     inter_chunk: Stats = field(default_factory=Stats)
     e2e: Stats = field(default_factory=Stats)
     schedule_lag: Stats | None = field(default=None, metadata=_OMIT)
+    send_delay: Stats | None = field(default=None, metadata=_OMIT)
 
     def metric(self, name: str) -> Stats | None:
         return getattr(self, name, None)
@@ -198,7 +201,7 @@ class CategoryStats:
 
 @dataclass(slots=True)
 class WorkerClient:
-    """One worker process's own cost and lag (a scaled-out run: loadgen/scale)."""
+    """One worker process's own cost and lag (a scaled-out run: loadgen/run)."""
 
     index: int = 0
     node: str | None = None
@@ -295,8 +298,8 @@ class Summary:
     prefix_cache: PrefixCacheStats | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_dict(self)
+        return as_plain(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Summary:
-        return _from_dict(cls, d)
+        return from_plain(cls, d)

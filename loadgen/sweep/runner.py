@@ -167,8 +167,8 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
               on_cell: Callable[[Cell, str], None] | None = None) -> Sweep:
     """Run every pending cell; returns the sweep with its analysis. ``on_cell(cell, "start" |
     "end")`` is called around each cell's run (tests use it to disturb chosen cells)."""
-    from loadgen.client.benchmark import run_benchmark
     from loadgen.results.config import RunConfig
+    from loadgen.run.benchmark import run_benchmark
 
     validate(cfg)
     planned = plan_cells(cfg)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -16,10 +17,10 @@ WINDOW_S = 5.0
 
 
 class LiveProgress:
-    def __init__(self, run: Any, label: str = "run") -> None:
-        self.run = run
+    def __init__(self, cfg: Any, label: str = "run",
+                 in_flight: Callable[[], int] | None = None) -> None:
+        self.in_flight = in_flight
         self.label = label
-        cfg = run.cfg
         self.total = (cfg.num_requests or 0) + cfg.effective_warmup() if cfg.num_requests else None
         self.duration = cfg.duration_s
         self.done = self.errors = self.cancelled = 0
@@ -61,7 +62,7 @@ class LiveProgress:
             left = f"{max(0.0, self.duration - elapsed):.0f} s"
         al = f"{self._al_tokens / self._al_steps:.2f}" if self._al_steps else "-"
         t.add_row(f"[bold]{self.label}[/bold]", f"done {done}",
-                  f"in flight {getattr(self.run, 'in_flight', 0)}",
+                  f"in flight {self.in_flight() if self.in_flight else '-'}",
                   f"errors {self.errors}" + (f" cancelled {self.cancelled}"
                                              if self.cancelled else ""),
                   f"{self._rate():.0f} tok/s (last {WINDOW_S:g} s)", f"AL {al}",

@@ -1,28 +1,21 @@
-"""Putting the workers' results together: clock offsets, the window on each worker's clock, the
-records of a worker that died, the client statistics, and the summary streamed from every shard.
-"""
+"""Putting the workers' results together: clock offsets, the records of a worker that died, the
+client statistics."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadgen.analysis.accumulate import SummaryAccumulator
 from loadgen.analysis.metrics import stats
 from loadgen.client.plan import iter_items
 from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
 from loadgen.results.records import ERROR, RecordWriter, RequestRecord, iter_records
 from loadgen.results.summary import (
-    AcceptanceSummary,
     ClientStats,
-    HostStats,
-    PrefixCacheStats,
-    Summary,
     WorkerClient,
 )
 
@@ -142,28 +135,3 @@ def merge_client(results: list[dict[str, Any] | None], nodes: list[str],
         cpu_ms_per_request=cpu * 1e3 / measured if measured else None,
         loop_lag_ms=stats(lags), lag_threshold_ms=threshold_ms,
         overloaded=any(w.overloaded for w in per), workers=per)
-
-
-def summarize_shards(shards: list[Path], offsets: list[ClockOffset], window: dict[str, Any],
-                     rate_mode: bool, *, acceptance: AcceptanceSummary | None,
-                     counter_delta: dict[str, float] | None,
-                     run_counter_delta: dict[str, float] | None,
-                     client: ClientStats | None,
-                     sampling: dict[str, Any] | None = None,
-                     host: HostStats | None = None,
-                     prefix_cache: Callable[[float], PrefixCacheStats] | None = None
-                     ) -> Summary:
-    """Every number from every shard, streamed; each shard measured against the window mapped
-    to its worker's clock (``prefix_cache`` as in loadgen.analysis.metrics.summarize)."""
-    acc = SummaryAccumulator(window, rate_mode)
-    for shard, off in zip(shards, offsets, strict=True):
-        acc.edges(window["start_ns"] + off.offset_ns, window["end_ns"] + off.offset_ns)
-        if shard.exists():
-            for r in iter_records(shard):
-                acc.add(r)
-    summary = acc.finish(acceptance=acceptance, counter_delta=counter_delta,
-                         run_counter_delta=run_counter_delta, client=client, sampling=sampling,
-                         host=host)
-    if prefix_cache is not None:
-        summary.prefix_cache = prefix_cache(acc.window_prompt_tokens)
-    return summary

@@ -3,7 +3,7 @@
 Ray is the transport between hosts: each actor runs the one ``WorkerCore`` (its own thread,
 uvloop, transport), writes its shard on its own node, and hands it back in chunks at the end.
 Every stamp in a shard is that worker's own monotonic clock; the coordinator maps the window
-edges to it with a clock-offset probe (loadgen.scale.merge.probe_clock). An actor is placed on
+edges to it with a clock-offset probe (loadgen.run.merge.probe_clock). An actor is placed on
 its node with a hard node-affinity strategy and asks for no CPU from Ray's scheduler (the
 workers' CPU is the point of the run, not something to reserve).
 """
@@ -23,8 +23,8 @@ from typing import Any
 
 from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
-from loadgen.scale.handles import WorkerDied
-from loadgen.scale.worker import FileCounter, WorkerCore, WorkerSpec, read_counter
+from loadgen.run.handles import WorkerDied
+from loadgen.run.worker import FileCounter, Phase, WorkerCore, WorkerSpec, read_counter
 
 CHUNK = 8 << 20  # shard bytes per call when a shard comes back
 COUNTER = "issued"  # beside the shard: the conversations the worker started (a FileCounter)
@@ -85,14 +85,17 @@ class RayActor:
     def clock_ns(self) -> int:
         return time.monotonic_ns()
 
-    def warmup(self, salt: str | None) -> dict[str, Any]:
-        return self.core.warmup(salt).result()
+    def select(self, category: str | None, start: int, warm: int) -> None:
+        self.core.select(category, start, warm).result()
 
-    def measure(self, start_ns: int, salt: str | None) -> dict[str, Any]:
-        return self.core.measure(start_ns, salt).result()
+    def prepare(self) -> None:
+        self.core.prepare().result()
 
-    def window_end(self) -> int:
-        return self.core.window_end().result()
+    def run_phase(self, phase: Phase) -> dict[str, Any]:
+        return self.core.run_phase(phase).result()
+
+    def window_end(self, first: int) -> int:
+        return self.core.window_end(first).result()
 
     def stop(self) -> None:
         self.core.stop()
@@ -177,11 +180,16 @@ class RayWorker:
     def clock_ns(self) -> int:
         return int(self._ray.get(self.actor.clock_ns.remote()))
 
-    def warmup(self, salt: str | None) -> Future[dict[str, Any]]:
-        return self._future(self.actor.warmup.remote(salt))
+    def select(self, category: str | None, start: int, warm: int) -> Future[Any]:
+        return self._future(self.actor.select.remote(category, start, warm))
 
-    def measure(self, start_ns: int, salt: str | None) -> Future[dict[str, Any]]:
-        fut = self._future(self.actor.measure.remote(start_ns, salt))
+    def prepare(self) -> Future[Any]:
+        return self._future(self.actor.prepare.remote())
+
+    def run_phase(self, phase: Phase) -> Future[dict[str, Any]]:
+        fut = self._future(self.actor.run_phase.remote(phase))
+        if not phase.measured:
+            return fut
         self._measuring.set()
 
         def ended(f: Future[Any]) -> None:
@@ -201,8 +209,8 @@ class RayWorker:
                     self.actor.issued.remote(), timeout=5)))
             time.sleep(self.POLL_S)
 
-    def window_end(self) -> Future[int]:
-        return self._future(self.actor.window_end.remote())
+    def window_end(self, first: int) -> Future[int]:
+        return self._future(self.actor.window_end.remote(first))
 
     def stop(self) -> None:
         self.actor.stop.remote()
@@ -275,7 +283,7 @@ def start_ray_workers(cfg: RunConfig, prompts: PromptFile, use_uvloop: bool,
                       endpoints: list[str] | None = None) -> tuple[list[RayWorker], str]:
     """``--workers-per-node`` actors on every alive node of the cluster at ``cfg.ray``
     (``endpoints`` as in coordinator.worker_specs)."""
-    from loadgen.scale.coordinator import worker_specs
+    from loadgen.run.coordinator import worker_specs
 
     assert cfg.ray
     ray = connect(cfg.ray)

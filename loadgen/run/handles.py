@@ -1,7 +1,9 @@
 """How the coordinator talks to a worker, wherever it runs: a ``WorkerHandle`` whose every call
-returns a ``concurrent.futures.Future``. ``LocalWorker`` is a process on this host (spawn
-context, a multiprocessing Pipe); ``loadgen.scale.rayactors.RayWorker`` a Ray actor. Both run
-the one ``WorkerCore``. A worker that dies fails its pending futures with ``WorkerDied``.
+returns a ``concurrent.futures.Future``. ``InProcessWorker`` runs in this process (a
+single-process run is a run of one such worker); ``LocalWorker`` is a process on this host
+(spawn context, a multiprocessing Pipe); ``loadgen.run.rayactors.RayWorker`` a Ray actor. All
+three run the one ``WorkerCore``. A worker that dies fails its pending futures with
+``WorkerDied``.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import multiprocessing as mp
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from loadgen.data.prompts import PromptFile
-from loadgen.scale.worker import WorkerCore, WorkerSpec
+from loadgen.run.worker import Phase, WorkerCore, WorkerSpec
 
 _now_ns = time.monotonic_ns
 
@@ -35,9 +38,10 @@ class WorkerHandle(Protocol):
 
     def ready(self) -> Future[Any]: ...
     def clock_ns(self) -> int: ...
-    def warmup(self, salt: str | None) -> Future[dict[str, Any]]: ...
-    def measure(self, start_ns: int, salt: str | None) -> Future[dict[str, Any]]: ...
-    def window_end(self) -> Future[int]: ...
+    def select(self, category: str | None, start: int, warm: int) -> Future[Any]: ...
+    def prepare(self) -> Future[Any]: ...
+    def run_phase(self, phase: Phase) -> Future[dict[str, Any]]: ...
+    def window_end(self, first: int) -> Future[int]: ...
     def stop(self) -> None: ...
     def issued(self) -> int: ...
     def death(self) -> str | None: ...
@@ -76,12 +80,14 @@ def _worker_main(conn: Connection, spec: WorkerSpec, prompts: PromptFile, use_uv
             break
         if op == "clock":
             send(("ok", rid, _now_ns()))
-        elif op == "warmup":
-            core.warmup(arg).add_done_callback(partial(reply, rid))
-        elif op == "measure":
-            core.measure(*arg).add_done_callback(partial(reply, rid))
+        elif op == "select":
+            core.select(*arg).add_done_callback(partial(reply, rid))
+        elif op == "prepare":
+            core.prepare().add_done_callback(partial(reply, rid))
+        elif op == "phase":
+            core.run_phase(arg).add_done_callback(partial(reply, rid))
         elif op == "window_end":
-            core.window_end().add_done_callback(partial(reply, rid))
+            core.window_end(arg).add_done_callback(partial(reply, rid))
         elif op == "stop":
             core.stop()
             send(("ok", rid, None))
@@ -89,6 +95,65 @@ def _worker_main(conn: Connection, spec: WorkerSpec, prompts: PromptFile, use_uv
             core.close()
             send(("ok", rid, None))
             break
+
+
+def _done(value: Any) -> Future[Any]:
+    fut: Future[Any] = Future()
+    fut.set_result(value)
+    return fut
+
+
+class InProcessWorker:
+    """The worker of a single-process run: its ``WorkerCore`` (own thread and event loop) in
+    this process, writing requests.jsonl; ``on_record`` sees every record (live progress)."""
+
+    shared_clock = True
+    shard_note = ""
+    records_lost = False
+
+    def __init__(self, spec: WorkerSpec, prompts: PromptFile, use_uvloop: bool = True,
+                 on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.index = spec.index
+        self.node = "local"
+        self.spec = spec
+        self.core = WorkerCore(spec, prompts, use_uvloop, on_record=on_record)
+
+    def ready(self) -> Future[Any]:
+        return _done(True)
+
+    def clock_ns(self) -> int:
+        return _now_ns()
+
+    def select(self, category: str | None, start: int, warm: int) -> Future[Any]:
+        return self.core.select(category, start, warm)
+
+    def prepare(self) -> Future[Any]:
+        return self.core.prepare()
+
+    def run_phase(self, phase: Phase) -> Future[dict[str, Any]]:
+        return self.core.run_phase(phase)
+
+    def window_end(self, first: int) -> Future[int]:
+        return self.core.window_end(first)
+
+    def stop(self) -> None:
+        self.core.stop()
+
+    def issued(self) -> int:
+        return self.core.issued
+
+    def death(self) -> str | None:
+        return None
+
+    def collect_shard(self) -> None:
+        """Written in the run directory as it ran."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"index": self.index, "node": self.node, "pid": None,
+                "shard": self.spec.shard.name}
+
+    def close(self) -> None:
+        self.core.close()
 
 
 class LocalWorker:
@@ -165,14 +230,17 @@ class LocalWorker:
     def clock_ns(self) -> int:
         return int(self._request("clock").result(timeout=30))
 
-    def warmup(self, salt: str | None) -> Future[dict[str, Any]]:
-        return self._request("warmup", salt)
+    def select(self, category: str | None, start: int, warm: int) -> Future[Any]:
+        return self._request("select", (category, start, warm))
 
-    def measure(self, start_ns: int, salt: str | None) -> Future[dict[str, Any]]:
-        return self._request("measure", (start_ns, salt))
+    def prepare(self) -> Future[Any]:
+        return self._request("prepare")
 
-    def window_end(self) -> Future[int]:
-        return self._request("window_end")
+    def run_phase(self, phase: Phase) -> Future[dict[str, Any]]:
+        return self._request("phase", phase)
+
+    def window_end(self, first: int) -> Future[int]:
+        return self._request("window_end", first)
 
     def stop(self) -> None:
         self._request("stop")

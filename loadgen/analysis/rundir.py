@@ -1,0 +1,137 @@
+"""A run's summary as a pure function of its run directory.
+
+``summarize_run(run_dir)`` reads manifest.json (the configuration: engine, load, sampling),
+facts.json (windows, counter scrapes, clock offsets, client and host statistics, the run's own
+warnings) and the records (requests.jsonl, or every requests.<k>.jsonl), and computes every
+number of summary.json (docs/METRICS.md). The run itself writes summary.json with it, a second
+interrupt writes its partial summary with it, and ``loadgen summarize`` reproduces the file
+with it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loadgen.analysis.accumulate import SummaryAccumulator
+from loadgen.analysis.counters import consistent, counter_delta
+from loadgen.analysis.streaming import EXACT_LIMIT
+from loadgen.engines import adapter_for
+from loadgen.engines.base import EngineAdapter
+from loadgen.results.config import config_from_manifest
+from loadgen.results.facts import RunFacts, read_facts
+from loadgen.results.files import ResultFileError, read_json
+from loadgen.results.records import iter_records
+from loadgen.results.summary import AcceptanceSummary, PrefixCacheStats, Summary
+
+# above this hit rate an unprotected run says its TTFT may measure someone else's cache
+UNPROTECTED_HIT_RATE_WARN = 0.05
+NO_CATEGORY_AL = ("no per-category acceptance: the engine sent no per-request SD numbers; "
+                  "rerun with --category-windows (or --warmup-requests >= 1, so a first "
+                  "request tells)")
+
+
+def summarize_run(run_dir: Path, exact_limit: int | None = None) -> Summary:
+    """Every number of the run in ``run_dir``. ``exact_limit``: latency values kept exactly per
+    distribution before a histogram takes over (default as the run: EXACT_LIMIT)."""
+    try:
+        manifest = read_json(run_dir / "manifest.json")
+        facts = read_facts(run_dir)
+    except FileNotFoundError as exc:
+        raise ResultFileError(f"{run_dir}: no {Path(exc.filename).name}: not a run directory "
+                              f"this version of loadgen wrote") from None
+    cfg = config_from_manifest(manifest.get("config") or {})
+    adapter = adapter_for(cfg)
+    return summarize_facts(run_dir, facts, adapter, cfg.request_rate is not None,
+                           cfg.sampling(), exact_limit)
+
+
+def summarize_facts(run_dir: Path, facts: RunFacts, adapter: EngineAdapter, rate_mode: bool,
+                    sampling: dict[str, object], exact_limit: int | None = None) -> Summary:
+    notes: list[str] = []
+    wins = facts.windows or []
+    counters = [] if facts.partial else facts.scrapes
+    cat_acc: dict[str, AcceptanceSummary] = {}
+    cat_delta: dict[str, dict[str, float]] = {}
+    window_delta: dict[str, float] | None = None
+    if facts.category_windows:
+        # each category's delta covers exactly its requests; the run's is their sum
+        for w in wins:
+            d = consistent(counter_delta(counters, w.start_scrape or "", w.end_scrape or ""),
+                           f"{w.category} window", notes)
+            if d is None or w.category is None:
+                continue
+            cat_delta[w.category] = d
+            if (acc := adapter.acceptance(d)) is not None:
+                cat_acc[w.category] = acc
+            window_delta = d if window_delta is None else {
+                k: window_delta.get(k, 0.0) + d.get(k, 0.0) for k in {*window_delta, *d}}
+        window = merged_window(wins)
+    else:
+        window = wins[0].edges() if wins else {"start_ns": 0, "end_ns": 0,
+                                               "includes_drain": False}
+        window_delta = consistent(counter_delta(
+            counters, "window_start", "run_end" if window["includes_drain"] else "window_end"),
+            "window", notes)
+    run_delta = consistent(counter_delta(counters, "run_start", "run_end"), "run", notes)
+    acceptance = adapter.acceptance(window_delta) if window_delta else None
+    end_name = "run_end" if window["includes_drain"] else "window_end"
+    end = next((s.counters for s in counters if s.name == end_name), None)
+    acc = SummaryAccumulator(window, rate_mode, exact_limit=exact_limit or EXACT_LIMIT,
+                             windows=[w.edges() for w in wins] if facts.category_windows
+                             else None)
+    for rf in facts.records:
+        acc.edges(window["start_ns"] + rf.clock_offset_ns, window["end_ns"] + rf.clock_offset_ns)
+        path = run_dir / rf.file
+        if path.exists():
+            for r in iter_records(path):
+                acc.add(r)
+    summary = acc.finish(acceptance=acceptance, counter_delta=window_delta,
+                         run_counter_delta=run_delta, client=facts.client,
+                         category_acceptance=cat_acc, window_counters=cat_delta,
+                         sampling=sampling, host=facts.host)
+    pc_warnings: list[str] = []
+    if not facts.partial:
+        summary.prefix_cache = prefix_cache_stats(adapter, facts.prefix_cache_policy,
+                                                  window_delta, end, acc.window_prompt_tokens,
+                                                  pc_warnings)
+    warnings = [*facts.warnings, *notes, *summary.warnings]
+    if (acceptance is not None and len(summary.categories) > 1
+            and all(c.acceptance_length is None for c in summary.categories.values())):
+        warnings.append(NO_CATEGORY_AL)
+    warnings.extend(pc_warnings)
+    if facts.client is not None and len(facts.client.workers or []) > 1:
+        warnings.extend(f"worker {w.index} is overloaded (event-loop lag p99 "
+                        f"{w.loop_lag_ms.p99:.2f} ms)"
+                        for w in facts.client.workers or [] if w.overloaded)
+    summary.warnings = warnings
+    summary.interrupted = facts.interrupted
+    summary.token_count_source = facts.token_count_source
+    if adapter.neutral_tokenizer:
+        summary.throughput.neutral_tokenizer = adapter.neutral_tokenizer
+    return summary
+
+
+def merged_window(windows: list) -> dict[str, object]:
+    """The run's window when it has several (category windows): from the first start to the
+    last end; its duration for throughput is the sum of the windows' (docs/METRICS.md)."""
+    return {"start_ns": windows[0].start_ns, "end_ns": windows[-1].end_ns,
+            "includes_drain": any(w.includes_drain for w in windows)}
+
+
+def prefix_cache_stats(adapter: EngineAdapter, policy: str | None,
+                       window_delta: dict[str, float] | None, end: dict[str, float] | None,
+                       sent: float, warnings: list[str]) -> PrefixCacheStats:
+    """The engine's prefix-cache reuse over the window and how the run protected itself from a
+    cache warmed by earlier runs (docs/METRICS.md, "Prefix cache"): from the window's counter
+    delta, the window-end snapshot and the prompt tokens whose first token came inside the
+    window (``sent``, counted by the summary's own pass over the records); a warning when an
+    unprotected run saw a warm cache."""
+    pc = adapter.prefix_cache(window_delta, end, sent) or PrefixCacheStats(
+        note="the engine reports no prefix-cache counters")
+    pc.policy = policy
+    if pc.policy == "unprotected" and (pc.hit_rate or 0.0) > UNPROTECTED_HIT_RATE_WARN:
+        warnings.append(
+            f"prefix-cache hit rate {pc.hit_rate:.0%} and the engine offers neither a cache "
+            f"salt nor a flush: TTFT measures prefill partly served from cache (warmed by "
+            f"earlier runs or shared prefixes)")
+    return pc
