@@ -107,7 +107,7 @@ def _detect(path: Path) -> str:
         except orjson.JSONDecodeError:
             return "generic"
         return "mooncake" if isinstance(obj, dict) and "input_length" in obj else "generic"
-    cols = [c.strip() for c in head.decode("utf-8", "replace").split(",")]
+    cols = [c.strip() for c in head.decode("utf-8-sig", "replace").split(",")]
     return "azure" if cols[:3] == ["TIMESTAMP", "ContextTokens", "GeneratedTokens"] \
         else "generic"
 
