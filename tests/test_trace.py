@@ -242,8 +242,8 @@ def test_replay_on_schedule_against_the_truth_log(built, synthetic, tmp_path):
     engine_lag = []
     for x in records:
         d = digest[x["prompt_id"]]
-        if once[d] == 1:
-            assert rx[d] >= x["send_ns"]
+        if once[d] == 1:  # 1 ms for the conversion of the kernel's realtime stamp
+            assert rx[d] >= x["send_ns"] - 1_000_000
             engine_lag.append((rx[d] - x["scheduled_ns"]) / 1e6)
     assert len(engine_lag) > N_MOONCAKE // 2
     sl = summary["latency_ms"]["schedule_lag"]
