@@ -25,6 +25,8 @@ from tests.synthetic_data import CATEGORIES, make_dataset, rates_args
 from tests.test_sampling_windows import truth_al_by_category
 
 MODES = {"single": {}, "workers": {"workers": 2}, "ray": {"ray": "local"}}
+# the fast lane runs the single-process mode; worker processes and Ray are the slow lane's
+ALL_MODES = [pytest.param(m, marks=[] if m == "single" else [pytest.mark.slow]) for m in MODES]
 
 
 def _mode(mode: str) -> dict:
@@ -38,7 +40,7 @@ def start(synthetic, truth, *extra: str):
                      "-k", "3", "--model-name", "m", *rates_args(), *extra)
 
 
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", ALL_MODES)
 def test_sampling_windows_warmup_and_salt_reach_the_engine(synthetic, tmp_path, mode):
     """vLLM without per-request SD numbers: the first warm-up request tells, category windows
     follow, each category's AL equals the truth; sampling and the cache salt reach every
@@ -88,7 +90,7 @@ def _conversations(path, n: int = 6):
     return write_prompts(path, recs, {"tokenizer": "synthetic"})
 
 
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", ALL_MODES)
 def test_multi_turn_replays_each_reply_in_every_mode(synthetic, tmp_path, mode):
     """Each later turn the engine received is the previous prompt, the engine's own reply and
     the next user turn, byte for byte."""
@@ -105,15 +107,14 @@ def test_multi_turn_replays_each_reply_in_every_mode(synthetic, tmp_path, mode):
     assert len(seen) == 18
     for p in read_prompts(ds).records:
         ids = list(p.prompt_token_ids)
-        for turn in [None, *p.turns]:
-            if turn is not None:
-                ids = ids + reply + turn  # noqa: F821 - set by the previous turn
-            t = by_digest[prompt_digest(ids)]  # the engine received exactly this prompt
-            reply = t["output_token_ids"]
+        t = by_digest[prompt_digest(ids)]  # the engine received exactly this prompt
+        for turn in p.turns:
+            ids = ids + t["output_token_ids"] + turn
+            t = by_digest[prompt_digest(ids)]
     assert summarize_run(out).to_dict() == json.loads((out / "summary.json").read_text())
 
 
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", ALL_MODES)
 def test_vendor_text_mode_in_every_mode(synthetic, tmp_path, mode):
     """--engine openai --openai-mode chat with a text prompt file: every request the engine
     received is a chat request with the run's sampling."""
@@ -154,6 +155,7 @@ def _wait_for_records(out, n: int, timeout_s: float = 120) -> None:
     raise AssertionError("no records")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["single", "workers"])
 @pytest.mark.parametrize("gap_s", [None, 0.005, 0.05])
 def test_interrupts_leave_a_valid_result_in_every_mode(synthetic, tmp_path, mode, gap_s):
@@ -186,7 +188,7 @@ def test_interrupts_leave_a_valid_result_in_every_mode(synthetic, tmp_path, mode
         assert req["cancelled"] >= 1
 
 
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", ALL_MODES)
 def test_faults_are_accounted_in_every_mode(synthetic, tmp_path, mode):
     truth = tmp_path / "truth.jsonl"
     eng = start(synthetic, truth, "--fault", "reset:p=0.3,after=3", "--seed", "3",

@@ -28,7 +28,7 @@ pytest.importorskip("matplotlib")
 from loadgen.analysis.sweeps import speedup_rows
 from loadgen.cli import main as cli_main
 from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
-from loadgen.report import build_report
+from loadgen.report.build import build_report
 from loadgen.results.config import RunConfig
 from loadgen.results.sweepdir import Cell, Sweep, load_sweep
 from loadgen.run.benchmark import run_benchmark

@@ -35,6 +35,8 @@ HEADLINE: tuple[tuple[str, str], ...] = (
     ("acceptance_length", "acceptance.per_request.token_weighted"),
     ("prefix_cache_hit_rate", "prefix_cache.hit_rate"),
     ("host_others_cores", "host.others_cores"),
+    ("gpu_power_w", "telemetry.power_w"),
+    ("energy_per_token_j", "telemetry.energy_per_token_j"),
 )
 
 
@@ -90,6 +92,38 @@ def fmt_speedup(r: dict[str, Any]) -> str:
     return f"{r['speedup']:.2f}x [{r['speedup_low']:.2f}, {r['speedup_high']:.2f}]"
 
 
+def energy_interval(ratios: Sequence[float | None],
+                    confidence: float = DEFAULT_CONFIDENCE) -> dict[str, Any]:
+    """Energy per output token, SD over baseline, across repetitions (``--telemetry``): the
+    geometric mean of the per-repetition ratios with its interval, as a speedup's; the saving is
+    1 − ratio. ``energy_verdict``: saves (interval below 1), costs (above 1), no clear
+    difference, single run, or None without telemetry on both sides."""
+    ci = interval(ratios, confidence, log=True)
+    out = {"energy_ratio": ci["mean"], "energy_ratio_low": ci["low"],
+           "energy_ratio_high": ci["high"], "energy_verdict": None}
+    if ci["mean"] is not None:
+        out["energy_verdict"] = ("single run" if ci["low"] is None else "saves"
+                                 if ci["high"] < 1.0 else "costs" if ci["low"] > 1.0
+                                 else "no clear difference")
+    return out
+
+
+def fmt_energy(r: dict[str, Any]) -> str | None:
+    """``SD saves 23.4% energy per token [18.1%, 28.3%]`` (or ``costs 5.0% more``), the interval
+    across repetitions when there is one; None without an energy ratio."""
+    ratio = r.get("energy_ratio")
+    if ratio is None:
+        return None
+    word = "saves" if ratio <= 1 else "costs"
+    text = f"SD {word} {abs(1 - ratio):.1%} {'more ' if ratio > 1 else ''}energy per token"
+    if r.get("energy_ratio_low") is not None:
+        lo, hi = 1 - r["energy_ratio_high"], 1 - r["energy_ratio_low"]  # as savings
+        if ratio > 1:
+            lo, hi = -hi, -lo
+        text += f" [{lo:.1%}, {hi:.1%}]"
+    return text
+
+
 def speedup_intervals(sweep: Sweep, rows: list[dict[str, Any]],
                       confidence: float = DEFAULT_CONFIDENCE) -> list[dict[str, Any]]:
     """One row per (dataset, SD configuration, load, category) from the per-repetition rows
@@ -125,7 +159,8 @@ def speedup_intervals(sweep: Sweep, rows: list[dict[str, Any]],
                     "per_user_speedup": user["mean"], "per_user_speedup_low": user["low"],
                     "per_user_speedup_high": user["high"], "per_user_verdict": verdict(user),
                     "acceptance_length": al["mean"], "verdict": verdict(sp),
-                    "suspect": suspect})
+                    "suspect": suspect,
+                    **energy_interval([r.get("energy_ratio") for r in rs], confidence)})
     return out
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from loadgen.analysis.accumulate import SummaryAccumulator
-from loadgen.analysis.counters import consistent, counter_delta
 from loadgen.analysis.streaming import EXACT_LIMIT
+from loadgen.analysis.telemetry import attach_telemetry
 from loadgen.engines import adapter_for
 from loadgen.engines.base import EngineAdapter
 from loadgen.results.config import config_from_manifest
@@ -22,6 +22,8 @@ from loadgen.results.facts import RunFacts, read_facts
 from loadgen.results.files import ResultFileError, read_json
 from loadgen.results.records import iter_records
 from loadgen.results.summary import AcceptanceSummary, PrefixCacheStats, Summary
+from loadgen.scrape.log import CounterLog, consistent
+from loadgen.scrape.publish import publish, window_edges
 
 # above this hit rate an unprotected run says its TTFT may measure someone else's cache
 UNPROTECTED_HIT_RATE_WARN = 0.05
@@ -42,21 +44,22 @@ def summarize_run(run_dir: Path, exact_limit: int | None = None) -> Summary:
     cfg = config_from_manifest(manifest.get("config") or {})
     adapter = adapter_for(cfg)
     return summarize_facts(run_dir, facts, adapter, cfg.request_rate is not None,
-                           cfg.sampling(), exact_limit)
+                           cfg.sampling(), exact_limit, cfg.telemetry_interval_s)
 
 
 def summarize_facts(run_dir: Path, facts: RunFacts, adapter: EngineAdapter, rate_mode: bool,
-                    sampling: dict[str, object], exact_limit: int | None = None) -> Summary:
+                    sampling: dict[str, object], exact_limit: int | None = None,
+                    telemetry_interval_s: float | None = None) -> Summary:
     notes: list[str] = []
     wins = facts.windows or []
-    counters = [] if facts.partial else facts.scrapes
+    log = CounterLog.from_dict(None if facts.partial else facts.counters)
     cat_acc: dict[str, AcceptanceSummary] = {}
     cat_delta: dict[str, dict[str, float]] = {}
     window_delta: dict[str, float] | None = None
     if facts.category_windows:
         # each category's delta covers exactly its requests; the run's is their sum
         for w in wins:
-            d = consistent(counter_delta(counters, w.start_scrape or "", w.end_scrape or ""),
+            d = consistent(log.delta(w.start_scrape or "", w.end_scrape or ""),
                            f"{w.category} window", notes)
             if d is None or w.category is None:
                 continue
@@ -69,13 +72,13 @@ def summarize_facts(run_dir: Path, facts: RunFacts, adapter: EngineAdapter, rate
     else:
         window = wins[0].edges() if wins else {"start_ns": 0, "end_ns": 0,
                                                "includes_drain": False}
-        window_delta = consistent(counter_delta(
-            counters, "window_start", "run_end" if window["includes_drain"] else "window_end"),
+        window_delta = consistent(log.delta(
+            "window_start", "run_end" if window["includes_drain"] else "window_end"),
             "window", notes)
-    run_delta = consistent(counter_delta(counters, "run_start", "run_end"), "run", notes)
+    run_delta = consistent(log.delta("run_start", "run_end"), "run", notes)
     acceptance = adapter.acceptance(window_delta) if window_delta else None
     end_name = "run_end" if window["includes_drain"] else "window_end"
-    end = next((s.counters for s in counters if s.name == end_name), None)
+    end = log.snapshots.get(end_name)
     acc = SummaryAccumulator(window, rate_mode, exact_limit=exact_limit or EXACT_LIMIT,
                              windows=[w.edges() for w in wins] if facts.category_windows
                              else None)
@@ -94,6 +97,10 @@ def summarize_facts(run_dir: Path, facts: RunFacts, adapter: EngineAdapter, rate
         summary.prefix_cache = prefix_cache_stats(adapter, facts.prefix_cache_policy,
                                                   window_delta, end, acc.window_prompt_tokens,
                                                   pc_warnings)
+    if facts.telemetry and not facts.partial:  # exporters over the same windows
+        attach_telemetry(summary, facts.telemetry, telemetry_interval_s,
+                         [{"start_scrape": w.start_scrape, "end_scrape": w.end_scrape}
+                          for w in wins] if facts.category_windows else [])
     warnings = [*facts.warnings, *notes, *summary.warnings]
     if (acceptance is not None and len(summary.categories) > 1
             and all(c.acceptance_length is None for c in summary.categories.values())):
@@ -106,6 +113,10 @@ def summarize_facts(run_dir: Path, facts: RunFacts, adapter: EngineAdapter, rate
     summary.warnings = warnings
     summary.interrupted = facts.interrupted
     summary.token_count_source = facts.token_count_source
+    # each replica's figures, then the acceptance gate, the cross-check and the headline
+    cat_edges = [w.edges() | {"start_scrape": w.start_scrape, "end_scrape": w.end_scrape}
+                 for w in wins] if facts.category_windows else None
+    publish(summary, log, adapter, window_edges(window, cat_edges))
     if adapter.neutral_tokenizer:
         summary.throughput.neutral_tokenizer = adapter.neutral_tokenizer
     return summary

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from loadgen.analysis.metrics import e2e_ms, itl_values_ms, tpot_ms, ttft_ms
+from loadgen.analysis.telemetry import energy_row
 from loadgen.results.catalogue import BY_SLO, parse_slos
 from loadgen.results.summary import Summary
 from loadgen.results.sweepdir import Cell, Sweep
@@ -97,6 +98,7 @@ def speedup_rows(sweep: Sweep) -> list[dict[str, Any]]:
                                                      bs.throughput.output_tokens_per_s),
                "speedup_per_user_tokens_per_s": _ratio(s.per_user_tokens_per_s.mean,
                                                        bs.per_user_tokens_per_s.mean)}
+        row.update(energy_row(s, bs))  # --telemetry: energy per token, SD against baseline
         row["pays"] = (row["speedup_output_tokens_per_s"] or 0) >= 1.0
         rows.append(row)
         for cat, cs in s.categories.items():

@@ -27,7 +27,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from loadgen.analysis.sweeps import parse_slos
-    from loadgen.report import MissingExtra, build_report
+    from loadgen.report.build import MissingExtra, build_report
 
     try:
         slos = parse_slos(args.slo) if args.slo else None

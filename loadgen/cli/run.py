@@ -72,6 +72,14 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="HTTP proxy http://[user:pw@]host:port (CONNECT tunnel for https); "
                            "default: https_proxy/http_proxy/all_proxy/no_proxy as curl reads "
                            "them; '' for none")
+    mt = p.add_argument_group("server counters (docs/METRICS.md, 'Fleets')")
+    mt.add_argument("--metrics", action="append", default=[], metavar="URL",
+                    help="scrape this metrics URL instead of <endpoint>/metrics (repeat once "
+                         "per replica; a host name with several addresses expands to each); "
+                         "prometheus+http://HOST:9090 reads a Prometheus server; 'none' "
+                         "turns scraping off")
+    mt.add_argument("--metrics-selector", metavar="'{job=\"vllm\"}'",
+                    help="with a Prometheus --metrics: the series to read")
     p.add_argument("--seed", type=int, default=default("seed"))
     p.add_argument("--timeout", type=float, default=default("timeout_s"),
                    help="per-request timeout, seconds")
@@ -87,6 +95,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--repeats", type=int,
                    help="the default run (no --endpoint): alternating repetitions of each "
                         "configuration (default 3); for other comparisons: loadgen sweep")
+    add_telemetry_args(p)
     sc = p.add_argument_group("scale-out (docs/FORMATS.md, 'Scaled-out runs')")
     sc.add_argument("--workers", type=workers_arg, metavar="N|auto",
                     help="N client processes driven by one coordinator; 'auto' picks N from "
@@ -112,6 +121,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     sv.add_argument("--serve-python", help="python of the engine's environment")
     sv.add_argument("--health-timeout", type=float)
     p.set_defaults(func=main)
+
+
+def add_telemetry_args(p: argparse.ArgumentParser) -> None:
+    """``--telemetry`` and ``--telemetry-interval`` (run and sweep)."""
+    tg = p.add_argument_group("server telemetry (docs/METRICS.md, 'Server telemetry')")
+    tg.add_argument("--telemetry", action="append", default=None, metavar="URL",
+                    help="also scrape this exporter over the window (repeatable): a DCGM "
+                         "exporter's or node exporter's metrics URL, or "
+                         "prometheus+http://HOST:9090 to read them through Prometheus")
+    tg.add_argument("--telemetry-interval", type=float,
+                    default=default("telemetry_interval_s"), metavar="SECONDS",
+                    help="seconds between telemetry samples inside the window")
 
 
 def workers_arg(text: str) -> int | str:
@@ -204,6 +225,8 @@ def _main(args: argparse.Namespace, signals) -> int:
         retry_429=args.retry_429,
         keep_prefix_cache=args.keep_prefix_cache,
         workers=args.workers, ray=args.ray, workers_per_node=args.workers_per_node,
+        telemetry=args.telemetry or [], telemetry_interval_s=args.telemetry_interval,
+        metrics=args.metrics, metrics_selector=args.metrics_selector,
     )
     try:
         if cfg.num_requests is None and cfg.duration_s is None:

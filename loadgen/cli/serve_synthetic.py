@@ -85,6 +85,21 @@ def register(engines: argparse._SubParsersAction) -> None:
     sv.add_argument("--tls-key", type=Path, metavar="PEM", help="the certificate's private key")
     sv.add_argument("--never-answer", action="store_true",
                     help="accept connections and read requests, never answer (any route)")
+    dc = p.add_argument_group("synthetic DCGM exporter (docs/SYNTHETIC.md)")
+    dc.add_argument("--dcgm", action="store_true",
+                    help="also serve DCGM exporter GPU metrics at /dcgm/metrics, driven by "
+                         "the engine's tokens with a known power model")
+    dc.add_argument("--dcgm-gpus", type=int, default=1, help="GPUs the exporter reports")
+    dc.add_argument("--dcgm-idle-w", type=float, default=60.0, help="idle power per GPU, W")
+    dc.add_argument("--dcgm-joules-per-token", type=float, default=0.5,
+                    help="energy per output token of the whole engine, J (split over GPUs)")
+    dc.add_argument("--dcgm-average-s", type=float, default=1.0,
+                    help="the power gauge's averaging period, s")
+    dc.add_argument("--dcgm-collect-s", type=float, default=0.0,
+                    help="refresh the values only this often, as dcgm-exporter's -c (0: at "
+                         "every read)")
+    dc.add_argument("--dcgm-no-energy", action="store_true",
+                    help="serve no energy counter (power and utilization only)")
     sv.add_argument("--no-uvloop", action="store_true")
     sv.add_argument("--no-kernel-stamps", action="store_true",
                     help="serve on the event loop's transports: the truth log's rx_ns is then "
@@ -119,7 +134,27 @@ def build(args: argparse.Namespace):
         reasoning_tokens=max(0, args.reasoning_tokens),
         faults=FaultPlan.parse(args.fault, seed=args.seed), never_answer=args.never_answer,
     )
-    return SyntheticServer(cfg, engine)
+    server = SyntheticServer(cfg, engine)
+    if args.dcgm:
+        _add_dcgm(args, server, engine)
+    return server
+
+
+def _add_dcgm(args: argparse.Namespace, server, engine) -> None:
+    from loadgen.synthetic.dcgm import DCGM_PATH, PowerModel, SyntheticDCGM
+    from loadgen.synthetic.http import Response
+
+    exporter = SyntheticDCGM(PowerModel(
+        gpus=args.dcgm_gpus, idle_w=args.dcgm_idle_w,
+        joules_per_token=args.dcgm_joules_per_token, average_s=args.dcgm_average_s,
+        collect_s=args.dcgm_collect_s,
+        energy_counter=not args.dcgm_no_energy), engine)
+
+    async def metrics(req, conn) -> Response:
+        return Response.text(200, exporter.exposition(),
+                             content_type="text/plain; version=0.0.4; charset=utf-8")
+
+    server.routes[("GET", DCGM_PATH)] = metrics
 
 
 async def serve(args: argparse.Namespace, server) -> None:

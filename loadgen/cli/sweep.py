@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from loadgen.cli.run import workers_arg
+from loadgen.cli.run import add_telemetry_args, workers_arg
 from loadgen.engines import LAUNCHABLE_ENGINES
 from loadgen.results.sweepdir import REPEAT_ORDERS
 
@@ -28,6 +28,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     simple.add_argument("--num-spec-tokens", type=int)
     simple.add_argument("--endpoint", help="a fixed endpoint (one SD configuration)")
     simple.add_argument("--label", default="endpoint", help="its label")
+    simple.add_argument("--metrics", action="append", default=[], metavar="URL",
+                        help="with --endpoint: its counters from these metrics URLs (one per "
+                             "replica) or prometheus+http://HOST:9090 (docs/METRICS.md)")
+    simple.add_argument("--metrics-selector", metavar="SELECTOR",
+                        help="with a Prometheus --metrics: the series to read")
     simple.add_argument("--engine", help="client protocol (default: the --serve engine)")
     simple.add_argument("--dataset", help="prompt file, or 'builtin'", default="builtin")
     load = simple.add_mutually_exclusive_group()
@@ -48,6 +53,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-prefix-cache", action="store_true",
                    help="measure with the engine's prefix cache warm from earlier cells "
                         "(default: a per-run cache salt or flush where the engine offers one)")
+    add_telemetry_args(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=main)
 
@@ -75,6 +81,10 @@ def config_from_flags(args: argparse.Namespace) -> dict:
             cfg["sd_configs"].append(sd)
     elif args.endpoint:
         cfg["sd_configs"] = [{"label": args.label, "endpoint": args.endpoint}]
+        if args.metrics:
+            cfg["sd_configs"][0]["metrics"] = args.metrics
+        if args.metrics_selector:
+            cfg["sd_configs"][0]["metrics_selector"] = args.metrics_selector
     if args.engine:
         cfg["engine"] = args.engine
     return cfg
@@ -138,6 +148,18 @@ def print_intervals(console, analysis: dict) -> None:
     for r in suspect:
         console.print(f"[red]suspect[/red] {r['dataset']} {r['sd']} at {r['load_level']:g} "
                       f"({r['category']}): " + "; ".join(r["suspect"]))
+    print_energy(console, rows)
+
+
+def print_energy(console, rows: list[dict]) -> None:
+    """--telemetry: energy per output token, SD against the baseline (analysis/repeats.py)."""
+    from loadgen.analysis.repeats import fmt_energy
+
+    for r in rows:
+        text = fmt_energy(r) if r["category"] == "all" else None
+        if text:
+            console.print(f"energy: {r['dataset']} {r['sd']} at {r['load_level']:g}: {text} "
+                          f"({r['energy_verdict']})")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -169,6 +191,9 @@ def main(args: argparse.Namespace) -> int:
             cfg["repeat_seed"] = args.seed
         if args.keep_prefix_cache:
             cfg.setdefault("run", {})["keep_prefix_cache"] = True
+        if args.telemetry:
+            cfg["run"] = dict(cfg.get("run") or {}, telemetry=args.telemetry,
+                              telemetry_interval_s=args.telemetry_interval)
         args.out.mkdir(parents=True, exist_ok=True)
         # what was asked, never a secret: endpoints without userinfo/query, headers masked
         (args.out / "sweep.yaml").write_text(yaml.safe_dump(redact_config(cfg), sort_keys=False))

@@ -160,7 +160,8 @@ def _run_info(r: RunData) -> dict[str, Any]:
             "load": {k: cfg.get(k) for k in LOAD_KEYS if cfg.get(k) is not None},
             "output_len": cfg.get("output_len"), "ok_requests": len(r.ok),
             "acceptance_source": ((r.summary or {}).get("acceptance") or {}).get("source"),
-            "window_s": ((r.summary or {}).get("window") or {}).get("duration_s")}
+            "window_s": ((r.summary or {}).get("window") or {}).get("duration_s"),
+            "fleet": (r.summary or {}).get("fleet")}
 
 
 def _errors(r: RunData) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from loadgen.analysis.gate import gated_counters
 from loadgen.compare.load import RunData
 from loadgen.compare.resample import PooledQuantiles, resample_counts, weighted_quantiles
 
@@ -210,13 +211,15 @@ def run_estimates(run: RunData, resamples: int, rng_requests: np.random.Generato
     est.update(throughput_estimates(run, resamples, rng_blocks))
 
     # Counter-based: one aggregate per run, no CI.
-    acc = (run.summary or {}).get("acceptance") or {}
+    acc, withheld = gated_counters((run.summary or {}).get("acceptance") or {})
     why = "server counters over the window: one aggregate number per run, no resampling unit"
     for key, name in (("al_counters", "acceptance_length"), ("acceptance_rate",
                                                              "acceptance_rate")):
-        v = acc.get(name)
+        v = getattr(acc, name)
         est[key] = Estimate(None if v is None else float(v),
                             reason=why if v is not None else
+                            f"{name.replace('_', ' ')} withheld by the sanity gate in "
+                            f"{run.label}: {withheld[name]}" if name in withheld else
                             f"no {name.replace('_', ' ')} from server counters in {run.label}")
     return est
 

@@ -53,6 +53,20 @@ def _describe(info: dict[str, Any]) -> str:
             f"{info['output_len']}")
 
 
+def replicas_line(fleet: dict[str, Any]) -> str:
+    """A run's replicas (summary.json ``fleet``) on one line: each one's AL and share of the
+    drafted tokens, or why it is out."""
+    parts = []
+    for r in fleet.get("replicas") or []:
+        if r.get("status") != "ok":
+            parts.append(f"{r.get('name')} {r.get('status')}")
+            continue
+        share, al = r.get("drafted_share"), r.get("acceptance_length")
+        parts.append(f"{r.get('name')} AL {'-' if al is None else f'{al:.3f}'}"
+                     + ("" if share is None else f" ({share:.0%} of drafted)"))
+    return f"[{fleet.get('source')}] " + "; ".join(parts)
+
+
 def print_result(result: dict[str, Any], console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -65,6 +79,9 @@ def print_result(result: dict[str, Any], console: Any = None) -> None:
     conf = result["settings"]["confidence"]
     for side, info in (("A", a), ("B", b)):
         console.print(f"[bold]{side}[/bold] {info['path']}: {_describe(info)}")
+        if info.get("fleet"):
+            console.print(f"  {side} per replica: {replicas_line(info['fleet'])}",
+                          highlight=False)
     t = Table(title=f"loadgen compare: B − A, {conf:.0%} bootstrap CIs "
                     f"({result['settings']['resamples']} resamples)")
     for h in HEADERS:

@@ -12,7 +12,7 @@ loadgen.launch`` stays cheap)::
 
 Modules: :mod:`.commands` (pure argv builders), :mod:`.launcher` (defaults, drafts, YAML),
 :mod:`.process` (child lifecycle), :mod:`.llamacpp_build` (llama-server from source),
-:mod:`.cli` (``loadgen serve <engine>``).
+:mod:`.presets` (``--preset`` files); the command is loadgen/cli/serve.py.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ _EXPORTS = {
     "probe_version": "loadgen.launch.process",
     "llama_server_path": "loadgen.launch.llamacpp_build",
     "BuildError": "loadgen.launch.llamacpp_build",
-    "load_preset": "loadgen.cli.serve",
+    "load_preset": "loadgen.launch.presets",
 }
 
 __all__ = sorted(_EXPORTS)

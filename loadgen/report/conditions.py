@@ -1,13 +1,14 @@
 """Report sections on whether a comparison holds: the speedup across repetitions (interval,
 verdict, suspect reasons) and each run's conditions (host contention, prefix cache next to
-TTFT). docs/METRICS.md ("Host", "Prefix cache", "Repetitions", "Sanity") defines each number."""
+TTFT, server counters per replica). docs/METRICS.md ("Host", "Prefix cache", "Repetitions",
+"Sanity", "Fleets") defines each number."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from loadgen.report import data as D
-from loadgen.report.sections import Section, Table, V, num, text
+from loadgen.report.blocks import Section, Table, V, num, text
 
 
 def _ci(r: dict[str, Any]) -> V:
@@ -49,6 +50,16 @@ def repeats_section(inp: D.ReportInput) -> Section:
                        _ci(r), text(r["verdict"]),
                        text("; ".join(r["suspect"]) if r["suspect"] else "-")])
     sec.tables.append(t)
+    energy = [r for r in rows if r.get("energy_ratio") is not None]
+    if energy:  # --telemetry on both sides (docs/METRICS.md, "Server telemetry")
+        from loadgen.analysis.repeats import fmt_energy
+
+        sec.tables.append(Table(
+            "Energy per output token, SD against the baseline (GPU telemetry)",
+            ["dataset", "SD", "load", "n", "energy per token", "verdict"],
+            [[text(r["dataset"]), text(r["sd"]), text(f"{r['load_level']:g}"),
+              text(r["repeats"]), text(fmt_energy(r)), text(r["energy_verdict"])]
+             for r in energy]))
     return sec
 
 
@@ -56,23 +67,35 @@ def _cores(v: float | None) -> V:
     return num(v, 2)
 
 
+def _gpu_cells(tel: dict[str, Any] | None) -> list[V]:
+    """GPU utilization, power and energy per token of a run with --telemetry (else n/a)."""
+    tel = tel or {}
+    power = tel.get("power_w")
+    return [num(tel.get("gpu_utilization_pct"), 1),
+            V(f"{power:,.1f} / {tel.get('peak_power_w') or 0:,.1f}", "num") if power is not None
+            else V("n/a", "num na"), num(tel.get("energy_per_token_j"), 4)]
+
+
 def conditions_section(inp: D.ReportInput) -> Section:
-    sec = Section("conditions", "Conditions of each run: host CPU and prefix cache")
+    sec = Section("conditions", "Conditions of each run: host CPU, prefix cache and GPUs")
     sec.text.append(
         "Cores = CPU-seconds per second of the window (1.00 = one core busy throughout). "
         "Others = host busy − client − engine: every other process. A prefix-cache hit rate "
         "above 0 means part of the prefill came from cache, which lowers TTFT; policy says "
         "how the run kept earlier runs' cache out (salted, flushed, disabled, kept on "
-        "purpose, or unprotected).")
+        "purpose, or unprotected). GPU columns (runs with --telemetry): the GPUs' mean "
+        "utilization, their summed mean power / highest summed power sample, and energy per "
+        "output token (summed mean power / output tokens per second).")
     t = Table("Host and prefix cache per run", [
         "run", "TTFT p50 (ms)", "TTFT p99 (ms)", "prefix-cache hit rate", "cache policy",
-        "client cores", "engine cores", "others cores", "steal cores", "disturbed by"], [])
+        "client cores", "engine cores", "others cores", "steal cores", "disturbed by",
+        "GPU util %", "GPU power W (mean / peak)", "J per token"], [])
     for v in inp.cells:
         label = v.label + (f" · r{v.cell.repeat}" if v.cell.repeat or "__r" in v.cell.id
                            else "")
         s = v.summary
         if s is None:
-            t.rows.append([text(label), *[V("n/a", "num na")] * 9])
+            t.rows.append([text(label), *[V("n/a", "num na")] * 12])
             continue
         ttft = (s.get("latency_ms") or {}).get("ttft") or {}
         pc = s.get("prefix_cache") or {}
@@ -84,6 +107,41 @@ def conditions_section(inp: D.ReportInput) -> Section:
             text(pc.get("policy") or "n/a"), _cores(host.get("client_cores")),
             _cores(host.get("engine_cores")), _cores(host.get("others_cores")),
             _cores(host.get("steal_cores")),
-            text(", ".join(host.get("causes") or []) or ("-" if host else "n/a"))])
+            text(", ".join(host.get("causes") or []) or ("-" if host else "n/a")),
+            *_gpu_cells(s.get("telemetry"))])
     sec.tables.append(t)
+    gpus = Table("GPUs of each run (--telemetry)", [
+        "run", "GPU", "mean power W", "peak power W", "power from", "util % mean",
+        "util % peak", "samples"], [], collapsed=True)
+    for v in inp.cells:
+        for g in ((v.summary or {}).get("telemetry") or {}).get("gpus") or []:
+            gpus.rows.append([
+                text(v.label + (f" · r{v.cell.repeat}" if v.cell.repeat else "")),
+                text(g.get("device")), num(g.get("mean_power_w"), 1),
+                num(g.get("peak_power_w"), 1), text(g.get("power_source") or "n/a"),
+                num(g.get("utilization_mean_pct"), 1), num(g.get("utilization_peak_pct"), 1),
+                text(g.get("samples"))])
+    if gpus.rows:
+        sec.tables.append(gpus)
+    fleet = fleet_table(inp)
+    if fleet.rows:
+        sec.tables.append(fleet)
     return sec
+
+
+def fleet_table(inp: D.ReportInput) -> Table:
+    """Runs whose counters came from several replicas (summary.json ``fleet``): each replica's
+    counter figures (docs/METRICS.md, "Fleets")."""
+    t = Table("Server counters per replica", [
+        "run", "replica", "status", "AL", "acceptance rate", "share of drafted tokens",
+        "resets"], [])
+    for v in inp.cells:
+        fleet = (v.summary or {}).get("fleet") or {}
+        for r in fleet.get("replicas") or []:
+            share = r.get("drafted_share")
+            t.rows.append([text(v.label), text(r.get("name") or "?"),
+                           text(r.get("status") or "?"), num(r.get("acceptance_length"), 3),
+                           num(r.get("acceptance_rate"), 3),
+                           V(f"{share:.1%}", "num") if share is not None
+                           else V("n/a", "num na"), num(r.get("resets"), 0)])
+    return t

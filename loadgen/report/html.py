@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from html import escape
 
-from loadgen.report.sections import Section, Table
+from loadgen.report.blocks import Section, Table
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto;

@@ -3,7 +3,7 @@ are in report.html)."""
 
 from __future__ import annotations
 
-from loadgen.report.sections import Section, Table
+from loadgen.report.blocks import Section, Table
 
 
 def _cell(text: str) -> str:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from loadgen.analysis.trace import TraceAnalysis, analyse
 from loadgen.report import data as D
+from loadgen.report.blocks import Section, Table, num, text
 from loadgen.report.plots import Plot
-from loadgen.report.sections import Section, Table, num, text
 
 
 def rate_plot(a: TraceAnalysis) -> Plot:

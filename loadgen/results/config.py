@@ -65,6 +65,15 @@ class RunConfig:
     ray: str | None = None  # a Ray cluster's address, or "local" (a throwaway local cluster)
     workers_per_node: int = 1  # with ray: worker actors per node
     extra: dict[str, Any] = field(default_factory=dict)
+    # server telemetry (loadgen/client/telemetry.py): exporters' metrics URLs (DCGM, node
+    # exporter) or prometheus+http://HOST:PORT, scraped at the window's edges and this often
+    telemetry: list[str] = field(default_factory=list)
+    telemetry_interval_s: float = 1.0
+    # counters from these metrics targets instead of <endpoint>/metrics (loadgen/scrape):
+    # URLs (one per replica; a DNS name expands to its addresses), prometheus+http://HOST:PORT,
+    # or ["none"]; the selector narrows a Prometheus server's series
+    metrics: list[str] = field(default_factory=list)
+    metrics_selector: str | None = None
     # --arrival trace (loadgen/client/trace.py): the schedule runs this many times faster than
     # the records' arrival_s (set from --time-scale or --target-rate)
     time_scale: float = 1.0
@@ -106,6 +115,16 @@ class RunConfig:
         if self.ray and self.workers is not None:
             raise ValueError("give --workers or --ray (with --workers-per-node), not both")
         _at_least("--workers-per-node", self.workers_per_node, 1)
+        _positive("--telemetry-interval", self.telemetry_interval_s)
+        if isinstance(self.telemetry, str) or not isinstance(self.telemetry, list | tuple):
+            raise ValueError("telemetry: a list of URLs")
+        from loadgen.results.telemetry import check_url
+
+        for url in self.telemetry:
+            check_url(str(url))
+        from loadgen.scrape.targets import parse_targets
+
+        parse_targets(self.metrics, self.metrics_selector)
 
     def effective_warmup(self) -> int:
         """Warm-up requests actually sent: the explicit count, else the concurrency (closed

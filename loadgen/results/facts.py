@@ -3,7 +3,8 @@ pure function of the run directory (``loadgen.analysis.rundir.summarize_run``).
 
 The measurement windows with their edges (coordinator clock) and the scrapes that bound them,
 every counter scrape in order, each records file's clock offset, the client's and the host's
-statistics over the window, the prefix-cache policy, and the run's own warnings. Written once
+statistics over the window, the prefix-cache policy, the telemetry exporters' samples, and the
+run's own warnings. Written once
 the run has ended (or on a second interrupt, as far as the run got)."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from loadgen.results.files import read_json, write_json
 from loadgen.results.summary import ClientStats, HostStats, as_plain, from_plain
+from loadgen.results.telemetry import TargetSamples
 
 FACTS_FILE = "facts.json"
 
@@ -38,16 +40,6 @@ class WindowFacts:
 
 
 @dataclass(slots=True)
-class Scrape:
-    """One counter snapshot: its name (run_start, window_start, tick_3, ...), when it was
-    taken (coordinator clock) and the engine's counters."""
-
-    name: str
-    t_ns: int
-    counters: dict[str, float]
-
-
-@dataclass(slots=True)
 class RecordsFile:
     """One records file and the clock of the worker that wrote it: worker clock =
     coordinator clock + ``clock_offset_ns`` (within ``clock_error_ns``)."""
@@ -64,7 +56,8 @@ class RecordsFile:
 class RunFacts:
     windows: list[WindowFacts] = field(default_factory=list)
     category_windows: bool = False
-    scrapes: list[Scrape] = field(default_factory=list)
+    # every counter scrape: loadgen/scrape/log.py CounterLog.to_dict()
+    counters: dict[str, Any] | None = None
     records: list[RecordsFile] = field(default_factory=list)
     client: ClientStats | None = None
     host: HostStats | None = None
@@ -75,6 +68,7 @@ class RunFacts:
     failure: str | None = None
     # a second interrupt: the summary of the records as they were, without server counters
     partial: bool = False
+    telemetry: list[TargetSamples] | None = None  # --telemetry exporters' samples
 
     def to_dict(self) -> dict[str, Any]:
         return as_plain(self)

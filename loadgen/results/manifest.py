@@ -61,6 +61,8 @@ def build_manifest(cfg: Any, dataset: Path | None, dataset_header: dict[str, Any
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     config["endpoint"] = redact_url(config["endpoint"])
     config["headers"] = [redact_header_spec(h) for h in config.get("headers") or []]
+    config["telemetry"] = [redact_url(u) for u in config.get("telemetry") or []]
+    config["metrics"] = [redact_url(u) if "://" in u else u for u in config.get("metrics") or []]
     if config.get("proxy"):
         config["proxy"] = redact_url(config["proxy"] if "://" in config["proxy"]
                                      else "http://" + config["proxy"])

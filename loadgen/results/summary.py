@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
+from loadgen.results.fleet import FleetStats
+from loadgen.results.telemetry import TelemetryStats
+
 T = TypeVar("T")
 _OMIT = {"omit": True}  # field metadata: not written when None
 
@@ -170,6 +173,10 @@ class AcceptanceSummary:
     accepted_tokens: float | None = None
     client_tokens_per_chunk: ChunkRatio = field(default_factory=ChunkRatio)
     per_request: PerRequestAL = field(default_factory=PerRequestAL)
+    # the AL to quote and where it comes from (analysis/gate.py: per_request or the counters')
+    headline: float | None = field(default=None, metadata=_OMIT)
+    headline_source: str | None = field(default=None, metadata=_OMIT)
+    withheld: dict[str, str] | None = field(default=None, metadata=_OMIT)  # by the gate
 
 
 @dataclass(slots=True)
@@ -197,6 +204,7 @@ class CategoryStats:
     # exists), and the delta itself (its requests only: warm-up drained before, all after)
     window_acceptance_length: float | None = field(default=None, metadata=_OMIT)
     window_counters: dict[str, float] | None = field(default=None, metadata=_OMIT)
+    withheld: dict[str, str] | None = field(default=None, metadata=_OMIT)  # by the gate
 
 
 @dataclass(slots=True)
@@ -296,6 +304,9 @@ class Summary:
     sampling: dict[str, Any] | None = field(default=None, metadata=_OMIT)
     host: HostStats | None = None
     prefix_cache: PrefixCacheStats | None = None
+    telemetry: TelemetryStats | None = field(default=None, metadata=_OMIT)  # --telemetry
+    # per-replica counter figures (several metrics targets, or Prometheus): results/fleet.py
+    fleet: FleetStats | None = field(default=None, metadata=_OMIT)
 
     def to_dict(self) -> dict[str, Any]:
         return as_plain(self)

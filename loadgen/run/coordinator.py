@@ -37,8 +37,9 @@ import httpx
 
 from loadgen.client.host import HostMonitor
 from loadgen.client.plan import split_by_category
-from loadgen.client.scrape import Scrapes
+from loadgen.client.scrape import scrapes_for
 from loadgen.client.tally import window_bounds
+from loadgen.client.telemetry import Telemetry
 from loadgen.client.wiring import build_wire
 from loadgen.data.lengthguard import length_warnings, parse_max_model_len
 from loadgen.data.prompts import PromptFile
@@ -95,7 +96,10 @@ class Coordinator:
         # the command's StopSignals take SIGINT/SIGTERM (else this coordinator's loop does)
         self.own_signals = True
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.scrapes = Scrapes(self.adapter, self.warnings, cfg.probe_timeout_s)
+        self.scrapes = scrapes_for(cfg, self.adapter, self.warnings)
+        # other exporters (GPU power, CPU) over the same windows (--telemetry)
+        self.telemetry = Telemetry(cfg.telemetry, self.warnings, cfg.probe_timeout_s,
+                                   cfg.telemetry_interval_s)
         self.probe: dict[str, Any] = {}
         self.prefix_cache_policy: str | None = None
         self.category_windows = False
@@ -223,8 +227,10 @@ class Coordinator:
                     await self._phases(http)
                 if self.host_monitor is not None:  # the drain included
                     self.host = self.host_monitor.stop()
-                await self.scrapes.take(http, "run_end")  # an interrupted run's too
+                await asyncio.gather(self.scrapes.take(http, "run_end"),  # interrupted too
+                                     self.telemetry.take("run_end"))
             finally:
+                await self.telemetry.aclose()
                 if self.host_monitor is not None:
                     self.host_monitor.stop()  # interrupted: stop its thread (idempotent)
                 await self.adapter.stop_polling()
@@ -322,6 +328,7 @@ class Coordinator:
         await self._all({k: self.handles[k].prepare() for k in self._live()})
         await scrapes.take(http, "window_start" + tag)
         start = _now_ns() + self._margin()
+        await self.telemetry.open("window_start" + tag, at_ns=start)  # at the common start
         self.current = WindowFacts(start_ns=start, end_ns=start, category=category,
                                    start_scrape="window_start" + tag)
         phase = Phase(True, first, n, duration_s, salt=self.adapter.cache_salt)
@@ -343,11 +350,13 @@ class Coordinator:
             end = max(local) if local else _now_ns()
             self.current.end_ns = end
             if category is None:
-                await scrapes.take(http, "window_end")
+                await asyncio.gather(scrapes.take(http, "window_end"),
+                                     self.telemetry.close("window_end"))
                 self._learn(await self._all(futs))
             else:
                 self._learn(await self._all(futs))
-                await scrapes.take(http, "window_end" + tag)
+                await asyncio.gather(scrapes.take(http, "window_end" + tag),
+                                     self.telemetry.close("window_end" + tag))
         finally:
             sent_all.set()
             await ticks
@@ -404,7 +413,7 @@ class Coordinator:
             r["interrupted"] for r in self.results if r is not None)
         return RunFacts(
             windows=windows, category_windows=self.category_windows,
-            scrapes=list(self.scrapes.series),
+            counters=self.scrapes.log.to_dict(),
             records=[RecordsFile(file=h.describe()["shard"], clock_offset_ns=o.offset_ns,
                                  clock_error_ns=o.error_ns, clock=o.method, node=h.node,
                                  died=d)
@@ -412,6 +421,7 @@ class Coordinator:
             client=None if partial else self.client_stats(),
             host=None if partial else self.host,
             prefix_cache_policy=self.prefix_cache_policy,
+            telemetry=list(self.telemetry.targets) if self.cfg.telemetry else None,
             token_count_source=sources[0] if sources else None,
             warnings=[self.wire.scrub(w) for w in warnings],
             interrupted=interrupted and self.failure is None,

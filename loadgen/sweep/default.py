@@ -127,6 +127,8 @@ def main(args: argparse.Namespace) -> int:
     cfg = sweep_config(args, args.concurrency or 4, args.output_len or 96, repeats)
     if args.warmup_requests is not None:
         cfg["run"]["warmup_requests"] = args.warmup_requests
+    if args.telemetry:  # the launched engine's exporters (docs/METRICS.md, "Server telemetry")
+        cfg["run"].update(telemetry=args.telemetry, telemetry_interval_s=args.telemetry_interval)
     try:
         sweep = run_sweep(cfg, out, progress=not args.quiet)
     except (SweepConfigError, ValueError) as exc:
@@ -138,6 +140,11 @@ def main(args: argparse.Namespace) -> int:
     write_json(out / "comparison.json", cmp)
     if not args.quiet:
         print_comparison(cmp)
+        from loadgen.analysis.repeats import fmt_energy
+
+        for r in sweep.analysis.get("speedup_intervals", []):
+            if r["category"] == "all" and (text := fmt_energy(r)):
+                print(f"energy: {r['sd']}: {text} ({r['energy_verdict']})")
         for c in sweep.cells:
             s = sweep.summary(c)
             if s is None:

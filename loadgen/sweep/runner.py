@@ -17,6 +17,10 @@ Config (YAML)::
       - {label: "off", baseline: true, spec: none}
       - {label: ngram-k4, spec: ngram, num_spec_tokens: 4}
       # with fixed endpoints instead: {label: vendor, endpoint: "https://...", baseline: true}
+      # telemetry: [URL, ...] in an entry: its own exporters (else run: telemetry)
+      # a fleet behind a gateway: its counters per replica or from Prometheus (docs/METRICS.md)
+      #   {label: staging, endpoint: "https://gw", metrics: ["prometheus+http://prom:9090"],
+      #    metrics_selector: '{job="vllm"}'}
     datasets:
       - {name: builtin, path: builtin}          # `builtin`: the built-in prompts (SmolLM2)
       - {name: qual, path: qual.jsonl}
@@ -50,6 +54,8 @@ from loadgen.analysis.repeats import headline_intervals, speedup_intervals
 from loadgen.analysis.sweeps import capacity, parse_slos, speedup_rows
 from loadgen.results.config import SWEEP_RUN_KEYS
 from loadgen.results.sweepdir import REPEAT_ORDERS, Cell, Sweep, is_sweep_dir, load_sweep
+from loadgen.results.telemetry import check_url
+from loadgen.scrape.targets import parse_targets
 
 
 class SweepConfigError(ValueError):
@@ -71,6 +77,14 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return cfg
 
 
+def metrics_of(sd: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """An SD configuration's metrics targets (``metrics``, ``metrics_selector``: its own, else
+    the ``run:`` section's), a single URL taken as a list of one."""
+    metrics = sd.get("metrics", run.get("metrics")) or []
+    return {"metrics": [metrics] if isinstance(metrics, str) else list(metrics),
+            "metrics_selector": sd.get("metrics_selector", run.get("metrics_selector"))}
+
+
 def validate(cfg: dict[str, Any]) -> None:
     sds = cfg.get("sd_configs")
     if not isinstance(sds, list) or not sds:
@@ -80,6 +94,15 @@ def validate(cfg: dict[str, Any]) -> None:
         raise SweepConfigError("sd_configs: every entry needs a unique label")
     if sum(bool(sd.get("baseline")) for sd in sds) > 1:
         raise SweepConfigError("sd_configs: at most one baseline (SD off)")
+    for sd in sds:
+        urls = sd.get("telemetry") or []
+        if not isinstance(urls, list):
+            raise SweepConfigError(f"sd_configs {sd.get('label')}: telemetry is a list of URLs")
+        try:
+            for url in urls:
+                check_url(str(url))
+        except ValueError as exc:
+            raise SweepConfigError(f"sd_configs {sd.get('label')}: {exc}") from None
     if not cfg.get("serve") and any(not sd.get("endpoint") for sd in sds):
         raise SweepConfigError("without a serve section, every SD configuration needs an "
                                "endpoint")
@@ -94,6 +117,11 @@ def validate(cfg: dict[str, Any]) -> None:
             f"run: unknown keys {sorted(unknown)} (known: {sorted(SWEEP_RUN_KEYS)})")
     if cfg.get("slo"):
         parse_slos(cfg["slo"])
+    for sd in sds:
+        try:
+            parse_targets(*metrics_of(sd, cfg.get("run") or {}).values())
+        except ValueError as exc:
+            raise SweepConfigError(f"sd_configs {sd.get('label')}: {exc}") from None
     from loadgen.results.config import RunConfig
 
     (kind, levels), = loads.items()
@@ -162,6 +190,12 @@ def _load_dataset(entry: dict[str, Any], base: Path):
     return read_prompts(p), p
 
 
+def _own_telemetry(sd: dict[str, Any]) -> dict[str, Any]:
+    """An SD configuration's own ``telemetry`` URLs (the exporters beside its GPUs, when its
+    engine runs elsewhere than the others'), in place of ``run: telemetry``."""
+    return {"telemetry": list(sd["telemetry"])} if sd.get("telemetry") else {}
+
+
 def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
               progress: bool = True,
               on_cell: Callable[[Cell, str], None] | None = None) -> Sweep:
@@ -204,7 +238,9 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
                 rc = RunConfig(endpoint=endpoint, engine=engine, out=out / cell.dir,
                                concurrency=int(cell.load["concurrency"])
                                if "concurrency" in cell.load else None,
-                               request_rate=cell.load.get("request_rate"), **run_opts)
+                               request_rate=cell.load.get("request_rate"),
+                               **{**run_opts, **_own_telemetry(by_label[cell.sd]),
+                                  **metrics_of(by_label[cell.sd], run_opts)})
                 if rc.num_requests is None and rc.duration_s is None:
                     rc.num_requests = len(prompts.records)
                 print(f"loadgen sweep: cell {cell.id}", file=sys.stderr)

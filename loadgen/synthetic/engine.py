@@ -86,6 +86,7 @@ class StepStats:
     num_accepted_tokens: int
     num_requests_with_drafts: int
     draft_ms: float
+    applied_ns: int = 0  # when the step began handing out its tokens (before any is written)
 
 
 # sink(seq, new_tokens, finished) is called once per step that gave the sequence tokens.
@@ -162,6 +163,7 @@ class Engine:
     def reset_counters(self) -> None:
         """Every counter back to zero, as after a server restart (fault ``counter_reset``)."""
         k = self.k
+        self.started = time.time()  # the process start time a restarted server would report
         self.live = Counters(accepted_per_pos=[0] * k, drafted_per_pos=[0] * k)
         self.finished = Counters(accepted_per_pos=[0] * k, drafted_per_pos=[0] * k)
 
@@ -234,6 +236,7 @@ class Engine:
 
     def _apply(self, prefill: list[tuple[Sequence, int]], decode: list[tuple[Sequence, int]],
                step_ms: float, any_draft: bool) -> StepStats:
+        applied_ns = time.monotonic_ns()
         live = self.live
         step_drafts = step_accepted = step_req_drafts = 0
         for s, take in prefill:
@@ -268,6 +271,7 @@ class Engine:
             num_draft_tokens=step_drafts, num_accepted_tokens=step_accepted,
             num_requests_with_drafts=step_req_drafts,
             draft_ms=self.timing.draft_ms_per_pos * self.k if any_draft else 0.0,
+            applied_ns=applied_ns,
         )
 
     def _emit(self, s: Sequence, tokens: list[int]) -> None:

@@ -129,6 +129,10 @@ class VllmProtocol(BaseProtocol):
         e = self.engine
         c = e.live
         lab = {"model_name": self.cfg.model_name, "engine": "0"}
+        # vLLM serves prometheus_client's process collector: who answered (a restart, or a
+        # load balancer's other replica, shows as another start time)
+        yield family(GaugeMetricFamily, "process_start_time_seconds",
+                     "Start time of the process since unix epoch in seconds.", e.started)
         yield family(GaugeMetricFamily, "vllm:num_requests_running",
                      "Requests in model execution batches.", len(e.running), lab)
         yield family(GaugeMetricFamily, "vllm:num_requests_waiting",
