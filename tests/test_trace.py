@@ -351,7 +351,7 @@ def test_trace_figures_over_time_bands_al_and_send_lag_warning(built, synthetic,
         assert al == pytest.approx(truth_al("vllm", by_cat[cat]), rel=1e-9)
     # the report shows them
     pytest.importorskip("matplotlib")
-    from loadgen.report import build_report
+    from loadgen.report.build import build_report
 
     html, md = build_report(out, slos={"ttft_p99_ms": 60000.0})
     page = html.read_text()
