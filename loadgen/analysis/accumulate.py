@@ -21,6 +21,7 @@ import numpy as np
 from loadgen.analysis.buffering import buffered_stream_warning, events_per_read
 from loadgen.analysis.metrics import e2e_ms, per_user_tokens_per_s, tpot_ms, ttft_ms
 from loadgen.analysis.sanity import client_lag_sentence, host_causes
+from loadgen.analysis.sendlag import send_lag_warning
 from loadgen.analysis.streaming import EXACT_LIMIT, Quantity
 from loadgen.engines.base import one_line
 from loadgen.results.summary import (
@@ -332,6 +333,8 @@ class SummaryAccumulator:
         if self.window.get("includes_drain"):
             warnings.append("the window includes the drain (too few requests for a steady "
                             "state: all were sent at once); throughput is a lower bound")
+        if self.rate_mode and (lag := send_lag_warning(self.lag.stats())):
+            warnings.append(lag)
         found = host_causes(host, client)
         if host is not None:
             host.causes = [c for c, _ in found]

@@ -34,6 +34,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--arrival", choices=ARRIVALS, default=default("arrival"))
     p.add_argument("--burstiness", type=float, default=default("burstiness"),
                    help="gamma shape (1 = Poisson)")
+    p.add_argument("--time-scale", type=float,
+                   help="--arrival trace: replay the trace's schedule S times faster")
+    p.add_argument("--target-rate", type=float,
+                   help="--arrival trace: rescale the schedule to this mean rate (req/s)")
     p.add_argument("--max-concurrency", type=int, help="cap on in-flight requests (rate mode)")
     p.add_argument("--num-requests", type=int)
     p.add_argument("--duration", type=float, help="seconds of measured load")
@@ -199,8 +203,21 @@ def _main(args: argparse.Namespace, signals) -> int:
         return 2
     engine = args.engine or args.serve or "vllm"
     out = args.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    trace = args.arrival == "trace"
+    if trace and (args.concurrency is not None or args.request_rate is not None):
+        print("loadgen run: --arrival trace sends each request at its arrival_s: no "
+              "--concurrency or --request-rate (use --time-scale or --target-rate)",
+              file=sys.stderr)
+        return 2
+    if not trace and (args.time_scale is not None or args.target_rate is not None):
+        print("loadgen run: --time-scale and --target-rate need --arrival trace",
+              file=sys.stderr)
+        return 2
     if args.concurrency is None and args.request_rate is None:
-        args.concurrency = 1
+        if trace:
+            args.request_rate = 1.0  # the trace's offered rate, once the file is read
+        else:
+            args.concurrency = 1
     cfg = RunConfig(
         endpoint=args.endpoint or "http://127.0.0.1:0", engine=engine, out=out,
         output_len=args.output_len,
@@ -231,6 +248,13 @@ def _main(args: argparse.Namespace, signals) -> int:
             chat=engine == "openai" and args.openai_mode == "chat")
         if args.num_requests is None and args.duration is None:
             cfg.num_requests = len(prompts.records)
+        if trace:
+            from loadgen.client.trace import configure, describe, trace_schedule
+
+            sched = trace_schedule(prompts, args.time_scale, args.target_rate)
+            configure(cfg, sched, args.num_requests is not None)
+            if not args.quiet:
+                print(f"loadgen: {describe(sched)}", file=sys.stderr)
         cfg.validate()
         summary = _run(cfg, prompts, args, signals)
     except (ValueError, PromptFileError, TokenizerError) as exc:

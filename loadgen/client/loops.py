@@ -15,7 +15,7 @@ from typing import Any
 
 from loadgen.client.plan import Item
 from loadgen.client.request import RequestSender
-from loadgen.client.schedule import arrival_offsets
+from loadgen.client.schedule import arrival_offsets, trace_offsets
 
 _now_ns = time.monotonic_ns
 
@@ -88,10 +88,15 @@ class Driver:
         latency counts from the scheduled time, waiting for a concurrency slot included.
 
         Several processes share one schedule (loadgen/run): each passes the same start
-        ``t0_ns`` and sends only the arrivals j with ``mine(j)``; ``n`` stays the run's."""
+        ``t0_ns`` and sends only the arrivals j with ``mine(j)``; ``n`` stays the run's.
+
+        ``arrival`` "trace": each item is due at its own ``due_s`` (the trace's arrival,
+        loadgen/client/plan.py) divided by the run's ``time_scale``; ``rate`` is unused."""
         sem = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         t0 = _now_ns() if t0_ns is None else t0_ns
-        offsets = arrival_offsets(rate, arrival, burstiness, seed)
+        trace = arrival == "trace"
+        offsets = trace_offsets() if trace else arrival_offsets(rate, arrival, burstiness, seed)
+        ns_per_s = 1e9 / self.sender.cfg.time_scale if trace else 1e9
         send = self.sender.conversation
 
         async def fire(item: Item, due: int) -> None:
@@ -102,10 +107,17 @@ class Driver:
                 await send(item, due)
 
         tasks = []
+        item: Item | None = None
         for sent, off in enumerate(offsets):
             if self.stop.is_set() or (n is not None and sent >= n):
                 break
-            due = t0 + int(off * 1e9)
+            if trace:  # the offset is the item's own: only this process's items are read
+                if mine is not None and not mine(sent):
+                    continue
+                item = next(items)
+                assert item.due_s is not None, "a trace item without its due time"
+                off = item.due_s
+            due = t0 + int(off * ns_per_s)
             if deadline_ns is not None and due >= deadline_ns:
                 break
             if mine is not None and not mine(sent):
@@ -120,6 +132,6 @@ class Driver:
                 # send before the scheduled time.
                 while _now_ns() < due:
                     await asyncio.sleep(0)
-            tasks.append(self.spawn(fire(next(items), due)))
+            tasks.append(self.spawn(fire(item if trace else next(items), due)))
         self.mark_window_end()
         await self.wait(tasks)

@@ -20,6 +20,9 @@ class Item:
     index: int
     prompt: PromptRecord
     warmup: bool
+    # trace replay (records with arrival_s, in file order): seconds after the phase's first
+    # request (the warm-up's or the measured one's) at which this one is due, unscaled
+    due_s: float | None = None
 
 
 def iter_items(prompts: PromptFile, seed: int, warmup: int, shuffle: bool, worker: int = 0,
@@ -33,8 +36,10 @@ def iter_items(prompts: PromptFile, seed: int, warmup: int, shuffle: bool, worke
 def iter_records(records: list[PromptRecord], seed: int, warmup: int, shuffle: bool,
                  start: int = 0, worker: int = 0, workers: int = 1) -> Iterator[Item]:
     """``iter_items`` over some records (one category's, in category windows), numbering the
-    requests from ``start``."""
+    requests from ``start``. Records that carry ``arrival_s`` and are not shuffled (a trace)
+    give each item its ``due_s`` (trace_due)."""
     rng = random.Random(seed)
+    due = trace_due(records, warmup) if not shuffle else None
     i = 0
     while True:
         order = list(records)
@@ -42,8 +47,31 @@ def iter_records(records: list[PromptRecord], seed: int, warmup: int, shuffle: b
             rng.shuffle(order)
         for p in order:
             if (start + i) % workers == worker:
-                yield Item(start + i, p, warmup=i < warmup)
+                yield Item(start + i, p, warmup=i < warmup,
+                           due_s=due(i) if due is not None else None)
             i += 1
+
+
+def trace_due(records: list[PromptRecord], warmup: int):
+    """i -> seconds after its phase's first request at which request i is due: the warm-up
+    phase (i < warmup) counts from record 0's arrival, the measured one from record
+    ``warmup``'s. A further pass over the records continues one mean gap after the last.
+    None when the records carry no ``arrival_s``."""
+    if not records or any(r.arrival_s is None for r in records):
+        return None
+    n = len(records)
+    first, last = records[0].arrival_s, records[-1].arrival_s
+    assert first is not None and last is not None
+    period = (last - first) * n / (n - 1) if n > 1 and last > first else float(n)
+    base_measured = records[min(warmup, n - 1)].arrival_s
+    assert base_measured is not None
+
+    def due(i: int) -> float:
+        passes, k = divmod(i, n)
+        at = records[k].arrival_s + passes * period  # type: ignore[operator]
+        return max(0.0, at - (first if i < warmup else base_measured))
+
+    return due
 
 
 def share_count(total: int, worker: int, workers: int, first: int = 0) -> int:

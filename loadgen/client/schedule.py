@@ -21,6 +21,8 @@ def arrival_offsets(rate: float, arrival: str = "poisson", burstiness: float = 1
     poisson: exponential gaps with mean 1/rate; constant: exactly 1/rate apart; gamma: gaps with
     mean 1/rate and shape ``burstiness`` (< 1 burstier than Poisson, > 1 smoother; 1 = Poisson).
     """
+    if arrival == "trace":
+        raise ValueError("trace arrivals are the records' own (trace_offsets)")
     if rate <= 0:
         raise ValueError("request rate must be > 0")
     if arrival not in ARRIVALS:
@@ -40,3 +42,10 @@ def arrival_offsets(rate: float, arrival: str = "poisson", burstiness: float = 1
         for gap in block:
             yield t
             t += float(gap)
+
+
+def trace_offsets() -> Iterator[float]:
+    """Placeholders for a trace replay: each request's offset is its record's (plan.trace_due),
+    read from the item itself (loadgen/client/loops.py)."""
+    while True:
+        yield 0.0

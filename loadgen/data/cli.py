@@ -99,6 +99,43 @@ def _cmd_random(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_trace(args: argparse.Namespace) -> int:
+    from loadgen.data.recipe import load_recipe
+    from loadgen.data.trace_build import build_trace, format_report
+    from loadgen.data.trace_fill import parse_mix
+    from loadgen.data.trace_read import TraceError, TraceSpec, parse_mapping, parse_window
+
+    try:
+        if args.limit is not None and args.limit < 1:
+            raise ValueError(f"--limit must be at least 1 (got {args.limit})")
+        if args.block_size < 1:
+            raise ValueError(f"--block-size must be at least 1 (got {args.block_size})")
+        cats = load_recipe("qualitative").categories
+        mix = parse_mix(args.category_mix, cats) if args.category_mix else dict.fromkeys(
+            cats, 1 / len(cats))
+        spec = TraceSpec(Path(args.trace), fmt=args.format,
+                         mapping=parse_mapping(args.columns) if args.columns else None,
+                         time_unit=args.time_unit, block_size=args.block_size)
+        window = parse_window(args.window) if args.window else None
+        if not args.out.endswith((".jsonl", ".jsonl.gz")):
+            raise TraceError(f"--out {args.out}: a trace prompt file is .jsonl or .jsonl.gz")
+        if not spec.path.is_file():
+            raise TraceError(f"{spec.path}: no such trace file")
+        if spec.fmt == "generic" and not spec.mapping:
+            raise TraceError(f"{spec.path}: a generic trace needs --columns "
+                             f"arrival=COL,input=COL,output=COL (docs/DATASETS.md, 'Traces')")
+        tok = _load_tok(args.tokenizer)
+        report = build_trace(spec, tok, args.out, mix, window=window, limit=args.limit,
+                             seed=args.seed, data_root=args.data_root, log=_log)
+    except (TraceError, OSError, ValueError, RuntimeError) as exc:
+        return _fail(str(exc))
+    print(format_report(report))
+    if args.report:
+        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _cmd_tokenize(args: argparse.Namespace) -> int:
     from loadgen.data.tokenize import tokenize_file
 
@@ -204,6 +241,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--no-messages", action="store_true")
     r.set_defaults(func=_cmd_random)
+
+    from loadgen.data.trace_read import MOONCAKE_BLOCK, TIME_UNITS, TRACE_FORMATS
+
+    tr = kinds.add_parser("trace", help="a production trace (Azure, Mooncake, any CSV/JSONL) "
+                          "with real text of exact lengths, replayed by --arrival trace")
+    tr.add_argument("trace", help="the trace file (.csv or .jsonl)")
+    tr.add_argument("--tokenizer", required=True, help="smollm2, a GGUF, a folder or a hub name")
+    tr.add_argument("--out", required=True, help="prompt file (.jsonl or .jsonl.gz)")
+    tr.add_argument("--format", choices=TRACE_FORMATS, default="auto",
+                    help="auto: Azure CSV or Mooncake JSONL by their columns, else generic")
+    tr.add_argument("--columns", metavar="KEY=COL,...",
+                    help="generic traces: arrival=COL,input=COL,output=COL"
+                         "[,hash_ids=COL][,category=COL]")
+    tr.add_argument("--time-unit", choices=tuple(TIME_UNITS), default="s",
+                    help="generic traces: the unit of a numeric arrival column")
+    tr.add_argument("--block-size", type=int, default=MOONCAKE_BLOCK,
+                    help="tokens per hash id (Mooncake: 512)")
+    tr.add_argument("--category-mix", metavar="CAT=W,...",
+                    help="the categories whose text fills the prompts, with weights (default: "
+                         "the qualitative categories evenly)")
+    tr.add_argument("--window", metavar="START:END",
+                    help="only rows arriving in [START, END) from the first, e.g. 10m:20m")
+    tr.add_argument("--limit", type=int, help="at most N rows (after --window)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--data-root", help="root of the data kit (default ../shared/data)")
+    tr.add_argument("--report", help="also write the build report as JSON here")
+    tr.set_defaults(func=_cmd_trace)
 
     tk = sub.add_parser("tokenize", help="text prompts -> pre-tokenized prompt file")
     tk.add_argument("input", nargs="?", help="text prompt file (default: the built-in set)")

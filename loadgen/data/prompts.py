@@ -24,6 +24,7 @@ TEXT_HEADER_KEY = "loadgen_text_prompts"  # text prompts (loadgen/data/textfmt.p
 
 
 MAX_TOKEN_ID = 1 << 32  # no vocabulary comes near; larger ints cannot be sent as JSON int64
+_INTERN = list(range(1 << 18))  # shared int objects for the ids of vocabularies up to 262,144
 
 
 class PromptFileError(ValueError):
@@ -50,6 +51,9 @@ class PromptRecord:
     meta: dict[str, Any] = field(default_factory=dict)
     # text records (loadgen/data/chatprompts.py): no ids; the later user turns as text
     text_turns: list[str] | None = None
+    # trace records (loadgen/data/trace_build.py): seconds from the trace's first request at
+    # which this one arrives (``loadgen run --arrival trace`` sends it then)
+    arrival_s: float | None = None
 
     @property
     def input_len(self) -> int:
@@ -69,6 +73,8 @@ class PromptRecord:
             out["messages"] = self.messages
         if self.meta:
             out["meta"] = self.meta
+        if self.arrival_s is not None:
+            out["arrival_s"] = self.arrival_s
         return out
 
 
@@ -94,13 +100,16 @@ def _int_list(value: Any, path: Path, line: int | None, name: str, allow_empty: 
         raise PromptFileError(f"{_where(path, line)}: field '{name}' must be a list of ints")
     if not value and not allow_empty:
         raise PromptFileError(f"{_where(path, line)}: field '{name}' is empty")
+    intern, n_intern = _INTERN, len(_INTERN)
     for i, v in enumerate(value):
         # bool is an int subclass; a token id is never a bool.
-        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < MAX_TOKEN_ID:
+        if type(v) is not int or not 0 <= v < MAX_TOKEN_ID:
             raise PromptFileError(
                 f"{_where(path, line)}: field '{name}'[{i}] is {v!r}, not a non-negative int "
                 f"below 2**32"
             )
+        if v < n_intern:  # one shared int object per id: a large file's ids cost 8 bytes each
+            value[i] = intern[v]
     return value
 
 
@@ -145,9 +154,15 @@ def record_from_dict(obj: Any, path: Path, line: int | None = None) -> PromptRec
     meta = obj.get("meta") or {}
     if not isinstance(meta, dict):
         raise PromptFileError(f"{where}: field 'meta' must be an object")
+    arrival = obj.get("arrival_s")
+    if arrival is not None and (
+            not isinstance(arrival, (int, float)) or isinstance(arrival, bool)
+            or not 0 <= arrival < float("inf")):
+        raise PromptFileError(f"{where}: field 'arrival_s' must be a number of seconds >= 0")
     return PromptRecord(
         id=str(rid), category=category, prompt_token_ids=ids, turns=turns,
         max_tokens=max_tokens, messages=messages, meta=meta,
+        arrival_s=float(arrival) if arrival is not None else None,
     )
 
 
@@ -253,6 +268,7 @@ def write_prompts(
                 "max_tokens": d.get("max_tokens"),
                 "messages": json.dumps(d["messages"]) if "messages" in d else None,
                 "meta": json.dumps(d.get("meta", {}), ensure_ascii=False),
+                "arrival_s": d.get("arrival_s"),
             })
         schema = pa.schema([
             ("id", pa.string()),
@@ -262,6 +278,7 @@ def write_prompts(
             ("max_tokens", pa.int32()),
             ("messages", pa.string()),
             ("meta", pa.string()),
+            ("arrival_s", pa.float64()),
         ], metadata={HEADER_KEY: json.dumps(header)})
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
         return path

@@ -65,6 +65,10 @@ def build(inp: D.ReportInput, plots: list[Plot], gpus: int,
     else:
         steps.append(("latency", "Latency percentiles", _latency_section,
                       (inp, by_key["latency_percentiles"])))
+    from loadgen.report.trace import is_trace_run, trace_section
+
+    if is_trace_run(inp):
+        steps.append(("trace", "Trace replay", trace_section, (inp, slos)))
     steps += [("per_category", "Per category", _per_category, (inp,)),
               ("capacity", "Capacity and recommendation", _capacity, (inp, slos)),
               ("config", "Configuration", _config, (inp,))]

@@ -11,7 +11,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-ARRIVALS = ("poisson", "constant", "gamma")
+ARRIVALS = ("poisson", "constant", "gamma", "trace")  # trace: each record's arrival_s
 OPENAI_MODES = ("completions", "chat")
 # Default warm-up in rate mode: this many seconds of arrivals at the requested rate.
 WARMUP_SECONDS = 3.0
@@ -77,6 +77,9 @@ class RunConfig:
     # the engine's PID for the host monitor (default: launched by loadgen, else the listener on
     # a loopback endpoint's port, followed through a local proxy: client/listener.py)
     engine_pid: int | None = None
+    # --arrival trace (loadgen/client/trace.py): the schedule runs this many times faster than
+    # the records' arrival_s (set from --time-scale or --target-rate)
+    time_scale: float = 1.0
 
     def validate(self) -> None:
         """Every value checked up front; a ValueError names the flag in one line."""

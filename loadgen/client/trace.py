@@ -1,0 +1,85 @@
+"""``loadgen run --arrival trace``: replay a trace prompt file on its own schedule.
+
+Each record's ``arrival_s`` (loadgen/data/trace_build.py) is its offset from the first request;
+the open loop sends request i at ``t0 + due_s(i) / time_scale`` (loadgen/client/plan.py
+``trace_due``, loadgen/client/loops.py), in file order, latency counting from that scheduled
+time. ``--time-scale S`` runs the schedule S times faster; ``--target-rate R`` picks S so that
+the mean arrival rate is R. This module checks the file and settles the run's configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise
+
+from loadgen.data.prompts import PromptFile
+from loadgen.results.config import RunConfig
+
+
+@dataclass(slots=True)
+class TraceSchedule:
+    rows: int
+    span_s: float  # last arrival - first, as recorded
+    native_rate: float  # (rows - 1) / span: the trace's own mean arrival rate
+    time_scale: float
+    offered_rate: float  # native_rate x time_scale: what the run offers on average
+
+
+def trace_schedule(prompts: PromptFile, time_scale: float | None = None,
+                   target_rate: float | None = None) -> TraceSchedule:
+    """The schedule of a trace prompt file; ValueError (one line) when it is not one."""
+    recs = prompts.records
+    missing = next((r for r in recs if r.arrival_s is None), None)
+    if missing is not None:
+        raise ValueError(f"--arrival trace: record {missing.id!r} has no arrival_s (build the "
+                         f"file with `loadgen data build trace`)")
+    for a, b in pairwise(recs):
+        if b.arrival_s < a.arrival_s:  # type: ignore[operator]
+            raise ValueError(f"--arrival trace: record {b.id!r} arrives before {a.id!r}: the "
+                             f"records must be in arrival order")
+    if time_scale is not None and target_rate is not None:
+        raise ValueError("give --time-scale or --target-rate, not both")
+    for flag, v in (("--time-scale", time_scale), ("--target-rate", target_rate)):
+        if v is not None and not 0 < v < float("inf"):
+            raise ValueError(f"{flag} must be a finite number > 0, not {v:g}")
+    span = recs[-1].arrival_s - recs[0].arrival_s  # type: ignore[operator]
+    native = (len(recs) - 1) / span if span > 0 else 0.0
+    if target_rate is not None:
+        if native <= 0:
+            raise ValueError("--target-rate: the trace's requests all arrive at once; use "
+                             "--time-scale")
+        time_scale = target_rate / native
+    scale = time_scale or 1.0
+    return TraceSchedule(rows=len(recs), span_s=span, native_rate=native, time_scale=scale,
+                         offered_rate=native * scale)
+
+
+def configure(cfg: RunConfig, sched: TraceSchedule, num_requests_given: bool) -> None:
+    """Settle a trace run: file order, the time scale, the offered rate as the request rate
+    (rate mode), no warm-up unless asked, every row once unless --num-requests/--duration cut
+    it, no category windows (they would break the schedule)."""
+    cfg.shuffle = False
+    cfg.time_scale = sched.time_scale
+    cfg.request_rate = sched.offered_rate or float(sched.rows)
+    if cfg.category_windows:
+        raise ValueError("--arrival trace replays the requests in trace order: "
+                         "--category-windows cannot run the categories one after another")
+    cfg.category_windows = False
+    if cfg.warmup_requests is None:
+        cfg.warmup_requests = 0
+    left = sched.rows - cfg.warmup_requests
+    if left < 1:
+        raise ValueError(f"--warmup-requests {cfg.warmup_requests} leaves none of the trace's "
+                         f"{sched.rows} requests to measure")
+    if not num_requests_given:
+        cfg.num_requests = left if cfg.duration_s is None else None
+    elif cfg.num_requests is not None and cfg.num_requests > left:
+        raise ValueError(f"--num-requests {cfg.num_requests}: the trace holds {left} requests "
+                         f"after the warm-up")
+
+
+def describe(sched: TraceSchedule) -> str:
+    return (f"trace replay: {sched.rows} requests over {sched.span_s:.1f} s "
+            f"(mean {sched.native_rate:.3g} req/s) x time scale {sched.time_scale:.4g} = "
+            f"{sched.offered_rate:.3g} req/s offered, over "
+            f"{sched.span_s / sched.time_scale:.1f} s")
