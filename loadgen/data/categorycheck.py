@@ -46,9 +46,12 @@ _ADVICE = re.compile(r"\b(?:advice|recommend(?:ation)?s?|suggest(?:ion)?s?|tips?
                      r"help me|can you help|i'?m (?:planning|thinking|trying|feeling|looking)|"
                      r"my (?:boss|wife|husband|friend|partner|girlfriend|boyfriend|kids?|"
                      r"family))\b", re.I)
-_STOP = frozenset("the a an of to in on for and or is are was were be by with at from as that "
-                  "this which what who whom whose when where why how does did do it its into "
-                  "than then there their they he she his her have has had not no".split())
+_STOP = frozenset([
+    "the", "a", "an", "of", "to", "in", "on", "for", "and", "or", "is", "are", "was", "were", "be",
+    "by", "with", "at", "from", "as", "that", "this", "which", "what", "who", "whom", "whose",
+    "when", "where", "why", "how", "does", "did", "do", "it", "its", "into", "than", "then",
+    "there", "their", "they", "he", "she", "his", "her", "have", "has", "had", "not", "no"
+])
 
 
 def _words(text: str) -> set[str]:

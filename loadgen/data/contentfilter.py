@@ -111,14 +111,16 @@ def trim_to_sentences(text: str) -> str:
 
 
 def truncated_block(text: str) -> str | None:
-    """A long line (>= 300 characters) followed by a question (a document before its question)
-    that starts mid-word (lower-case) or ends without a sentence end (a speaker's utterance in a
-    transcript excepted: speech trails off)."""
+    """A document cut before its question: the last long line (>= 300 characters) before a
+    question among the last three lines, when it starts mid-word (lower-case) or ends without a
+    sentence end (a speaker's utterance in a transcript excepted: speech trails off)."""
     lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
-    for i, ln in enumerate(lines):
-        if len(ln) < LONG_BLOCK or not any("?" in q or q.lower().startswith("question")
-                                           for q in lines[i + 1:]):
-            continue
+    asks = [i for i in range(max(0, len(lines) - 3), len(lines))
+            if "?" in lines[i] or lines[i].lower().startswith("question")]
+    if not asks:
+        return None
+    doc = [ln for ln in lines[:asks[-1]] if len(ln) >= LONG_BLOCK][-1:]
+    for ln in doc:
         starts_cut = ln[0].islower() and ln[1].isalpha()
         ends_cut = not (ln.endswith(_TERMINAL) or _FOOTNOTE.search(ln) or _UTTERANCE.match(ln))
         if starts_cut or ends_cut:

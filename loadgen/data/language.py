@@ -5,8 +5,8 @@ Scripts that name one language here (kana -> ja, hangul -> ko, Devanagari -> hi,
 Telugu, Arabic, Greek, Hebrew) decide outright; Han without kana is zh; Latin text of which 30%
 of the words are common English function words is English; other Latin and Cyrillic text goes to
 the classifier, restricted to the languages those scripts write. The first 3,000 characters are
-read. Code fences, URLs and
-digits are removed first. Text too short to judge (under 12 Latin or Cyrillic letters, under 4 of another script) is ``"und"``.
+read. Code fences, URLs and digits are removed first. Text too short to judge (under 12 Latin or
+Cyrillic letters, under 4 of another script) is ``"und"``.
 """
 
 from __future__ import annotations
@@ -35,10 +35,14 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _WORD = re.compile(r"[a-z']+")
 #: The commonest English function words: text that is mostly these is English outright (the
 #: classifier is slow on long text and not needed there).
-EN_WORDS = frozenset("the of and to a in is that for it as was with be by on not he this are or "
-                     "his from at which but have an they you were her she there been one all we "
-                     "their has would what will if can when who so no more its into than them do "
-                     "how these some could any did our your does should where why i my me".split())
+EN_WORDS = frozenset([
+    "the", "of", "and", "to", "a", "in", "is", "that", "for", "it", "as", "was", "with", "be", "by",
+    "on", "not", "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an",
+    "they", "you", "were", "her", "she", "there", "been", "one", "all", "we", "their", "has",
+    "would", "what", "will", "if", "can", "when", "who", "so", "no", "more", "its", "into", "than",
+    "them", "do", "how", "these", "some", "could", "any", "did", "our", "your", "does", "should",
+    "where", "why", "i", "my", "me"
+])
 EN_SHARE = 0.3
 SAMPLE_CHARS = 3000
 
@@ -69,6 +73,7 @@ def _identifier():
     return ident
 
 
+@lru_cache(maxsize=8192)
 def detect_language(text: str) -> str:
     """ISO 639-1 code of ``text``'s main language, or ``"und"`` (too little text)."""
     text = _NOISE.sub(" ", _FENCE.sub(" ", text[:SAMPLE_CHARS * 2]))[:SAMPLE_CHARS]
@@ -79,7 +84,7 @@ def detect_language(text: str) -> str:
     kana = counts["HIRAGANA"] + counts["KATAKANA"]
     if kana >= 0.05 * total:
         return "ja"
-    script, n = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    script, _n = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
     if script == "HAN":
         return "zh"
     if script in SCRIPT_LANG:
