@@ -106,8 +106,9 @@ def _english(text: str) -> str | None:
     return None if lang in ("en", "und") else f"not English ({lang})"
 
 
-def category_problem(category: str, turns: list[str]) -> str | None:
-    """Why the prompt (its user turns) does not meet ``category``'s definition, or None."""
+def category_problem(category: str, turns: list[str], system: str | None = None) -> str | None:
+    """Why the prompt (its user turns; the system prompt may give a role) does not meet
+    ``category``'s definition, or None."""
     text = "\n".join(turns)
     first = turns[0] if turns else ""
     prose = strip_code(text)
@@ -130,7 +131,7 @@ def category_problem(category: str, turns: list[str]) -> str | None:
             return "a how-to or troubleshooting request"
         return None
     if category == "roleplay":
-        return None if _ROLE.search(first) else "gives the model no role"
+        return None if _ROLE.search(f"{system or ''}\n{first}") else "gives the model no role"
     if category == "writing":
         if _NOT_WRITING.search(first):
             return "a classification or software how-to, not a writing task"

@@ -153,7 +153,7 @@ def review_prompts(prompts: list[TextPrompt], header: dict[str, Any] | None = No
         for name, text in defects(p.turns, p.category).items():
             hits[name] += 1
             first.setdefault(name, f"{p.id}: {' '.join(text.split())[:80]}")
-        why = category_problem(p.category, p.turns)
+        why = category_problem(p.category, p.turns, p.system)
         if why:
             off.append(f"{p.id}: {why}")
     checks.append(Check("content_filters", not hits, ", ".join(

@@ -106,7 +106,7 @@ def screen_pool(pool: list[TextPrompt], sources: list[dict[str, Any]], defaults:
     winners: set[int] = set()
     for (cat, _), members in groups.items():
         for p in sorted(members, key=lambda p: _rank(seed, p.id)):
-            why = category_problem(cat, p.turns)
+            why = category_problem(cat, p.turns, p.system)
             if not why:
                 winners.add(id(p))
                 task_dups[cat] += len(members) - 1
