@@ -66,7 +66,11 @@ def script_counts(text: str) -> Counter[str]:
 
 @lru_cache(maxsize=1)
 def _identifier():
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+    try:
+        from py3langid.langid import MODEL_FILE, LanguageIdentifier
+    except ImportError:
+        raise RuntimeError("language detection needs py3langid: pip install 'loadgen[data]'") \
+            from None
 
     ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=False)
     ident.set_languages(list(LATIN_LANGS + CYRILLIC_LANGS))
