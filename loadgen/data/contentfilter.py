@@ -24,7 +24,8 @@ FILTERS = {
     "transcript_tags": "transcription tags: {disfmarker}, {vocalsound}, {gap}",
     "truncated": "a document cut mid-sentence, or a long block starting mid-sentence",
     "mc_without_options": "asks for the letter of an option but lists no options",
-    "provider_error": "an API or provider error string: 'Content is blocked'",
+    "provider_error": "an API, provider or document-generator error string: 'Content is "
+                      "blocked', 'Error! Reference source not found'",
 }
 EXAMPLES_KEPT = 3
 EXAMPLE_CHARS = 160
@@ -64,7 +65,9 @@ _ERROR = re.compile(r"content is blocked|content was blocked|blocked by (?:the )
                     r"|as an ai language model|i'?m sorry, but i can(?:not|'t)"
                     r"|an error (?:has )?occurred|rate limit (?:exceeded|reached)"
                     r"|internal server error|request failed with status|\bopenai\.error\b"
-                    r"|i cannot fulfill (?:this|that|your) request", re.I)
+                    r"|i cannot fulfill (?:this|that|your) request"
+                    r"|error! (?:no text of specified style|reference source not found"
+                    r"|bookmark not defined)", re.I)
 _SENT_END = re.compile(r"[.!?。！？…](?:[\"'”’)\]]*)(?=\s|$)")
 _TERMINAL = tuple(".!?。！？…\"'”’“„)]:;»«」』।؟—–")
 _FOOTNOTE = re.compile(r"[.!?]\d{1,2}$")
