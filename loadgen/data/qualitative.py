@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.data.recipe import load_recipe, source_prompts
+from loadgen.data.review import MAX_LANGUAGE_SHARE
 from loadgen.data.screen import format_screen
 from loadgen.data.sources import SourceError, default_data_root
 from loadgen.data.textfmt import TextPrompt, write_text_prompts
@@ -75,8 +76,6 @@ def collect_pool(recipe_path: str | Path, data_root: str | Path | None = None, s
 
 #: Candidates the embedder reads per selected prompt of a category (thinned by source).
 CANDIDATES_PER_PROMPT = 10
-#: The most of the multilingual category one language may hold.
-MAX_LANGUAGE_SHARE = 0.2
 
 
 def _shares(recipe) -> dict[str, float]:
