@@ -42,11 +42,42 @@ def _cmd_qualitative(args: argparse.Namespace) -> int:
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2, ensure_ascii=False))
     print(f"wrote {args.out}")
+    failed = [c["name"] for c in report["review"]["checks"] if not c["ok"]]
+    if failed and args.allow_short:
+        _log(f"warning: review checks failed: {', '.join(failed)} (--allow-short)")
+    elif failed:
+        return _fail(f"review checks failed: {', '.join(failed)} ({args.out} written; run "
+                     f"loadgen data review {args.out}, or pass --allow-short to accept)")
     if report["shortfalls"] and not args.allow_short:
         return _fail("short of --per-category: " + ", ".join(
             f"{c} by {n}" for c, n in report["shortfalls"].items())
             + f" ({args.out} written; pass --allow-short to accept)")
     return 0
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    from loadgen.data.review import format_checks, format_samples, review_prompts
+    from loadgen.data.textfmt import TextPromptError, read_text_prompts
+
+    if args.per_category < 0:
+        return _fail(f"--per-category must be 0 or more (got {args.per_category})")
+    try:
+        header, prompts = read_text_prompts(args.file)
+    except (OSError, EOFError, TextPromptError, ValueError) as exc:
+        return _fail(f"{args.file}: cannot be read ({getattr(exc, 'strerror', None) or exc})")
+    if not prompts:
+        return _fail(f"{args.file}: holds no prompt")
+    rev = review_prompts(prompts, header, per_category=args.per_category, seed=args.seed)
+    if args.per_category:
+        print("\n".join(format_samples(rev, args.max_chars)))
+        print()
+    print(f"checks of {len(prompts)} prompts in {len({p.category for p in prompts})} categories:")
+    print("\n".join(format_checks(rev)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rev.to_dict(), indent=2, ensure_ascii=False))
+    failed = [c.name for c in rev.checks if not c.ok]
+    print(f"review: {'FAIL (' + ', '.join(failed) + ')' if failed else 'PASS'}")
+    return 1 if failed else 0
 
 
 def _load_tok(spec: str):
@@ -214,7 +245,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--no-cache", action="store_true", help="do not reuse cached embeddings")
     q.add_argument("--report", help="also write the build report as JSON here")
     q.add_argument("--allow-short", action="store_true",
-                   help="exit 0 when a category holds fewer than --per-category prompts")
+                   help="exit 0 when a category holds fewer than --per-category prompts or a "
+                   "review check fails (a warning instead)")
     q.set_defaults(func=_cmd_qualitative)
 
     t = kinds.add_parser("throughput", help="exact-length long prompts for ISL buckets")
@@ -268,6 +300,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--data-root", help="root of the data kit (default ../shared/data)")
     tr.add_argument("--report", help="also write the build report as JSON here")
     tr.set_defaults(func=_cmd_trace)
+
+    rv = sub.add_parser("review", help="a seeded sample per category to read, and the checks "
+                        "of a built qualitative split (pass/fail each; exit 1 on a failure)")
+    rv.add_argument("file", help="a text prompt file (loadgen data build qualitative --out)")
+    rv.add_argument("--per-category", type=int, default=8,
+                    help="prompts per category to print for reading (0: checks only)")
+    rv.add_argument("--seed", type=int, default=0)
+    rv.add_argument("--max-chars", type=int, default=600,
+                    help="characters of each turn printed (head and tail)")
+    rv.add_argument("--json", help="also write the checks as JSON here")
+    rv.set_defaults(func=_cmd_review)
 
     tk = sub.add_parser("tokenize", help="text prompts -> pre-tokenized prompt file")
     tk.add_argument("input", nargs="?", help="text prompt file (default: the built-in set)")

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from loadgen.data.recipe import load_recipe, source_prompts
+from loadgen.data.review import MAX_LANGUAGE_SHARE
+from loadgen.data.screen import format_screen
 from loadgen.data.sources import SourceError, default_data_root
 from loadgen.data.textfmt import TextPrompt, write_text_prompts
 
@@ -72,10 +74,30 @@ def collect_pool(recipe_path: str | Path, data_root: str | Path | None = None, s
     return recipe, root, pool, sources
 
 
-def _caps(recipe, per_category: int) -> dict[str, int]:
-    """source name -> most prompts it may give any one category (``max_share``)."""
-    return {s["name"]: int(s["max_share"] * per_category) for s in recipe.sources
-            if s.get("max_share") is not None}
+#: Candidates the embedder reads per selected prompt of a category (thinned by source).
+CANDIDATES_PER_PROMPT = 10
+
+
+def _shares(recipe) -> dict[str, float]:
+    """source name -> its ``max_share`` (the recipe's default for sources that name none)."""
+    default = recipe.defaults.get("max_share")
+    return {s["name"]: float(s.get("max_share", default)) for s in recipe.sources
+            if s.get("max_share", default) is not None}
+
+
+def _caps(shares: dict[str, float], labels: list[tuple[str, ...]], k: int) -> dict[str, int]:
+    """label -> most members: a source holds at most ``max_share`` of k, or more when the other
+    sources of the category have fewer candidates than the rest (the kit offers no
+    alternative); a language at most MAX_LANGUAGE_SHARE of k."""
+    have = Counter(lab for row in labels for lab in row)
+    caps = {}
+    for lab, n in have.items():
+        kind, name = lab.split(":", 1)
+        if kind == "src" and name in shares:
+            caps[lab] = max(int(shares[name] * k), k - (len(labels) - n))
+        elif kind == "lang":
+            caps[lab] = max(1, int(MAX_LANGUAGE_SHARE * k))
+    return caps
 
 
 def build_qualitative(
@@ -93,6 +115,8 @@ def build_qualitative(
 
     from loadgen.data.embed import load_embedder
     from loadgen.data.fit import category_scores, description_matrix, fit_report, prompt_fit
+    from loadgen.data.review import review_prompts
+    from loadgen.data.screen import screen_pool, thin
     from loadgen.data.select import (
         exact_duplicates,
         mean_pairwise,
@@ -107,16 +131,27 @@ def build_qualitative(
     t0 = time.perf_counter()
     recipe, root, pool, src_report = collect_pool(recipe_path, data_root, seed, categories, log)
     cats = categories or recipe.categories
+    n_read = len(pool)
+    pool, screen = screen_pool(pool, recipe.sources, recipe.defaults, seed)
+    thinned: dict[str, int] = {}
+    by_c: dict[str, list] = defaultdict(list)
+    for p in pool:
+        by_c[p.category].append(p)
+    pool = []
+    for cat, ps in by_c.items():
+        ps, thinned[cat] = thin(ps, CANDIDATES_PER_PROMPT * per_category, seed)
+        pool.extend(ps)
     t_read = time.perf_counter()
-    log(f"pool: {len(pool)} prompts from {sum(1 for s in src_report if 'skipped' not in s)} "
-        f"sources in {t_read - t0:.1f}s")
+    log(f"pool: {n_read} prompts from {sum(1 for s in src_report if 'skipped' not in s)} "
+        f"sources, {len(pool)} after filters, category checks, task dedup and thinning, in "
+        f"{t_read - t0:.1f}s")
 
     texts = ["\n".join(p.turns) for p in pool]
     ex = exact_duplicates(texts)
     pool1 = [p for p, d in zip(pool, ex, strict=True) if d is None]
     exact_dropped = Counter(p.category for p, d in zip(pool, ex, strict=True) if d is not None)
     have = Counter(p.category for p in pool1)
-    caps = _caps(recipe, per_category)
+    shares = _shares(recipe)
     if not allow_short:
         short = {c: have.get(c, 0) for c in cats if have.get(c, 0) < per_category}
         if short:
@@ -157,7 +192,11 @@ def build_qualitative(
         keep = [i for i, d in zip(idx, nd, strict=True) if d is None]
         Ek = E[keep] if keep else Ec
         groups = [pool1[i].meta["source"] for i in keep]
-        chosen_local = select_diverse(Ek, per_category, seed=seed + ci, groups=groups,
+        labels = [(f"src:{g}",) + ((f"lang:{pool1[i].meta['lang']}",) if "lang" in
+                                   pool1[i].meta else ()) for g, i in zip(groups, keep,
+                                                                          strict=True)]
+        caps = _caps(shares, labels, per_category)
+        chosen_local = select_diverse(Ek, per_category, seed=seed + ci, groups=labels,
                                       caps=caps) if keep else []
         chosen = [keep[j] for j in chosen_local]
         chosen_all.extend(chosen)
@@ -179,8 +218,11 @@ def build_qualitative(
             "random_std": round(rnd_std, 4),
             "sources": dict(srcs.most_common()),
             "pool_sources": dict(Counter(groups).most_common()),
-            "sub_categories": len(subs),
+            "sub_categories": len(subs), "thinned": thinned.get(cat, 0),
         }
+        langs = Counter(pool1[i].meta.get("lang") for i in chosen if "lang" in pool1[i].meta)
+        if langs:
+            per_cat[cat]["languages"] = dict(langs.most_common())
         if k < per_category and len(keep) >= per_category:
             per_cat[cat]["short_reason"] = "max_share caps"
     if scores is not None:
@@ -213,9 +255,14 @@ def build_qualitative(
                       "total": round(t_sel - t0, 2)},
         "categories": per_cat,
         "shortfalls": {c: v["short_by"] for c, v in per_cat.items() if v["short_by"]},
-        "max_share": {s["name"]: s["max_share"] for s in recipe.sources if s.get("max_share")},
+        "max_share": shares,
         "sources": src_report,
+        "screen": screen.to_dict(),
     }
+    review = review_prompts(selected, {"report": report,
+                                       "config": {"per_category": per_category}})
+    report["review"] = review.to_dict()
+    report["timings_s"]["review"] = round(time.perf_counter() - t_sel, 2)
     if out:
         write_text_prompts(out, selected, header={
             "name": recipe.name, "built_by": "loadgen data build qualitative",
@@ -256,6 +303,12 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"skipped optional source {s['name']}: {s['skipped']}")
         elif s.get("decoded_as"):
             lines.append(f"source {s['name']}: not UTF-8, read as {s['decoded_as']}")
+    if report.get("screen"):
+        lines += format_screen(report["screen"])
+    if report.get("review"):
+        lines.append("review checks of the selected prompts (loadgen data review):")
+        lines += [f"  {'PASS' if c['ok'] else 'FAIL'}  {c['name']}: {c['detail']}"
+                  for c in report["review"]["checks"]]
     if report["shortfalls"]:
         lines.append("short of the target: " + ", ".join(
             f"{c} by {n}" for c, n in report["shortfalls"].items()))

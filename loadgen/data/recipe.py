@@ -22,7 +22,8 @@ A recipe (datasets/*.yaml, documented in docs/DATASETS.md)::
         max_records: 300                      # a seeded sample when the source has more
 
 Templates are Python format strings over the record, with three extra format specs:
-``{choices:letters}`` (A. .. / B. .. lines), ``{items:lines}`` (one per line) and ``{x:strip}``.
+``{choices:letters}`` (A. .. / B. .. lines), ``{items:lines}`` (one per line), ``{x:strip}`` and
+``{x:head}`` (a key: the first 120 letters and digits of x, lower-case).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import random
+import re
 import string
 from collections import Counter
 from dataclasses import dataclass, field
@@ -67,6 +69,8 @@ class _Formatter(string.Formatter):
             return "\n".join(str(v) for v in items)
         if format_spec == "strip":
             return str(value).strip()
+        if format_spec == "head":  # a key: the first 120 letters and digits, lower-case
+            return "".join(ch for ch in str(value).lower() if ch.isalnum())[:120]
         return super().format_field(value, format_spec)
 
 
@@ -328,6 +332,10 @@ def source_prompts(src: dict[str, Any], root: Path | None, defaults: dict[str, A
         if src.get("where_not") and _matches(rec, src["where_not"]):
             stats["filtered"] += 1
             continue
+        if src.get("where_not_match") and any(
+                re.search(rx, str(rec.get(k, ""))) for k, rx in src["where_not_match"].items()):
+            stats["filtered"] += 1
+            continue
         for fld, how in (src.get("parse") or {}).items():
             if fld in rec:
                 rec[fld] = parse_field(rec[fld], how)
@@ -336,6 +344,7 @@ def source_prompts(src: dict[str, Any], root: Path | None, defaults: dict[str, A
             for old, new in (src.get("replace") or {}).items():
                 turns = [t.replace(old, render(new, rec)) for t in turns]
             oid = render(src.get("id", "{_file_stem}:{_index}"), rec)
+            task = render(src["task"], rec) if src.get("task") else f"{src['name']}:{oid}"
             sub = render(src.get("sub_category", "{_file_stem}"), rec)
             system = render(src["system"], rec) if src.get("system") else rec.get("_system")
         except (KeyError, IndexError, AttributeError, ValueError, TypeError) as exc:
@@ -364,7 +373,7 @@ def source_prompts(src: dict[str, Any], root: Path | None, defaults: dict[str, A
             stats["filtered"] += 1
             continue
         meta = {"source": src["name"], "license": src["license"], "original_id": oid,
-                "sub_category": sub}
+                "sub_category": sub, "task": task}
         if src.get("origin"):
             meta["origin"] = src["origin"]
         meta["file"] = rec.get("_file")

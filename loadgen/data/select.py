@@ -47,13 +47,27 @@ def random_baseline(E: np.ndarray, k: int, seed: int, draws: int = 32) -> tuple[
     return float(np.mean(vals)), float(np.std(vals))
 
 
+def _incidence(groups: list[Any] | None, n: int, caps: dict[str, int]):
+    """(rows x labels bool matrix, each label's cap): a row may carry one label or a tuple."""
+    rows = [(g,) if isinstance(g, str) else tuple(g) for g in (groups or [()] * n)]
+    labels = sorted({lab for r in rows for lab in r})
+    col = {lab: i for i, lab in enumerate(labels)}
+    M = np.zeros((n, max(1, len(labels))), dtype=bool)
+    for i, r in enumerate(rows):
+        for lab in r:
+            M[i, col[lab]] = True
+    cap = np.array([caps.get(lab, n) for lab in labels] or [n], dtype=np.int64)
+    return M, cap
+
+
 def select_diverse(E: np.ndarray, k: int, seed: int = 0, max_swaps: int = 2000,
-                   groups: list[str] | None = None,
+                   groups: list[Any] | None = None,
                    caps: dict[str, int] | None = None) -> list[int]:
     """Indices of a k-subset of the rows of E (unit vectors) with low mean pairwise similarity.
 
-    ``groups`` (one label per row) and ``caps`` (label -> most members) bound how many members
-    a group may hold (a recipe's ``max_share``); fewer than k come back when the caps allow fewer.
+    ``groups`` (one label, or a tuple of labels, per row: its source, its language...) and
+    ``caps`` (label -> most members) bound how many members a label may hold (a recipe's
+    ``max_share``); fewer than k come back when the caps allow fewer.
     """
     n = len(E)
     caps = caps or {}
@@ -62,30 +76,32 @@ def select_diverse(E: np.ndarray, k: int, seed: int = 0, max_swaps: int = 2000,
     if k <= 0 or n == 0:
         return []
     E = E.astype(np.float64, copy=False)
-    labels = sorted(set(groups or []))
-    g = np.array([labels.index(x) for x in groups], dtype=np.int64) if groups else np.zeros(
-        n, dtype=np.int64)
-    cap = np.array([caps.get(lab, n) for lab in labels] if groups else [n], dtype=np.int64)
+    M, cap = _incidence(groups, n, caps)
+    Mi = M.astype(np.int64)
     count = np.zeros(len(cap), dtype=np.int64)
     rng = np.random.default_rng(seed)
     in_set = np.zeros(n, dtype=bool)
-    open_rows = np.flatnonzero(cap[g] > 0)
+
+    def room() -> np.ndarray:  # rows all of whose labels have room
+        return ~np.any(M & (count >= cap)[None, :], axis=1)
+
+    open_rows = np.flatnonzero(room())
     if not len(open_rows):
         return []
     first = int(open_rows[int(rng.integers(len(open_rows)))])
     chosen = [first]
     in_set[first] = True
-    count[g[first]] += 1
+    count += Mi[first]
     s = E[first].copy()
     scores = E @ s
     while len(chosen) < k:
-        masked = np.where(in_set | (count[g] >= cap[g]), np.inf, scores)
+        masked = np.where(in_set | ~room(), np.inf, scores)
         j = int(np.argmin(masked))
         if not np.isfinite(masked[j]):
             break  # the caps allow no more
         chosen.append(j)
         in_set[j] = True
-        count[g[j]] += 1
+        count += Mi[j]
         s += E[j]
         scores += E @ E[j]
     members = np.array(chosen)
@@ -96,9 +112,9 @@ def select_diverse(E: np.ndarray, k: int, seed: int = 0, max_swaps: int = 2000,
             break
         cross = E[cand] @ E[members].T  # (n - k, k)
         delta = 2.0 * sc[cand][:, None] - 2.0 * sc[members][None, :] + 2.0 - 2.0 * cross
-        if caps:  # i may replace j if they share a group or i's group has room
-            ok = (g[cand][:, None] == g[members][None, :]) | (
-                count[g[cand]] < cap[g[cand]])[:, None]
+        if caps:  # i may replace j if every full label of i is also one of j's
+            full = Mi[cand] * (count >= cap)[None, :]
+            ok = (full @ (1 - Mi[members]).T) == 0
             delta = np.where(ok, delta, np.inf)
         flat = int(np.argmin(delta))
         a, b = divmod(flat, len(members))
@@ -107,8 +123,7 @@ def select_diverse(E: np.ndarray, k: int, seed: int = 0, max_swaps: int = 2000,
         i, j = int(cand[a]), int(members[b])
         s += E[i] - E[j]
         in_set[i], in_set[j] = True, False
-        count[g[i]] += 1
-        count[g[j]] -= 1
+        count += Mi[i] - Mi[j]
         members[b] = i
     return sorted(int(m) for m in members)
 

@@ -3,8 +3,10 @@ datasets through ``datasets`` (online only), read into flat dict records.
 
 Every record carries ``_file`` (path relative to the data root), ``_file_stem`` (file name without
 its suffixes) and ``_index`` (0-based position in the file); records taken out of a nested JSON
-structure (``explode``) also carry the scalar fields of their parents and ``_key`` when the parent
-was an object keyed by id.
+structure (``explode``) also carry the scalar fields of their parents, ``_key`` when the parent
+was an object keyed by id, ``_pos``, the record's positions in the lists it sits in ("3/1/0":
+article 3, paragraph 1, question 0 of ``data[].paragraphs[].qas[]``), and ``_group``, the same
+without the last ("3/1": the paragraph the question belongs to).
 
 Format quirks handled here (see the data kit's MANIFEST): JSONL is split on ``\\n`` only and read
 with ``strict=False``; malformed JSONL lines can be skipped (``skip_bad_lines``) and are counted;
@@ -19,6 +21,7 @@ import gzip
 import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -88,6 +91,9 @@ FILE_FORMATS = ("jsonl", "json", "csv", "tsv", "parquet", "lines", "text")
 def _explode(obj: Any, steps: list[str], parent: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Walk ``a[].b[].c[]``; ``*`` walks the values of an object (key kept as ``_key``)."""
     if not steps:
+        pos = parent.get("_pos", ())
+        parent = {**parent, "_group": "/".join(map(str, pos[:-1])),
+                  "_pos": "/".join(map(str, pos))}
         if isinstance(obj, dict):
             rec = dict(parent)
             rec.update(obj)
@@ -108,8 +114,8 @@ def _explode(obj: Any, steps: list[str], parent: dict[str, Any]) -> Iterator[dic
     if step == "[]":
         if not isinstance(obj, list):
             raise SourceError("explode '[]' needs a list")
-        for item in obj:
-            yield from _explode(item, rest, here)
+        for n, item in enumerate(obj):
+            yield from _explode(item, rest, {**here, "_pos": (*parent.get("_pos", ()), n)})
         return
     name = step[:-2] if step.endswith("[]") else step
     val = obj.get(name) if isinstance(obj, dict) else None
@@ -266,9 +272,15 @@ def read_hub_records(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 # ----- named adapters for structures a template cannot express ---------------------------------
 
+_SUMMARY_QUERY = re.compile(r"^\s*(?:summari[sz]e|sum up|give (?:a|an) (?:summary|overview))"
+                            r"|\bsummary of\b", re.I)
+
+
 def qmsum_queries(path: Path, rel: str, spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """QMSum: one record per query; ``context`` is the transcript span the query is about
-    (the whole meeting for general queries, cut to ``max_context_chars``)."""
+    (the whole meeting for general queries; a query whose span is longer than
+    ``max_context_chars`` is skipped, not cut), ``asks``
+    is ``summary`` for a request to summarize and ``question`` for any other query."""
     limit = int(spec.get("max_context_chars", 12000))
     for m_idx, rec in enumerate(read_file_records(path, rel, {"format": "jsonl"})):
         turns = rec["meeting_transcripts"]
@@ -286,10 +298,11 @@ def qmsum_queries(path: Path, rel: str, spec: dict[str, Any]) -> Iterator[dict[s
             spans = q.get("relevant_text_span") or [["0", str(len(turns) - 1)]]
             ctx = span_text(spans)
             if len(ctx) > limit:
-                ctx = ctx[:limit].rsplit("\n", 1)[0]
+                continue  # half a meeting is not what the query asks about
+            asks = "summary" if _SUMMARY_QUERY.search(q["query"]) else "question"
             yield {"_file": rel, "_file_stem": path.name.split(".")[0],
-                   "_index": m_idx * 1000 + q_idx,
-                   "meeting": m_idx, "query": q["query"], "kind": kind, "context": ctx}
+                   "_index": m_idx * 1000 + q_idx, "meeting": m_idx, "query": q["query"],
+                   "kind": kind, "asks": asks, "context": ctx}
 
 
 ADAPTERS = {"qmsum_queries": qmsum_queries}
