@@ -46,18 +46,13 @@ say "Debian's nginx and tinyproxy (TLS reverse proxy and CONNECT proxy of tests/
 [ -x /usr/sbin/nginx ] && [ -x /usr/bin/tinyproxy ] || { apt_get update -qq && \
     apt_get install -y -qq nginx tinyproxy; }
 
-say "Debian's prometheus and prometheus-node-exporter (server telemetry, tests/test_telemetry.py)"
+say "Debian's prometheus and prometheus-node-exporter (tests/test_fleet.py, tests/test_telemetry.py)"
 [ -x /usr/bin/prometheus ] && [ -x /usr/bin/prometheus-node-exporter ] || {
-    timeout 600 apt-get update -qq && DEBIAN_FRONTEND=noninteractive timeout 1200 \
-    apt-get -o DPkg::Lock::Timeout=900 install -y -qq prometheus prometheus-node-exporter >/dev/null; }
-
-say "Debian's prometheus (the Prometheus server of tests/test_fleet.py)"
-[ -x /usr/bin/prometheus ] || { timeout 600 apt-get -o DPkg::Lock::Timeout=900 update -qq && \
-    DEBIAN_FRONTEND=noninteractive timeout 1200 apt-get -o DPkg::Lock::Timeout=900 install -y \
-    -qq --no-install-recommends prometheus >/dev/null; }
+    apt_get update -qq && apt_get install -y -qq --no-install-recommends prometheus \
+    prometheus-node-exporter; }
 
 say "llama-server"
-timeout 2400 bash scripts/setup_llamacpp.sh
+timeout 3600 bash scripts/setup_llamacpp.sh
 
 say "SmolLM2 GGUF"
 timeout 600 "$PY" -c "from loadgen.models.smollm2 import smollm2_gguf_path as p; print(p())"
