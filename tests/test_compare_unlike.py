@@ -122,7 +122,7 @@ def test_eos_honoured_on_one_side_is_named(synthetic, tmp_path):
 
 
 def test_like_for_like_recipe_leaves_only_the_vendors_hop(synthetic, tmp_path, nginx_servers):
-    """The README's recipe on the synthetic engine (tests/test_vendor_recipe.py runs it on
+    """The recipe of docs/GUIDE.md on the synthetic engine (tests/test_vendor_recipe.py runs it on
     llama-server): the vendor behind nginx TLS with a bearer key, the self-hosted server's own
     chat endpoint direct, the same text workload: only the TLS and proxy hop is unlike."""
     key = "sk-test-7d2a"

@@ -1,4 +1,4 @@
-"""Vendor against self-hosted on the real llama-server (SmolLM2, n-gram SD): the README's
+"""Vendor against self-hosted on the real llama-server (SmolLM2, n-gram SD): the recipe of docs/GUIDE.md
 like-for-like recipe end to end, and multi-turn replay over llama-server's OpenAI surface,
 which streams text without token ids.
 
@@ -66,7 +66,7 @@ def loadgen(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
                           text=True, timeout=500, env={**CLEAN_ENV, **(env or {})})
 
 
-# the README's recipe, with this machine's endpoints and a small load
+# the recipe of docs/GUIDE.md, with this machine's endpoints and a small load
 WORKLOAD = ["--engine", "openai", "--openai-mode", "chat", "--dataset", "builtin",
             "--output-len", "24", "--concurrency", "2", "--num-requests", "12",
             "--warmup-requests", "2", "--quiet"]

@@ -60,7 +60,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model name to send (required by TensorRT-LLM)")
     p.add_argument("--api-key-env", metavar="VAR",
                    help="read the API key from this environment variable")
-    wire = p.add_argument_group("TLS, proxies and headers (docs: README, 'Endpoints')")
+    wire = p.add_argument_group("TLS, proxies and headers (docs/ENDPOINTS.md)")
     wire.add_argument("--header", "-H", action="append", default=[], metavar="'NAME: VALUE'",
                       help="send this header with every request (repeatable); 'NAME: env:VAR' "
                            "takes the value from environment variable VAR. Never written to "
