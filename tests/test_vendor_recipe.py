@@ -1,5 +1,5 @@
-"""Vendor against self-hosted on the real llama-server (SmolLM2, n-gram SD): the recipe of docs/GUIDE.md
-like-for-like recipe end to end, and multi-turn replay over llama-server's OpenAI surface,
+"""Vendor against self-hosted on the real llama-server (SmolLM2, n-gram SD): the like-for-like
+recipe of docs/GUIDE.md end to end, and multi-turn replay over llama-server's OpenAI surface,
 which streams text without token ids.
 
 One llama-server stands in for both sides: the "vendor" behind nginx terminating TLS and

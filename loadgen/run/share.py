@@ -1,7 +1,7 @@
 """How many workers a run gets: ``--workers N``, or ``--workers auto`` from the load.
 
-The capacities come from scripts/bench_scale.py (docs/PERFORMANCE.md, "Scale-out"): one worker process spent
-7-11 µs of CPU per stream event, so a core it has to itself carries ~100,000 events/s;
+The capacities come from scripts/bench_scale.py (docs/PERFORMANCE.md, "Scale-out"): one worker
+process spent 7-11 µs of CPU per stream event, so a core it has to itself carries ~100,000 events/s;
 ``EVENTS_PER_S_PER_WORKER`` keeps it near 40% busy, where its event-loop lag stays low. One
 worker carried 2,500 streams in the 10,000-stream test with every request completed;
 ``STREAMS_PER_WORKER`` is a conservative 1,000 (the benchmark's machine, shared and loaded,
