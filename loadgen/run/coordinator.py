@@ -49,6 +49,7 @@ from loadgen.results.facts import RecordsFile, RunFacts, WindowFacts
 from loadgen.results.summary import ClientStats
 from loadgen.run.handles import WorkerDied, WorkerHandle
 from loadgen.run.merge import ClockOffset, account_dead, merge_client, probe_clock
+from loadgen.run.windows import category_windows, needs_first_request
 from loadgen.run.worker import Phase, WorkerSpec, check_split, split
 
 _now_ns = time.monotonic_ns
@@ -265,13 +266,16 @@ class Coordinator:
         warm = cfg.effective_warmup()
         salt = self.adapter.cache_salt
         sent = 0
-        if warm and self._needs_first_request():
+        ncat = len(self.prompts.categories())
+        run_start = self.scrapes.snapshots.get("run_start")
+        if warm and needs_first_request(cfg, self.adapter, ncat, run_start):
             # vLLM sends per-request SD only with a server flag: the first warm-up request
             # that succeeds tells whether category windows are needed
             while sent < warm and not self.stopping and self.first_ok_has_sd is None:
                 await self._phase(Phase(False, sent, 1, salt=salt, concurrency=1))
                 sent += 1
-        self.category_windows = self._decide_windows()
+        self.category_windows = category_windows(cfg, self.adapter, ncat, run_start,
+                                                 self.first_ok_has_sd)
         if not self.category_windows:
             if warm - sent > 0 and not self.stopping:
                 await self._phase(Phase(False, sent, warm - sent, salt=salt))
@@ -291,30 +295,6 @@ class Coordinator:
             dur = cfg.duration_s * share if cfg.duration_s else None
             await self._measure(http, start + w, n, dur, cat)
             start = 1 + (self.max_index if self.max_index is not None else start - 1)
-
-    def _needs_first_request(self) -> bool:
-        return (self.cfg.category_windows is None
-                and self.adapter.per_request_sd_support == "optional"
-                and self._auto_windows_possible())
-
-    def _auto_windows_possible(self) -> bool:
-        """Several categories and SD counters on the server (vLLM registers them only with
-        SD on)."""
-        snap = self.scrapes.snapshots.get("run_start") or {}
-        return (len(self.prompts.categories()) > 1
-                and any(k in snap for k in ("drafts", "verify_calls")))
-
-    def _decide_windows(self) -> bool:
-        cfg = self.cfg
-        if cfg.category_windows is not None:
-            return cfg.category_windows
-        support = self.adapter.per_request_sd_support
-        if support == "always" or not self._auto_windows_possible():
-            return False
-        if support == "optional":
-            # --warmup-requests 0, or no warm-up request succeeded: no way to tell
-            return self.first_ok_has_sd is False
-        return True
 
     async def _measure(self, http: httpx.AsyncClient, first: int, n: int | None,
                        duration_s: float | None, category: str | None) -> None:
