@@ -67,7 +67,7 @@ class RequestSender:
 
     async def conversation(self, item: Item, scheduled_ns: int) -> None:
         p = item.prompt
-        text = not p.prompt_token_ids  # a text record (loadgen/data/chatprompts.py)
+        text = not p.prompt_token_ids  # a text record (loadgen/data/prompts.py)
         ids = list(p.prompt_token_ids)
         messages = list(p.messages) if p.messages else None
         later = (p.text_turns if text else p.turns) if self.cfg.multi_turn else None

@@ -86,7 +86,7 @@ def read_dataset(spec: str | Path, text: bool = False, chat: bool = False,
     if str(spec) != BUILTIN:
         return read_prompts(spec, text=text), Path(spec)
     if chat:
-        from loadgen.data.chatprompts import read_text_prompt_file
+        from loadgen.data.prompts import read_text_prompt_file
 
         src = builtin_prompts_path()
         pf = read_text_prompt_file(src)
