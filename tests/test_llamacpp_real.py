@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -59,15 +58,13 @@ def start(spec: SpecConfig) -> EngineProcess:
 
 
 @pytest.fixture(scope="module")
-def plain() -> Iterator[EngineProcess]:
-    with start(SpecConfig("none")) as eng:
-        yield eng
+def plain(llama_server) -> EngineProcess:
+    return llama_server("none")
 
 
 @pytest.fixture(scope="module")
-def ngram() -> Iterator[EngineProcess]:
-    with start(SpecConfig("ngram")) as eng:
-        yield eng
+def ngram(llama_server) -> EngineProcess:
+    return llama_server("ngram")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
 from loadgen.run.benchmark import run_benchmark
 from tests.builtin import smollm2_prompts
-from tests.vllm_cpu import require_vllm_cpu, start_vllm_cpu
 
 pytestmark = pytest.mark.real_engine
 
@@ -44,49 +43,29 @@ def _run(url: str, engine: str, prompts: PromptFile, out) -> dict:
     return run_benchmark(cfg, prompts, None, argv=["test"])
 
 
-def _both_modes(start, engine: str, prompts: PromptFile, tmp_path_factory) -> dict:
+def _both_modes(server, engine: str, prompts: PromptFile, tmp_path_factory) -> dict:
+    """The same prompts with SD off and on (``server(mode)``: the session's engine)."""
     out = {}
     for mode in ("none", "ngram"):
-        with start(mode) as eng:
-            d = tmp_path_factory.mktemp(f"{engine}-{mode}")
-            summary = _run(eng.base_url, engine, prompts, d)
-            out[mode] = (summary, read_records(d / "requests.jsonl"))
+        eng = server(mode)
+        d = tmp_path_factory.mktemp(f"{engine}-{mode}")
+        summary = _run(eng.base_url, engine, prompts, d)
+        out[mode] = (summary, read_records(d / "requests.jsonl"))
     return out
 
 
 @pytest.fixture(scope="module")
-def llamacpp_runs(tmp_path_factory):
-    from loadgen.launch import SpecConfig, start_engine
-    from loadgen.launch.llamacpp_build import find_llama_server
-    from loadgen.models.smollm2 import smollm2_gguf_path
-
-    if find_llama_server() is None:
-        pytest.skip("llama-server is not built (bash scripts/setup_llamacpp.sh)")
-    smollm2_gguf_path()
+def llamacpp_runs(llama_server, tmp_path_factory):
     prompts = _prompts()
-
-    def start(mode: str):
-        return start_engine("llamacpp", spec=SpecConfig(mode), port=0,
-                            extra_args=["-np", "1", "-c", "8192", "-t", "1"],
-                            health_timeout_s=120)
-
-    return prompts, _both_modes(start, "llamacpp", prompts, tmp_path_factory)
+    return prompts, _both_modes(llama_server, "llamacpp", prompts, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def vllm_runs(tmp_path_factory):
-    from loadgen.launch import SpecConfig
-
-    require_vllm_cpu()
+def vllm_runs(vllm_server, tmp_path_factory):
     prompts = _prompts()
-
-    def start(mode: str):
-        spec = SpecConfig(mode, num_spec_tokens=3 if mode != "none" else None)
-        # vLLM refuses the per-request flag without SD
-        extra = ["--per-request-spec-decode-metrics", "summary"] if mode != "none" else []
-        return start_vllm_cpu(spec, extra)
-
-    return prompts, _both_modes(start, "vllm", prompts, tmp_path_factory)
+    # per-request SD numbers with SD on (vLLM refuses the flag without SD)
+    return prompts, _both_modes(lambda mode: vllm_server(mode, per_request=mode != "none"),
+                                "vllm", prompts, tmp_path_factory)
 
 
 def _check(prompts: PromptFile, runs: dict, engine: str) -> None:

@@ -15,7 +15,6 @@ from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
 from loadgen.run.benchmark import run_benchmark
 from tests.builtin import smollm2_prompts
-from tests.vllm_cpu import start_vllm_cpu
 
 pytestmark = pytest.mark.real_engine
 
@@ -38,27 +37,14 @@ def _run(url: str, engine: str, prompts: PromptFile, out, **kw):
 
 
 @pytest.fixture(scope="module")
-def vllm_url():
-    from loadgen.launch import SpecConfig
-
+def vllm_url(vllm_server):
     # the usual start: n-gram SD, no per-request SD metrics
-    with start_vllm_cpu(SpecConfig("ngram", num_spec_tokens=3)) as eng:
-        yield eng.base_url
+    return vllm_server("ngram").base_url
 
 
 @pytest.fixture(scope="module")
-def llamacpp_url():
-    from loadgen.launch import SpecConfig, start_engine
-    from loadgen.launch.llamacpp_build import find_llama_server
-    from loadgen.models.smollm2 import smollm2_gguf_path
-
-    if find_llama_server() is None:
-        pytest.skip("llama-server is not built (bash scripts/setup_llamacpp.sh)")
-    smollm2_gguf_path()
-    with start_engine("llamacpp", spec=SpecConfig("ngram"), port=0,
-                      extra_args=["-np", "1", "-c", "8192", "-t", "1"],
-                      health_timeout_s=120) as eng:
-        yield eng.base_url
+def llamacpp_url(llama_server):
+    return llama_server("ngram").base_url
 
 
 def _check_windows(s, recs, out) -> None:

@@ -20,15 +20,8 @@ pytestmark = [pytest.mark.real_engine, pytest.mark.timeout(600)]
 N = 8  # the first rows of the trace's first two minutes (SmolLM2 on one thread: ~50 tokens/s)
 
 
-def test_azure_slice_on_llamacpp_with_ngram_sd(tmp_path):
-    from loadgen.launch import SpecConfig, start_engine
-    from loadgen.launch.llamacpp_build import find_llama_server
-
-    if find_llama_server() is None:
-        pytest.skip("llama-server is not built (bash scripts/setup_llamacpp.sh)")
-    from loadgen.models.smollm2 import smollm2_gguf_path
-
-    smollm2_gguf_path()
+def test_azure_slice_on_llamacpp_with_ngram_sd(tmp_path, llama_server):
+    eng = llama_server("ngram", slots=2)
     ds = tmp_path / "azure.jsonl"
     r = subprocess.run([sys.executable, "-m", "loadgen", "data", "build", "trace", str(AZURE),
                         "--tokenizer", "smollm2", "--out", str(ds), "--window", "0:2m",
@@ -37,14 +30,11 @@ def test_azure_slice_on_llamacpp_with_ngram_sd(tmp_path):
     assert r.returncode == 0, r.stderr
     pf = read_prompts(ds)
     assert len(pf.records) == N
-    with start_engine("llamacpp", spec=SpecConfig("ngram"), port=0,
-                      extra_args=["-np", "2", "-c", "16384", "-t", "1"],
-                      health_timeout_s=120) as eng:
-        out = tmp_path / "run"
-        r = subprocess.run([sys.executable, "-m", "loadgen", "run", "--endpoint", eng.base_url,
-                            "--engine", "llamacpp", "--dataset", str(ds), "--arrival", "trace",
-                            "--time-scale", "4", "--timeout", "300", "--out", str(out),
-                            "--quiet"], capture_output=True, text=True, timeout=600)
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "loadgen", "run", "--endpoint", eng.base_url,
+                        "--engine", "llamacpp", "--dataset", str(ds), "--arrival", "trace",
+                        "--time-scale", "4", "--timeout", "300", "--out", str(out),
+                        "--quiet"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     records = read_run_records(out)
     by_id = {p.id: p for p in pf.records}

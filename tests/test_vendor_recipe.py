@@ -42,23 +42,16 @@ class Sides:
 
 
 @pytest.fixture(scope="module")
-def sides(tmp_path_factory) -> Iterator[Sides]:
-    from loadgen.launch import SpecConfig, start_engine
-    from loadgen.models import gguf_draft
-
-    if not gguf_draft._smollm2_path(create=False).is_file():
-        pytest.skip("SmolLM2 GGUF not in the cache")
+def sides(tmp_path_factory, llama_server) -> Iterator[Sides]:
+    eng = llama_server("ngram", slots=2)
     d = tmp_path_factory.mktemp("vendor")
     certs = make_certs(d)
     guard = f'if ($http_authorization != "Bearer {KEY}") {{ return 401; }}'
-    with start_engine("llamacpp", spec=SpecConfig("ngram"), port=0,
-                      extra_args=["-np", "2", "-c", "8192", "-t", "1"],
-                      health_timeout_s=180) as eng:
-        ng = start_nginx(d / "nginx", certs, eng.base_url, buffering=False, guard=guard)
-        try:
-            yield Sides(eng, ng, certs)
-        finally:
-            ng.stop()
+    ng = start_nginx(d / "nginx", certs, eng.base_url, buffering=False, guard=guard)
+    try:
+        yield Sides(eng, ng, certs)
+    finally:
+        ng.stop()
 
 
 def loadgen(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

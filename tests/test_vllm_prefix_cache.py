@@ -13,17 +13,13 @@ from loadgen.data.prompts import PromptFile
 from loadgen.results.config import RunConfig
 from loadgen.run.benchmark import run_benchmark
 from tests.builtin import smollm2_prompts
-from tests.vllm_cpu import start_vllm_cpu
 
 pytestmark = pytest.mark.real_engine
 
 
 @pytest.fixture(scope="module")
-def vllm_server():
-    from loadgen.launch import SpecConfig
-
-    with start_vllm_cpu(SpecConfig("none")) as eng:
-        yield eng
+def engine(vllm_server):
+    return vllm_server("none")
 
 
 def _prompts() -> PromptFile:
@@ -33,15 +29,15 @@ def _prompts() -> PromptFile:
     return PromptFile(header=pf.header, records=recs)
 
 
-def test_cache_salt_makes_the_second_identical_run_uncached(vllm_server, tmp_path):
+def test_cache_salt_makes_the_second_identical_run_uncached(engine, tmp_path):
     prompts = _prompts()
 
     def run(name: str, keep: bool, warmup: int):
-        cfg = RunConfig(endpoint=vllm_server.base_url, engine="vllm", out=tmp_path / name,
+        cfg = RunConfig(endpoint=engine.base_url, engine="vllm", out=tmp_path / name,
                         output_len=2, concurrency=2, num_requests=len(prompts.records),
                         shuffle=False, keep_prefix_cache=keep, timeout_s=300,
                         warmup_requests=warmup)
-        return run_benchmark(cfg, prompts, None, argv=["test"], engine=vllm_server.describe())
+        return run_benchmark(cfg, prompts, None, argv=["test"], engine=engine.describe())
 
     first = run("first", keep=True, warmup=0)
     warm = run("warm", keep=True, warmup=0)
@@ -50,7 +46,7 @@ def test_cache_salt_makes_the_second_identical_run_uncached(vllm_server, tmp_pat
     for s in (first, warm, salted):
         pc = s.prefix_cache
         assert pc is not None and pc.source == "server_counters:vllm" and pc.queries > 0
-        assert s.host is not None and s.host.engine_pid == vllm_server.pid
+        assert s.host is not None and s.host.engine_pid == engine.pid
     assert warm.prefix_cache.policy == "kept" and salted.prefix_cache.policy == "salted"
     print(f"prefix-cache hit rate: first {first.prefix_cache.hit_rate:.1%}, warm "
           f"{warm.prefix_cache.hit_rate:.1%}, salted {salted.prefix_cache.hit_rate:.1%}")

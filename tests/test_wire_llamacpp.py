@@ -23,46 +23,38 @@ def _prompts() -> PromptFile:
     return PromptFile(header=pf.header, records=[r for r in pf.records if not r.turns][:4])
 
 
-def test_llamacpp_openai_through_nginx_tls(tmp_path):
-    from loadgen.launch import SpecConfig, start_engine
-    from loadgen.launch.llamacpp_build import find_llama_server
-    from loadgen.models import gguf_draft
-
-    if find_llama_server() is None or not gguf_draft._smollm2_path(create=False).is_file():
-        pytest.skip("llama-server or SmolLM2 is not set up (scripts/setup.sh)")
+def test_llamacpp_openai_through_nginx_tls(tmp_path, llama_server):
     if NGINX is None:
         pytest.skip("nginx is not installed (scripts/setup.sh)")
     prompts = _prompts()
     certs = make_certs(tmp_path)
-    with start_engine("llamacpp", spec=SpecConfig("none"), port=0,
-                      extra_args=["-np", "1", "-c", "4096", "-t", "1"],
-                      health_timeout_s=120) as eng:
-        ng = start_nginx(tmp_path / "nginx", certs, eng.base_url, buffering=False)
-        try:
-            for mode in ("completions", "chat"):
-                runs = {}
-                for how, url in (("direct", eng.base_url),
-                                 ("nginx", f"https://localhost:{ng.port}")):
-                    out = tmp_path / f"{mode}-{how}"
-                    cfg = RunConfig(endpoint=url, engine="openai", out=out,
-                                    output_len=OUTPUT_LEN, concurrency=1,
-                                    num_requests=len(prompts.records), shuffle=False,
-                                    openai_mode=mode, ca_bundle=str(certs.ca), timeout_s=200)
-                    runs[how] = (run_benchmark(cfg, prompts, None, argv=["test"]),
-                                 read_records(out / "requests.jsonl"))
-                (sd, rd), (sn, rn) = runs["direct"], runs["nginx"]
-                # Same outcome either way.
-                assert sd.requests == sn.requests and sd.requests.total == len(prompts.records)
-                assert sd.error_reasons == sn.error_reasons
-                assert all(r["http_status"] == 200 for r in rd + rn)
-                # the same greedy text came through nginx (its size, in o200k tokens, or ids)
-                size = [r["neutral_output_tokens"] or r["output_tokens"] for r in rd]
-                assert all(size) and size == [r["neutral_output_tokens"] or r["output_tokens"]
-                                              for r in rn]
-                assert [r["output_tokens"] for r in rd] == [r["output_tokens"] for r in rn]
-                assert [r["events"] for r in rd] == [r["events"] for r in rn]
-                assert sd.acceptance.acceptance_length == sn.acceptance.acceptance_length
-                for s in (sd, sn):
-                    assert not any("buffered" in w for w in s.warnings), s.warnings
-        finally:
-            ng.stop()
+    eng = llama_server("none")
+    ng = start_nginx(tmp_path / "nginx", certs, eng.base_url, buffering=False)
+    try:
+        for mode in ("completions", "chat"):
+            runs = {}
+            for how, url in (("direct", eng.base_url),
+                             ("nginx", f"https://localhost:{ng.port}")):
+                out = tmp_path / f"{mode}-{how}"
+                cfg = RunConfig(endpoint=url, engine="openai", out=out,
+                                output_len=OUTPUT_LEN, concurrency=1,
+                                num_requests=len(prompts.records), shuffle=False,
+                                openai_mode=mode, ca_bundle=str(certs.ca), timeout_s=200)
+                runs[how] = (run_benchmark(cfg, prompts, None, argv=["test"]),
+                             read_records(out / "requests.jsonl"))
+            (sd, rd), (sn, rn) = runs["direct"], runs["nginx"]
+            # Same outcome either way.
+            assert sd.requests == sn.requests and sd.requests.total == len(prompts.records)
+            assert sd.error_reasons == sn.error_reasons
+            assert all(r["http_status"] == 200 for r in rd + rn)
+            # the same greedy text came through nginx (its size, in o200k tokens, or ids)
+            size = [r["neutral_output_tokens"] or r["output_tokens"] for r in rd]
+            assert all(size) and size == [r["neutral_output_tokens"] or r["output_tokens"]
+                                          for r in rn]
+            assert [r["output_tokens"] for r in rd] == [r["output_tokens"] for r in rn]
+            assert [r["events"] for r in rd] == [r["events"] for r in rn]
+            assert sd.acceptance.acceptance_length == sn.acceptance.acceptance_length
+            for s in (sd, sn):
+                assert not any("buffered" in w for w in s.warnings), s.warnings
+    finally:
+        ng.stop()
