@@ -179,7 +179,7 @@ def test_interrupts_leave_a_valid_result_in_every_mode(synthetic, tmp_path, mode
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "interrupted"
+    assert manifest["status"] == "interrupted", stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["interrupted"] is True
     req = summary["requests"]

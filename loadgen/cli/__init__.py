@@ -79,3 +79,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # a command without its own signal handling, or start-up
         print("loadgen: interrupted", file=sys.stderr)
         return 130
+
+
+def entry() -> None:
+    """``loadgen`` and ``python -m loadgen``: run the command, then exit with its code. Once
+    the command has decided its outcome (and written its files), a late SIGINT/SIGTERM is
+    ignored, so the process never dies of it while the interpreter shuts down (which puts
+    the default handlers back): a second Ctrl-C right after the first still ends with 130."""
+    try:
+        code = main()
+    except KeyboardInterrupt:  # Ctrl-C while starting up, before a command installed its handling
+        print("loadgen: interrupted", file=sys.stderr)
+        code = 130
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    sys.stderr.flush()
+    raise SystemExit(code)

@@ -165,12 +165,13 @@ def main(args: argparse.Namespace) -> int:
 
     # SIGINT/SIGTERM are ours for the whole command: a first one before the run starts ends it
     # with one line, during the run it stops the run, a second one exits at once.
-    with StopSignals("loadgen run") as signals:
-        try:
+    signals = StopSignals("loadgen run")
+    try:
+        with signals:
             return _main(args, signals)
-        except (Interrupted, KeyboardInterrupt):
-            print("loadgen run: interrupted", file=sys.stderr)
-            return signals.exit_code
+    except (Interrupted, KeyboardInterrupt):  # before the run, or as the command ends
+        print("loadgen run: interrupted", file=sys.stderr)
+        return signals.exit_code
 
 
 def _main(args: argparse.Namespace, signals) -> int:

@@ -5,7 +5,8 @@ is in flight; the run then writes its partial summary itself). A second signal w
 written at once (``attach``'s ``last``: a summary rebuilt from requests.jsonl and a manifest that
 says ``interrupted``) and exits immediately. A signal while no run is attached (reading the
 dataset, starting an engine) raises ``Interrupted`` where the program is, so it unwinds (an engine
-started around the run is stopped) and the command exits with one line.
+started around the run is stopped) and the command exits with one line. Once the run has stopped
+and its files are being written (``hold``), a signal waits until they are complete.
 
 Exit codes: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM).
 """
@@ -41,6 +42,9 @@ class StopSignals:
         self._first: Callable[[], None] | None = None
         self._last: Callable[[], str | None] | None = None
         self._old: dict[int, Any] = {}
+        self._held = False  # the run's files are being written: signals wait (``hold``)
+        self._pending = False
+        self._restoring = False
 
     @property
     def exit_code(self) -> int:
@@ -48,12 +52,14 @@ class StopSignals:
 
     def install(self) -> StopSignals:
         """Take over SIGINT/SIGTERM (main thread only; elsewhere this does nothing)."""
+        self._restoring = False
         with contextlib.suppress(ValueError):
             for sig in SIGNALS:
                 self._old[sig] = signal.signal(sig, self._handle)
         return self
 
     def restore(self) -> None:
+        self._restoring = True  # a signal now is the command's last: counted, not acted on
         for sig, old in self._old.items():
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(sig, old)
@@ -75,10 +81,31 @@ class StopSignals:
     def detach(self) -> None:
         self._first = self._last = None
 
+    def hold(self) -> None:
+        """The run has stopped and its files are being written: a signal now is noted and acted
+        on at ``release`` (the files are then complete), never in the middle of them."""
+        self._held = True
+
+    def release(self) -> None:
+        """Detach; a signal that came while held ends the command now (``Interrupted``)."""
+        self.detach()
+        self._held = False
+        if self._pending:
+            self._pending = False
+            raise Interrupted(self.signum or signal.SIGINT)
+
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
         if self.signum is None:
             self.signum = signum
+        if self._restoring:
+            return
+        if self._held:
+            if not self._pending:
+                print(f"{self.prog}: writing the run's files, then exiting",
+                      file=sys.stderr, flush=True)
+            self._pending = True
+            return
         if self.count == 1:
             if self._first is not None:
                 print(f"{self.prog}: stopping (interrupt again to exit at once)",

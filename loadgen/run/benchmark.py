@@ -172,27 +172,32 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
     coord.own_signals = False
     stop.attach(coord.request_stop, save_partial)
     try:
-        with live if live is not None else contextlib.nullcontext():
-            if use_uvloop:
-                import uvloop
+        try:
+            with live if live is not None else contextlib.nullcontext():
+                if use_uvloop:
+                    import uvloop
 
-                uvloop.run(coord.execute())
-            else:
-                asyncio.run(coord.execute())
+                    uvloop.run(coord.execute())
+                else:
+                    asyncio.run(coord.execute())
+        finally:
+            stop.hold()  # the workers stop, the files are written: a signal now waits for them
+            for h in handles:
+                with contextlib.suppress(Exception):
+                    h.collect_shard()
+                h.close()
+            if cfg.ray:
+                from loadgen.run.rayactors import shutdown
+
+                shutdown()
+        coord.account()
+        return _finish(coord, manifest, scale)
     finally:
-        stop.detach()
-        if own_signals:
-            stop.restore()
-        for h in handles:
-            with contextlib.suppress(Exception):
-                h.collect_shard()
-            h.close()
-        if cfg.ray:
-            from loadgen.run.rayactors import shutdown
-
-            shutdown()
-    coord.account()
-    return _finish(coord, manifest, scale)
+        try:
+            stop.release()
+        finally:
+            if own_signals:
+                stop.restore()
 
 
 def _start_workers(cfg: RunConfig, prompts: PromptFile, workers: int | None, note: str | None,
