@@ -400,6 +400,7 @@ needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
                                     reason="Debian's chromium is not installed (scripts/setup.sh)")
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_chromium_renders_the_reports_without_console_errors(tmp_path, sweep_dir, sweep_report):
     html_path, _ = sweep_report
@@ -414,6 +415,7 @@ def test_chromium_renders_the_reports_without_console_errors(tmp_path, sweep_dir
     assert errors == [] and facts["images"] == len(RUN_PLOTS) and facts["broken"] == 0
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_chromium_detector_catches_deliberate_errors(tmp_path, sweep_report):
     html = sweep_report[0].read_text()
