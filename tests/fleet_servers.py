@@ -13,23 +13,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.wire_servers import NGINX, Server, _wait_listening, free_port
+from tests.wire_servers import NGINX, NGINX_HEAD, Server, _wait_listening, free_port
 
 PROMETHEUS = shutil.which("prometheus") or (
     "/usr/bin/prometheus" if os.path.exists("/usr/bin/prometheus") else None)
 
-GATEWAY_CONF = """\
-{user}worker_processes 1;
-error_log {d}/error.log warn;
-pid {d}/nginx.pid;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
+GATEWAY_CONF = NGINX_HEAD + """\
     upstream fleet {{
         {balance}
 {servers}

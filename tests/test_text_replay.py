@@ -41,10 +41,15 @@ def loadgen_run(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=150)
 
 
+def text_only_engine(synthetic, truth):
+    """The synthetic vLLM surface streaming text without ids, as llama-server's OpenAI one."""
+    return synthetic("--protocol", "vllm", "--text-only", "--step-base-ms", "1",
+                     "--model-name", "m", "--truth-log", str(truth))
+
+
 def test_next_turn_built_from_the_reply_text_with_the_files_tokenizer(synthetic, tmp_path):
     truth = tmp_path / "truth.jsonl"
-    eng = synthetic("--protocol", "vllm", "--text-only", "--step-base-ms", "1",
-                    "--model-name", "m", "--truth-log", str(truth))
+    eng = text_only_engine(synthetic, truth)
     ds = multi_turn_file(tmp_path / "mt.jsonl")
     out = tmp_path / "run"
     r = loadgen_run("--endpoint", eng.url, "--engine", "openai", "--model", "m",
@@ -74,8 +79,7 @@ def test_next_turn_built_from_the_reply_text_with_the_files_tokenizer(synthetic,
 
 def test_no_tokenizer_known_refused_before_anything_is_sent(synthetic, tmp_path):
     truth = tmp_path / "truth.jsonl"
-    eng = synthetic("--protocol", "vllm", "--text-only", "--step-base-ms", "1",
-                    "--model-name", "m", "--truth-log", str(truth))
+    eng = text_only_engine(synthetic, truth)
     ds = multi_turn_file(tmp_path / "mt.jsonl", header=False)
     out = tmp_path / "run"
     r = loadgen_run("--endpoint", eng.url, "--engine", "openai", "--model", "m",
@@ -141,8 +145,7 @@ def test_dataset_builtin_in_run(synthetic, tmp_path, mode):
 
 def test_scaled_run_replays_from_text_in_every_worker(synthetic, tmp_path):
     truth = tmp_path / "truth.jsonl"
-    eng = synthetic("--protocol", "vllm", "--text-only", "--step-base-ms", "1",
-                    "--model-name", "m", "--truth-log", str(truth))
+    eng = text_only_engine(synthetic, truth)
     ds = multi_turn_file(tmp_path / "mt.jsonl")
     out = tmp_path / "run"
     r = loadgen_run("--endpoint", eng.url, "--engine", "openai", "--model", "m",

@@ -74,7 +74,8 @@ class Server:
                 self.proc.wait(timeout=10)
 
 
-NGINX_CONF = """\
+# the prologue of every nginx config the tests write: one worker, its files in the test's folder
+NGINX_HEAD = """\
 {user}worker_processes 1;
 error_log {d}/error.log warn;
 pid {d}/nginx.pid;
@@ -86,6 +87,9 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
+"""
+
+NGINX_CONF = NGINX_HEAD + """\
     server {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {cert};
