@@ -8,16 +8,19 @@ measured request is sent, or ``--duration`` is up).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from loadgen.client.plan import Item
-from loadgen.client.request import RequestSender
+from loadgen.client.request import Opening, RequestSender, Turn
 from loadgen.client.schedule import arrival_offsets, trace_offsets
 
 _now_ns = time.monotonic_ns
+# a connection is opened this long before each scheduled send (HttpClient.preopen): far
+# longer than a connect, far shorter than any server's idle keep-alive timeout (5 s and up)
+PREOPEN_LEAD_NS = 200_000_000
 
 
 class Driver:
@@ -52,6 +55,16 @@ class Driver:
         for res in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(res, BaseException) and not isinstance(res, asyncio.CancelledError):
                 self.failures.append(res)
+
+    async def _sleep_until(self, t_ns: int, stopped: asyncio.Task[Any]) -> bool:
+        """Wait until ``t_ns`` (monotonic) or the stop flag (``stopped``: a task waiting for
+        it); True when stopped. The timer wakes this coroutine in the loop turn it fires
+        (``asyncio.wait``), where ``wait_for`` would first cancel its inner task and resume a
+        turn or two later: each turn of a loop busy with streams can take milliseconds."""
+        delay = (t_ns - _now_ns()) / 1e9
+        if delay > 0:
+            await asyncio.wait((stopped,), timeout=delay)
+        return self.stop.is_set()
 
     def cancel_all(self) -> None:
         for t in list(self.tasks):
@@ -97,41 +110,75 @@ class Driver:
         trace = arrival == "trace"
         offsets = trace_offsets() if trace else arrival_offsets(rate, arrival, burstiness, seed)
         ns_per_s = 1e9 / self.sender.cfg.time_scale if trace else 1e9
-        send = self.sender.conversation
+        sender = self.sender
 
-        async def fire(item: Item, due: int) -> None:
-            if sem is None:
-                await send(item, due)
-                return
-            async with sem:
-                await send(item, due)
-
-        tasks = []
-        item: Item | None = None
-        for sent, off in enumerate(offsets):
-            if self.stop.is_set() or (n is not None and sent >= n):
-                break
-            if trace:  # the offset is the item's own: only this process's items are read
+        def planned() -> Iterator[tuple[Item, int]]:
+            """This process's sends in order: (item, due time)."""
+            for sent, off in enumerate(offsets):
+                if n is not None and sent >= n:
+                    return
                 if mine is not None and not mine(sent):
                     continue
                 item = next(items)
-                assert item.due_s is not None, "a trace item without its due time"
-                off = item.due_s
-            due = t0 + int(off * ns_per_s)
-            if deadline_ns is not None and due >= deadline_ns:
-                break
-            if mine is not None and not mine(sent):
-                continue
-            delay = (due - _now_ns()) / 1e9
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stop.wait(), delay)
-                if self.stop.is_set():
-                    break
-                # Event-loop timers have millisecond resolution and may fire early: never
-                # send before the scheduled time.
-                while _now_ns() < due:
-                    await asyncio.sleep(0)
-            tasks.append(self.spawn(fire(item if trace else next(items), due)))
+                if trace:
+                    assert item.due_s is not None, "a trace item without its due time"
+                    off = item.due_s
+                due = t0 + int(off * ns_per_s)
+                if deadline_ns is not None and due >= deadline_ns:
+                    return
+                yield item, due
+
+        async def fire(item: Item, due: int, opening: Opening, begun: Turn | None) -> None:
+            if sem is None:
+                await sender.conversation(item, due, opening, begun)
+                return
+            async with sem:
+                await sender.conversation(item, due, opening)
+
+        # Each send is prepared ahead (its body encoded, a connection opened for it and for
+        # every other send due within PREOPEN_LEAD_NS of it), so at its time it only writes.
+        plan = planned()
+        ahead: deque[tuple[Item, int, Opening]] = deque()
+        tasks = []
+        stopped = asyncio.get_running_loop().create_task(self.stop.wait())
+        try:
+            await self._schedule(plan, ahead, tasks, fire, stopped, direct=sem is None)
+        finally:
+            stopped.cancel()
         self.mark_window_end()
         await self.wait(tasks)
+
+    async def _schedule(self, plan: Iterator[tuple[Item, int]],
+                        ahead: deque[tuple[Item, int, Opening]], tasks: list[asyncio.Task[Any]],
+                        fire: Callable[[Item, int, Opening, Turn | None],
+                                       Coroutine[Any, Any, None]],
+                        stopped: asyncio.Task[Any], direct: bool) -> None:
+        """Send each planned item at its due time (open_loop). ``direct`` (no concurrency
+        cap): the request is written here, in the turn of the loop its time came
+        (``RequestSender.begin``), and a task carries it on."""
+        sender = self.sender
+        while not self.stop.is_set():
+            if not ahead:
+                nxt = next(plan, None)
+                if nxt is None:
+                    break
+                ahead.append((*nxt, sender.opening(nxt[0])))
+            item, due, opening = ahead[0]
+            if due - _now_ns() > 0:
+                if await self._sleep_until(due - PREOPEN_LEAD_NS, stopped):
+                    break
+                while ahead[-1][1] <= due + PREOPEN_LEAD_NS and \
+                        (nxt := next(plan, None)) is not None:
+                    ahead.append((*nxt, sender.opening(nxt[0])))
+                sender.client.preopen(sum(1 for a in ahead if a[1] <= due + PREOPEN_LEAD_NS))
+                if await self._sleep_until(due, stopped):
+                    break
+                # A timer may fire early (millisecond resolution): never send before the time.
+                while _now_ns() < due:
+                    await asyncio.sleep(0)
+            ahead.popleft()
+            begun = sender.begin(item, due, opening) if direct else None
+            task = self.spawn(fire(item, due, opening, begun))
+            if begun is not None:  # cancelled before it ran: still a record
+                task.add_done_callback(lambda t, b=begun: t.cancelled() and sender.abandon(b))
+            tasks.append(task)

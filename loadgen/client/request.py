@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from functools import partial
 from typing import Any
 
 from loadgen.client.plan import Item
 from loadgen.client.replay import chat_turns
-from loadgen.client.transport import HttpClient, TransportError
+from loadgen.client.transport import Exchange, HttpClient, TransportError
 from loadgen.engines.base import EngineAdapter, StreamState, error_text, one_line
 from loadgen.engines.sse import SseError
 from loadgen.results.config import RunConfig
@@ -48,6 +49,30 @@ def retry_after_s(value: str | None) -> float:
     return max(0.0, when.timestamp() - time.time())
 
 
+@dataclass(slots=True)
+class Opening:
+    """A conversation's first request: text or ids, the later turns, the encoded body."""
+
+    text: bool
+    ids: list[int]
+    messages: list[dict[str, str]] | None
+    turns: list[Any]
+    body: bytes | None
+
+
+@dataclass(slots=True)
+class Turn:
+    """One request on its way: its record, stream state, when it left the loop (``released``),
+    the stamps of its attempts' sends, and its exchange once written (``begin``)."""
+
+    rec: RequestRecord
+    st: StreamState
+    released: int
+    sent: list[int] = field(default_factory=list)
+    exchange: Exchange | None = None
+    taken: bool = False  # its conversation went on with it (else ``abandon``)
+
+
 class RequestSender:
     """Sends requests of one run through one HTTP client and hands each finished record (as a
     dict) to ``on_record``."""
@@ -65,10 +90,14 @@ class RequestSender:
     def max_tokens(self, item: Item) -> int:
         return self.cfg.output_len or item.prompt.max_tokens or 256
 
-    async def conversation(self, item: Item, scheduled_ns: int) -> None:
+    def opening(self, item: Item) -> Opening:
+        """What the conversation's first request sends, its body encoded: the open loop
+        builds it ahead of the scheduled time (loadgen/client/loops.py)."""
         p = item.prompt
         text = not p.prompt_token_ids  # a text record (loadgen/data/prompts.py)
-        ids = list(p.prompt_token_ids)
+        # never copied: a 14k-id list per request in flight is what a collection inside the
+        # window would have to scan (turns build new lists; nothing here mutates ids)
+        ids = p.prompt_token_ids
         messages = list(p.messages) if p.messages else None
         later = (p.text_turns if text else p.turns) if self.cfg.multi_turn else None
         if not text and messages and self.adapter.sends_messages:
@@ -76,11 +105,27 @@ class RequestSender:
             text, ids = True, []
             messages, text_later = chat_turns(messages)
             later = text_later if self.cfg.multi_turn else None
-        turns: list[Any] = list(later or [])
+        try:
+            body: bytes | None = self.adapter.encode(
+                ids, self.max_tokens(item), messages,
+                self.adapter.sampling.request_seed(item.index, 0))
+        except Exception:  # encoded again inside the request, whose record says why
+            body = None
+        return Opening(text, ids, messages, list(later or []), body)
+
+    async def conversation(self, item: Item, scheduled_ns: int,
+                           opening: Opening | None = None, begun: Turn | None = None) -> None:
+        """Every turn of ``item``'s conversation (``opening``: its first request prepared;
+        ``begun``: that request already written, ``begin``), each turn's record handed on."""
+        first = opening if opening is not None else self.opening(item)
+        text, ids, messages, turns = first.text, first.ids, first.messages, first.turns
+        body: bytes | None = first.body
         from_text = 0  # prompt ids tokenized from earlier replies' text
         for turn in range(len(turns) + 1):
             rec, reply = await self.one_turn(item, ids, messages, turn, scheduled_ns,
-                                             keep=turn < len(turns), from_text=from_text)
+                                             keep=turn < len(turns), from_text=from_text,
+                                             body=body, begun=begun)
+            body = begun = None
             self.on_record(rec.to_dict())
             if rec.status != OK or turn == len(turns):
                 return
@@ -98,32 +143,79 @@ class RequestSender:
                 ids = ids + reply_ids + turns[turn]
             scheduled_ns = 0  # later turns are sent as soon as the previous reply ends
 
+    def begin(self, item: Item, scheduled_ns: int, opening: Opening) -> Turn | None:
+        """The conversation's first request written now, without yielding to the event loop,
+        when a connection is ready for it (``HttpClient.start``); None when not (the
+        conversation then sends it as any other). ``conversation(..., begun=)`` goes on."""
+        if opening.body is None:
+            return None
+        t = self._turn(item, opening.ids, 0, scheduled_ns, bool(opening.turns), 0)
+        ad = self.adapter
+        t.exchange = self.client.start(ad.stream_path, opening.body, sink=partial(ad.feed, t.st),
+                                       reuse=ad.reuse_connections, sent=t.sent)
+        if t.exchange is None:
+            self.in_flight -= 1
+            return None
+        return t
+
+    def abandon(self, t: Turn) -> None:
+        """A begun request whose conversation was cancelled before it could go on (Ctrl-C in
+        the same turn of the loop): its record, cancelled; its connection closed."""
+        if t.taken:
+            return
+        t.taken = True
+        if t.exchange is not None:
+            t.exchange.conn.abort()
+        self.in_flight -= 1
+        rec = t.rec
+        rec.end_ns = _now_ns()
+        rec.status, rec.error = CANCELLED, "run interrupted"
+        if t.sent:
+            rec.send_ns = t.sent[0]
+            rec.send_delay_ns = t.sent[0] - t.released
+        self._finish(rec, t.st, False)
+        self.on_record(rec.to_dict())
+
+    def _turn(self, item: Item, ids: list[int], turn: int, scheduled_ns: int, keep: bool,
+              from_text: int) -> Turn:
+        """A request about to be sent: its record and stream state, counted in flight."""
+        p = item.prompt
+        text = not ids
+        rec = RequestRecord(index=item.index, prompt_id=p.id, category=p.category, turn=turn,
+                            warmup=item.warmup, input_tokens=len(ids),
+                            expected_tokens=self.max_tokens(item), scheduled_ns=scheduled_ns,
+                            text_prompt=text,
+                            seed=self.adapter.sampling.request_seed(item.index, turn),
+                            prompt_ids_from_text=from_text or None)
+        self.in_flight += 1
+        rec.send_ns = _now_ns()  # the request left the loop; the wire stamp is in ``sent``
+        return Turn(rec, self._new_state(keep, text), rec.send_ns)
+
     async def one_turn(self, item: Item, ids: list[int],
                        messages: list[dict[str, str]] | None, turn: int, scheduled_ns: int,
-                       keep: bool, from_text: int = 0) -> tuple[RequestRecord, str | None]:
-        """One request; returns its record and, for a turn kept for its next turn, the
-        reply's text (when the stream's text was kept)."""
-        p = item.prompt
+                       keep: bool, from_text: int = 0, body: bytes | None = None,
+                       begun: Turn | None = None) -> tuple[RequestRecord, str | None]:
+        """One request (``body``: already encoded; ``begun``: already written, ``begin``);
+        returns its record and, for a turn kept for its next turn, the reply's text (when
+        the stream's text was kept)."""
         max_tokens = self.max_tokens(item)
         ad = self.adapter
         text = not ids
-        st = self._new_state(keep, text)
-        rec = RequestRecord(index=item.index, prompt_id=p.id, category=p.category, turn=turn,
-                            warmup=item.warmup, input_tokens=len(ids),
-                            expected_tokens=max_tokens, scheduled_ns=scheduled_ns,
-                            text_prompt=text,
-                            seed=ad.sampling.request_seed(item.index, turn),
-                            prompt_ids_from_text=from_text or None)
+        t = begun if begun is not None else self._turn(item, ids, turn, scheduled_ns, keep,
+                                                       from_text)
+        t.taken = True
+        rec, st, released, sent = t.rec, t.st, t.released, t.sent
         feed = ad.feed
-        self.in_flight += 1
-        released = rec.send_ns = _now_ns()  # the request left the loop; the wire stamp below
-        sent: list[int] = []
+        exchange = t.exchange
         try:
-            body = ad.encode(ids, max_tokens, messages, rec.seed)
+            if body is None:
+                body = ad.encode(ids, max_tokens, messages, rec.seed)
             async with asyncio.timeout(self.cfg.timeout_s):  # connect and response, end to end
                 while True:
                     res = await self.client.post(ad.stream_path, body, sink=partial(feed, st),
-                                                 reuse=ad.reuse_connections, sent=sent)
+                                                 reuse=ad.reuse_connections, sent=sent,
+                                                 started=exchange)
+                    exchange = None
                     if res.status != 429 or rec.retries >= self.cfg.retry_429:
                         break
                     wait = retry_after_s(res.headers.get("retry-after"))

@@ -21,12 +21,13 @@ from loadgen.client.connect import Connector, TransportError
 from loadgen.client.endpoint import check_header_value
 
 _now_ns = time.monotonic_ns
+_SETTLE_NS = 2_000_000  # a connection parked this recently gets one loop turn before reuse
 
 # sink(body_bytes, read_stamp_ns): called for every piece of (de-chunked) response body.
 BodySink = Callable[[bytes, int], None]
 
 
-__all__ = ["BodySink", "HttpClient", "HttpResult", "TransportError"]
+__all__ = ["BodySink", "Exchange", "HttpClient", "HttpResult", "TransportError"]
 
 
 @dataclass(slots=True)
@@ -42,7 +43,7 @@ class HttpResult:
 class _Connection(asyncio.Protocol):
     __slots__ = (
         "_body", "_done", "_headers", "_keep_alive", "_parser", "_result", "_sink", "_stamp",
-        "_stream", "closed", "received", "transport",
+        "_stream", "closed", "parked_ns", "received", "transport",
     )
 
     def __init__(self) -> None:
@@ -58,6 +59,7 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = False
         self.received = 0  # bytes of the current response so far
         self.closed = False
+        self.parked_ns = 0  # when it last became idle
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -147,6 +149,17 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
 
+@dataclass(slots=True)
+class Exchange:
+    """A request written on ``conn`` whose response ``done`` will carry."""
+
+    conn: _Connection
+    done: asyncio.Future[HttpResult]
+    payload: bytes  # head and body, for a resend
+    kind: str  # its connection: "new", "fresh" (opened for it: preopen) or "reused"
+    reuse: bool  # park the connection for reuse after the response
+
+
 class HttpClient:
     """Kept-alive HTTP/1.1 connections to one origin, one request per connection at a time.
 
@@ -169,65 +182,125 @@ class HttpClient:
                                "content-type: application/json\r\n"
                                "accept: text/event-stream, application/json\r\n" + extra)
         self._idle: list[_Connection] = []
+        # opened ahead of a scheduled send (preopen) and never used yet
+        self._fresh: list[_Connection] = []
+        self._opening: set[asyncio.Task[None]] = set()
         self.connections_opened = 0  # connects attempted (successful or not)
         self.reuse_disabled = False  # set once the server dropped a kept-alive connection
 
     async def _connect(self) -> _Connection:
         return await self.connector.open(_Connection, self.connect_timeout)
 
+    def _take(self, reuse: bool, settled: bool = True) -> tuple[_Connection | None, str]:
+        """A connection to write on at once and its kind: "fresh", opened for this send
+        (``preopen``, never used, so never stale), or with ``reuse`` "reused", a kept-alive
+        one; ``settled``: only one parked long enough ago that a close the server sent with
+        its last response has been seen (one parked this moment gets a loop turn first:
+        ``post``). (None, "new") when there is none."""
+        while self._fresh:
+            c = self._fresh.pop()
+            if not c.closed:
+                return c, "fresh"
+        while reuse and self._idle and (
+                not settled or _now_ns() - self._idle[-1].parked_ns >= _SETTLE_NS):
+            c = self._idle.pop()
+            if not c.closed:
+                return c, "reused"
+        return None, "new"
+
+    def start(self, path: str, body: bytes, sink: BodySink | None = None, reuse: bool = True,
+              sent: list[int] | None = None) -> Exchange | None:
+        """Write a POST now, without yielding to the event loop, on a connection that is
+        ready (``_take``); None when none is (``post`` then connects). The open loop sends
+        this way at a request's scheduled time: a task would start a turn of the loop later,
+        after every stream's reads (milliseconds under load). ``post(started=...)`` awaits
+        the response."""
+        reuse = reuse and not self.reuse_disabled
+        conn, kind = self._take(reuse)
+        if conn is None:
+            return None
+        if sent is not None:
+            sent.append(_now_ns())
+        payload = self._head(path, len(body)) + body
+        return Exchange(conn, conn.begin(payload, sink), payload, kind, reuse)
+
+    def _head(self, path: str, length: int) -> bytes:
+        return (f"POST {self.connector.target(path)} HTTP/1.1\r\n{self._fixed_headers}"
+                f"content-length: {length}\r\n\r\n").encode("latin-1")
+
     async def post(self, path: str, body: bytes, sink: BodySink | None = None,
                    timeout: float | None = None, reuse: bool = True,
-                   sent: list[int] | None = None) -> HttpResult:
+                   sent: list[int] | None = None, started: Exchange | None = None
+                   ) -> HttpResult:
         """POST ``body``; body bytes of a 2xx response go to ``sink`` as they arrive.
+        ``started``: the request was written already (``start``); its response is awaited.
 
         ``reuse=False`` for servers known to close every streamed response whatever their
         headers say (llama-server's native API). A request whose reused connection the server
         closed before any response byte is sent once more on a new connection
         (``HttpResult.resent``), and no connection to this server is reused after.
         ``sent`` gets the moment each attempt started: just before its connect when it opens
-        a connection, else just before its bytes are written to the kept-alive one.
+        a connection, else just before its bytes are written to the kept-alive one (or the
+        one ``preopen`` opened for it).
         """
-        reuse = reuse and not self.reuse_disabled
-        conn = None
-        if reuse and self._idle:
-            # one turn of the loop first: a close the server already sent is seen before reuse
-            await asyncio.sleep(0)
-        while reuse and self._idle:
-            c = self._idle.pop()
-            if not c.closed:
-                conn = c
-                break
-        reused = conn is not None
         connect_ns = 0
-        if sent is not None:
-            sent.append(_now_ns())
-        if conn is None:
-            conn, connect_ns = await self._open()
-        head = (f"POST {self.connector.target(path)} HTTP/1.1\r\n{self._fixed_headers}"
-                f"content-length: {len(body)}\r\n\r\n").encode("latin-1")
+        if started is None:
+            reuse = reuse and not self.reuse_disabled
+            conn, kind = self._take(reuse)
+            if conn is None and reuse and self._idle:
+                await asyncio.sleep(0)  # parked this moment: its close, if any, is seen first
+                conn, kind = self._take(reuse, settled=False)
+            if sent is not None:
+                sent.append(_now_ns())
+            if conn is None:
+                conn, connect_ns = await self._open()
+            payload = self._head(path, len(body)) + body
+            started = Exchange(conn, conn.begin(payload, sink), payload, kind, reuse)
+        conn, reuse = started.conn, started.reuse
         resent = False
         try:
-            result = await self._exchange(conn, head + body, sink, timeout)
+            result = await self._await(conn, started.done, timeout)
         except TransportError:
-            if not (reused and conn.received == 0):
+            if started.kind == "new" or conn.received:
                 raise
             # The kept-alive race: the server closed this connection (llama-server does after
-            # every stream, whatever its headers say) as the request was written. Sent once
-            # more on a new connection; the record says so, and nothing is reused after.
+            # every stream, whatever its headers say; any server once its idle timeout is up)
+            # as the request was written. Sent once more on a new connection; the record says
+            # so, and after a reused connection's race nothing is reused again.
             resent = True
-            self.reuse_disabled = True
-            self.close()
+            if started.kind == "reused":
+                self.reuse_disabled = True
+                self.close()
             if sent is not None:
                 sent.append(_now_ns())
             conn, connect_ns = await self._open()
-            result = await self._exchange(conn, head + body, sink, timeout)
+            result = await self._await(conn, conn.begin(started.payload, sink), timeout)
         if reuse and not self.reuse_disabled and conn.keep_alive:
+            conn.parked_ns = _now_ns()
             self._idle.append(conn)
         else:
             conn.abort()
         result.connect_ns = connect_ns
         result.resent = resent
         return result
+
+    def preopen(self, want: int = 1) -> None:
+        """Have ``want`` connections ready (opened, or opening) for sends scheduled shortly:
+        the open loop calls this a little before each due time, so a send writes at its time
+        instead of waiting for a connect and its turn of the event loop. A connect that
+        fails here is left to the send, which reports it."""
+        loop = asyncio.get_running_loop()
+        for _ in range(want - len(self._fresh) - len(self._idle) - len(self._opening)):
+            task = loop.create_task(self._preopen())
+            self._opening.add(task)
+            task.add_done_callback(self._opening.discard)
+
+    async def _preopen(self) -> None:
+        try:
+            conn, _ = await self._open()
+        except (TransportError, OSError, TimeoutError):
+            return
+        self._fresh.append(conn)
 
     async def _open(self) -> tuple[_Connection, int]:
         """A new connection, and how long the connect took (ns)."""
@@ -237,9 +310,8 @@ class HttpClient:
         return conn, _now_ns() - t0
 
     @staticmethod
-    async def _exchange(conn: _Connection, payload: bytes, sink: BodySink | None,
-                        timeout: float | None) -> HttpResult:
-        fut = conn.begin(payload, sink)
+    async def _await(conn: _Connection, fut: asyncio.Future[HttpResult],
+                     timeout: float | None) -> HttpResult:
         try:
             return await asyncio.wait_for(fut, timeout) if timeout else await fut
         except BaseException:
@@ -247,6 +319,9 @@ class HttpClient:
             raise
 
     def close(self) -> None:
-        for c in self._idle:
+        for task in list(self._opening):
+            task.cancel()
+        for c in (*self._idle, *self._fresh):
             c.abort()
         self._idle.clear()
+        self._fresh.clear()

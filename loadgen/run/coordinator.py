@@ -28,6 +28,7 @@ import signal
 import sys
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
@@ -54,6 +55,8 @@ from loadgen.run.worker import Phase, WorkerSpec, check_split, split
 
 _now_ns = time.monotonic_ns
 START_MARGIN_NS = 200_000_000  # workers in other processes: the common start this far ahead
+# one in-process open loop: its start this far ahead, for the first sends' connections
+OPEN_LOOP_MARGIN_NS = 50_000_000
 
 
 def shard_name(k: int, workers: int, in_process: bool) -> str:
@@ -194,7 +197,7 @@ class Coordinator:
 
     def _margin(self) -> int:
         if self.in_process:
-            return 0
+            return OPEN_LOOP_MARGIN_NS if self.cfg.request_rate is not None else 0
         return START_MARGIN_NS + max(o.error_ns for o in self.offsets)
 
     # -- the run ----------------------------------------------------------------------------
@@ -380,9 +383,10 @@ class Coordinator:
         if partial and self.current is not None:
             cur = replace(self.current, end_ns=max(self.current.start_ns, _now_ns()))
             windows.append(cur)
-        failures = [f"internal error in the client: {f}" if self.in_process
-                    else f"internal error in worker {r['index']}: {f}"
-                    for r in self.results if r is not None for f in r["failures"]]
+        seen = Counter(f"internal error in the client: {f}" if self.in_process
+                       else f"internal error in worker {r['index']}: {f}"
+                       for r in self.results if r is not None for f in r["failures"])
+        failures = [w if k == 1 else f"{w} ({k} times)" for w, k in seen.items()]
         warnings = [*self.warnings, *failures, *([self.failure] if self.failure else [])]
         if partial:
             warnings.append("partial summary written on a second interrupt: requests still in "

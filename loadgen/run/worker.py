@@ -31,7 +31,7 @@ from loadgen.client.lag import LagMonitor, client_stats
 from loadgen.client.loops import Driver
 from loadgen.client.plan import Item, iter_records, share_count
 from loadgen.client.replay import text_replay
-from loadgen.client.request import RequestSender
+from loadgen.client.request import Opening, RequestSender, Turn
 from loadgen.client.tally import RecordTally
 from loadgen.client.wiring import build_wire
 from loadgen.data.prompts import PromptFile
@@ -125,9 +125,17 @@ class _CountingSender(RequestSender):
 
     counter: Counter
 
-    async def conversation(self, item: Item, scheduled_ns: int) -> None:
-        self.counter.value += 1
-        await super().conversation(item, scheduled_ns)
+    def begin(self, item: Item, scheduled_ns: int, opening: Opening) -> Turn | None:
+        begun = super().begin(item, scheduled_ns, opening)
+        if begun is not None:
+            self.counter.value += 1
+        return begun
+
+    async def conversation(self, item: Item, scheduled_ns: int,
+                           opening: Opening | None = None, begun: Turn | None = None) -> None:
+        if begun is None:
+            self.counter.value += 1
+        await super().conversation(item, scheduled_ns, opening, begun)
 
 
 @dataclass(slots=True)
@@ -255,7 +263,9 @@ class WorkerCore:
         cfg, spec, drv = self.spec.cfg, self.spec, self.driver
         self.adapter.cache_salt = phase.salt
         start_ns = phase.start_ns
-        if start_ns is not None and not drv.stop.is_set():
+        # an open loop waits for its schedule's origin itself, opening the connections of its
+        # first sends meanwhile (client/loops.py); a closed loop starts at the origin
+        if start_ns is not None and not drv.stop.is_set() and cfg.request_rate is None:
             delay = (start_ns - _now_ns()) / 1e9
             if delay > 0:
                 with contextlib.suppress(TimeoutError):

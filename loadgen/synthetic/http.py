@@ -88,6 +88,7 @@ class Connection(asyncio.Protocol):
         "_streaming",
         "_task",
         "_url",
+        "between_messages",
         "closed_event",
         "connection_id",
         "current",
@@ -113,6 +114,9 @@ class Connection(asyncio.Protocol):
         self.current: Request | None = None  # the request being served
         self._read_rx: tuple[int, str] = (0, "read")
         self._msg_rx: tuple[int, str] = (0, "read")
+        # no request begun and unfinished: the next read starts one (rxstamp.py reads its
+        # first byte alone so that the request's stamp is its first segment's)
+        self.between_messages = True
 
     # -- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -149,6 +153,7 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._body_parts = []
         self._msg_rx = self._read_rx  # the read that carried this request's first bytes
+        self.between_messages = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -173,6 +178,7 @@ class Connection(asyncio.Protocol):
             rx_source=self._msg_rx[1],
         )
         self._keep_alive = self._parser.should_keep_alive()
+        self.between_messages = True
         self._pending.append(req)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._serve())

@@ -12,7 +12,11 @@ reached the host's network stack, on CLOCK_REALTIME. They are converted to CLOCK
 offset measured once when the server starts (a step of the wall clock during a run would shift
 them; NTP slewing moves it by far less than a microsecond per second). The option is set on the
 listening socket, so accepted sockets inherit it and a request that arrives before the accept is
-stamped too. For TCP, a read that drains several segments carries the stamp of the last one.
+stamped too. For TCP, a read that drains several segments carries the stamp of the last one: when
+the protocol is between requests (``between_messages``) the transport reads the next request's
+first byte alone, so its stamp is the first segment's, not that of a segment the sender could only
+send once this server had read the earlier ones (TCP's receive window: a long prompt's body does
+not fit in a fresh connection's window, and a busy server reads late).
 """
 
 from __future__ import annotations
@@ -95,7 +99,8 @@ class StampedTransport:
     # -- reading ----------------------------------------------------------------------------
     def _on_readable(self) -> None:
         try:
-            data, anc, _flags, _addr = self._sock.recvmsg(_READ_SIZE, _ANCBUF)
+            size = 1 if self._protocol.between_messages else _READ_SIZE
+            data, anc, _flags, _addr = self._sock.recvmsg(size, _ANCBUF)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
