@@ -28,7 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-UNITS = {"rate": "requests/s", "concurrency": "concurrency"}
+# time_scale: a trace's schedule run S times faster (loadgen/capacity/trace.py)
+UNITS = {"rate": "requests/s", "concurrency": "concurrency", "time_scale": "time scale"}
 
 
 @dataclass(slots=True)
@@ -59,7 +60,7 @@ class SearchResult:
 
 @dataclass(slots=True)
 class SearchSpec:
-    kind: str = "concurrency"  # or "rate"
+    kind: str = "concurrency"  # or "rate", "time_scale"
     start: float = 1.0
     precision: float = 0.10
     confirm: int = 2  # runs each of lo and hi needs before the answer stands
@@ -75,6 +76,8 @@ class SearchSpec:
             raise ValueError("--start must be a number > 0")
         if self.kind == "concurrency" and self.start != int(self.start):
             raise ValueError("--start must be a whole number with --search concurrency")
+        if not (self.max_level >= self.start and math.isfinite(self.max_level)):
+            raise ValueError(f"--max-level must be a number >= --start ({self.start:g})")
         if not 0 < self.precision < 1:
             raise ValueError("--precision must be in (0, 1), e.g. 0.1 for 10%")
         if self.max_runs < 2:

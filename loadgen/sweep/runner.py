@@ -114,6 +114,12 @@ def validate(cfg: dict[str, Any]) -> None:
         raise SweepConfigError("loads: exactly one of concurrency: [...] or request_rate: [...]")
     if not cfg.get("datasets"):
         raise SweepConfigError("datasets: give at least one {name, path}")
+    run = cfg.get("run") or {}
+    if run.get("arrival") == "trace" or {"time_scale", "target_rate"} & set(run):
+        raise SweepConfigError(
+            "run: a sweep does not replay traces (arrival: trace, time_scale, target_rate): "
+            "replay one with `loadgen run --arrival trace`, find the time scale within SLOs "
+            "with `loadgen capacity --arrival trace`")
     unknown = set(cfg.get("run") or {}) - SWEEP_RUN_KEYS
     if unknown:
         raise SweepConfigError(
