@@ -52,7 +52,7 @@ def on_off() -> list[float]:
 def search(eng, ds: Path, out: Path) -> dict:
     rc = cli_main(["capacity", "--endpoint", eng.url, "--engine", "vllm", "--dataset", str(ds),
                    "--arrival", "trace", "--duration", "4", "--slo", "ttft_p99_ms=200",
-                   "--start", "0.5", "--precision", "0.1", "--confirm", "1",
+                   "--precision", "0.1", "--confirm", "1",
                    "--target-rate", "20", "--out", str(out), "--quiet"])
     assert rc == 0
     return json.loads((out / "capacity.json").read_text())
@@ -100,6 +100,7 @@ def test_time_scale_capacity_even_equals_the_service_rate_bursty_is_lower(synthe
     md = (tmp_path / "even" / "report.md").read_text()
     assert f"capacity {ev['value']:.4g} time scale" in md
     assert f"= {ev['rate_equivalent']['value']:.4g} requests/s mean" in md
+    assert "| requests/s (mean) |" in md  # each probe's offered mean rate
 
 
 def test_probe_length_in_whole_passes_of_the_slice(tmp_path):

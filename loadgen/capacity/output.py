@@ -146,6 +146,7 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     except ImportError:
         return False
     keys = list(doc["slos"])
@@ -167,7 +168,8 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
             if c["value"] is not None:
                 ax.axvline(c["value"], color=color, ls="--", lw=1)
         ax.axhline(limit, color="k", lw=1, label=f"limit {limit:g}")
-        ax.set_xlabel(doc["configs"][0]["unit"])
+        ax.set_xlabel(doc["configs"][0]["unit"] + (" (x the trace's speed)"
+                                                   if doc["configs"][0].get("trace") else ""))
         ax.set_ylabel(key)
         if measured:  # levels are > 0; no point at all (every probe failed) stays linear
             ax.set_xscale("log", base=2)
@@ -177,6 +179,10 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
             top = ax.secondary_xaxis("top", functions=(lambda s, r=r: s * r,
                                                        lambda q, r=r: q / r))
             top.set_xlabel("requests/s (mean)")
+            if measured:
+                top.xaxis.set_major_locator(LogLocator(base=2))
+            top.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+            top.xaxis.set_minor_formatter(NullFormatter())
         ax.legend(fontsize=8)
     fig.suptitle("SLO figures against load\ndashed: capacity; dotted: step cut (over-saturated)",
                  fontsize=9)

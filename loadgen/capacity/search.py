@@ -67,7 +67,7 @@ class SearchSpec:
     max_runs: int = 30
     max_time: float | None = None
     max_level: float = 4096.0
-    min_level: float | None = None  # default: 1 (concurrency) or start / 64 (rate)
+    min_level: float | None = None  # default: 1 (concurrency) or start / 64 (rate, time scale)
 
     def validate(self) -> None:
         if self.kind not in UNITS:
