@@ -10,13 +10,17 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
+from loadgen.analysis.metrics import ttft_ms
 from loadgen.capacity.probe import MIN_REQUESTS, RATE_SECONDS
+from loadgen.capacity.slo import decided_failure, over_needed, parse_slo_set
 from loadgen.capacity.trace import trace_slice
 from loadgen.cli import main as cli_main
 from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
+from loadgen.results.records import iter_run_records
 from tests.closed_forms import Timing
 
 T = Timing(base=20.0, per_token=2.0, draft=0.5, rates=(0.9, 0.8, 0.7))
@@ -83,13 +87,20 @@ def test_time_scale_capacity_even_equals_the_service_rate_bursty_is_lower(synthe
         assert doc["replicas"]["replicas"] == math.ceil(20 * 1.2 / eq["value"])
         for p in doc["probes"]:
             # every probe: whole passes of the 32 rows, at least 4 s of schedule
+            run = Path(p["summary"]).parent
             s = json.loads(Path(p["summary"]).read_text())
-            assert s["requests"]["total"] == p["passes"] * ROWS
             assert p["schedule_s"] >= 4.0 - 1e-9
             assert p["offered_rate"] == pytest.approx(p["level"] * RATE)
-            assert p["cut"] is None  # no over-saturation cut on a trace
-            manifest = json.loads((Path(p["summary"]).parent / "manifest.json").read_text())
+            manifest = json.loads((run / "manifest.json").read_text())
             assert manifest["config"]["time_scale"] == p["level"]
+            assert manifest["config"]["num_requests"] == p["passes"] * ROWS
+            if p["cut"] is None:
+                assert s["requests"]["total"] == s["requests"]["ok"] == p["passes"] * ROWS
+                continue
+            # cut only once the p99 had failed for certain: never an over-saturation guess
+            assert p["cut"].startswith("decided:") and not p["meets_slos"]
+            over = sum(ttft_ms(r) > 200 for r in iter_run_records(run) if r["status"] == "ok")
+            assert over >= over_needed(p["passes"] * ROWS, 99)
     assert abs(ev["rate_equivalent"]["value"] - MU) <= 0.2 * MU, (ev["rate_equivalent"], MU)
     assert bu["rate_equivalent"]["value"] < 0.75 * ev["rate_equivalent"]["value"], (
         bu["rate_equivalent"], ev["rate_equivalent"])
@@ -101,6 +112,43 @@ def test_time_scale_capacity_even_equals_the_service_rate_bursty_is_lower(synthe
     assert f"capacity {ev['value']:.4g} time scale" in md
     assert f"= {ev['rate_equivalent']['value']:.4g} requests/s mean" in md
     assert "| requests/s (mean) |" in md  # each probe's offered mean rate
+
+
+@pytest.mark.parametrize("q", [50, 90, 99, 100])
+def test_over_needed_is_where_the_percentile_crosses_the_limit(q):
+    """numpy's linear percentile of n values, k of them just above the limit 1 and the others
+    at 0: above the limit exactly when k >= over_needed(n, q) (with fewer, the others decide);
+    and over_needed never decreases in n, so it decides for every n' <= n as well."""
+    for n in range(1, 210):
+        need = over_needed(n, q)
+        k = np.arange(n + 1)[:, None]  # row k: k values above the limit
+        above = np.arange(n)[None, :] >= n - k
+        for rest in (0.0, -1e9):  # with `need` above, no value of the others brings it under
+            values = np.where(above, 1.0 + 1e-9, rest)
+            got = np.percentile(values, q, axis=1) > 1.0
+            assert (got == (k[:, 0] >= need)).all(), (n, q, rest, need)
+        assert over_needed(n + 1, q) >= need
+
+
+def _rec(ttft_ms_: float, status: str = "ok", warmup: bool = False) -> dict:
+    return {"warmup": warmup, "status": status, "scheduled_ns": 1_000_000_000,
+            "send_ns": 1_000_000_000, "first_token_ns": 1_000_000_000 + int(ttft_ms_ * 1e6),
+            "end_ns": 1_000_000_000 + int((ttft_ms_ + 150) * 1e6), "output_tokens": 16}
+
+
+def test_decided_failure_only_once_no_outcome_of_the_rest_can_pass():
+    """p99 of at most 100 requests: over_needed(100, 99) = 100 - 98 = 2 above the limit decide
+    it; one is not enough, nor are failed or warm-up requests (they are not in the figure)."""
+    slos = parse_slo_set("ttft_p99_ms=200,tpot_p50_ms=1000")
+    recs = [_rec(50) for _ in range(40)] + [_rec(900)]
+    assert decided_failure(recs, slos, 100) is None
+    assert decided_failure([*recs, _rec(900, "error"), _rec(900, warmup=True)], slos,
+                           100) is None
+    d = decided_failure([*recs, _rec(201)], slos, 100)
+    assert d is not None and (d.key, d.over, d.needed) == ("ttft_p99_ms", 2, 2)
+    assert decided_failure([*recs, _rec(201)], slos, 300) is None  # 3 needed of 300
+    # a mean or good_pct is never decided early
+    assert decided_failure([_rec(900)] * 50, parse_slo_set("ttft_mean_ms=200"), 50) is None
 
 
 def test_probe_length_in_whole_passes_of_the_slice(tmp_path):

@@ -12,7 +12,7 @@ from typing import Any
 
 from loadgen.capacity.saturation import Saturation, SaturationWatch
 from loadgen.capacity.search import ProbeResult
-from loadgen.capacity.slo import SloSet, judge
+from loadgen.capacity.slo import Decided, SloSet, decided_failure, judge
 from loadgen.client.stop import StopSignals
 from loadgen.data.prompts import PromptFile
 
@@ -98,15 +98,22 @@ class Prober:
             print(f"loadgen capacity: {self.label} at {level:.4g} "
                   f"{'concurrent' if self.kind == 'concurrency' else 'requests/s'}",
                   file=sys.stderr)
-        cut: list[Saturation] = []
+        cut: list[Saturation | Decided] = []
 
-        def on_saturation(s: Saturation) -> None:
+        def on_saturation(s: Saturation | Decided) -> None:
             cut.append(s)
             self.signals.cut()
 
-        # a trace's load is not stationary (a burst raises TTFT for a while): no cut
-        watch = SaturationWatch(out / "requests.jsonl", on_saturation) \
-            if self.kind == "rate" else contextlib.nullcontext()
+        if self.kind == "rate":
+            watch = SaturationWatch(out / "requests.jsonl", on_saturation)
+        elif self.kind == "time_scale":
+            # a trace's load is not stationary (a burst raises TTFT for a while), so no
+            # over-saturation test: cut only once the verdict is a failure for certain
+            planned = cfg.num_requests or 0
+            watch = SaturationWatch(out / "requests.jsonl", on_saturation, test=lambda recs:
+                                    decided_failure(recs, self.slos, planned))
+        else:
+            watch = contextlib.nullcontext()
         prompts = self.trace.prompts if self.kind == "time_scale" else self.prompts
         with watch:
             summary = run_benchmark(cfg, prompts, self.dataset_path,
