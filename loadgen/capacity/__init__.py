@@ -4,5 +4,6 @@
     saturation.py  watches a running probe's records; cuts a step on an over-saturated server
     search.py      bracketing, bisection, repetitions at the boundary, budget: pure logic
     probe.py       one probe = one ordinary run (run_benchmark) + the saturation watch
+    trace.py       a trace's time scale as the level: the slice, replayed in whole passes
     output.py      capacity.json, the plot, replicas for a target rate
 """

@@ -12,7 +12,7 @@ from typing import Any
 
 from loadgen.capacity.saturation import Saturation, SaturationWatch
 from loadgen.capacity.search import ProbeResult
-from loadgen.capacity.slo import SloSet, judge
+from loadgen.capacity.slo import Decided, SloSet, decided_failure, judge
 from loadgen.client.stop import StopSignals
 from loadgen.data.prompts import PromptFile
 
@@ -53,7 +53,7 @@ class ProbeSignals(StopSignals):
 class Prober:
     """``prober(level)`` runs one probe of configuration ``label`` at ``endpoint``."""
 
-    kind: str  # "concurrency" or "rate"
+    kind: str  # "concurrency", "rate" or "time_scale" (a trace: loadgen/capacity/trace.py)
     label: str
     endpoint: str
     engine: str
@@ -64,6 +64,7 @@ class Prober:
     signals: ProbeSignals
     run_opts: dict[str, Any] = field(default_factory=dict)  # RunConfig fields for every probe
     describe: Any = None  # the launched engine's describe(), or None
+    trace: Any = None  # with kind "time_scale": the TraceSlice every probe replays
     count: int = 0
 
     def __call__(self, level: float) -> ProbeResult:
@@ -72,28 +73,50 @@ class Prober:
         from loadgen.run.benchmark import run_benchmark
 
         self.count += 1
-        tag = f"c{level:g}" if self.kind == "concurrency" else f"r{level:.4g}"
+        tag = {"concurrency": f"c{level:g}", "rate": f"r{level:.4g}"}.get(self.kind,
+                                                                          f"s{level:.4g}")
         out = self.root / "probes" / self.label / f"{self.count:02d}-{tag}"
         opts = dict(self.run_opts)
-        if opts.get("num_requests") is None and opts.get("duration_s") is None:
-            opts["num_requests"] = max(MIN_REQUESTS, math.ceil(
-                level * (PER_LEVEL if self.kind == "concurrency" else RATE_SECONDS)))
-        cfg = RunConfig(endpoint=self.endpoint, engine=self.engine, out=out,
-                        concurrency=int(level) if self.kind == "concurrency" else None,
-                        request_rate=level if self.kind == "rate" else None, **opts)
-        print(f"loadgen capacity: {self.label} at {level:.4g} "
-              f"{'concurrent' if self.kind == 'concurrency' else 'requests/s'}",
-              file=sys.stderr)
-        cut: list[Saturation] = []
+        extra: dict[str, Any] = {}
+        if self.kind == "time_scale":  # the slice, in whole passes (capacity/trace.py)
+            opts.update(num_requests=None, duration_s=None, arrival="trace")
+            cfg = RunConfig(endpoint=self.endpoint, engine=self.engine, out=out,
+                            request_rate=1.0, **opts)
+            tp = self.trace.settle(cfg, level)
+            extra = {"offered_rate": tp.offered_rate, "passes": tp.passes,
+                     "schedule_s": tp.schedule_s}
+            print(f"loadgen capacity: {self.label} at time scale {level:.4g} "
+                  f"({tp.offered_rate:.4g} requests/s mean, {tp.passes} pass"
+                  f"{'es' if tp.passes > 1 else ''} of the trace slice)", file=sys.stderr)
+        else:
+            if opts.get("num_requests") is None and opts.get("duration_s") is None:
+                opts["num_requests"] = max(MIN_REQUESTS, math.ceil(
+                    level * (PER_LEVEL if self.kind == "concurrency" else RATE_SECONDS)))
+            cfg = RunConfig(endpoint=self.endpoint, engine=self.engine, out=out,
+                            concurrency=int(level) if self.kind == "concurrency" else None,
+                            request_rate=level if self.kind == "rate" else None, **opts)
+            print(f"loadgen capacity: {self.label} at {level:.4g} "
+                  f"{'concurrent' if self.kind == 'concurrency' else 'requests/s'}",
+                  file=sys.stderr)
+        cut: list[Saturation | Decided] = []
 
-        def on_saturation(s: Saturation) -> None:
+        def on_saturation(s: Saturation | Decided) -> None:
             cut.append(s)
             self.signals.cut()
 
-        watch = SaturationWatch(out / "requests.jsonl", on_saturation) \
-            if self.kind == "rate" else contextlib.nullcontext()
+        if self.kind == "rate":
+            watch = SaturationWatch(out / "requests.jsonl", on_saturation)
+        elif self.kind == "time_scale":
+            # a trace's load is not stationary (a burst raises TTFT for a while), so no
+            # over-saturation test: cut only once the verdict is a failure for certain
+            planned = cfg.num_requests or 0
+            watch = SaturationWatch(out / "requests.jsonl", on_saturation, test=lambda recs:
+                                    decided_failure(recs, self.slos, planned))
+        else:
+            watch = contextlib.nullcontext()
+        prompts = self.trace.prompts if self.kind == "time_scale" else self.prompts
         with watch:
-            summary = run_benchmark(cfg, self.prompts, self.dataset_path,
+            summary = run_benchmark(cfg, prompts, self.dataset_path,
                                     argv=["loadgen", "capacity"], progress=False,
                                     engine=self.describe() if self.describe else None,
                                     signals=self.signals)
@@ -104,7 +127,7 @@ class Prober:
             raise ProbeFailed(f"{self.label}: no request succeeded at {level:g} "
                               f"({why or 'no reason recorded'}); run in {out}")
         verdict = judge(summary, iter_run_records(out), self.slos)
-        info = {"summary": str(out / "summary.json"), "values": verdict.values,
+        info = {"summary": str(out / "summary.json"), **extra, "values": verdict.values,
                 "margins": verdict.margins, "violations": verdict.violations}
         if cut:
             return ProbeResult(level, ok=False, margin=math.inf, binding=verdict.binding,

@@ -75,12 +75,15 @@ def saturation(records: list[dict[str, Any]], min_records: int = MIN_RECORDS,
 
 class SaturationWatch:
     """``with SaturationWatch(path, cut): run`` — calls ``cut(saturation)`` once, from its own
-    thread, when the records under ``path`` show over-saturation."""
+    thread, when the records under ``path`` show over-saturation (or whatever ``test``, given
+    the records ended so far, returns other than None: a trace probe's decided verdict,
+    loadgen/capacity/slo.py ``decided_failure``)."""
 
-    def __init__(self, path: Path, cut: Callable[[Saturation], None],
-                 poll_s: float = POLL_S) -> None:
-        self.path, self.cut, self.poll_s = path, cut, poll_s
-        self.found: Saturation | None = None
+    def __init__(self, path: Path, cut: Callable[[Any], None],
+                 poll_s: float = POLL_S,
+                 test: Callable[[list[dict[str, Any]]], Any] = saturation) -> None:
+        self.path, self.cut, self.poll_s, self.test = path, cut, poll_s, test
+        self.found: Any = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="saturation", daemon=True)
         self._records: list[dict[str, Any]] = []
@@ -112,7 +115,7 @@ class SaturationWatch:
     def _watch(self) -> None:
         while not self._stop.wait(self.poll_s):
             self._read_new()
-            found = saturation(self._records)
+            found = self.test(self._records)
             if found is not None:
                 self.found = found
                 self.cut(found)

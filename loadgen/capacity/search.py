@@ -28,7 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-UNITS = {"rate": "requests/s", "concurrency": "concurrency"}
+# time_scale: a trace's schedule run S times faster (loadgen/capacity/trace.py)
+UNITS = {"rate": "requests/s", "concurrency": "concurrency", "time_scale": "time scale"}
 
 
 @dataclass(slots=True)
@@ -59,14 +60,14 @@ class SearchResult:
 
 @dataclass(slots=True)
 class SearchSpec:
-    kind: str = "concurrency"  # or "rate"
+    kind: str = "concurrency"  # or "rate", "time_scale"
     start: float = 1.0
     precision: float = 0.10
     confirm: int = 2  # runs each of lo and hi needs before the answer stands
     max_runs: int = 30
     max_time: float | None = None
     max_level: float = 4096.0
-    min_level: float | None = None  # default: 1 (concurrency) or start / 64 (rate)
+    min_level: float | None = None  # default: 1 (concurrency) or start / 64 (rate, time scale)
 
     def validate(self) -> None:
         if self.kind not in UNITS:
@@ -75,6 +76,8 @@ class SearchSpec:
             raise ValueError("--start must be a number > 0")
         if self.kind == "concurrency" and self.start != int(self.start):
             raise ValueError("--start must be a whole number with --search concurrency")
+        if not (self.max_level >= self.start and math.isfinite(self.max_level)):
+            raise ValueError(f"--max-level must be a number >= --start ({self.start:g})")
         if not 0 < self.precision < 1:
             raise ValueError("--precision must be in (0, 1), e.g. 0.1 for 10%")
         if self.max_runs < 2:

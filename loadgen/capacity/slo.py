@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadgen.analysis.metrics import e2e_ms, tpot_ms, ttft_ms
 from loadgen.analysis.sweeps import parse_slos, request_meets_slos
 from loadgen.results.summary import Summary
 
@@ -112,3 +113,54 @@ def judge(summary: Summary, records: Iterable[dict[str, Any]], slos: SloSet) -> 
     binding = max(margins, key=lambda k: math.inf if margins[k] is None else margins[k],
                   default=None)
     return Verdict(ok=not why, margins=margins, values=values, binding=binding, violations=why)
+
+
+# Statistics a partial run can already decide: the q-th percentile (max = the 100th), over the
+# per-request figures below; a mean, ITL (per token) or good_pct are left to the whole run.
+QUANTILES = {"p50": 50, "p90": 90, "p99": 99, "max": 100}
+PER_REQUEST = {"ttft": ttft_ms, "e2e": e2e_ms, "tpot": tpot_ms}
+# past a million values a statistic is read from a sketch within this relative error
+# (docs/METRICS.md, "Exact and approximate statistics"): only values beyond it count
+SKETCH_ERROR = 0.001
+
+
+def over_needed(n: int, q: int) -> int:
+    """The fewest of ``n`` values above a limit that put their q-th percentile above it,
+    whatever the others are: with linear interpolation between order statistics (position
+    (n - 1) q / 100), n - floor((n - 1) q / 100). Never decreasing in n, so it holds for any
+    count up to n."""
+    return n - (n - 1) * q // 100
+
+
+@dataclass(slots=True)
+class Decided:
+    """A probe whose verdict is already a failure, whatever its remaining requests do."""
+
+    key: str  # the objective, e.g. "ttft_p99_ms"
+    over: int  # measured ok requests so far above its limit
+    needed: int
+    planned: int  # measured requests the probe sends at most
+
+    def describe(self) -> str:
+        return (f"decided: {self.over} requests above the {self.key} limit, {self.needed} of "
+                f"at most {self.planned} are enough to fail it")
+
+
+def decided_failure(records: Iterable[dict[str, Any]], slos: SloSet,
+                    planned: int) -> Decided | None:
+    """The first latency objective that the ended requests already fail for any outcome of the
+    others (``planned`` measured requests at most: ok ones are fewer), else None."""
+    recs = [r for r in records if not r["warmup"] and r["status"] == "ok"]
+    for key, limit in slos.latency.items():
+        metric, stat, _ = key.split("_")
+        if metric not in PER_REQUEST or stat not in QUANTILES:
+            continue
+        figure = PER_REQUEST[metric]
+        over = 0
+        for r in recs:
+            v = figure(r)
+            over += v is not None and v > limit * (1 + SKETCH_ERROR)
+        needed = over_needed(planned, QUANTILES[stat])
+        if over >= needed:
+            return Decided(key, over, needed, planned)
+    return None

@@ -1,5 +1,6 @@
-"""``loadgen capacity``: the largest request rate or concurrency at which every SLO holds, found
-by search (loadgen/capacity/), for fixed endpoints or launched engines, one or several SD
+"""``loadgen capacity``: the largest request rate or concurrency at which every SLO holds, or with
+``--arrival trace`` the largest time scale of a trace's schedule, found by search
+(loadgen/capacity/), for fixed endpoints or launched engines, one or several SD
 configurations."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from loadgen.launch.commands import LAUNCHABLE_ENGINES
 from loadgen.results.config import ARRIVALS, default
 
 PROG = "loadgen capacity"
+OUTPUT_LEN = 128  # --output-len without a trace (a trace's rows carry their own lengths)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -25,14 +27,17 @@ def register(commands: argparse._SubParsersAction) -> None:
         "capacity", help="the largest load within SLOs, found by search (with replicas and "
                          "SD's capacity gain)",
         description="Bracket then bisect the load (request rate, open loop; or concurrency, "
-                    "closed loop) until the largest level meeting every --slo is known to "
+                    "closed loop; or with --arrival trace the time scale of the trace's "
+                    "schedule) until the largest level meeting every --slo is known to "
                     "--precision; repeat the levels at the boundary; cut steps on an "
                     "over-saturated server. Writes capacity.json and capacity.png to --out.")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the capacity search already in --out")
-    p.add_argument("--search", choices=list(UNITS), default=d.kind,
-                   help="rate: open loop, requests/s; concurrency: closed loop")
+    p.add_argument("--search", choices=list(UNITS),
+                   help="rate: open loop, requests/s; concurrency: closed loop (the default); "
+                        "time_scale: a trace's schedule S times faster (the only one, and the "
+                        "default, with --arrival trace)")
     p.add_argument("--slo", required=True,
                    help="e.g. ttft_p99_ms=2000,tpot_p99_ms=50[,good_pct=95] "
                         "(docs/METRICS.md, 'Capacity')")
@@ -43,11 +48,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--max-runs", type=int, default=d.max_runs,
                    help="probes per configuration at most")
     p.add_argument("--max-time", type=float, help="seconds per configuration at most")
-    p.add_argument("--start", type=float, default=d.start, help="first level probed")
+    p.add_argument("--start", type=float, default=d.start,
+                   help="first level probed (with a trace: a time scale; 1 = as recorded)")
     p.add_argument("--max-level", type=float, default=d.max_level,
                    help="highest level bracketing goes to")
     p.add_argument("--target-rate", type=float, metavar="R",
-                   help="replicas needed for R (in the search's unit)")
+                   help="replicas needed for R (in the search's unit; with a trace: R "
+                        "requests/s mean of the trace's shape)")
     p.add_argument("--headroom", type=float, default=DEFAULT_HEADROOM,
                    help="spare capacity per replica with --target-rate (default 0.2)")
     tgt = p.add_argument_group("what is measured")
@@ -65,10 +72,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     tgt.add_argument("--model", help="model name to send")
     run = p.add_argument_group("each probe (an ordinary run)")
     run.add_argument("--dataset", default="builtin", help="prompt file, or 'builtin'")
-    run.add_argument("--output-len", type=int, default=128)
+    run.add_argument("--output-len", type=int,
+                     help=f"default {OUTPUT_LEN}; with --arrival trace each row's own length")
     run.add_argument("--num-requests", type=int,
-                     help="per probe (default: max(32, 4 x concurrency) or 15 s of arrivals)")
-    run.add_argument("--duration", type=float, help="seconds of measured load per probe")
+                     help="per probe (default: max(32, 4 x concurrency) or 15 s of arrivals); "
+                          "with --arrival trace: the slice replayed, the file's first N rows")
+    run.add_argument("--duration", type=float,
+                     help="seconds of measured load per probe; with --arrival trace: at "
+                          "least this long, in whole passes of the slice (default 15)")
     run.add_argument("--warmup-requests", type=int, default=default("warmup_requests"))
     run.add_argument("--arrival", choices=ARRIVALS, default=default("arrival"))
     run.add_argument("--timeout", type=float, default=default("timeout_s"),
@@ -124,6 +135,7 @@ def _main(args: argparse.Namespace, signals) -> int:
     from loadgen.capacity.probe import ProbeFailed, Prober
     from loadgen.capacity.search import search
     from loadgen.capacity.slo import parse_slo_set
+    from loadgen.capacity.trace import trace_slice
     from loadgen.data.prompts import PromptFileError
     from loadgen.results.config import RunConfig
     from loadgen.results.files import write_json
@@ -131,7 +143,15 @@ def _main(args: argparse.Namespace, signals) -> int:
     from loadgen.sweep.runner import endpoint_for, load_dataset
 
     slos = parse_slo_set(args.slo)
-    spec = SearchSpec(kind=args.search, start=args.start, precision=args.precision,
+    trace = args.arrival == "trace"
+    kind = args.search or ("time_scale" if trace else "concurrency")
+    if trace and kind != "time_scale":
+        raise ValueError(f"--arrival trace searches the time scale of the trace's schedule "
+                         f"(--start and --max-level are time scales): not --search {kind}")
+    if kind == "time_scale" and not trace:
+        raise ValueError("--search time_scale replays a trace: give --arrival trace and a "
+                         "--dataset built by `loadgen data build trace`")
+    spec = SearchSpec(kind=kind, start=args.start, precision=args.precision,
                       confirm=args.confirm, max_runs=args.max_runs, max_time=args.max_time,
                       max_level=args.max_level)
     spec.validate()
@@ -140,7 +160,8 @@ def _main(args: argparse.Namespace, signals) -> int:
     if not 0 <= args.headroom < 10:
         raise ValueError("--headroom must be in [0, 10), e.g. 0.2 for 20%")
     targets = _targets(args)
-    run_opts = {"output_len": args.output_len, "num_requests": args.num_requests,
+    output_len = args.output_len if args.output_len is not None or trace else OUTPUT_LEN
+    run_opts = {"output_len": output_len, "num_requests": args.num_requests,
                 "duration_s": args.duration, "warmup_requests": args.warmup_requests,
                 "arrival": args.arrival, "timeout_s": args.timeout, "model": args.model,
                 "progress": False}
@@ -148,6 +169,12 @@ def _main(args: argparse.Namespace, signals) -> int:
     # every value checked before anything starts or is written
     RunConfig(endpoint="http://127.0.0.1", engine=engine, out=Path("."), concurrency=1,
               **{**run_opts, "num_requests": run_opts["num_requests"] or 1}).validate()
+    try:
+        prompts, ds_path = load_dataset({"path": args.dataset}, Path("."), engine, run_opts)
+    except (OSError, PromptFileError) as exc:
+        raise ValueError(f"--dataset {args.dataset}: {exc}") from None
+    sliced = trace_slice(prompts, args.num_requests, args.warmup_requests, args.duration) \
+        if trace else None
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a directory")
@@ -157,11 +184,11 @@ def _main(args: argparse.Namespace, signals) -> int:
                              "to replace it, or another --out")
         shutil.rmtree(out / "probes", ignore_errors=True)
         (out / "capacity.json").unlink(missing_ok=True)
-    try:
-        prompts, ds_path = load_dataset({"path": args.dataset}, Path("."), engine, run_opts)
-    except (OSError, PromptFileError) as exc:
-        raise ValueError(f"--dataset {args.dataset}: {exc}") from None
     out.mkdir(parents=True, exist_ok=True)
+    info = None
+    if sliced is not None:
+        info = output.TraceInfo(sliced.rows, sliced.schedule.span_s, sliced.native_rate)
+        print(f"{PROG}: {sliced.describe()}", file=sys.stderr)
     cfg = {"serve": {"engine": args.serve, "extra_args": list(args.passthrough)}} \
         if args.serve else {}
     results = []
@@ -171,7 +198,7 @@ def _main(args: argparse.Namespace, signals) -> int:
             prober = Prober(kind=spec.kind, label=sd["label"], endpoint=endpoint, engine=engine,
                             root=out, prompts=prompts, dataset_path=ds_path, slos=slos,
                             signals=signals, run_opts=run_opts,
-                            describe=describe if args.serve else None)
+                            describe=describe if args.serve else None, trace=sliced)
             try:
                 result = search(spec, prober)
             except RunFailed as exc:
@@ -180,7 +207,8 @@ def _main(args: argparse.Namespace, signals) -> int:
             except ProbeFailed as exc:
                 print(f"{PROG}: {exc}", file=sys.stderr)
                 return 1
-        results.append(output.ConfigCapacity(sd["label"], bool(sd.get("baseline")), result))
+        results.append(output.ConfigCapacity(sd["label"], bool(sd.get("baseline")), result,
+                                             info))
     doc = output.document(results, slos, args.target_rate, args.headroom)
     write_json(out / "capacity.json", doc)
     has_plot = output.plot(doc, out / "capacity.png")

@@ -54,10 +54,12 @@ def trace_schedule(prompts: PromptFile, time_scale: float | None = None,
                          offered_rate=native * scale)
 
 
-def configure(cfg: RunConfig, sched: TraceSchedule, num_requests_given: bool) -> None:
+def configure(cfg: RunConfig, sched: TraceSchedule, num_requests_given: bool,
+              passes: int = 1) -> None:
     """Settle a trace run: file order, the time scale, the offered rate as the request rate
-    (rate mode), no warm-up unless asked, every row once unless --num-requests/--duration cut
-    it, no category windows (they would break the schedule)."""
+    (rate mode), no warm-up unless asked, every row once (``passes`` times: a capacity probe,
+    loadgen/capacity/trace.py) unless --num-requests/--duration cut it, no category windows
+    (they would break the schedule)."""
     cfg.shuffle = False
     cfg.time_scale = sched.time_scale
     cfg.request_rate = sched.offered_rate or float(sched.rows)
@@ -67,7 +69,7 @@ def configure(cfg: RunConfig, sched: TraceSchedule, num_requests_given: bool) ->
     cfg.category_windows = False
     if cfg.warmup_requests is None:
         cfg.warmup_requests = 0
-    left = sched.rows - cfg.warmup_requests
+    left = sched.rows * passes - cfg.warmup_requests
     if left < 1:
         raise ValueError(f"--warmup-requests {cfg.warmup_requests} leaves none of the trace's "
                          f"{sched.rows} requests to measure")

@@ -117,11 +117,14 @@ def capacity_search_sections(inp: D.ReportInput) -> list[Section]:
                         "Each SLO's figure per probe; dashed: the capacity; dotted: a step cut "
                         "as over-saturated.", base64.b64encode(png.read_bytes()).decode())
     probes = Section("capacity_probes", "Probes")
-    t = Table("Every probe, in the order run", ["configuration", "level", "meets SLOs",
-                                                 "binding SLO", "margin", "cut", "summary"], [])
+    trace = any(c.get("trace") for c in doc["configs"])  # levels are time scales
+    t = Table("Every probe, in the order run",
+              ["configuration", "level", *(["requests/s (mean)"] if trace else []),
+               "meets SLOs", "binding SLO", "margin", "cut", "summary"], [])
     for c in doc["configs"]:
         for p in c["probes"]:
             t.rows.append([text(c["label"]), num(p["level"], 3),
+                           *([num(p.get("offered_rate"), 3)] if trace else []),
                            V("yes") if p["meets_slos"] else V("no", "slower"),
                            text(p.get("binding_slo") or "-"), num(p.get("margin"), 3),
                            text(p.get("cut") or "-"), text(p.get("summary") or "-")])

@@ -26,7 +26,7 @@ Config (YAML)::
       - {name: builtin, path: builtin}          # `builtin`: the built-in prompts (SmolLM2)
       - {name: qual, path: qual.jsonl}
     loads: {concurrency: [1, 2, 4, 8]}         # or {request_rate: [0.5, 1, 2]}
-    run: {output_len: 128, num_requests: 64, warmup_requests: 4}
+    run: {output_len: 128, num_requests: 64, warmup_requests: 4}   # no arrival: trace (refused)
     slo: "ttft_p99_ms=2000,tpot_p99_ms=50"     # optional: capacity planning
     repeats: 3                       # optional: R complete runs of every cell, interleaved
     repeat_order: alternate          # A B A B ... per (dataset, load); or random (seeded)
@@ -114,6 +114,12 @@ def validate(cfg: dict[str, Any]) -> None:
         raise SweepConfigError("loads: exactly one of concurrency: [...] or request_rate: [...]")
     if not cfg.get("datasets"):
         raise SweepConfigError("datasets: give at least one {name, path}")
+    run = cfg.get("run") or {}
+    if run.get("arrival") == "trace" or {"time_scale", "target_rate"} & set(run):
+        raise SweepConfigError(
+            "run: a sweep does not replay traces (arrival: trace, time_scale, target_rate): "
+            "replay one with `loadgen run --arrival trace`, find the time scale within SLOs "
+            "with `loadgen capacity --arrival trace`")
     unknown = set(cfg.get("run") or {}) - SWEEP_RUN_KEYS
     if unknown:
         raise SweepConfigError(
