@@ -157,18 +157,27 @@ def _wait_for_records(out, n: int, timeout_s: float = 120) -> None:
     raise AssertionError("no records")
 
 
+# the open loop's load: 100 requests/s, each sent in the loop turn its time comes
+RATE_LOAD = ("--request-rate", "100", "--arrival", "constant")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["single", "workers"])
-@pytest.mark.parametrize("gap_s", [None, 0.005, 0.05])
-def test_interrupts_leave_a_valid_result_in_every_mode(synthetic, tmp_path, mode, gap_s):
-    """Ctrl-C once (``gap_s`` None), or twice ``gap_s`` apart: exit 130, a summary that counts
-    every record on disk, a manifest that says interrupted, never a process killed by the
-    signal."""
+@pytest.mark.parametrize("gap_s,load", [(None, ()), (0.005, ()), (0.05, ()), (None, RATE_LOAD),
+                                        (0.005, RATE_LOAD)],
+                         ids=["once", "twice-5ms", "twice-50ms", "rate-once", "rate-twice-5ms"])
+def test_interrupts_leave_a_valid_result_in_every_mode(synthetic, tmp_path, mode, gap_s, load):
+    """Ctrl-C once (``gap_s`` None), or twice ``gap_s`` apart, in a closed loop or an open
+    one (``load``): exit 130, a summary that counts every record on disk, a manifest that says
+    interrupted, never a process killed by the signal."""
     truth = tmp_path / "truth.jsonl"
     eng = start(synthetic, truth, "--step-base-ms", "20")
     ds = make_dataset(tmp_path / "ds.jsonl")
     out = tmp_path / "out"
-    proc = subprocess.Popen(_argv(eng.url, ds, out, mode), stdout=subprocess.PIPE,
+    argv = _argv(eng.url, ds, out, mode)
+    if load:
+        argv[argv.index("--concurrency"):argv.index("--concurrency") + 2] = load
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     _wait_for_records(out, 2)
     proc.send_signal(signal.SIGINT)

@@ -21,6 +21,7 @@ _now_ns = time.monotonic_ns
 # a connection is opened this long before each scheduled send (HttpClient.preopen): far
 # longer than a connect, far shorter than any server's idle keep-alive timeout (5 s and up)
 PREOPEN_LEAD_NS = 200_000_000
+TIMER_SLACK_NS = 1_000_000  # libuv's (and epoll's) timer resolution
 
 
 class Driver:
@@ -171,9 +172,10 @@ class Driver:
                         (nxt := next(plan, None)) is not None:
                     ahead.append((*nxt, sender.opening(nxt[0])))
                 sender.client.preopen(sum(1 for a in ahead if a[1] <= due + PREOPEN_LEAD_NS))
-                if await self._sleep_until(due, stopped):
+                if await self._sleep_until(due - TIMER_SLACK_NS, stopped):
                     break
-                # A timer may fire early (millisecond resolution): never send before the time.
+                # Timers fire on millisecond ticks: woken up to TIMER_SLACK_NS early, the loop
+                # turns (its reads go on) until the time; never sending before it.
                 while _now_ns() < due:
                     await asyncio.sleep(0)
             ahead.popleft()

@@ -158,9 +158,11 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
         run's records are on its nodes: nothing to save)."""
         if cfg.ray:
             return None
-        for h in handles:  # exiting now: no worker process may append after this
+        for h in handles:  # exiting now: no worker may append after this
             if isinstance(h, LocalWorker):
                 h.kill()
+            elif isinstance(h, InProcessWorker):
+                h.core.seal()
         write_facts(out, coord.facts(partial=True))
         write_json(out / "summary.json", summarize_run(out).to_dict())
         manifest["status"] = "interrupted"

@@ -167,6 +167,8 @@ class WorkerCore:
         self.adapter = adapter_for(cfg)
         spec.shard.parent.mkdir(parents=True, exist_ok=True)
         self.writer = RecordWriter(spec.shard)
+        self._write_lock = threading.Lock()  # seal() against a record being appended
+        self._sealed = False
         self.tally = RecordTally()
         self.failure: str | None = None  # a record could not be written: the run must stop
         self.on_record = on_record  # a live progress display (this process only)
@@ -208,7 +210,10 @@ class WorkerCore:
         if self.failure is not None:
             return
         try:
-            self.writer.write(d)
+            with self._write_lock:
+                if self._sealed:
+                    return
+                self.writer.write(d)
         except OSError as exc:  # a full disk: this worker stops, and the coordinator the run
             self.failure = write_failure(self.spec.shard, exc)
             if self.spec.workers > 1:
@@ -338,6 +343,20 @@ class WorkerCore:
                              for e in self.driver.failures],
                 "max_rss_mb": peak_rss_mb(), "failure": self.failure,
                 "interrupted": self.driver.stop.is_set() and self.failure is None}
+
+    def seal(self, wait_s: float = 1.0) -> None:
+        """A second interrupt, from another thread: cancel what is in flight, let those
+        requests write their (cancelled) records for up to ``wait_s``, then append nothing
+        more, so the partial summary read from the file counts every record in it."""
+        async def _cancel() -> None:
+            self.driver.stop.set()
+            self.driver.cancel_all()
+            await self.driver.wait(list(self.driver.tasks))
+
+        with contextlib.suppress(Exception):  # exiting anyway: what is written is written
+            self._call(_cancel()).result(timeout=wait_s)
+        with self._write_lock:
+            self._sealed = True
 
     def close(self) -> None:
         async def _close() -> None:
