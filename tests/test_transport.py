@@ -290,3 +290,74 @@ def test_kept_alive_connection_closed_under_a_request_is_resent_once():
     assert client.reuse_disabled
     assert srv.requests == 4  # the dropped one was sent again
     assert srv.connections == 3  # the first, the resend's, and a new one for the third
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    while not cond():
+        await asyncio.sleep(0.001)
+
+
+def test_preopened_connections_take_sends_written_without_yielding():
+    """The open loop's path: ``preopen(3)`` opens three connections ahead; ``start`` writes a
+    request on one at once (its send stamp taken before ``start`` returns, no turn of the loop)
+    and returns None when none is ready; ``post(started=)`` awaits each response; none of them
+    paid a connect, and the next request reuses a kept-alive one."""
+
+    async def calls(client: HttpClient):
+        client.preopen(3)
+        client.preopen(3)  # already opening: no more
+        await _until(lambda: client.ready() == 3)
+        sent: list[int] = []
+        sinks = [Collect() for _ in range(4)]
+        started = [client.start("/x", b'{"i": %d}' % i, sink=sinks[i], sent=sent)
+                   for i in range(4)]
+        assert len(sent) == 3 and started[3] is None  # written synchronously, three ready
+        results = [await client.post("/x", b"", sink=sinks[i], started=ex)
+                   for i, ex in enumerate(started[:3])]
+        await asyncio.sleep(0.003)  # parked long enough ago: reused without a loop turn
+        later = await client.post("/x", b'{"i": 3}', sink=sinks[3])
+        return results, later, [s.body for s in sinks]
+
+    (results, later, bodies), srv, client = serve(stream_reply, calls)
+    assert client.connections_opened == 3 and srv.connections == 3
+    assert srv.bodies == [b'{"i": %d}' % i for i in range(4)]
+    assert all(r.status == 200 and r.connect_ns == 0 for r in [*results, later])
+    assert bodies == [SSE] * 4
+
+
+def test_preopened_connection_closed_by_the_server_is_not_used():
+    """A connection opened ahead that the server closed before it was used (an idle timeout)
+    is skipped: the request opens its own, and connections stay reusable."""
+    first = asyncio.Event()
+
+    async def reply(w: asyncio.StreamWriter, i: int) -> bool:
+        w.write(STREAM)
+        await w.drain()
+        return True
+
+    class Closing(Server):
+        async def _handle(self, reader, writer):  # the first connection: closed at once
+            if not first.is_set():
+                first.set()
+                self.connections += 1
+                writer.close()
+                return
+            await super()._handle(reader, writer)
+
+    async def main():
+        async with Closing(reply) as srv:
+            client = HttpClient(srv.url)
+            try:
+                client.preopen(1)
+                await _until(lambda: client.connections_opened == 1 and client.ready() == 0
+                             and first.is_set())
+                assert client.start("/x", b"{}") is None  # the closed one is never written on
+                res = await client.post("/x", b"{}", sink=Collect())
+                return res, srv, client
+            finally:
+                client.close()
+
+    res, srv, client = asyncio.run(main())
+    assert res.status == 200 and res.connect_ns > 0 and not res.resent
+    assert client.connections_opened == 2 and srv.connections == 2 and srv.requests == 1
+    assert not client.reuse_disabled

@@ -295,6 +295,10 @@ class HttpClient:
             self._opening.add(task)
             task.add_done_callback(self._opening.discard)
 
+    def ready(self) -> int:
+        """Connections open and free to write on: opened ahead (``preopen``) or kept alive."""
+        return sum(not c.closed for c in (*self._fresh, *self._idle))
+
     async def _preopen(self) -> None:
         try:
             conn, _ = await self._open()
