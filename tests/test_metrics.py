@@ -6,14 +6,12 @@ from dataclasses import asdict
 
 import pytest
 
-from loadgen.analysis.accumulate import SummaryAccumulator
+from loadgen.analysis.accumulate import PerRequestALSum, SummaryAccumulator
 from loadgen.analysis.metrics import (
     e2e_ms,
     itl_values_ms,
-    per_request_al,
     per_user_tokens_per_s,
     stats,
-    tokens_in_window,
     tpot_ms,
     ttft_ms,
 )
@@ -76,7 +74,6 @@ def test_stats_percentiles_interpolate():
 
 
 def test_window_tokens_and_throughput():
-    assert tokens_in_window(R, 160 * MS, 200 * MS) == (6, 2)
     other = rec(arrivals_ns=[120 * MS, 300 * MS], event_tokens=[2, 5], output_tokens=7,
                 first_token_ns=120 * MS, end_ns=300 * MS, send_ns=110 * MS,
                 scheduled_ns=110 * MS)
@@ -97,7 +94,11 @@ def test_window_tokens_and_throughput():
 def test_per_request_al_weighting():
     a = rec(output_tokens=100, acceptance_length=4.0)  # 25 steps
     b = rec(output_tokens=10, acceptance_length=1.0)  # 10 steps
-    al = per_request_al([a, b])
+    acc = PerRequestALSum()
+    for r in (a, b, rec(output_tokens=5)):  # a record without AL is left out
+        acc.add(r)
+    al = acc.result()
+    assert al.requests == 2
     assert al.request_weighted == 2.5
     assert al.token_weighted == pytest.approx(110 / 35)
 

@@ -42,8 +42,10 @@ from loadgen.results.summary import (
 
 
 @dataclass(slots=True)
-class _AL:
-    """Per-request AL: request-weighted mean and token-weighted ratio (metrics.per_request_al)."""
+class PerRequestALSum:
+    """Per-request AL over records: the request-weighted mean of each record's AL and the
+    token-weighted ratio (total tokens / total target steps, a request's steps being its
+    tokens / its AL)."""
 
     als: Quantity = field(default_factory=Quantity)
     toks: float = 0.0
@@ -67,7 +69,7 @@ class _AL:
 class _Category:
     requests: int = 0
     output_tokens: int = 0
-    al: _AL = field(default_factory=_AL)
+    al: PerRequestALSum = field(default_factory=PerRequestALSum)
     ttft: Quantity = field(default_factory=Quantity)
     tpot: Quantity = field(default_factory=Quantity)
     users: Quantity = field(default_factory=Quantity)
@@ -94,7 +96,7 @@ class SummaryAccumulator:
         self.retries = self.retried = self.rate_limited = 0
         self.reasoning_seen = False
         self.reasoning_tokens = self.ok_output_tokens = 0
-        self.al = _AL()
+        self.al = PerRequestALSum()
         self.categories: dict[str, _Category] = {}
         self.mismatched = 0
         self.resent = 0  # records sent again on a new connection (warm-up included)

@@ -6,13 +6,12 @@ directory at any time and tests can check each formula against known truth.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from loadgen.results.summary import (
-    PerRequestAL,
     Stats,
 )
 
@@ -72,29 +71,3 @@ def itl_values_ms(r: dict[str, Any]) -> tuple[list[float], list[float]]:
         n = ntok[i]
         per_token.extend([gap / n] * n)
     return per_token, per_chunk
-
-
-def tokens_in_window(r: dict[str, Any], start_ns: int, end_ns: int) -> tuple[int, int]:
-    """(tokens, events) of a request that arrived within [start_ns, end_ns]."""
-    toks = events = 0
-    for t, n in zip(r["arrivals_ns"], r["event_tokens"], strict=True):
-        if start_ns <= t <= end_ns:
-            toks += n
-            events += 1
-    return toks, events
-
-
-def per_request_al(records: Iterable[dict[str, Any]]) -> PerRequestAL:
-    """Request-weighted mean of per-request AL, and token-weighted (total tokens / total target
-    steps, where a request's steps are tokens / AL)."""
-    als, toks, steps = [], 0.0, 0.0
-    for r in records:
-        al = r.get("acceptance_length")
-        if al:
-            als.append(al)
-            toks += r["output_tokens"]
-            steps += r["output_tokens"] / al
-    if not als:
-        return PerRequestAL()
-    return PerRequestAL(request_weighted=float(np.mean(als)), token_weighted=toks / steps,
-                        requests=len(als))
