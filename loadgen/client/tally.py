@@ -38,8 +38,10 @@ class RecordTally:
 
 
 def window_bounds(start: int, end: int, last_end_ns: int | None) -> dict[str, Any]:
-    """The window [start, end]; when everything was sent at once (n <= concurrency) there is no
-    steady state to isolate: the window runs to the last measured end and includes the drain."""
+    """The window [start, end]; when the sending took under a fifth of the time to the last
+    measured end (everything sent at once, n <= concurrency, or an open loop far above what
+    the server serves, its backlog draining long after) there is no steady state to isolate:
+    the window runs to the last measured end and includes the drain."""
     includes_drain = False
     if last_end_ns is not None and end - start < 0.2 * (last_end_ns - start):
         end = last_end_ns

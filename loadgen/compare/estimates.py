@@ -248,8 +248,9 @@ def throughput_estimates(run: RunData, resamples: int,
     out = {key: Estimate(point[key]) for key in keys}
     med_e2e = float(np.median(run.e2e)) / 1e3 if run.e2e.size else math.nan
     if win.get("includes_drain"):
-        reason = (f"{run.label}'s window includes the drain (all requests sent at once): no "
-                  f"steady state to resample")
+        reason = (f"{run.label}'s window includes the drain (its requests were sent in under a "
+                  f"fifth of the time they took to end: at once, or far faster than the server "
+                  f"served them): no steady state to resample")
     elif not math.isfinite(med_e2e) or med_e2e <= 0:
         reason = f"no ok requests in {run.label} to set the block length"
     else:
