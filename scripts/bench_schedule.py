@@ -12,8 +12,8 @@ Rows, all from one run of this script:
   and written in the event loop's turn its time comes);
 - ``baseline``: the same replay with ``--max-concurrency`` above the requests, which starts each
   send in a task of its own (a turn of the loop later: every stream's reads first);
-- ``floor``: the lateness of bare event-loop timers at the same due times, on an idle loop in this
-  process (no I/O): what this machine's scheduler and timers alone cost.
+- ``floor``: the lateness of the open loop's way of waiting at the same due times, on an idle loop
+  in this process (no I/O, no requests): what this machine's timers and scheduler alone cost.
 
 Error = engine receive stamp - scheduled time (never negative: loadgen never sends early).
 Needs the data kit (../shared/data/traces) and SmolLM2's tokenizer (cached by scripts/setup.sh).
@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadgen.client.loops import TIMER_SLACK_NS
 from loadgen.client.trace import configure, trace_schedule
 from loadgen.data.prompts import PromptFile, read_prompts
 from loadgen.data.sources import default_data_root
@@ -98,12 +99,14 @@ def replay(prompts: PromptFile, path: Path, rate: float, work: Path,
 
 
 async def _timers(offsets_s: list[float]) -> np.ndarray:
+    """The open loop's way of waiting (a timer TIMER_SLACK_NS early, then loop turns until the
+    time) on an idle loop: its lateness at each distinct due time."""
     loop = asyncio.get_running_loop()
     t0 = time.monotonic_ns() + 50_000_000
     late = []
     for off in sorted(set(offsets_s)):
         due = t0 + int(off * 1e9)
-        delay = (due - time.monotonic_ns()) / 1e9
+        delay = (due - TIMER_SLACK_NS - time.monotonic_ns()) / 1e9
         if delay > 0:
             fut = loop.create_future()
             loop.call_later(delay, fut.set_result, None)
