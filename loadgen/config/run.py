@@ -147,7 +147,7 @@ def _sections(flat: dict[str, Any], check: bool) -> dict[str, Any]:
 
 def _unchecked(cls: type, values: dict[str, Any]) -> Any:
     """A section holding ``values`` (defaults for the rest) without its checks."""
-    obj = object.__new__(cls)
+    obj: Any = object.__new__(cls)
     for f in fields(cls):
         if f.name in values:
             v = values[f.name]
