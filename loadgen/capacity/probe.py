@@ -62,7 +62,7 @@ class Prober:
     dataset_path: Path | None
     slos: SloSet
     signals: ProbeSignals
-    run_opts: dict[str, Any] = field(default_factory=dict)  # RunConfig fields for every probe
+    run_opts: dict[str, Any] = field(default_factory=dict)  # flat run options, every probe
     describe: Any = None  # the launched engine's describe(), or None
     trace: Any = None  # with kind "time_scale": the TraceSlice every probe replays
     count: int = 0
