@@ -31,8 +31,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile, PromptRecord, read_prompts, write_prompts
-from loadgen.results.config import RunConfig
 from loadgen.results.summary import Summary
 from loadgen.run.benchmark import run_benchmark
 from loadgen.run.worker import peak_rss_mb
@@ -49,7 +49,7 @@ def dataset(path: Path, n: int = 200) -> Path:
 
 def local(cfg: RunConfig, prompts: PromptFile, n: int, endpoints: list[str]) -> Summary:
     """N worker processes, worker k on endpoints[k % len] (the one run engine)."""
-    cfg.workers = n
+    cfg = cfg.replace(workers=n)
     return run_benchmark(cfg, prompts, endpoints=endpoints, overwrite=True)
 
 
@@ -108,7 +108,7 @@ def run_all(args: argparse.Namespace, tmp: Path) -> int:
     urls = [e.url for e in engines]
     try:
         def cfg(name: str, **kw: object) -> RunConfig:
-            return RunConfig(endpoint=urls[0], engine="vllm", out=tmp / name, model="m",
+            return RunConfig.build(endpoint=urls[0], engine="vllm", out=tmp / name, model="m",
                              output_len=args.tokens, concurrency=args.streams,
                              num_requests=args.requests, warmup_requests=args.streams // 4,
                              **kw)  # type: ignore[arg-type]
@@ -168,7 +168,7 @@ def scan(args: argparse.Namespace, tmp: Path, prompts: PromptFile) -> None:
                                  "--max-num-seqs", "100000"], cpu=0).start()]
     try:
         for c in (int(x) for x in args.scan.split(",")):
-            cfg = RunConfig(endpoint=engines[0].url, engine="vllm", out=tmp / f"scan{c}",
+            cfg = RunConfig.build(endpoint=engines[0].url, engine="vllm", out=tmp / f"scan{c}",
                             model="m", output_len=64, concurrency=c, num_requests=3 * c,
                             warmup_requests=c)
             s = local(cfg, prompts, 1, [engines[0].url])
@@ -191,7 +191,7 @@ def big(args: argparse.Namespace, tmp: Path, ds: Path, prompts: PromptFile) -> N
                                  "m"]).start() for _ in range(2)]
     try:
         out = tmp / "big"
-        cfg = RunConfig(endpoint=engines[0].url, engine="vllm", out=out, model="m",
+        cfg = RunConfig.build(endpoint=engines[0].url, engine="vllm", out=out, model="m",
                         output_len=args.big_tokens, concurrency=args.streams,
                         num_requests=args.big)
         t = time.monotonic()

@@ -39,9 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loadgen.client.loops import TIMER_SLACK_NS
 from loadgen.client.trace import configure, trace_schedule
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile, read_prompts
 from loadgen.data.sources import default_data_root
-from loadgen.results.config import RunConfig
 from loadgen.results.records import read_run_records
 from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.model import prompt_digest
@@ -80,12 +80,11 @@ def replay(prompts: PromptFile, path: Path, rate: float, work: Path,
     out = work / "run"
     shutil.rmtree(out, ignore_errors=True)
     try:
-        cfg = RunConfig(endpoint=eng.url, engine="vllm", out=out, request_rate=1.0,
-                        arrival="trace", probe_timeout_s=120.0, scrape_interval_s=3600.0,
-                        progress=False,
-                        max_concurrency=len(prompts.records) + 1 if baseline else None)
-        configure(cfg, trace_schedule(prompts, target_rate=rate), num_requests_given=False)
-        cfg.validate()
+        cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=out, request_rate=1.0,
+                              num_requests=1, arrival="trace", probe_timeout_s=120.0,
+                              scrape_interval_s=3600.0, progress=False,
+                              max_concurrency=len(prompts.records) + 1 if baseline else None)
+        cfg = configure(cfg, trace_schedule(prompts, target_rate=rate), num_requests_given=False)
         run_benchmark(cfg, prompts, path, argv=["bench_schedule"])
     finally:
         eng.stop()

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
-from loadgen.results.config import RunConfig
 from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.process import SyntheticProcess
 
@@ -72,7 +72,7 @@ def measure(url: str, pid: int, engine: str, ds: Path, streams: int, tokens: int
             out: Path) -> tuple[float, float, int]:
     """Through loadgen's full client (parse every event, record every stamp)."""
     c0, t0 = cpu_seconds(pid), time.monotonic()
-    s = run_benchmark(RunConfig(endpoint=url, engine=engine, out=out, output_len=tokens,
+    s = run_benchmark(RunConfig.build(endpoint=url, engine=engine, out=out, output_len=tokens,
                                 concurrency=streams, num_requests=streams * 2),
                       read_prompts(ds), ds, argv=["bench"])
     util = (cpu_seconds(pid) - c0) / (time.monotonic() - t0)

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from loadgen.config import RunConfig
 from loadgen.data.prompts import read_prompts
-from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
 from loadgen.results.summary import Summary
 from loadgen.run.benchmark import run_benchmark
@@ -36,8 +36,8 @@ def engine_args(protocol: str, truth: Path, *extra: str) -> list[str]:
 
 def run(eng_url: str, engine: str, dataset: Path, out: Path, **kw) -> dict:
     kw.setdefault("warmup_requests", 0)  # these tests count every request sent
-    cfg = RunConfig(endpoint=eng_url, engine=engine, out=out, model="m",
-                    output_len=kw.pop("output_len", 32), **kw)
+    cfg = RunConfig.build(endpoint=eng_url, engine=engine, out=out, model="m",
+                          output_len=kw.pop("output_len", 32), **kw)
     return run_benchmark(cfg, read_prompts(dataset), dataset, argv=["test"])
 
 

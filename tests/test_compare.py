@@ -23,8 +23,8 @@ from loadgen.compare import (
     throughput_estimates,
     weighted_quantiles,
 )
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
-from loadgen.results.config import RunConfig
 from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.process import SyntheticProcess
 
@@ -258,9 +258,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for name, args in configs.items():
         with SyntheticProcess(args) as eng:
-            cfg = RunConfig(endpoint=eng.url, engine="vllm", out=root / name, model="m",
-                            output_len=32, concurrency=4, num_requests=N_REQUESTS,
-                            warmup_requests=0, progress=False)
+            cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=root / name, model="m",
+                                  output_len=32, concurrency=4, num_requests=N_REQUESTS,
+                                  warmup_requests=0, progress=False)
             s = run_benchmark(cfg, prompts, ds, argv=["test"])
         assert s.requests.ok == N_REQUESTS
         out[name] = root / name

@@ -154,17 +154,17 @@ def test_cpu_burner_during_one_half_is_flagged_with_its_cause(synthetic, tmp_pat
 def test_prefix_cache_salt_keep_and_counters_on_the_synthetic_engine(synthetic, tmp_path):
     """The synthetic vLLM counts prefix-cache queries and hits as vLLM does: a second identical
     run that keeps the cache is served from it; a salted run (the default) is not."""
+    from loadgen.config import RunConfig
     from loadgen.data.prompts import read_prompts
-    from loadgen.results.config import RunConfig
     from loadgen.run.benchmark import run_benchmark
 
     eng = synthetic("--protocol", "vllm", *TIMING)
     prompts = read_prompts(make_dataset(tmp_path / "ds.jsonl", n=12))
 
     def run(name: str, keep: bool, warmup: int | None):
-        cfg = RunConfig(endpoint=eng.url, engine="vllm", out=tmp_path / name, output_len=4,
-                        concurrency=4, num_requests=12, shuffle=False, keep_prefix_cache=keep,
-                        warmup_requests=warmup)
+        cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=tmp_path / name, output_len=4,
+                              concurrency=4, num_requests=12, shuffle=False, keep_prefix_cache=keep,
+                              warmup_requests=warmup)
         return run_benchmark(cfg, prompts, None, argv=["test"], use_uvloop=False)
 
     first, warm = run("first", True, 0), run("warm", True, 0)

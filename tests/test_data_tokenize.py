@@ -254,8 +254,8 @@ def test_run_warns_before_sending_prompts_longer_than_the_server_allows(
         synthetic, tmp_path, capsys, protocol):
     """The server reports its max model length (vLLM /v1/models, llama.cpp /props): a prompt that
     cannot fit is a warning on stderr before the load starts and in summary.json."""
+    from loadgen.config import RunConfig
     from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
-    from loadgen.results.config import RunConfig
     from loadgen.run.benchmark import run_benchmark
 
     ds = write_prompts(tmp_path / "p.jsonl", [
@@ -263,9 +263,9 @@ def test_run_warns_before_sending_prompts_longer_than_the_server_allows(
         PromptRecord(id="long", category="c", prompt_token_ids=list(range(10, 90)))])
     eng = synthetic("--protocol", protocol, "--step-base-ms", "1", "--model-name", "m",
                     "--max-model-len", "64")
-    s = run_benchmark(RunConfig(endpoint=eng.url, engine=protocol, out=tmp_path / "o",
-                                model="m", output_len=4, concurrency=1, num_requests=2,
-                                warmup_requests=0, shuffle=False),
+    s = run_benchmark(RunConfig.build(endpoint=eng.url, engine=protocol, out=tmp_path / "o",
+                                      model="m", output_len=4, concurrency=1, num_requests=2,
+                                      warmup_requests=0, shuffle=False),
                       read_prompts(ds), ds)
     expect = "1 of 2 prompts cannot fit the server's max model length 64 (longest: long, 80"
     assert any(expect in w for w in s.warnings), s.warnings

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from loadgen.analysis.gate import cross_check, gate, gated_counters
+from loadgen.config import RunConfig
 from loadgen.data.prompts import read_prompts
-from loadgen.results.config import RunConfig
 from loadgen.results.files import read_json
 from loadgen.results.summary import AcceptanceSummary, Summary
 from loadgen.run.benchmark import run_benchmark
@@ -73,8 +73,8 @@ def run_cli(tmp: Path, endpoint: str, *flags: str) -> tuple[Summary, str]:
 
 def run_inproc(tmp: Path, endpoint: str, **kw) -> Summary:
     ds = make_dataset(tmp / "ds.jsonl", n=N)
-    cfg = RunConfig(endpoint=endpoint, engine="vllm", out=tmp / "run", model="m",
-                    output_len=24, concurrency=4, num_requests=N, warmup_requests=0, **kw)
+    cfg = RunConfig.build(endpoint=endpoint, engine="vllm", out=tmp / "run", model="m",
+                          output_len=24, concurrency=4, num_requests=N, warmup_requests=0, **kw)
     return run_benchmark(cfg, read_prompts(ds), ds, argv=["test"])
 
 

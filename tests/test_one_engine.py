@@ -15,9 +15,9 @@ import time
 import pytest
 
 from loadgen.analysis.rundir import summarize_run
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
 from loadgen.engines.sampling import Sampling
-from loadgen.results.config import RunConfig
 from loadgen.results.records import read_run_records
 from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.model import prompt_digest
@@ -51,9 +51,9 @@ def test_sampling_windows_warmup_and_salt_reach_the_engine(synthetic, tmp_path, 
     eng = start(synthetic, truth)
     ds = make_dataset(tmp_path / "ds.jsonl", n=24)
     out = tmp_path / "out"
-    cfg = RunConfig(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=16,
-                    concurrency=2, num_requests=24, warmup_requests=2, temperature=0.7,
-                    top_p=0.9, seed_per_request=True, seed=11, **_mode(mode))
+    cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=16,
+                          concurrency=2, num_requests=24, warmup_requests=2, temperature=0.7,
+                          top_p=0.9, seed_per_request=True, seed=11, **_mode(mode))
     s = run_benchmark(cfg, read_prompts(ds), ds, argv=["t"])
     recs = read_run_records(out)
     seen = read_truth(truth)
@@ -100,8 +100,8 @@ def test_multi_turn_replays_each_reply_in_every_mode(synthetic, tmp_path, mode):
     eng = start(synthetic, truth, "--per-request-spec-metrics", "summary")
     ds = _conversations(tmp_path / "conv.jsonl")
     out = tmp_path / "out"
-    cfg = RunConfig(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=8,
-                    concurrency=2, num_requests=6, warmup_requests=0, **_mode(mode))
+    cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=8,
+                          concurrency=2, num_requests=6, warmup_requests=0, **_mode(mode))
     s = run_benchmark(cfg, read_prompts(ds), ds, argv=["t"])
     assert s.requests.ok == s.requests.total == 18  # 6 conversations x 3 turns
     seen = read_truth(truth)
@@ -128,9 +128,9 @@ def test_vendor_text_mode_in_every_mode(synthetic, tmp_path, mode):
         {"role": "user", "content": f"question number {i}: why is the sky blue?"}]}) + "\n"
         for i in range(6)))
     out = tmp_path / "out"
-    cfg = RunConfig(endpoint=eng.url, engine="openai", openai_mode="chat", out=out, model="m",
-                    output_len=8, concurrency=2, num_requests=6, warmup_requests=0,
-                    temperature=0.5, **_mode(mode))
+    cfg = RunConfig.build(endpoint=eng.url, engine="openai", openai_mode="chat", out=out, model="m",
+                          output_len=8, concurrency=2, num_requests=6, warmup_requests=0,
+                          temperature=0.5, **_mode(mode))
     s = run_benchmark(cfg, read_prompts(ds, text=True), ds, argv=["t"])
     assert s.requests.ok == 6, s.error_reasons
     seen = read_truth(truth)
@@ -206,8 +206,8 @@ def test_faults_are_accounted_in_every_mode(synthetic, tmp_path, mode):
                 "--per-request-spec-metrics", "summary")
     ds = make_dataset(tmp_path / "ds.jsonl")
     out = tmp_path / "out"
-    cfg = RunConfig(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=12,
-                    concurrency=4, num_requests=20, warmup_requests=2, **_mode(mode))
+    cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=12,
+                          concurrency=4, num_requests=20, warmup_requests=2, **_mode(mode))
     s = run_benchmark(cfg, read_prompts(ds), ds, argv=["t"])
     recs = read_run_records(out)
     assert len(recs) == 22 and s.requests.total == 20

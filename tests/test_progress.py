@@ -6,13 +6,13 @@ import time
 
 from rich.console import Console
 
-from loadgen.results.config import RunConfig
+from loadgen.config import RunConfig
 from loadgen.run.progress import LiveProgress
 
 
 def test_progress_shows_done_in_flight_errors_rate_al_and_time_left(tmp_path):
-    cfg = RunConfig(endpoint="http://127.0.0.1:1", engine="vllm", out=tmp_path,
-                    concurrency=2, num_requests=10, warmup_requests=0)
+    cfg = RunConfig.build(endpoint="http://127.0.0.1:1", engine="vllm", out=tmp_path,
+                          concurrency=2, num_requests=10, warmup_requests=0)
     prog = LiveProgress(cfg, label="demo", in_flight=lambda: 2)
     now = time.monotonic_ns()
     for i, status in enumerate(["ok", "ok", "error"]):

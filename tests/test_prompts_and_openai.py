@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFileError, PromptRecord, read_prompts, write_prompts
 from loadgen.engines.tokencount import neutral_counter
-from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
 from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.model import prompt_digest
@@ -85,9 +85,9 @@ def test_openai_adapter_token_ids_and_chat(synthetic, tmp_path, monkeypatch):
     monkeypatch.setenv("VENDOR_KEY", "sk-test-not-real")
     for mode in ("completions", "chat"):
         out = tmp_path / mode
-        cfg = RunConfig(endpoint=eng.url, engine="openai", out=out, output_len=12,
-                        concurrency=2, num_requests=6, model="vendor-m",
-                        api_key_env="VENDOR_KEY", openai_mode=mode)
+        cfg = RunConfig.build(endpoint=eng.url, engine="openai", out=out, output_len=12,
+                              concurrency=2, num_requests=6, model="vendor-m",
+                              api_key_env="VENDOR_KEY", openai_mode=mode)
         s = run_benchmark(cfg, read_prompts(ds), ds, argv=["t"])
         assert s.requests.ok == 6, s.error_reasons
         recs = read_records(out / "requests.jsonl")

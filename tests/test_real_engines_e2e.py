@@ -13,8 +13,8 @@ from dataclasses import asdict
 
 import pytest
 
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile
-from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
 from loadgen.run.benchmark import run_benchmark
 from tests.builtin import smollm2_prompts
@@ -37,9 +37,9 @@ def _run(url: str, engine: str, prompts: PromptFile, out) -> dict:
     # Concurrency 1: batched requests change the kernels' reduction order, and greedy decoding
     # can then diverge with or without SD (seen on llama.cpp at concurrency 2: one prompt of
     # eight differed at token 21). One at a time, SD must not change a single token.
-    cfg = RunConfig(endpoint=url, engine=engine, out=out, output_len=OUTPUT_LEN, concurrency=1,
-                    num_requests=len(prompts.records), shuffle=False, keep_token_ids=True,
-                    timeout_s=300, warmup_requests=0)
+    cfg = RunConfig.build(endpoint=url, engine=engine, out=out, output_len=OUTPUT_LEN,
+                          concurrency=1, num_requests=len(prompts.records), shuffle=False,
+                          keep_token_ids=True, timeout_s=300, warmup_requests=0)
     return run_benchmark(cfg, prompts, None, argv=["test"])
 
 

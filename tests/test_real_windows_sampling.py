@@ -9,9 +9,9 @@ import json
 
 import pytest
 
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile, read_prompts
 from loadgen.data.textfmt import TextPrompt, write_text_prompts
-from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
 from loadgen.run.benchmark import run_benchmark
 from tests.builtin import smollm2_prompts
@@ -30,9 +30,9 @@ def _prompts() -> PromptFile:
 
 
 def _run(url: str, engine: str, prompts: PromptFile, out, **kw):
-    cfg = RunConfig(endpoint=url, engine=engine, out=out, output_len=OUT, concurrency=1,
-                    multi_turn=False, shuffle=False, timeout_s=300,
-                    num_requests=kw.pop("num_requests", len(prompts.records)), **kw)
+    cfg = RunConfig.build(endpoint=url, engine=engine, out=out, output_len=OUT, concurrency=1,
+                          multi_turn=False, shuffle=False, timeout_s=300,
+                          num_requests=kw.pop("num_requests", len(prompts.records)), **kw)
     return run_benchmark(cfg, prompts, None, argv=["test"])
 
 
@@ -126,9 +126,9 @@ def test_vllm_chat_with_a_text_prompt_file(vllm_url, tmp_path):
     ds = write_text_prompts(tmp_path / "text.jsonl", [
         TextPrompt(id="a", category="qa", turns=["Name three colours.", "And two more?"]),
         TextPrompt(id="b", category="qa", turns=["What is 2+2?"])])
-    cfg = RunConfig(endpoint=vllm_url, engine="openai", out=tmp_path / "out", output_len=8,
-                    concurrency=1, num_requests=2, openai_mode="chat", warmup_requests=0,
-                    timeout_s=300)
+    cfg = RunConfig.build(endpoint=vllm_url, engine="openai", out=tmp_path / "out", output_len=8,
+                          concurrency=1, num_requests=2, openai_mode="chat", warmup_requests=0,
+                          timeout_s=300)
     s = run_benchmark(cfg, read_prompts(ds, text=True), ds, argv=["test"])
     assert s.requests.ok == 3, s.error_reasons  # a's two turns and b
     recs = read_records(tmp_path / "out" / "requests.jsonl")
@@ -145,9 +145,9 @@ def test_llamacpp_openai_surface_counted_from_the_final_usage(llamacpp_url, tmp_
     no connection is reused (llama-server closes it after every stream)."""
     ds = write_text_prompts(tmp_path / "text.jsonl", [
         TextPrompt(id="a", category="qa", turns=["Name three colours."])])
-    cfg = RunConfig(endpoint=llamacpp_url, engine="openai", out=tmp_path / "out",
-                    output_len=OUT, concurrency=1, num_requests=1, openai_mode=mode,
-                    warmup_requests=0, timeout_s=120)
+    cfg = RunConfig.build(endpoint=llamacpp_url, engine="openai", out=tmp_path / "out",
+                          output_len=OUT, concurrency=1, num_requests=1, openai_mode=mode,
+                          warmup_requests=0, timeout_s=120)
     s = run_benchmark(cfg, read_prompts(ds, text=True), ds, argv=["test"])
     assert s.requests.ok == 1, s.error_reasons
     assert s.token_count_source == "events+final_usage"

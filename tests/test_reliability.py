@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile, PromptRecord, read_prompts
-from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
 from loadgen.results.summary import Summary
 from loadgen.run.benchmark import run_benchmark
@@ -75,8 +75,8 @@ def test_lost_requests_an_exception_in_encode_is_that_requests_error(synthetic, 
     eng = synthetic("--protocol", "vllm", "--fast", "--model-name", "m")
     recs = [PromptRecord(id=f"p{i}", category="c",
                          prompt_token_ids=[5, 6, 2**70 if i % 2 else 7]) for i in range(8)]
-    cfg = RunConfig(endpoint=eng.url, engine="vllm", out=tmp_path / "o", output_len=4,
-                    concurrency=2, num_requests=8, warmup_requests=0)
+    cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=tmp_path / "o", output_len=4,
+                          concurrency=2, num_requests=8, warmup_requests=0)
     s = run_benchmark(cfg, PromptFile(header={}, records=recs), argv=["t"])
     assert (s.requests.total, s.requests.ok, s.requests.error) == (8, 4, 4)
     assert len(read_records(tmp_path / "o" / "requests.jsonl")) == 8
@@ -141,8 +141,8 @@ def test_hang_fault_bounds_only_the_hung_requests(synthetic, tmp_path):
     eng = synthetic("--protocol", "sglang", "--fast", "--fault", "hang:every=3",
                     "--model-name", "m")
     ds = make_dataset(tmp_path / "ds.jsonl", n=9)
-    cfg = RunConfig(endpoint=eng.url, engine="sglang", out=tmp_path / "o", output_len=8,
-                    concurrency=3, num_requests=9, timeout_s=1.0, warmup_requests=0)
+    cfg = RunConfig.build(endpoint=eng.url, engine="sglang", out=tmp_path / "o", output_len=8,
+                          concurrency=3, num_requests=9, timeout_s=1.0, warmup_requests=0)
     s = run_benchmark(cfg, read_prompts(ds), argv=["t"])
     assert (s.requests.ok, s.requests.error) == (6, 3)
     assert s.error_reasons == {"timed out after 1 s": 3}
@@ -233,8 +233,8 @@ def test_oversized_event_is_the_requests_error(synthetic, tmp_path):
     eng = synthetic("--protocol", "vllm", "--fast", "--fault", "oversized:every=2,after=2",
                     "--model-name", "m")
     ds = make_dataset(tmp_path / "ds.jsonl", n=4)
-    cfg = RunConfig(endpoint=eng.url, engine="vllm", out=tmp_path / "o", output_len=8,
-                    concurrency=2, num_requests=4, warmup_requests=0)
+    cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=tmp_path / "o", output_len=8,
+                          concurrency=2, num_requests=4, warmup_requests=0)
     s = run_benchmark(cfg, read_prompts(ds), argv=["t"])
     assert (s.requests.ok, s.requests.error) == (2, 2)
     (reason,) = s.error_reasons
@@ -246,8 +246,8 @@ def test_restarted_server_counters_are_detected(synthetic, tmp_path):
     eng = synthetic("--protocol", "vllm", "--step-base-ms", "2", "-k", "3",
                     "--fault", "counter_reset:at=30", "--model-name", "m")
     ds = make_dataset(tmp_path / "ds.jsonl", n=60)
-    cfg = RunConfig(endpoint=eng.url, engine="vllm", out=tmp_path / "o", output_len=32,
-                    concurrency=2, num_requests=60, scrape_interval_s=0.1, warmup_requests=0)
+    cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=tmp_path / "o", output_len=32,
+                          concurrency=2, num_requests=60, scrape_interval_s=0.1, warmup_requests=0)
     s = run_benchmark(cfg, read_prompts(ds), argv=["t"])
     assert any("went backwards" in w and "consistent segments" in w for w in s.warnings)
     delta = s.server_counters.window_delta
@@ -261,9 +261,9 @@ def test_restarted_server_without_consistent_segments_has_no_acceptance(syntheti
     eng = synthetic("--protocol", "vllm", "--fast", "--fault", "counter_reset:at=12",
                     "--model-name", "m")
     ds = make_dataset(tmp_path / "ds.jsonl", n=16)
-    cfg = RunConfig(endpoint=eng.url, engine="vllm", out=tmp_path / "o", output_len=16,
-                    concurrency=2, warmup_requests=10, num_requests=6, scrape_interval_s=3600,
-                    category_windows=False)  # one window: the segment this test is about
+    cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=tmp_path / "o", output_len=16,
+                          concurrency=2, warmup_requests=10, num_requests=6, scrape_interval_s=3600,
+                          category_windows=False)  # one window: the segment this test is about
     s = run_benchmark(cfg, read_prompts(ds), argv=["t"])
     assert any("went backwards" in w and "unavailable" in w for w in s.warnings)
     assert s.acceptance.acceptance_length is None
@@ -380,9 +380,9 @@ def test_error_reasons_are_one_line_without_markup(tmp_path):
     t.start()
     try:
         ds = make_dataset(tmp_path / "ds.jsonl", n=3)
-        cfg = RunConfig(endpoint=f"http://127.0.0.1:{srv.server_address[1]}", engine="vllm",
-                        out=tmp_path / "o", output_len=4, concurrency=1, num_requests=3,
-                        warmup_requests=0)
+        cfg = RunConfig.build(endpoint=f"http://127.0.0.1:{srv.server_address[1]}", engine="vllm",
+                              out=tmp_path / "o", output_len=4, concurrency=1, num_requests=3,
+                              warmup_requests=0)
         s = run_benchmark(cfg, read_prompts(ds), argv=["t"], use_uvloop=False)
     finally:
         srv.shutdown()

@@ -27,9 +27,9 @@ pytest.importorskip("matplotlib")
 
 from loadgen.analysis.sweeps import speedup_rows
 from loadgen.cli import main as cli_main
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
 from loadgen.report.build import build_report
-from loadgen.results.config import RunConfig
 from loadgen.results.sweepdir import Cell, Sweep, load_sweep
 from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.process import SyntheticProcess
@@ -86,10 +86,10 @@ def sweep_dir(tmp_path_factory) -> Path:
                     cell = Cell(id=cid, sd=sd, dataset=name, load={"concurrency": c},
                                 dir=f"cells/{cid}", baseline=baseline,
                                 sd_config={} if baseline else {"num_spec_tokens": 3})
-                    cfg = RunConfig(endpoint=eng.url, engine="vllm", out=root / cell.dir,
-                                    model="m", output_len=24, concurrency=c,
-                                    num_requests=max(12, 3 * c), warmup_requests=c,
-                                    progress=False)
+                    cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=root / cell.dir,
+                                          model="m", output_len=24, concurrency=c,
+                                          num_requests=max(12, 3 * c), warmup_requests=c,
+                                          progress=False)
                     run_benchmark(cfg, prompts, path, argv=["test"])
                     cell.status = "complete"
                     cells.append(cell)

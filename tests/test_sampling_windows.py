@@ -12,9 +12,9 @@ import pytest
 from rich.console import Console
 
 from loadgen.cli.console import print_summary
+from loadgen.config import WARMUP_SECONDS, RunConfig
 from loadgen.data.prompts import read_prompts
 from loadgen.engines.sampling import Sampling
-from loadgen.results.config import WARMUP_SECONDS, RunConfig
 from loadgen.results.records import read_records
 from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.model import prompt_digest
@@ -32,8 +32,8 @@ def start(synthetic, protocol: str, truth, *extra: str):
 
 
 def go(url: str, engine: str, ds, out, **kw):
-    cfg = RunConfig(endpoint=url, engine=engine, out=out, model="m",
-                    output_len=kw.pop("output_len", 24), **kw)
+    cfg = RunConfig.build(endpoint=url, engine=engine, out=out, model="m",
+                          output_len=kw.pop("output_len", 24), **kw)
     return run_benchmark(cfg, read_prompts(ds), ds, argv=["t"])
 
 
@@ -181,8 +181,7 @@ def test_default_warmup_is_the_concurrency(synthetic, tmp_path):
     assert manifest["config"]["warmup_requests"] is None
     assert manifest["config"]["warmup_requests_effective"] == 3
     # rate mode: a few seconds of arrivals; an explicit 0 keeps cold requests
-    rate = RunConfig(endpoint="x", engine="vllm", out=tmp_path, request_rate=2.5,
-                     num_requests=5)
-    assert rate.effective_warmup() == int(2.5 * WARMUP_SECONDS + 0.999)
-    rate.warmup_requests = 0
-    assert rate.effective_warmup() == 0
+    rate = RunConfig.build(endpoint="x", engine="vllm", out=tmp_path, request_rate=2.5,
+                           num_requests=5)
+    assert rate.load.effective_warmup() == int(2.5 * WARMUP_SECONDS + 0.999)
+    assert rate.replace(warmup_requests=0).load.effective_warmup() == 0

@@ -20,8 +20,8 @@ import pytest
 
 from loadgen.client.plan import share_count
 from loadgen.client.schedule import arrival_offsets
+from loadgen.config import RunConfig
 from loadgen.data.prompts import read_prompts
-from loadgen.results.config import RunConfig
 from loadgen.results.records import iter_records, read_run_records, record_files
 from loadgen.results.summary import Summary
 from loadgen.run.benchmark import run_benchmark
@@ -60,8 +60,8 @@ def test_two_workers_equal_truth_and_the_planned_schedule(synthetic, tmp_path):
     ds = make_dataset(tmp_path / "ds.jsonl", n=30)
     eng = synthetic(*engine_args("vllm", truth))
     out = tmp_path / "closed"
-    cfg = RunConfig(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=16,
-                    concurrency=6, num_requests=30, warmup_requests=0, workers=2)
+    cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=16,
+                          concurrency=6, num_requests=30, warmup_requests=0, workers=2)
     s = run_benchmark(cfg, read_prompts(ds), ds, argv=["test"])
     assert [p.name for p in record_files(out)] == ["requests.0.jsonl", "requests.1.jsonl"]
     assert not (out / "requests.jsonl").exists()
@@ -77,8 +77,8 @@ def test_two_workers_equal_truth_and_the_planned_schedule(synthetic, tmp_path):
 
     # rate mode: each worker sends its share of one arrival process from one start time
     out = tmp_path / "rate"
-    cfg = RunConfig(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=8,
-                    request_rate=60.0, num_requests=40, warmup_requests=2, workers=2, seed=5)
+    cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=8,
+                          request_rate=60.0, num_requests=40, warmup_requests=2, workers=2, seed=5)
     s = run_benchmark(cfg, read_prompts(ds), ds, argv=["test"])
     recs = [r for r in read_run_records(out) if not r["warmup"]]
     assert sorted(r["index"] for r in recs) == list(range(2, 42))
@@ -147,9 +147,9 @@ def test_ten_thousand_streams_over_four_workers(synthetic, tmp_path):
     eng = synthetic("--protocol", "vllm", "--fast", "--model-name", "m", "--truth-log",
                     str(truth))
     out = tmp_path / "out"
-    cfg = RunConfig(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=4,
-                    concurrency=10_000, num_requests=10_000, warmup_requests=0, workers=4,
-                    timeout_s=120)
+    cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=out, model="m", output_len=4,
+                          concurrency=10_000, num_requests=10_000, warmup_requests=0, workers=4,
+                          timeout_s=120)
     s = run_benchmark(cfg, read_prompts(ds), ds, argv=["test"])
     recs = read_run_records(out)
     # every request asked for is exactly one record, and the summary counts them all
@@ -296,10 +296,10 @@ def test_workers_protect_the_prefix_cache_and_watch_the_host(synthetic, tmp_path
     prompts = read_prompts(make_dataset(tmp_path / "ds.jsonl", n=12))
 
     def run(name: str, keep: bool) -> Summary:
-        cfg = RunConfig(endpoint=eng.url, engine="vllm", out=tmp_path / name, model="m",
-                        output_len=4, concurrency=4, num_requests=12, shuffle=False,
-                        keep_prefix_cache=keep, warmup_requests=12, workers=2,
-                        category_windows=False)
+        cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=tmp_path / name, model="m",
+                              output_len=4, concurrency=4, num_requests=12, shuffle=False,
+                              keep_prefix_cache=keep, warmup_requests=12, workers=2,
+                              category_windows=False)
         return run_benchmark(cfg, prompts, None, argv=["test"])
 
     kept, salted = run("kept", True), run("salted", False)

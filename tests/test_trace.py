@@ -211,14 +211,14 @@ def test_replay_on_schedule_against_the_truth_log(built, synthetic, tmp_path):
     # scrape that waits for the engine (its one event loop parses 4.3 M prompt ids in 1.5 s and
     # may get a third of a core on a loaded machine: the default 5 s would skip the scrapes)
     from loadgen.client.trace import configure, trace_schedule
-    from loadgen.results.config import RunConfig
+    from loadgen.config import RunConfig
     from loadgen.run.benchmark import run_benchmark
 
     prompts = read_prompts(path)
-    cfg = RunConfig(endpoint=eng.url, engine="vllm", out=tmp_path / "run", request_rate=1.0,
-                    arrival="trace", probe_timeout_s=120.0, scrape_interval_s=3600.0)
-    configure(cfg, trace_schedule(prompts, target_rate=RATE), num_requests_given=False)
-    cfg.validate()
+    cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=tmp_path / "run", request_rate=1.0,
+                          num_requests=1, arrival="trace", probe_timeout_s=120.0,
+                          scrape_interval_s=3600.0)
+    cfg = configure(cfg, trace_schedule(prompts, target_rate=RATE), num_requests_given=False)
     run_benchmark(cfg, prompts, path, argv=["test"])
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     records = read_run_records(tmp_path / "run")

@@ -10,9 +10,9 @@ import pytest
 from loadgen.analysis.sendlag import SEND_LAG_WARN_MS, send_lag_warning
 from loadgen.client.plan import iter_records, trace_due
 from loadgen.client.trace import configure, trace_schedule
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile, PromptRecord
 from loadgen.data.trace_read import TraceError, TraceSpec, parse_window, read_trace, select
-from loadgen.results.config import RunConfig
 from loadgen.results.summary import Stats
 
 ARRIVALS = [0.0, 0.5, 0.5, 2.0, 4.0]
@@ -44,11 +44,12 @@ def test_time_scale_and_target_rate():
     assert trace_schedule(pf, time_scale=3).offered_rate == 3.0
     t = trace_schedule(pf, target_rate=8)
     assert t.time_scale == 8.0 and t.offered_rate == 8.0
-    cfg = RunConfig(endpoint="http://127.0.0.1:1", engine="vllm", out=Path("x"),
-                    request_rate=1.0, arrival="trace")
-    configure(cfg, t, num_requests_given=False)
-    assert (cfg.shuffle, cfg.time_scale, cfg.request_rate, cfg.warmup_requests,
-            cfg.num_requests, cfg.category_windows) == (False, 8.0, 8.0, 0, 5, False)
+    cfg = RunConfig.build(endpoint="http://127.0.0.1:1", engine="vllm", out=Path("x"),
+                          request_rate=1.0, num_requests=1, arrival="trace")
+    cfg = configure(cfg, t, num_requests_given=False)
+    load = cfg.load
+    assert (load.shuffle, load.time_scale, load.request_rate, load.warmup_requests,
+            load.num_requests, cfg.measurement.category_windows) == (False, 8.0, 8.0, 0, 5, False)
     with pytest.raises(ValueError, match="arrives before"):
         trace_schedule(_pf([0.0, 2.0, 1.0]))
     with pytest.raises(ValueError, match="not both"):

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFileError, read_prompts
 from loadgen.data.textfmt import TextPrompt, write_text_prompts
 from loadgen.engines.openai import completion_text
-from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
 from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.faults import STREAM_ERROR_MESSAGE
@@ -37,9 +37,9 @@ def chat_ids(messages: list[dict[str, str]]) -> list[int]:
 
 def vendor_run(url: str, ds: Path, out: Path, **kw) -> object:
     kw.setdefault("warmup_requests", 0)
-    cfg = RunConfig(endpoint=url, engine="openai", out=out, model="m",
-                    output_len=kw.pop("output_len", 8), concurrency=kw.pop("concurrency", 1),
-                    **kw)
+    cfg = RunConfig.build(endpoint=url, engine="openai", out=out, model="m",
+                          output_len=kw.pop("output_len", 8), concurrency=kw.pop("concurrency", 1),
+                          **kw)
     return run_benchmark(cfg, read_prompts(ds, text=True), ds, argv=["t"])
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile
-from loadgen.results.config import RunConfig
 from loadgen.run.benchmark import run_benchmark
 from tests.builtin import smollm2_prompts
 
@@ -33,10 +33,10 @@ def test_cache_salt_makes_the_second_identical_run_uncached(engine, tmp_path):
     prompts = _prompts()
 
     def run(name: str, keep: bool, warmup: int):
-        cfg = RunConfig(endpoint=engine.base_url, engine="vllm", out=tmp_path / name,
-                        output_len=2, concurrency=2, num_requests=len(prompts.records),
-                        shuffle=False, keep_prefix_cache=keep, timeout_s=300,
-                        warmup_requests=warmup)
+        cfg = RunConfig.build(endpoint=engine.base_url, engine="vllm", out=tmp_path / name,
+                              output_len=2, concurrency=2, num_requests=len(prompts.records),
+                              shuffle=False, keep_prefix_cache=keep, timeout_s=300,
+                              warmup_requests=warmup)
         return run_benchmark(cfg, prompts, None, argv=["test"], engine=engine.describe())
 
     first = run("first", keep=True, warmup=0)

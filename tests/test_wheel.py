@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptRecord, read_prompts, write_prompts
-from loadgen.results.config import RunConfig
 from loadgen.run.benchmark import run_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,8 +90,9 @@ def test_wheel_builds_a_report(wheel_env, synthetic, tmp_path):
         PromptRecord(id=str(i), category="c", prompt_token_ids=[5 + i, 6, 7]) for i in range(6)])
     eng = synthetic("--protocol", "vllm", "--step-base-ms", "1", "--model-name", "m")
     run_dir = tmp_path / "run"
-    run_benchmark(RunConfig(endpoint=eng.url, engine="vllm", out=run_dir, model="m",
-                            output_len=8, concurrency=2, num_requests=6), read_prompts(ds), ds)
+    run_benchmark(RunConfig.build(endpoint=eng.url, engine="vllm", out=run_dir, model="m",
+                                  output_len=8, concurrency=2, num_requests=6),
+                  read_prompts(ds), ds)
     r = _run([str(loadgen), "report", str(run_dir)], work)
     assert r.returncode == 0, r.stderr
     assert (run_dir / "report.html").stat().st_size > 0 and (run_dir / "report.md").is_file()

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile
-from loadgen.results.config import RunConfig
 from loadgen.results.records import read_records
 from loadgen.run.benchmark import run_benchmark
 from tests.builtin import smollm2_prompts
@@ -36,10 +36,10 @@ def test_llamacpp_openai_through_nginx_tls(tmp_path, llama_server):
             for how, url in (("direct", eng.base_url),
                              ("nginx", f"https://localhost:{ng.port}")):
                 out = tmp_path / f"{mode}-{how}"
-                cfg = RunConfig(endpoint=url, engine="openai", out=out,
-                                output_len=OUTPUT_LEN, concurrency=1,
-                                num_requests=len(prompts.records), shuffle=False,
-                                openai_mode=mode, ca_bundle=str(certs.ca), timeout_s=200)
+                cfg = RunConfig.build(endpoint=url, engine="openai", out=out,
+                                      output_len=OUTPUT_LEN, concurrency=1,
+                                      num_requests=len(prompts.records), shuffle=False,
+                                      openai_mode=mode, ca_bundle=str(certs.ca), timeout_s=200)
                 runs[how] = (run_benchmark(cfg, prompts, None, argv=["test"]),
                              read_records(out / "requests.jsonl"))
             (sd, rd), (sn, rn) = runs["direct"], runs["nginx"]

@@ -10,14 +10,15 @@ with it.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from loadgen.analysis.accumulate import SummaryAccumulator
 from loadgen.analysis.streaming import EXACT_LIMIT
 from loadgen.analysis.telemetry import attach_telemetry
+from loadgen.config import RunConfig
 from loadgen.engines import adapter_for
 from loadgen.engines.base import EngineAdapter
-from loadgen.results.config import config_from_manifest
 from loadgen.results.facts import RunFacts, read_facts
 from loadgen.results.files import ResultFileError, read_json
 from loadgen.results.records import iter_records
@@ -41,10 +42,10 @@ def summarize_run(run_dir: Path, exact_limit: int | None = None) -> Summary:
     except FileNotFoundError as exc:
         raise ResultFileError(f"{run_dir}: no {Path(exc.filename).name}: not a run directory "
                               f"this version of loadgen wrote") from None
-    cfg = config_from_manifest(manifest.get("config") or {})
+    cfg = RunConfig.from_manifest(manifest.get("config") or {})
     adapter = adapter_for(cfg)
-    return summarize_facts(run_dir, facts, adapter, cfg.request_rate is not None,
-                           cfg.sampling(), exact_limit, cfg.telemetry_interval_s)
+    return summarize_facts(run_dir, facts, adapter, cfg.load.request_rate is not None,
+                           asdict(cfg.sampling), exact_limit, cfg.measurement.telemetry_interval_s)
 
 
 def summarize_facts(run_dir: Path, facts: RunFacts, adapter: EngineAdapter, rate_mode: bool,

@@ -62,13 +62,13 @@ class Prober:
     dataset_path: Path | None
     slos: SloSet
     signals: ProbeSignals
-    run_opts: dict[str, Any] = field(default_factory=dict)  # RunConfig fields for every probe
+    run_opts: dict[str, Any] = field(default_factory=dict)  # flat run options, every probe
     describe: Any = None  # the launched engine's describe(), or None
     trace: Any = None  # with kind "time_scale": the TraceSlice every probe replays
     count: int = 0
 
     def __call__(self, level: float) -> ProbeResult:
-        from loadgen.results.config import RunConfig
+        from loadgen.config import RunConfig
         from loadgen.results.records import iter_run_records
         from loadgen.run.benchmark import run_benchmark
 
@@ -79,10 +79,11 @@ class Prober:
         opts = dict(self.run_opts)
         extra: dict[str, Any] = {}
         if self.kind == "time_scale":  # the slice, in whole passes (capacity/trace.py)
-            opts.update(num_requests=None, duration_s=None, arrival="trace")
-            cfg = RunConfig(endpoint=self.endpoint, engine=self.engine, out=out,
-                            request_rate=1.0, **opts)
-            tp = self.trace.settle(cfg, level)
+            # one request stands in until the slice's passes say how many
+            opts.update(num_requests=1, duration_s=None, arrival="trace")
+            cfg, tp = self.trace.settle(RunConfig.build(
+                endpoint=self.endpoint, engine=self.engine, out=out, request_rate=1.0, **opts),
+                level)
             extra = {"offered_rate": tp.offered_rate, "passes": tp.passes,
                      "schedule_s": tp.schedule_s}
             print(f"loadgen capacity: {self.label} at time scale {level:.4g} "
@@ -92,9 +93,9 @@ class Prober:
             if opts.get("num_requests") is None and opts.get("duration_s") is None:
                 opts["num_requests"] = max(MIN_REQUESTS, math.ceil(
                     level * (PER_LEVEL if self.kind == "concurrency" else RATE_SECONDS)))
-            cfg = RunConfig(endpoint=self.endpoint, engine=self.engine, out=out,
-                            concurrency=int(level) if self.kind == "concurrency" else None,
-                            request_rate=level if self.kind == "rate" else None, **opts)
+            cfg = RunConfig.build(endpoint=self.endpoint, engine=self.engine, out=out,
+                                  concurrency=int(level) if self.kind == "concurrency" else None,
+                                  request_rate=level if self.kind == "rate" else None, **opts)
             print(f"loadgen capacity: {self.label} at {level:.4g} "
                   f"{'concurrent' if self.kind == 'concurrency' else 'requests/s'}",
                   file=sys.stderr)
@@ -109,7 +110,7 @@ class Prober:
         elif self.kind == "time_scale":
             # a trace's load is not stationary (a burst raises TTFT for a while), so no
             # over-saturation test: cut only once the verdict is a failure for certain
-            planned = cfg.num_requests or 0
+            planned = cfg.load.num_requests or 0
             watch = SaturationWatch(out / "requests.jsonl", on_saturation, test=lambda recs:
                                     decided_failure(recs, self.slos, planned))
         else:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from loadgen.capacity.probe import MIN_REQUESTS, RATE_SECONDS
 from loadgen.client.trace import TraceSchedule, configure, trace_schedule
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile
-from loadgen.results.config import RunConfig
 
 
 @dataclass(slots=True)
@@ -61,13 +61,14 @@ class TraceSlice:
         return TraceProbe(time_scale, passes, passes * self.rows - self.warmup,
                           passes * self.period_s / time_scale, self.native_rate * time_scale)
 
-    def settle(self, cfg: RunConfig, time_scale: float) -> TraceProbe:
-        """Make ``cfg`` (built with the probe's other options) the replay at ``time_scale``."""
+    def settle(self, cfg: RunConfig, time_scale: float) -> tuple[RunConfig, TraceProbe]:
+        """``cfg`` (built with the probe's other options) made the replay at ``time_scale``,
+        and the probe's length."""
         p = self.probe(time_scale)
-        cfg.warmup_requests = self.warmup
-        configure(cfg, trace_schedule(self.prompts, time_scale=time_scale), False,
-                  passes=p.passes)
-        return p
+        cfg = configure(cfg.replace(warmup_requests=self.warmup),
+                        trace_schedule(self.prompts, time_scale=time_scale), False,
+                        passes=p.passes)
+        return cfg, p
 
     def describe(self) -> str:
         return (f"trace slice: {self.rows} requests over {self.schedule.span_s:.4g} s, mean "

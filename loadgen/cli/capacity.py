@@ -13,9 +13,9 @@ from pathlib import Path
 from loadgen.capacity.output import DEFAULT_HEADROOM
 from loadgen.capacity.search import UNITS, SearchSpec
 from loadgen.cli.sweep import spec_tokens_arg
+from loadgen.config import ARRIVALS, default
 from loadgen.engines import ENGINES
 from loadgen.launch.commands import LAUNCHABLE_ENGINES
-from loadgen.results.config import ARRIVALS, default
 
 PROG = "loadgen capacity"
 OUTPUT_LEN = 128  # --output-len without a trace (a trace's rows carry their own lengths)
@@ -136,8 +136,8 @@ def _main(args: argparse.Namespace, signals) -> int:
     from loadgen.capacity.search import search
     from loadgen.capacity.slo import parse_slo_set
     from loadgen.capacity.trace import trace_slice
+    from loadgen.config import RunConfig
     from loadgen.data.prompts import PromptFileError
-    from loadgen.results.config import RunConfig
     from loadgen.results.files import write_json
     from loadgen.run.benchmark import RunFailed
     from loadgen.sweep.runner import endpoint_for, load_dataset
@@ -167,8 +167,8 @@ def _main(args: argparse.Namespace, signals) -> int:
                 "progress": False}
     engine = args.engine or args.serve or "vllm"
     # every value checked before anything starts or is written
-    RunConfig(endpoint="http://127.0.0.1", engine=engine, out=Path("."), concurrency=1,
-              **{**run_opts, "num_requests": run_opts["num_requests"] or 1}).validate()
+    RunConfig.build(endpoint="http://127.0.0.1", engine=engine, out=Path("."), concurrency=1,
+                    **{**run_opts, "num_requests": run_opts["num_requests"] or 1})
     try:
         prompts, ds_path = load_dataset({"path": args.dataset}, Path("."), engine, run_opts)
     except (OSError, PromptFileError) as exc:

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from loadgen.config import ARRIVALS, OPENAI_MODES, default
 from loadgen.engines import ENGINES, LAUNCHABLE_ENGINES
 from loadgen.launch.commands import SPEC_METHODS
-from loadgen.results.config import ARRIVALS, OPENAI_MODES, default
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -177,11 +177,11 @@ def main(args: argparse.Namespace) -> int:
 def _main(args: argparse.Namespace, signals) -> int:
     from datetime import datetime
 
+    from loadgen.config import RunConfig
     from loadgen.data.builtin import read_dataset
     from loadgen.data.prompts import PromptFileError
     from loadgen.data.tokenizer import TokenizerError
     from loadgen.engines import adapter_class as make_adapter_class
-    from loadgen.results.config import RunConfig
     from loadgen.run.benchmark import RunFailed, check_run_dir
 
     if args.endpoint is None and not args.serve:
@@ -219,44 +219,42 @@ def _main(args: argparse.Namespace, signals) -> int:
             args.request_rate = 1.0  # the trace's offered rate, once the file is read
         else:
             args.concurrency = 1
-    cfg = RunConfig(
-        endpoint=args.endpoint or "http://127.0.0.1:0", engine=engine, out=out,
-        output_len=args.output_len,
-        concurrency=args.concurrency, request_rate=args.request_rate, arrival=args.arrival,
-        burstiness=args.burstiness, max_concurrency=args.max_concurrency,
-        num_requests=args.num_requests, duration_s=args.duration,
-        warmup_requests=args.warmup_requests, model=args.model, api_key_env=args.api_key_env,
-        headers=args.header, ca_bundle=args.ca_bundle, insecure=args.insecure, proxy=args.proxy,
-        seed=args.seed, timeout_s=args.timeout, keep_token_ids=args.keep_token_ids,
-        openai_mode=args.openai_mode, multi_turn=not args.no_multi_turn,
-        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        seed_per_request=args.seed_per_request, category_windows=args.category_windows,
-        retry_429=args.retry_429,
-        keep_prefix_cache=args.keep_prefix_cache,
-        workers=args.workers, ray=args.ray, workers_per_node=args.workers_per_node,
-        telemetry=args.telemetry or [], telemetry_interval_s=args.telemetry_interval,
-        metrics=args.metrics, metrics_selector=args.metrics_selector,
-        engine_pid=args.engine_pid,
-    )
+    # every value checked here, before the dataset is read or anything is started; without
+    # --num-requests or --duration, one request stands in until the dataset says how many
     try:
-        if cfg.num_requests is None and cfg.duration_s is None:
-            cfg.num_requests = 1  # checked again below, once the dataset says how many
-        cfg.validate()  # every value, before the dataset is read or anything is started
-        _check_engine_pid(cfg.engine_pid)
+        cfg = RunConfig.build(
+            endpoint=args.endpoint or "http://127.0.0.1:0", engine=engine, out=out,
+            output_len=args.output_len,
+            concurrency=args.concurrency, request_rate=args.request_rate, arrival=args.arrival,
+            burstiness=args.burstiness, max_concurrency=args.max_concurrency,
+            num_requests=(1 if args.num_requests is None and args.duration is None
+                          else args.num_requests), duration_s=args.duration,
+            warmup_requests=args.warmup_requests, model=args.model, api_key_env=args.api_key_env,
+            headers=args.header, ca_bundle=args.ca_bundle, insecure=args.insecure, proxy=args.proxy,
+            seed=args.seed, timeout_s=args.timeout, keep_token_ids=args.keep_token_ids,
+            openai_mode=args.openai_mode, multi_turn=not args.no_multi_turn,
+            temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+            seed_per_request=args.seed_per_request, category_windows=args.category_windows,
+            retry_429=args.retry_429,
+            keep_prefix_cache=args.keep_prefix_cache,
+            workers=args.workers, ray=args.ray, workers_per_node=args.workers_per_node,
+            telemetry=args.telemetry or [], telemetry_interval_s=args.telemetry_interval,
+            metrics=args.metrics, metrics_selector=args.metrics_selector,
+            engine_pid=args.engine_pid)
+        _check_engine_pid(cfg.measurement.engine_pid)
         check_run_dir(out, args.overwrite)
         prompts, args.dataset = read_dataset(
             args.dataset, text=make_adapter_class(engine).accepts_text,
             chat=engine == "openai" and args.openai_mode == "chat")
         if args.num_requests is None and args.duration is None:
-            cfg.num_requests = len(prompts.records)
+            cfg = cfg.replace(num_requests=len(prompts.records))
         if trace:
             from loadgen.client.trace import configure, describe, trace_schedule
 
             sched = trace_schedule(prompts, args.time_scale, args.target_rate)
-            configure(cfg, sched, args.num_requests is not None)
+            cfg = configure(cfg, sched, args.num_requests is not None)
             if not args.quiet:
                 print(f"loadgen: {describe(sched)}", file=sys.stderr)
-        cfg.validate()
         summary = _run(cfg, prompts, args, signals)
     except (ValueError, PromptFileError, TokenizerError) as exc:
         print(f"loadgen run: {exc}", file=sys.stderr)
@@ -308,9 +306,9 @@ def _run(cfg, prompts, args: argparse.Namespace, signals):
         raise ValueError(f"--out {cfg.out}: cannot write there ({exc.strerror or exc})") from None
     print(f"loadgen: starting {plan.engine}; log in {cfg.out / 'engine.log'}", file=sys.stderr)
     with plan.process(log_path=cfg.out / "engine.log", health_timeout_s=timeout) as eng:
-        cfg.endpoint = eng.base_url
-        if cfg.engine == "trtllm" and not cfg.model:
-            cfg.model = plan.model
+        cfg = cfg.replace(endpoint=eng.base_url)
+        if cfg.endpoint.engine == "trtllm" and not cfg.endpoint.model:
+            cfg = cfg.replace(model=plan.model)
         return run_benchmark(cfg, prompts, args.dataset, use_uvloop=not args.no_uvloop,
                              progress=not args.quiet, engine=eng.describe(),
                              overwrite=args.overwrite, signals=signals)

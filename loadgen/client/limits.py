@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import resource
 
-from loadgen.results.config import RunConfig
+from loadgen.config import RunConfig
 
 FD_MARGIN = 64  # files the process needs besides one socket per request in flight
 
@@ -13,10 +13,10 @@ def ensure_open_files(cfg: RunConfig) -> str | None:
     """One socket per request in flight: raise the soft open-file limit up to the hard one when
     the load needs more, or refuse up front (instead of failing requests with EMFILE). An open
     loop without --max-concurrency is not refused: a warning is returned instead."""
-    in_flight = cfg.concurrency or cfg.max_concurrency
+    in_flight = cfg.load.concurrency or cfg.load.max_concurrency
     if in_flight is None:  # an open loop without a cap: as many as could be in flight at once
-        n = cfg.num_requests or float("inf")
-        in_flight = int(min(n, (cfg.request_rate or 1.0) * cfg.timeout_s))
+        n = cfg.load.num_requests or float("inf")
+        in_flight = int(min(n, (cfg.load.request_rate or 1.0) * cfg.endpoint.timeout_s))
     need = in_flight + FD_MARGIN
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or need <= soft:
@@ -28,8 +28,8 @@ def ensure_open_files(cfg: RunConfig) -> str | None:
             soft = target
         except (ValueError, OSError):
             pass
-    if need > soft and (cfg.concurrency or cfg.max_concurrency):
-        flag = "--concurrency" if cfg.concurrency else "--max-concurrency"
+    if need > soft and (cfg.load.concurrency or cfg.load.max_concurrency):
+        flag = "--concurrency" if cfg.load.concurrency else "--max-concurrency"
         raise ValueError(f"{flag} {in_flight} needs about {need} open files but the limit is "
                          f"{soft} (hard limit {hard}); raise it (ulimit -n) or lower the load")
     if need > soft:

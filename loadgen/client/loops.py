@@ -110,7 +110,7 @@ class Driver:
         t0 = _now_ns() if t0_ns is None else t0_ns
         trace = arrival == "trace"
         offsets = trace_offsets() if trace else arrival_offsets(rate, arrival, burstiness, seed)
-        ns_per_s = 1e9 / self.sender.cfg.time_scale if trace else 1e9
+        ns_per_s = 1e9 / self.sender.cfg.load.time_scale if trace else 1e9
         sender = self.sender
 
         def planned() -> Iterator[tuple[Item, int]]:

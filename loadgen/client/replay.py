@@ -18,9 +18,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile
 from loadgen.engines.base import EngineAdapter
-from loadgen.results.config import RunConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ class TextReplay:
 def needs_text_replay(cfg: RunConfig, prompts: PromptFile, adapter: EngineAdapter) -> bool:
     """Multi-turn token-id records, sent as ids (not as a chat endpoint's messages) to an
     engine whose stream may lack the output ids."""
-    return (cfg.multi_turn and adapter.output_ids != "always"
+    return (cfg.load.multi_turn and adapter.output_ids != "always"
             and any(r.turns and r.prompt_token_ids
                     and not (adapter.sends_messages and r.messages) for r in prompts.records))
 

@@ -25,9 +25,9 @@ from typing import Any
 from loadgen.client.plan import Item
 from loadgen.client.replay import chat_turns
 from loadgen.client.transport import Exchange, HttpClient, TransportError
+from loadgen.config import RunConfig
 from loadgen.engines.base import EngineAdapter, StreamState, error_text, one_line
 from loadgen.engines.sse import SseError
-from loadgen.results.config import RunConfig
 from loadgen.results.records import CANCELLED, ERROR, OK, RequestRecord
 
 _now_ns = time.monotonic_ns
@@ -88,7 +88,7 @@ class RequestSender:
         self.reply_ids: Callable[[str], list[int]] | None = None
 
     def max_tokens(self, item: Item) -> int:
-        return self.cfg.output_len or item.prompt.max_tokens or 256
+        return self.cfg.load.output_len or item.prompt.max_tokens or 256
 
     def opening(self, item: Item) -> Opening:
         """What the conversation's first request sends, its body encoded: the open loop
@@ -99,12 +99,12 @@ class RequestSender:
         # window would have to scan (turns build new lists; nothing here mutates ids)
         ids = p.prompt_token_ids
         messages = list(p.messages) if p.messages else None
-        later = (p.text_turns if text else p.turns) if self.cfg.multi_turn else None
+        later = (p.text_turns if text else p.turns) if self.cfg.load.multi_turn else None
         if not text and messages and self.adapter.sends_messages:
             # a chat endpoint takes the token-id record's text: replayed as a text record
             text, ids = True, []
             messages, text_later = chat_turns(messages)
-            later = text_later if self.cfg.multi_turn else None
+            later = text_later if self.cfg.load.multi_turn else None
         try:
             body: bytes | None = self.adapter.encode(
                 ids, self.max_tokens(item), messages,
@@ -210,16 +210,17 @@ class RequestSender:
         try:
             if body is None:
                 body = ad.encode(ids, max_tokens, messages, rec.seed)
-            async with asyncio.timeout(self.cfg.timeout_s):  # connect and response, end to end
+            # connect and response, end to end
+            async with asyncio.timeout(self.cfg.endpoint.timeout_s):
                 while True:
                     res = await self.client.post(ad.stream_path, body, sink=partial(feed, st),
                                                  reuse=ad.reuse_connections, sent=sent,
                                                  started=exchange)
                     exchange = None
-                    if res.status != 429 or rec.retries >= self.cfg.retry_429:
+                    if res.status != 429 or rec.retries >= self.cfg.endpoint.retry_429:
                         break
                     wait = retry_after_s(res.headers.get("retry-after"))
-                    left = self.cfg.timeout_s - (_now_ns() - released) / 1e9
+                    left = self.cfg.endpoint.timeout_s - (_now_ns() - released) / 1e9
                     if wait >= left:
                         break  # the retry could not finish within the request timeout
                     rec.retries += 1
@@ -246,7 +247,7 @@ class RequestSender:
             rec.status, rec.error = ERROR, one_line(str(exc))
         except TimeoutError:
             rec.end_ns = _now_ns()
-            rec.status, rec.error = ERROR, f"timed out after {self.cfg.timeout_s:g} s"
+            rec.status, rec.error = ERROR, f"timed out after {self.cfg.endpoint.timeout_s:g} s"
         except asyncio.CancelledError:
             rec.end_ns = _now_ns()
             rec.status, rec.error = CANCELLED, "run interrupted"

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from loadgen.results.config import ARRIVALS
+from loadgen.config import ARRIVALS
 
 
 def arrival_offsets(rate: float, arrival: str = "poisson", burstiness: float = 1.0,

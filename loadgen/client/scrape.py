@@ -35,7 +35,7 @@ from loadgen.scrape.sources import (
 from loadgen.scrape.targets import MetricsTarget, expand, parse_targets, with_path
 
 if TYPE_CHECKING:
-    from loadgen.results.config import RunConfig
+    from loadgen.config import RunConfig
 
 
 class Scrapes:
@@ -150,8 +150,9 @@ def scrapes_for(cfg: RunConfig, adapter: EngineAdapter, warnings: list[str]) -> 
     """The run's scrapes: ``--metrics`` targets (read with their own client: credentials
     only from their own URLs; the run's CA bundle or ``--insecure``), else
     ``<endpoint>/metrics`` through the run's client."""
-    return Scrapes(adapter, warnings, cfg.probe_timeout_s,
-                   parse_targets(cfg.metrics, cfg.metrics_selector), cfg.endpoint,
-                   verify=False if cfg.insecure else (
-                       ssl.create_default_context(cafile=cfg.ca_bundle) if cfg.ca_bundle
+    ep = cfg.endpoint
+    return Scrapes(adapter, warnings, ep.probe_timeout_s,
+                   parse_targets(ep.metrics, ep.metrics_selector), ep.url,
+                   verify=False if cfg.tls.insecure else (
+                       ssl.create_default_context(cafile=cfg.tls.ca_bundle) if cfg.tls.ca_bundle
                        else True))

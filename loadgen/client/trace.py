@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile
-from loadgen.results.config import RunConfig
 
 
 @dataclass(slots=True)
@@ -55,29 +55,31 @@ def trace_schedule(prompts: PromptFile, time_scale: float | None = None,
 
 
 def configure(cfg: RunConfig, sched: TraceSchedule, num_requests_given: bool,
-              passes: int = 1) -> None:
-    """Settle a trace run: file order, the time scale, the offered rate as the request rate
-    (rate mode), no warm-up unless asked, every row once (``passes`` times: a capacity probe,
-    loadgen/capacity/trace.py) unless --num-requests/--duration cut it, no category windows
-    (they would break the schedule)."""
-    cfg.shuffle = False
-    cfg.time_scale = sched.time_scale
-    cfg.request_rate = sched.offered_rate or float(sched.rows)
-    if cfg.category_windows:
+              passes: int = 1) -> RunConfig:
+    """The configuration of a trace run (``cfg`` with these values replaced and checked): file
+    order, the time scale, the offered rate as the request rate (rate mode), no warm-up unless
+    asked, every row once (``passes`` times: a capacity probe, loadgen/capacity/trace.py)
+    unless --num-requests/--duration cut it, no category windows (they would break the
+    schedule)."""
+    load = cfg.load
+    if cfg.measurement.category_windows:
         raise ValueError("--arrival trace replays the requests in trace order: "
                          "--category-windows cannot run the categories one after another")
-    cfg.category_windows = False
-    if cfg.warmup_requests is None:
-        cfg.warmup_requests = 0
-    left = sched.rows * passes - cfg.warmup_requests
+    warmup = 0 if load.warmup_requests is None else load.warmup_requests
+    left = sched.rows * passes - warmup
     if left < 1:
-        raise ValueError(f"--warmup-requests {cfg.warmup_requests} leaves none of the trace's "
+        raise ValueError(f"--warmup-requests {warmup} leaves none of the trace's "
                          f"{sched.rows} requests to measure")
+    num_requests = load.num_requests
     if not num_requests_given:
-        cfg.num_requests = left if cfg.duration_s is None else None
-    elif cfg.num_requests is not None and cfg.num_requests > left:
-        raise ValueError(f"--num-requests {cfg.num_requests}: the trace holds {left} requests "
+        num_requests = left if load.duration_s is None else None
+    elif num_requests is not None and num_requests > left:
+        raise ValueError(f"--num-requests {num_requests}: the trace holds {left} requests "
                          f"after the warm-up")
+    return cfg.replace(shuffle=False, time_scale=sched.time_scale,
+                       request_rate=sched.offered_rate or float(sched.rows),
+                       category_windows=False, warmup_requests=warmup,
+                       num_requests=num_requests)
 
 
 def describe(sched: TraceSchedule) -> str:

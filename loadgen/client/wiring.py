@@ -13,7 +13,7 @@ import httpx
 from loadgen.client.connect import Connector, choose_proxy, tls_context
 from loadgen.client.endpoint import Endpoint, parse_endpoint, request_headers
 from loadgen.client.transport import HttpClient
-from loadgen.results.config import RunConfig
+from loadgen.config import RunConfig
 from loadgen.results.redact import scrub
 
 INSECURE_WARNING = ("--insecure: the server's TLS certificate is NOT verified; anyone on the "
@@ -44,13 +44,13 @@ class Wire:
 
 def build_wire(cfg: RunConfig) -> Wire:
     """EndpointError (a ValueError) for a URL, header, CA bundle or proxy the run cannot use."""
-    ep = parse_endpoint(cfg.endpoint)
-    hdrs = request_headers(ep, cfg.api_key_env, cfg.headers)
-    proxy = choose_proxy(ep, cfg.proxy)
-    tls = tls_context(cfg.ca_bundle, cfg.insecure) if ep.tls else None
+    ep = parse_endpoint(cfg.endpoint.url)
+    hdrs = request_headers(ep, cfg.endpoint.api_key_env, cfg.endpoint.headers)
+    proxy = choose_proxy(ep, cfg.tls.proxy)
+    tls = tls_context(cfg.tls.ca_bundle, cfg.tls.insecure) if ep.tls else None
     secrets = list(hdrs.secrets)
     if proxy is not None and proxy.auth_header:
         pw = urlsplit(proxy.url).password
         secrets += [proxy.auth_header, proxy.auth_header.split(" ", 1)[1], *([pw] if pw else [])]
-    notices = [INSECURE_WARNING] if ep.tls and cfg.insecure else []
+    notices = [INSECURE_WARNING] if ep.tls and cfg.tls.insecure else []
     return Wire(ep, hdrs.headers, tuple(secrets), Connector(ep, tls, proxy), notices)

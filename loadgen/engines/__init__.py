@@ -20,7 +20,7 @@ from loadgen.engines.base import EngineAdapter
 from loadgen.engines.sampling import Sampling
 
 if TYPE_CHECKING:
-    from loadgen.results.config import RunConfig
+    from loadgen.config import RunConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +69,11 @@ def make_adapter(name: str, model: str | None = None, keep_token_ids: bool = Fal
 def adapter_for(cfg: RunConfig) -> EngineAdapter:
     """The one place a run's adapter is built from its configuration: engine, model, sampling,
     the options of the engine's surface. Every worker and the coordinator call this."""
-    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                        seed_per_request=cfg.seed_per_request, run_seed=cfg.seed)
-    options: dict[str, object] = {"mode": cfg.openai_mode} if cfg.engine == "openai" else {}
-    return make_adapter(cfg.engine, model=cfg.model, keep_token_ids=cfg.keep_token_ids,
+    s, ep = cfg.sampling, cfg.endpoint
+    sampling = Sampling(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                        seed_per_request=s.seed_per_request, run_seed=cfg.load.seed)
+    options: dict[str, object] = {"mode": ep.openai_mode} if ep.engine == "openai" else {}
+    return make_adapter(ep.engine, model=ep.model, keep_token_ids=cfg.measurement.keep_token_ids,
                         sampling=sampling, **options)
 
 

@@ -6,7 +6,6 @@ import hashlib
 import platform
 import socket
 import sys
-from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,7 @@ def file_sha256(path: Path) -> str:
 
 def build_manifest(cfg: Any, dataset: Path | None, dataset_header: dict[str, Any],
                    argv: list[str]) -> dict[str, Any]:
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    config = cfg.to_flat()
     config["endpoint"] = redact_url(config["endpoint"])
     config["headers"] = [redact_header_spec(h) for h in config.get("headers") or []]
     config["telemetry"] = [redact_url(u) for u in config.get("telemetry") or []]
@@ -72,9 +71,9 @@ def build_manifest(cfg: Any, dataset: Path | None, dataset_header: dict[str, Any
         "versions": versions(),
         "host": {"hostname": socket.gethostname(), "platform": platform.platform(),
                  "cpus": __import__("os").cpu_count()},
-        "endpoint": redact_url(cfg.endpoint),
-        "tls": ({"verify": not cfg.insecure, "ca_bundle": cfg.ca_bundle}
-                if cfg.endpoint.lower().startswith("https:") else None),
+        "endpoint": redact_url(cfg.endpoint.url),
+        "tls": ({"verify": not cfg.tls.insecure, "ca_bundle": cfg.tls.ca_bundle}
+                if cfg.endpoint.url.lower().startswith("https:") else None),
         "dataset": {"path": str(dataset) if dataset else None,
                     "sha256": file_sha256(dataset) if dataset and dataset.exists() else None,
                     "header": dataset_header},

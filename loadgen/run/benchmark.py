@@ -27,9 +27,9 @@ from loadgen.client.limits import ensure_open_files
 from loadgen.client.replay import text_replay
 from loadgen.client.stop import StopSignals
 from loadgen.client.wiring import build_wire
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile
 from loadgen.engines import adapter_class, adapter_for
-from loadgen.results.config import RunConfig
 from loadgen.results.facts import FACTS_FILE, write_facts
 from loadgen.results.files import write_json
 from loadgen.results.manifest import build_manifest
@@ -74,23 +74,23 @@ def _check(cfg: RunConfig, prompts: PromptFile) -> tuple[int | None, str | None,
     """Every check before anything is written: configuration, endpoint (URL, headers, TLS
     certificate, proxy), open files, workers, prompts the engine can send. Returns (worker
     processes or None for this process, what ``auto`` picked, warnings to keep)."""
-    cfg.validate()
     wire = build_wire(cfg)  # EndpointError (a ValueError) for what the run cannot use
     warnings = [w for w in [ensure_open_files(cfg)] if w]
     workers, note = (None, None)
-    if cfg.workers is not None:
+    if cfg.scale.workers is not None:
         workers, note = plan_workers(cfg)
         check_split(cfg, workers)
-    if not adapter_class(cfg.engine).accepts_text and any(not r.prompt_token_ids
-                                                          for r in prompts.records):
-        raise ValueError(f"the {cfg.engine} engine sends token ids and the prompt file holds "
+    engine = cfg.endpoint.engine
+    if not adapter_class(engine).accepts_text and any(not r.prompt_token_ids
+                                                      for r in prompts.records):
+        raise ValueError(f"the {engine} engine sends token ids and the prompt file holds "
                          f"text: tokenize it first (loadgen data tokenize)")
     # multi-turn over a stream without output ids: the replies' text tokenized, or refused
     replay = text_replay(cfg, prompts, adapter_for(cfg))
     if replay is not None:
         warnings.append(replay.notice)
     try:  # a certificate that does not verify fails every request: say so before writing
-        asyncio.run(wire.connector.check_certificate(cfg.probe_timeout_s))
+        asyncio.run(wire.connector.check_certificate(cfg.endpoint.probe_timeout_s))
     except CertificateError as exc:
         raise EndpointError(str(exc)) from None
     return workers, note, warnings
@@ -120,13 +120,13 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
             old.unlink(missing_ok=True)  # a run directory holds one run
         manifest = build_manifest(cfg, dataset_path, prompts.header, argv or sys.argv)
         manifest["status"] = "running"
-        manifest["config"]["warmup_requests_effective"] = cfg.effective_warmup()
+        manifest["config"]["warmup_requests_effective"] = cfg.load.effective_warmup()
         if engine is not None:
             manifest["engine"] = engine
         write_json(out / "manifest.json", manifest)
     except OSError as exc:
         raise RunDirError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
-    in_process = workers is None and not cfg.ray
+    in_process = workers is None and not cfg.scale.ray
     live = None
     if progress and in_process and sys.stderr.isatty():
         from loadgen.run.progress import LiveProgress
@@ -138,8 +138,9 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
         write_json(out / "manifest.json", manifest)
     # the engine's PID: --engine-pid, launched by loadgen, else whoever listens on a loopback
     # endpoint (followed through a local proxy: client/listener.py)
-    engine_pid = cfg.engine_pid or (engine or {}).get("pid") or pid_listening_on(cfg.endpoint)
-    monitor = None if cfg.ray else HostMonitor(
+    engine_pid = (cfg.measurement.engine_pid or (engine or {}).get("pid")
+                  or pid_listening_on(cfg.endpoint.url))
+    monitor = None if cfg.scale.ray else HostMonitor(
         int(engine_pid) if engine_pid else None, client_tree=not in_process,
         client_processes=len(handles))
     coord = Coordinator(cfg, prompts, handles, monitor, in_process=in_process)
@@ -156,7 +157,7 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
     def save_partial() -> str | None:
         """A second signal: facts, summary and manifest of the records as they are (a Ray
         run's records are on its nodes: nothing to save)."""
-        if cfg.ray:
+        if cfg.scale.ray:
             return None
         for h in handles:  # exiting now: no worker may append after this
             if isinstance(h, LocalWorker):
@@ -188,7 +189,7 @@ def run_benchmark(cfg: RunConfig, prompts: PromptFile, dataset_path: Path | None
                 with contextlib.suppress(Exception):
                     h.collect_shard()
                 h.close()
-            if cfg.ray:
+            if cfg.scale.ray:
                 from loadgen.run.rayactors import shutdown
 
                 shutdown()
@@ -207,12 +208,13 @@ def _start_workers(cfg: RunConfig, prompts: PromptFile, workers: int | None, not
                    ) -> tuple[list[WorkerHandle], dict[str, Any] | None]:
     """The run's workers: one in this process, N local processes, or Ray actors; and what the
     manifest says of them (None for a single-process run)."""
-    if cfg.ray:
+    if cfg.scale.ray:
         from loadgen.run.rayactors import start_ray_workers
 
         ray_handles, note = start_ray_workers(cfg, prompts, use_uvloop, endpoints)
-        address = (cfg.ray if cfg.ray == "local" else redact_url(cfg.ray) if "://" in cfg.ray
-                   else cfg.ray.rsplit("@", 1)[-1])
+        ray = cfg.scale.ray
+        address = (ray if ray == "local" else redact_url(ray) if "://" in ray
+                   else ray.rsplit("@", 1)[-1])
         handles: list[WorkerHandle] = list(ray_handles)
         scale: dict[str, Any] | None = {"backend": "ray", "address": address}
     elif workers is None:

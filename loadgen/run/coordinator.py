@@ -42,10 +42,10 @@ from loadgen.client.scrape import scrapes_for
 from loadgen.client.tally import window_bounds
 from loadgen.client.telemetry import Telemetry
 from loadgen.client.wiring import build_wire
+from loadgen.config import RunConfig
 from loadgen.data.lengthguard import length_warnings, parse_max_model_len
 from loadgen.data.prompts import PromptFile
 from loadgen.engines import adapter_for
-from loadgen.results.config import RunConfig
 from loadgen.results.facts import RecordsFile, RunFacts, WindowFacts
 from loadgen.results.summary import ClientStats
 from loadgen.run.handles import WorkerDied, WorkerHandle
@@ -70,10 +70,10 @@ def worker_specs(cfg: RunConfig, workers: int, out: Path,
     """Each worker's share of the run. ``endpoints``: worker k sends to endpoints[k % len]
     (scripts/bench_scale.py spreads its load over several engine processes this way)."""
     check_split(cfg, workers)
-    return [WorkerSpec(cfg=replace(cfg, endpoint=endpoints[k % len(endpoints)])
+    return [WorkerSpec(cfg=cfg.replace(endpoint=endpoints[k % len(endpoints)])
                        if endpoints else cfg, index=k, workers=workers,
-                       concurrency=split(cfg.concurrency, k, workers),
-                       max_concurrency=split(cfg.max_concurrency, k, workers),
+                       concurrency=split(cfg.load.concurrency, k, workers),
+                       max_concurrency=split(cfg.load.max_concurrency, k, workers),
                        shard=out / shard_name(k, workers, in_process)) for k in range(workers)]
 
 
@@ -102,8 +102,9 @@ class Coordinator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.scrapes = scrapes_for(cfg, self.adapter, self.warnings)
         # other exporters (GPU power, CPU) over the same windows (--telemetry)
-        self.telemetry = Telemetry(cfg.telemetry, self.warnings, cfg.probe_timeout_s,
-                                   cfg.telemetry_interval_s)
+        self.telemetry = Telemetry(cfg.measurement.telemetry, self.warnings,
+                                   cfg.endpoint.probe_timeout_s,
+                                   cfg.measurement.telemetry_interval_s)
         self.probe: dict[str, Any] = {}
         self.prefix_cache_policy: str | None = None
         self.category_windows = False
@@ -187,7 +188,7 @@ class Coordinator:
 
     async def _phase(self, phase: Phase) -> None:
         """An unmeasured phase (warm-up) on every live worker."""
-        if self.cfg.request_rate is not None:  # a common schedule origin
+        if self.cfg.load.request_rate is not None:  # a common schedule origin
             start = _now_ns() + self._margin()
             futs = {k: self.handles[k].run_phase(replace(
                 phase, start_ns=start + self.offsets[k].offset_ns)) for k in self._live()}
@@ -197,7 +198,7 @@ class Coordinator:
 
     def _margin(self) -> int:
         if self.in_process:
-            return OPEN_LOOP_MARGIN_NS if self.cfg.request_rate is not None else 0
+            return OPEN_LOOP_MARGIN_NS if self.cfg.load.request_rate is not None else 0
         return START_MARGIN_NS + max(o.error_ns for o in self.offsets)
 
     # -- the run ----------------------------------------------------------------------------
@@ -223,7 +224,7 @@ class Coordinator:
         for k, h in enumerate(self.handles):
             if not h.shared_clock and self.deaths[k] is None:
                 self.offsets[k] = await loop.run_in_executor(None, probe_clock, h.clock_ns)
-        async with self.wire.http_client(timeout=cfg.probe_timeout_s) as http:
+        async with self.wire.http_client(timeout=cfg.endpoint.probe_timeout_s) as http:
             try:
                 if not self.stopping:
                     await self._start(http)
@@ -244,19 +245,19 @@ class Coordinator:
 
         async def probe() -> dict[str, Any]:
             try:
-                return await self.adapter.probe(http, cfg.probe_timeout_s)
+                return await self.adapter.probe(http, cfg.endpoint.probe_timeout_s)
             except httpx.HTTPError as exc:
                 self.warnings.append(f"probe failed: {type(exc).__name__}: {exc}")
                 return {}
 
         self.probe, _ = await asyncio.gather(probe(), self.scrapes.take(http, "run_start"))
         limit = parse_max_model_len(self.probe.get("/v1/models"), self.probe.get("/props"))
-        for line in length_warnings(self.prompts.records, limit, cfg.output_len):
+        for line in length_warnings(self.prompts.records, limit, cfg.load.output_len):
             self.warn_now(line.removeprefix("warning: "))
         # the run's prefill its own (a salt the workers send, or a flush), renewed at each
         # window's opening so the warm-up's prefill is not reused in it
         self.prefix_cache_policy = await self.adapter.prepare_prefix_cache(
-            http, cfg.keep_prefix_cache, f"loadgen-{uuid.uuid4().hex}")
+            http, cfg.measurement.keep_prefix_cache, f"loadgen-{uuid.uuid4().hex}")
         self.adapter.start_polling(http)
 
     def warn_now(self, text: str) -> None:
@@ -266,7 +267,7 @@ class Coordinator:
 
     async def _phases(self, http: httpx.AsyncClient) -> None:
         cfg = self.cfg
-        warm = cfg.effective_warmup()
+        warm = cfg.load.effective_warmup()
         salt = self.adapter.cache_salt
         sent = 0
         ncat = len(self.prompts.categories())
@@ -283,10 +284,10 @@ class Coordinator:
             if warm - sent > 0 and not self.stopping:
                 await self._phase(Phase(False, sent, warm - sent, salt=salt))
             if not self.stopping:
-                await self._measure(http, warm, cfg.num_requests, cfg.duration_s, None)
+                await self._measure(http, warm, cfg.load.num_requests, cfg.load.duration_s, None)
             return
         start = sent
-        for cat, recs, n, share in split_by_category(self.prompts.records, cfg.num_requests):
+        for cat, recs, n, share in split_by_category(self.prompts.records, cfg.load.num_requests):
             if self.stopping:
                 break
             w = min(warm, len(recs))
@@ -295,7 +296,7 @@ class Coordinator:
                 await self._phase(Phase(False, start, w, salt=self.adapter.cache_salt))
             if self.stopping:
                 break
-            dur = cfg.duration_s * share if cfg.duration_s else None
+            dur = cfg.load.duration_s * share if cfg.load.duration_s else None
             await self._measure(http, start + w, n, dur, cat)
             start = 1 + (self.max_index if self.max_index is not None else start - 1)
 
@@ -325,7 +326,8 @@ class Coordinator:
             await asyncio.sleep(max(0.0, (start - _now_ns()) / 1e9))
             self.host_monitor.start()
         sent_all = asyncio.Event()
-        ticks = asyncio.ensure_future(scrapes.every(http, cfg.scrape_interval_s, sent_all))
+        ticks = asyncio.ensure_future(scrapes.every(http, cfg.measurement.scrape_interval_s,
+                                                    sent_all))
         try:
             ends = await self._all({k: self.handles[k].window_end(first) for k in futs})
             sent_all.set()
@@ -371,7 +373,8 @@ class Coordinator:
         nodes = [h.node for h in self.handles]
         if all(r is None for r in self.results) and not any(self.deaths):
             return None
-        client = merge_client(self.results, nodes, self.deaths, self.cfg.lag_threshold_ms)
+        client = merge_client(self.results, nodes, self.deaths,
+                              self.cfg.measurement.lag_threshold_ms)
         if self.in_process:
             client.workers = None  # one worker: its figures are the client's
         return client
@@ -405,7 +408,7 @@ class Coordinator:
             client=None if partial else self.client_stats(),
             host=None if partial else self.host,
             prefix_cache_policy=self.prefix_cache_policy,
-            telemetry=list(self.telemetry.targets) if self.cfg.telemetry else None,
+            telemetry=list(self.telemetry.targets) if self.cfg.measurement.telemetry else None,
             token_count_source=sources[0] if sources else None,
             warnings=[self.wire.scrub(w) for w in warnings],
             interrupted=interrupted and self.failure is None,

@@ -11,8 +11,8 @@ from typing import Any
 
 from loadgen.analysis.metrics import stats
 from loadgen.client.plan import iter_items
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile
-from loadgen.results.config import RunConfig
 from loadgen.results.records import ERROR, RecordWriter, RequestRecord, iter_records
 from loadgen.results.summary import (
     ClientStats,
@@ -60,7 +60,7 @@ def account_dead(shard: Path, cfg: RunConfig, prompts: PromptFile, index: int, w
             prev = last_of.get(r["index"])
             if prev is None or r["turn"] > prev[0]:
                 last_of[r["index"]] = (r["turn"], r["status"])
-    items = iter_items(prompts, cfg.seed, cfg.effective_warmup(), cfg.shuffle, index,
+    items = iter_items(prompts, cfg.load.seed, cfg.load.effective_warmup(), cfg.load.shuffle, index,
                        workers)
     writer = RecordWriter(shard)
     added = 0
@@ -68,7 +68,7 @@ def account_dead(shard: Path, cfg: RunConfig, prompts: PromptFile, index: int, w
         for _ in range(issued):
             item = next(items)
             last = last_of.get(item.index)
-            turns = len(item.prompt.turns or []) if cfg.multi_turn else 0
+            turns = len(item.prompt.turns or []) if cfg.load.multi_turn else 0
             if last is not None and (last[0] >= turns or last[1] != "ok"):
                 continue  # the conversation ended
             turn = last[0] + 1 if last is not None else 0
@@ -76,7 +76,7 @@ def account_dead(shard: Path, cfg: RunConfig, prompts: PromptFile, index: int, w
                 index=item.index, prompt_id=item.prompt.id, category=item.prompt.category,
                 turn=turn, warmup=item.warmup,
                 input_tokens=len(item.prompt.prompt_token_ids) if turn == 0 else 0,
-                expected_tokens=cfg.output_len or item.prompt.max_tokens or 256,
+                expected_tokens=cfg.load.output_len or item.prompt.max_tokens or 256,
                 scheduled_ns=0, status=ERROR,
                 error=error or f"{reason} while this request was in flight")
             writer.write(rec.to_dict())

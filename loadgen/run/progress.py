@@ -21,8 +21,10 @@ class LiveProgress:
                  in_flight: Callable[[], int] | None = None) -> None:
         self.in_flight = in_flight
         self.label = label
-        self.total = (cfg.num_requests or 0) + cfg.effective_warmup() if cfg.num_requests else None
-        self.duration = cfg.duration_s
+        load = cfg.load
+        self.total = (load.num_requests + load.effective_warmup() if load.num_requests
+                      else None)
+        self.duration = load.duration_s
         self.done = self.errors = self.cancelled = 0
         self.tokens = 0
         self._al_tokens = self._al_steps = 0.0

@@ -21,8 +21,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile
-from loadgen.results.config import RunConfig
 from loadgen.run.handles import WorkerDied
 from loadgen.run.worker import FileCounter, Phase, WorkerCore, WorkerSpec, read_counter
 
@@ -281,16 +281,16 @@ class RayWorker:
 
 def start_ray_workers(cfg: RunConfig, prompts: PromptFile, use_uvloop: bool,
                       endpoints: list[str] | None = None) -> tuple[list[RayWorker], str]:
-    """``--workers-per-node`` actors on every alive node of the cluster at ``cfg.ray``
+    """``--workers-per-node`` actors on every alive node of the cluster at ``cfg.scale.ray``
     (``endpoints`` as in coordinator.worker_specs)."""
     from loadgen.run.coordinator import worker_specs
 
-    assert cfg.ray
-    ray = connect(cfg.ray)
+    assert cfg.scale.ray
+    ray = connect(cfg.scale.ray)
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     nodes = sorted((n for n in ray.nodes() if n.get("Alive")), key=lambda n: n["NodeID"])
-    per = cfg.workers_per_node
+    per = cfg.scale.workers_per_node
     workers = len(nodes) * per
     cls = ray.remote(num_cpus=0, max_concurrency=8)(RayActor)
     handles = []
@@ -299,5 +299,5 @@ def start_ray_workers(cfg: RunConfig, prompts: PromptFile, use_uvloop: bool,
         actor = cls.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             node_id=node["NodeID"], soft=False)).remote(spec, prompts, use_uvloop)
         handles.append(RayWorker(ray, actor, spec, node["NodeID"]))
-    return handles, (f"Ray cluster {cfg.ray}: {len(nodes)} node(s) x {per} worker(s) = "
+    return handles, (f"Ray cluster {cfg.scale.ray}: {len(nodes)} node(s) x {per} worker(s) = "
                      f"{workers} workers")

@@ -10,8 +10,8 @@ succeeds tells.
 
 from __future__ import annotations
 
+from loadgen.config import RunConfig
 from loadgen.engines.base import EngineAdapter
-from loadgen.results.config import RunConfig
 
 SD_COUNTERS = ("drafts", "verify_calls")  # an engine registers them only with SD on
 
@@ -25,7 +25,8 @@ def needs_first_request(cfg: RunConfig, adapter: EngineAdapter, categories: int,
                         run_start: dict[str, float] | None) -> bool:
     """Whether the first warm-up requests go one at a time until one tells whether the engine
     sends per-request SD numbers."""
-    return (cfg.category_windows is None and adapter.per_request_sd_support == "optional"
+    return (cfg.measurement.category_windows is None
+            and adapter.per_request_sd_support == "optional"
             and windows_possible(categories, run_start))
 
 
@@ -33,8 +34,8 @@ def category_windows(cfg: RunConfig, adapter: EngineAdapter, categories: int,
                      run_start: dict[str, float] | None, first_ok_has_sd: bool | None) -> bool:
     """The decision: as asked, else on when the engine can give no per-request SD numbers, or
     the first successful request had none."""
-    if cfg.category_windows is not None:
-        return cfg.category_windows
+    if cfg.measurement.category_windows is not None:
+        return cfg.measurement.category_windows
     support = adapter.per_request_sd_support
     if support == "always" or not windows_possible(categories, run_start):
         return False

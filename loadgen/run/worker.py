@@ -34,9 +34,9 @@ from loadgen.client.replay import text_replay
 from loadgen.client.request import Opening, RequestSender, Turn
 from loadgen.client.tally import RecordTally
 from loadgen.client.wiring import build_wire
+from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile
 from loadgen.engines import adapter_for
-from loadgen.results.config import RunConfig
 from loadgen.results.records import RecordWriter, write_failure
 
 _now_ns = time.monotonic_ns
@@ -65,8 +65,8 @@ def split(total: int | None, index: int, workers: int) -> int | None:
 def check_split(cfg: RunConfig, workers: int) -> None:
     """Every worker needs at least one stream: fewer streams (or a lower --max-concurrency)
     than workers would leave a worker's share of the requests unsent (ValueError)."""
-    for flag, total in (("--concurrency", cfg.concurrency),
-                        ("--max-concurrency", cfg.max_concurrency)):
+    for flag, total in (("--concurrency", cfg.load.concurrency),
+                        ("--max-concurrency", cfg.load.max_concurrency)):
         if total is not None and total < workers:
             raise ValueError(f"{flag} {total} is below the {workers} workers: each worker "
                              f"needs at least one stream; use at most {total} workers")
@@ -177,8 +177,8 @@ class WorkerCore:
         self._lags: list[float] = []
         self._cpu_s = 0.0
         self._gc_was: bool | None = None  # the collector's state before the window's freeze
-        self._items = iter_records(prompts.records, cfg.seed, cfg.effective_warmup(),
-                                   cfg.shuffle, 0, spec.index, spec.workers)
+        self._items = iter_records(prompts.records, cfg.load.seed, cfg.load.effective_warmup(),
+                                   cfg.load.shuffle, 0, spec.index, spec.workers)
         if use_uvloop:
             import uvloop
 
@@ -231,8 +231,8 @@ class WorkerCore:
         cfg, spec = self.spec.cfg, self.spec
         records = (self.prompts.records if category is None
                    else [r for r in self.prompts.records if r.category == category])
-        self._items = iter_records(records, cfg.seed, warm, cfg.shuffle, start, spec.index,
-                                   spec.workers)
+        self._items = iter_records(records, cfg.load.seed, warm, cfg.load.shuffle, start,
+                                   spec.index, spec.workers)
         fut: Future[None] = Future()
         fut.set_result(None)
         return fut
@@ -270,7 +270,7 @@ class WorkerCore:
         start_ns = phase.start_ns
         # an open loop waits for its schedule's origin itself, opening the connections of its
         # first sends meanwhile (client/loops.py); a closed loop starts at the origin
-        if start_ns is not None and not drv.stop.is_set() and cfg.request_rate is None:
+        if start_ns is not None and not drv.stop.is_set() and cfg.load.request_rate is None:
             delay = (start_ns - _now_ns()) / 1e9
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
@@ -290,11 +290,11 @@ class WorkerCore:
         try:
             if drv.stop.is_set():
                 measured = drv.spawn(asyncio.sleep(0))
-            elif cfg.request_rate is None:
+            elif cfg.load.request_rate is None:
                 n = (share_count(phase.n, k, workers, phase.first)
                      if phase.n is not None else None)
                 # at least one stream for a worker with a share (one-at-a-time phases)
-                conc = max(1, split(phase.concurrency or cfg.concurrency, k, workers) or 0)
+                conc = max(1, split(phase.concurrency or cfg.load.concurrency, k, workers) or 0)
                 if n is not None:
                     conc = min(conc, n)
                 measured = drv.spawn(drv.closed_loop(self._items, n, deadline, conc)
@@ -302,8 +302,8 @@ class WorkerCore:
             else:
                 first = phase.first
                 measured = drv.spawn(drv.open_loop(
-                    self._items, phase.n, deadline, cfg.request_rate, cfg.arrival,
-                    cfg.burstiness, cfg.seed, spec.max_concurrency, t0_ns=begin,
+                    self._items, phase.n, deadline, cfg.load.request_rate, cfg.load.arrival,
+                    cfg.load.burstiness, cfg.load.seed, spec.max_concurrency, t0_ns=begin,
                     mine=None if workers == 1 else (lambda j: (first + j) % workers == k)))
 
             def ended(_: object) -> None:
@@ -330,7 +330,7 @@ class WorkerCore:
         """What the coordinator learns after a phase (plain data: it crosses processes)."""
         cfg, t = self.spec.cfg, self.tally
         stats = client_stats(self._cpu_s, self._lags, t.events, t.measured,
-                             cfg.lag_threshold_ms)
+                             cfg.measurement.lag_threshold_ms)
         first = t.first_ok
         return {"index": self.spec.index, "window_end_ns": window_end_ns,
                 "last_end_ns": t.last_end_ns, "last_end_by_cat": dict(t.last_end_by_cat),

@@ -55,7 +55,7 @@ from loadgen.analysis.lossless import lossless
 from loadgen.analysis.repeats import headline_intervals, speedup_intervals
 from loadgen.analysis.sdpolicy import sd_policy
 from loadgen.analysis.sweeps import capacity, parse_slos, speedup_rows
-from loadgen.results.config import SWEEP_RUN_KEYS
+from loadgen.config import SWEEP_RUN_KEYS
 from loadgen.results.sweepdir import REPEAT_ORDERS, Cell, Sweep, is_sweep_dir, load_sweep
 from loadgen.results.telemetry import check_url
 from loadgen.scrape.targets import parse_targets
@@ -131,17 +131,16 @@ def validate(cfg: dict[str, Any]) -> None:
             parse_targets(*metrics_of(sd, cfg.get("run") or {}).values())
         except ValueError as exc:
             raise SweepConfigError(f"sd_configs {sd.get('label')}: {exc}") from None
-    from loadgen.results.config import RunConfig
+    from loadgen.config import RunConfig
 
     (kind, levels), = loads.items()
     for level in levels if isinstance(levels, list) else [levels]:
         try:  # every run value checked before any cell starts
-            rc = RunConfig(endpoint="http://127.0.0.1", engine="vllm", out=Path("."),
-                           **{kind: int(level) if kind == "concurrency" else level},
-                           **(cfg.get("run") or {}))
-            if rc.num_requests is None and rc.duration_s is None:
-                rc.num_requests = 1
-            rc.validate()
+            run = dict(cfg.get("run") or {})
+            if run.get("num_requests") is None and run.get("duration_s") is None:
+                run["num_requests"] = 1  # the dataset's size, at run time
+            RunConfig.build(endpoint="http://127.0.0.1", engine="vllm", out=Path("."),
+                            **{kind: int(level) if kind == "concurrency" else level}, **run)
         except (TypeError, ValueError) as exc:
             raise SweepConfigError(f"loads/run: {exc}") from None
     repeats = cfg.get("repeats", 1)
@@ -213,7 +212,7 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
               on_cell: Callable[[Cell, str], None] | None = None) -> Sweep:
     """Run every pending cell; returns the sweep with its analysis. ``on_cell(cell, "start" |
     "end")`` is called around each cell's run (tests use it to disturb chosen cells)."""
-    from loadgen.results.config import RunConfig
+    from loadgen.config import RunConfig
     from loadgen.run.benchmark import run_benchmark
 
     validate(cfg)
@@ -250,18 +249,18 @@ def run_sweep(cfg: dict[str, Any], out: Path, config_dir: Path = Path("."),
             for cell in todo:
                 endpoint, describe = endpoints[cell.sd]
                 prompts, ds_path = datasets[cell.dataset]
-                rc = RunConfig(endpoint=endpoint, engine=engine, out=out / cell.dir,
-                               concurrency=int(cell.load["concurrency"])
-                               if "concurrency" in cell.load else None,
-                               request_rate=cell.load.get("request_rate"),
-                               **{**run_opts, **_own_telemetry(by_label[cell.sd]),
-                                  **metrics_of(by_label[cell.sd], run_opts)})
-                if rc.num_requests is None and rc.duration_s is None:
-                    rc.num_requests = len(prompts.records)
+                opts = {**run_opts, **_own_telemetry(by_label[cell.sd]),
+                        **metrics_of(by_label[cell.sd], run_opts)}
+                if opts.get("num_requests") is None and opts.get("duration_s") is None:
+                    opts["num_requests"] = len(prompts.records)
                 print(f"loadgen sweep: cell {cell.id}", file=sys.stderr)
                 if on_cell:
                     on_cell(cell, "start")
                 try:
+                    rc = RunConfig.build(endpoint=endpoint, engine=engine, out=out / cell.dir,
+                                         concurrency=int(cell.load["concurrency"])
+                                         if "concurrency" in cell.load else None,
+                                         request_rate=cell.load.get("request_rate"), **opts)
                     summary = run_benchmark(rc, prompts, ds_path, argv=["loadgen", "sweep"],
                                             progress=progress, engine=describe(),
                                             overwrite=True)  # a cell re-run in its own dir

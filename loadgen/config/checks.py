@@ -1,0 +1,28 @@
+"""The value checks of a run's configuration: each failure one line naming the flag."""
+
+from __future__ import annotations
+
+import math
+
+
+def at_least(flag: str, value: int | None, low: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{flag} must be a whole number, not {value!r}")
+    if value < low:
+        raise ValueError(f"{flag} must be >= {low}, not {value}")
+
+
+def positive(flag: str, value: float | None) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{flag} must be a number, not {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{flag} must be a finite number > 0, not {value:g}")
+
+
+def one_of(flag: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{flag} must be one of {', '.join(choices)}")
