@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from loadgen.analysis.accumulate import SummaryAccumulator
+from loadgen.analysis.publish import publish, window_edges
 from loadgen.analysis.streaming import EXACT_LIMIT
 from loadgen.analysis.telemetry import attach_telemetry
 from loadgen.config import RunConfig
@@ -24,7 +25,6 @@ from loadgen.results.files import ResultFileError, read_json
 from loadgen.results.records import iter_records
 from loadgen.results.summary import AcceptanceSummary, PrefixCacheStats, Summary
 from loadgen.scrape.log import CounterLog, consistent
-from loadgen.scrape.publish import publish, window_edges
 
 # above this hit rate an unprotected run says its TTFT may measure someone else's cache
 UNPROTECTED_HIT_RATE_WARN = 0.05

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from loadgen.config.targets import MetricsTarget, parse_targets
 from loadgen.engines.base import EngineAdapter, one_line
 from loadgen.scrape.log import CounterLog, Delta
 from loadgen.scrape.sources import (
@@ -32,7 +33,7 @@ from loadgen.scrape.sources import (
     Reading,
     UrlSource,
 )
-from loadgen.scrape.targets import MetricsTarget, expand, parse_targets, with_path
+from loadgen.scrape.targets import expand, with_path
 
 if TYPE_CHECKING:
     from loadgen.config import RunConfig

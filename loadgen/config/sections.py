@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from loadgen.config.checks import at_least, one_of, positive
+from loadgen.config.targets import parse_targets
 
 ARRIVALS = ("poisson", "constant", "gamma", "trace")  # trace: each record's arrival_s
 OPENAI_MODES = ("completions", "chat")
@@ -93,8 +94,6 @@ class EndpointOptions:
         positive("--timeout", self.timeout_s)
         positive("probe_timeout_s", self.probe_timeout_s)
         one_of("--openai-mode", self.openai_mode, OPENAI_MODES)
-        from loadgen.scrape.targets import parse_targets
-
         parse_targets(self.metrics, self.metrics_selector)
 
 

@@ -5,7 +5,7 @@ Each ``read`` returns the readings of the replicas it speaks for, keyed by the r
 cannot answer raises (httpx.HTTPError, ValueError); loadgen.client.scrape bounds and records it.
 This is the one place loadgen reads Prometheus text or Prometheus' API: any other exporter
 (a telemetry source) reads through ``fetch_exposition`` and ``PrometheusApi``; its targets
-are parsed and DNS-expanded by loadgen/scrape/targets.py.
+are parsed by loadgen/config/targets.py and DNS-expanded by loadgen/scrape/targets.py.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 
+from loadgen.config.targets import MetricsTarget
 from loadgen.engines.base import EngineAdapter
 from loadgen.results.redact import redact_url
 from loadgen.scrape.identity import identity_of, start_time
-from loadgen.scrape.targets import MetricsTarget
 
 # Prometheus: the range read at every edge starts this long before the run's first edge (a
 # fixed anchor, so each series' reset-adjusted total has the same origin at every edge)

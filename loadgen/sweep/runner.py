@@ -56,9 +56,9 @@ from loadgen.analysis.repeats import headline_intervals, speedup_intervals
 from loadgen.analysis.sdpolicy import sd_policy
 from loadgen.analysis.sweeps import capacity, parse_slos, speedup_rows
 from loadgen.config import SWEEP_RUN_KEYS
+from loadgen.config.targets import parse_targets
 from loadgen.results.sweepdir import REPEAT_ORDERS, Cell, Sweep, is_sweep_dir, load_sweep
 from loadgen.results.telemetry import check_url
-from loadgen.scrape.targets import parse_targets
 
 
 class SweepConfigError(ValueError):
