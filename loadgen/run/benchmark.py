@@ -35,10 +35,10 @@ from loadgen.results.files import write_json
 from loadgen.results.manifest import build_manifest
 from loadgen.results.redact import redact_url
 from loadgen.results.summary import Summary
-from loadgen.run.coordinator import Coordinator, worker_specs
+from loadgen.run.coordinator import Coordinator
 from loadgen.run.handles import InProcessWorker, LocalWorker, WorkerHandle
 from loadgen.run.share import plan_workers
-from loadgen.run.worker import check_split, peak_rss_mb
+from loadgen.run.worker import check_split, peak_rss_mb, worker_specs
 
 
 class RunDirError(ValueError):

@@ -31,7 +31,6 @@ import uuid
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,30 +50,12 @@ from loadgen.results.summary import ClientStats
 from loadgen.run.handles import WorkerDied, WorkerHandle
 from loadgen.run.merge import ClockOffset, account_dead, merge_client, probe_clock
 from loadgen.run.windows import category_windows, needs_first_request
-from loadgen.run.worker import Phase, WorkerSpec, check_split, split
+from loadgen.run.worker import Phase
 
 _now_ns = time.monotonic_ns
 START_MARGIN_NS = 200_000_000  # workers in other processes: the common start this far ahead
 # one in-process open loop: its start this far ahead, for the first sends' connections
 OPEN_LOOP_MARGIN_NS = 50_000_000
-
-
-def shard_name(k: int, workers: int, in_process: bool) -> str:
-    """requests.jsonl for a single-process run, requests.<k>.jsonl for each worker otherwise."""
-    return "requests.jsonl" if in_process else f"requests.{k}.jsonl"
-
-
-def worker_specs(cfg: RunConfig, workers: int, out: Path,
-                 endpoints: list[str] | None = None,
-                 in_process: bool = False) -> list[WorkerSpec]:
-    """Each worker's share of the run. ``endpoints``: worker k sends to endpoints[k % len]
-    (scripts/bench_scale.py spreads its load over several engine processes this way)."""
-    check_split(cfg, workers)
-    return [WorkerSpec(cfg=cfg.replace(endpoint=endpoints[k % len(endpoints)])
-                       if endpoints else cfg, index=k, workers=workers,
-                       concurrency=split(cfg.load.concurrency, k, workers),
-                       max_concurrency=split(cfg.load.max_concurrency, k, workers),
-                       shard=out / shard_name(k, workers, in_process)) for k in range(workers)]
 
 
 async def _wait(fut: Future[Any]) -> Any:

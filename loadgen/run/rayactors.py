@@ -282,8 +282,8 @@ class RayWorker:
 def start_ray_workers(cfg: RunConfig, prompts: PromptFile, use_uvloop: bool,
                       endpoints: list[str] | None = None) -> tuple[list[RayWorker], str]:
     """``--workers-per-node`` actors on every alive node of the cluster at ``cfg.scale.ray``
-    (``endpoints`` as in coordinator.worker_specs)."""
-    from loadgen.run.coordinator import worker_specs
+    (``endpoints`` as in worker.worker_specs)."""
+    from loadgen.run.worker import worker_specs
 
     assert cfg.scale.ray
     ray = connect(cfg.scale.ray)

@@ -370,3 +370,21 @@ class WorkerCore:
             self.writer.close()
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
+
+
+def shard_name(k: int, workers: int, in_process: bool) -> str:
+    """requests.jsonl for a single-process run, requests.<k>.jsonl for each worker otherwise."""
+    return "requests.jsonl" if in_process else f"requests.{k}.jsonl"
+
+
+def worker_specs(cfg: RunConfig, workers: int, out: Path,
+                 endpoints: list[str] | None = None,
+                 in_process: bool = False) -> list[WorkerSpec]:
+    """Each worker's share of the run. ``endpoints``: worker k sends to endpoints[k % len]
+    (scripts/bench_scale.py spreads its load over several engine processes this way)."""
+    check_split(cfg, workers)
+    return [WorkerSpec(cfg=cfg.replace(endpoint=endpoints[k % len(endpoints)])
+                       if endpoints else cfg, index=k, workers=workers,
+                       concurrency=split(cfg.load.concurrency, k, workers),
+                       max_concurrency=split(cfg.load.max_concurrency, k, workers),
+                       shard=out / shard_name(k, workers, in_process)) for k in range(workers)]
