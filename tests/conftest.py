@@ -45,6 +45,29 @@ def synthetic():
         proc.stop()
 
 
+@pytest.fixture
+def loadgen_cli(capsys):
+    """``loadgen_cli("run", "--endpoint", ...)`` -> a ``CompletedProcess`` (returncode, stdout,
+    stderr) of the command run in this process through ``loadgen.cli.main``: what a subprocess
+    would print and return, without an interpreter's start-up. Exit codes on signals and
+    process limits need a real subprocess (each command keeps one such test)."""
+    import subprocess
+
+    from loadgen.cli import main
+
+    def call(*args: object) -> subprocess.CompletedProcess[str]:
+        argv = [str(a) for a in args]
+        capsys.readouterr()
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's own refusals and --help
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(["loadgen", *argv], code, out, err)
+
+    return call
+
+
 @pytest.fixture(scope="session")
 def llama_server():
     """Factory: ``llama_server("ngram", slots=1)`` -> the running llama-server (our cached
