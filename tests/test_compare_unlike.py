@@ -59,6 +59,7 @@ def nginx_servers():
         s.stop()
 
 
+@pytest.mark.slow  # nginx
 def test_vendor_against_self_hosted_names_every_unlike_condition(synthetic, tmp_path,
                                                                   nginx_servers, cli):
     eng = synthetic("--protocol", "vllm", "--model-name", "m", "--step-base-ms", "2")
@@ -133,6 +134,7 @@ def test_eos_honoured_on_one_side_is_named(synthetic, tmp_path, cli):
         f"request; B {early} of 12 requests stopped before their length (EOS honoured)")
 
 
+@pytest.mark.slow  # nginx
 def test_like_for_like_recipe_leaves_only_the_vendors_hop(synthetic, tmp_path, nginx_servers,
                                                           cli, monkeypatch):
     """The recipe of docs/GUIDE.md on the synthetic engine (tests/test_vendor_recipe.py runs it on

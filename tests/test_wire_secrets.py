@@ -41,6 +41,7 @@ def _no_secret_in(out: Path, *texts: str) -> None:
             assert s not in blob
 
 
+@pytest.mark.slow  # nginx
 def test_credentials_leak(synthetic, tmp_path):
     """userinfo and query are taken from the URL once: sent with every request (the proxy
     refuses any request without them), shown nowhere; scrapes reach /metrics, not
