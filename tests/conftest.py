@@ -19,7 +19,7 @@ SLOW_MODULES = frozenset({
     "test_vllm_cpu_real", "test_vllm_prefix_cache", "test_wire_llamacpp", "test_wire_tls_proxy",
     "test_wheel", "test_scale", "test_fleet", "test_ttft_wire", "test_comparisons",
     "test_trace", "test_trace_llamacpp_real", "test_answers_llamacpp_real", "test_vendor_recipe",
-    "test_engine_behind_proxy", "test_capacity", "test_sd_policy", "test_launch_gguf_draft",
+    "test_capacity", "test_sd_policy", "test_launch_gguf_draft",
     "test_report_repeats", "test_telemetry",
 })
 
