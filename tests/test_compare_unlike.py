@@ -107,6 +107,30 @@ def test_vendor_against_self_hosted_names_every_unlike_condition(synthetic, tmp_
     assert all(f"unlike: {t}" in console for t in kinds.values())
 
 
+def test_vendor_style_direct_names_the_unlike_conditions_but_transport(synthetic, tmp_path,
+                                                                       cli):
+    """The vendor-style run (chat text, sampled, no cache protection) straight to the engine:
+    every unlike condition of the test above but the transport."""
+    eng = synthetic("--protocol", "vllm", "--model-name", "m", "--step-base-ms", "2")
+    run(cli, eng.url, tmp_path / "self", "--engine", "vllm")
+    run(cli, eng.url, tmp_path / "vendor", "--engine", "openai", "--openai-mode", "chat",
+        "--model", "m", "--temperature", "0.5")
+    res, console, md = compare(cli, tmp_path / "self", tmp_path / "vendor", tmp_path)
+    kinds = {c["kind"]: c["text"] for c in res["conditions"]}
+    assert set(kinds) == {"prefix_cache", "prompts", "sampling", "token_counts"}
+    assert kinds["prefix_cache"].startswith("prefix cache: A salted (")
+    assert "B sends text" in kinds["prompts"]
+    assert kinds["sampling"] == "sampling: A greedy, B T=0.5"
+    assert "A counts the engine's token ids or counts" in kinds["token_counts"]
+    rows = {r["key"]: r for r in res["statistics"]}
+    assert rows["ttft_ms.p50"]["unlike"] == ["prefix_cache", "prompts", "sampling"]
+    assert rows["output_tokens_per_s"]["unlike"] == [
+        "prefix_cache", "prompts", "sampling", "token_counts"]
+    assert "prefix_cache" not in rows["tpot_ms.p50"]["unlike"]
+    assert "## Unlike conditions" in md
+    assert all(f"unlike: {t}" in console for t in kinds.values())
+
+
 def test_alike_runs_have_no_unlike_condition(synthetic, tmp_path, cli):
     eng = synthetic("--protocol", "vllm", "--model-name", "m", "--step-base-ms", "2")
     run(cli, eng.url, tmp_path / "a", "--engine", "vllm")
