@@ -107,23 +107,26 @@ def test_vendor_against_self_hosted_names_every_unlike_condition(synthetic, tmp_
     assert all(f"unlike: {t}" in console for t in kinds.values())
 
 
-def test_vendor_style_direct_names_the_unlike_conditions_but_transport(synthetic, tmp_path,
-                                                                       cli):
-    """The vendor-style run (chat text, sampled, no cache protection) straight to the engine:
-    every unlike condition of the test above but the transport."""
-    eng = synthetic("--protocol", "vllm", "--model-name", "m", "--step-base-ms", "2")
+def test_vendor_style_over_tls_names_every_unlike_condition(synthetic, tmp_path, cli):
+    """The vendor-style run (chat text over TLS, sampled, no cache protection) against an
+    engine serving TLS itself, no proxy: the unlike conditions of the test above."""
+    args = ["--protocol", "vllm", "--model-name", "m", "--step-base-ms", "2"]
+    certs = make_certs(tmp_path)
+    eng = synthetic(*args)
+    tls = synthetic(*args, "--tls-cert", str(certs.cert), "--tls-key", str(certs.key))
     run(cli, eng.url, tmp_path / "self", "--engine", "vllm")
-    run(cli, eng.url, tmp_path / "vendor", "--engine", "openai", "--openai-mode", "chat",
-        "--model", "m", "--temperature", "0.5")
+    run(cli, tls.url, tmp_path / "vendor", "--engine", "openai", "--openai-mode", "chat",
+        "--model", "m", "--temperature", "0.5", "--ca-bundle", str(certs.ca))
     res, console, md = compare(cli, tmp_path / "self", tmp_path / "vendor", tmp_path)
     kinds = {c["kind"]: c["text"] for c in res["conditions"]}
-    assert set(kinds) == {"prefix_cache", "prompts", "sampling", "token_counts"}
+    assert set(kinds) == {"prefix_cache", "prompts", "sampling", "transport", "token_counts"}
+    assert kinds["transport"] == "transport: A plain HTTP; B TLS", kinds["transport"]
     assert kinds["prefix_cache"].startswith("prefix cache: A salted (")
     assert "B sends text" in kinds["prompts"]
     assert kinds["sampling"] == "sampling: A greedy, B T=0.5"
     assert "A counts the engine's token ids or counts" in kinds["token_counts"]
     rows = {r["key"]: r for r in res["statistics"]}
-    assert rows["ttft_ms.p50"]["unlike"] == ["prefix_cache", "prompts", "sampling"]
+    assert rows["ttft_ms.p50"]["unlike"] == ["prefix_cache", "prompts", "sampling", "transport"]
     assert rows["output_tokens_per_s"]["unlike"] == [
         "prefix_cache", "prompts", "sampling", "token_counts"]
     assert "prefix_cache" not in rows["tpot_ms.p50"]["unlike"]
