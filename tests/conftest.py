@@ -1,8 +1,8 @@
 """Shared fixtures: real servers on 127.0.0.1, started as child processes, and the CLI run in
 this process (``loadgen_cli``).
 
-The fast lane, ``python3 -m pytest -q -m "not slow"``: 373 tests in 4 min 3 s on 2 cores with a
-load average of 1.6-1.9 from other work (tokenizer loads, engine start-ups and CLI calls shared or
+The fast lane, ``python3 -m pytest -q -m "not slow"``: 373 tests in 3 min 58 s on 2 cores with a
+load average of 1.3-1.4 from other work (tokenizer loads, engine start-ups and CLI calls shared or
 in-process: the heaviest tests left are a sweep of four cells, bootstrap coverage trials and
 the report's twelve runs). The whole suite (CI, ``.ci/run``) adds the slow lane below.
 Line coverage of a lane, child processes included (pyproject's ``[tool.coverage.run]``):
