@@ -254,14 +254,13 @@ def test_warns_about_other_traffic_on_the_server(synthetic, tmp_path):
     other.join(10)
 
 
-def test_bad_prompt_file_names_line_and_field(tmp_path):
+def test_bad_prompt_file_names_line_and_field(tmp_path, loadgen_cli):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "a", "category": "c", "prompt_token_ids": [1, 2]}) + "\n"
                    + json.dumps({"id": "b", "category": "c", "prompt_token_ids": [1, "x"]})
                    + "\n")
-    proc = subprocess.run([sys.executable, "-m", "loadgen", "run", "--endpoint",
-                           "http://127.0.0.1:9", "--dataset", str(bad), "--out",
-                           str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
+    proc = loadgen_cli("run", "--endpoint", "http://127.0.0.1:9", "--dataset", str(bad),
+                       "--out", str(tmp_path / "o"))
     assert proc.returncode == 2
     assert "bad.jsonl:2" in proc.stderr and "prompt_token_ids" in proc.stderr
 

@@ -20,21 +20,33 @@ pytestmark = pytest.mark.timeout(240)
 CLEAN_ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
 
 
-def run(endpoint: str, out: Path, *extra: str, dataset: str = "builtin",
+@pytest.fixture
+def cli(loadgen_cli, monkeypatch):
+    """``loadgen`` in this process, without proxy variables, the console 250 columns wide."""
+    for k in os.environ:
+        if "proxy" in k.lower():
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("COLUMNS", "250")
+    return loadgen_cli
+
+
+def run(cli, endpoint: str, out: Path, *extra: str, dataset: str = "builtin",
         output_len: int = 16) -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", "loadgen", "run", "--endpoint", endpoint, "--dataset", dataset,
-         "--output-len", str(output_len), "--num-requests", "12", "--concurrency", "2",
-         "--warmup-requests", "0", "--no-multi-turn", "--out", str(out), "--quiet", *extra],
-        capture_output=True, text=True, timeout=200, env=CLEAN_ENV)
+    r = cli("run", "--endpoint", endpoint, "--dataset", dataset,
+            "--output-len", str(output_len), "--num-requests", "12", "--concurrency", "2",
+            "--warmup-requests", "0", "--no-multi-turn", "--out", str(out), "--quiet", *extra)
     assert r.returncode == 0, r.stderr
 
 
-def compare(a: Path, b: Path, tmp: Path) -> tuple[dict, str, str]:
-    r = subprocess.run(
-        [sys.executable, "-m", "loadgen", "compare", str(a), str(b), "--resamples", "200",
-         "--json", str(tmp / "c.json"), "--markdown", str(tmp / "c.md")],
-        capture_output=True, text=True, timeout=120, env={**CLEAN_ENV, "COLUMNS": "250"})
+def compare(cli, a: Path, b: Path, tmp: Path) -> tuple[dict, str, str]:
+    """``loadgen compare`` (``cli=None``: as a subprocess, as a user runs it)."""
+    args = ["compare", str(a), str(b), "--resamples", "200", "--json", str(tmp / "c.json"),
+            "--markdown", str(tmp / "c.md")]
+    if cli is None:
+        r = subprocess.run([sys.executable, "-m", "loadgen", *args], capture_output=True,
+                           text=True, timeout=120, env={**CLEAN_ENV, "COLUMNS": "250"})
+    else:
+        r = cli(*args)
     assert r.returncode == 0, r.stderr
     return json.loads((tmp / "c.json").read_text()), r.stdout, (tmp / "c.md").read_text()
 
@@ -47,17 +59,18 @@ def nginx_servers():
         s.stop()
 
 
+@pytest.mark.slow  # nginx
 def test_vendor_against_self_hosted_names_every_unlike_condition(synthetic, tmp_path,
-                                                                  nginx_servers):
+                                                                  nginx_servers, cli):
     eng = synthetic("--protocol", "vllm", "--model-name", "m", "--step-base-ms", "2")
     certs = make_certs(tmp_path)
     ng = start_nginx(tmp_path / "ng", certs, eng.url, buffering=False)
     nginx_servers.append(ng)
-    run(eng.url, tmp_path / "self", "--engine", "vllm")
-    run(f"https://127.0.0.1:{ng.port}", tmp_path / "vendor", "--engine", "openai",
+    run(cli, eng.url, tmp_path / "self", "--engine", "vllm")
+    run(cli, f"https://127.0.0.1:{ng.port}", tmp_path / "vendor", "--engine", "openai",
         "--openai-mode", "chat", "--model", "m", "--ca-bundle", str(certs.ca),
         "--temperature", "0.5")
-    res, console, md = compare(tmp_path / "self", tmp_path / "vendor", tmp_path)
+    res, console, md = compare(cli, tmp_path / "self", tmp_path / "vendor", tmp_path)
     kinds = {c["kind"]: c["text"] for c in res["conditions"]}
     assert set(kinds) == {"prefix_cache", "prompts", "sampling", "transport", "token_counts"}
     rate = json.loads((tmp_path / "self" / "summary.json").read_text())["prefix_cache"][
@@ -94,24 +107,51 @@ def test_vendor_against_self_hosted_names_every_unlike_condition(synthetic, tmp_
     assert all(f"unlike: {t}" in console for t in kinds.values())
 
 
-def test_alike_runs_have_no_unlike_condition(synthetic, tmp_path):
+def test_vendor_style_over_tls_names_every_unlike_condition(synthetic, tmp_path, cli):
+    """The vendor-style run (chat text over TLS, sampled, no cache protection) against an
+    engine serving TLS itself, no proxy: the unlike conditions of the test above."""
+    args = ["--protocol", "vllm", "--model-name", "m", "--step-base-ms", "2"]
+    certs = make_certs(tmp_path)
+    eng = synthetic(*args)
+    tls = synthetic(*args, "--tls-cert", str(certs.cert), "--tls-key", str(certs.key))
+    run(cli, eng.url, tmp_path / "self", "--engine", "vllm")
+    run(cli, tls.url, tmp_path / "vendor", "--engine", "openai", "--openai-mode", "chat",
+        "--model", "m", "--temperature", "0.5", "--ca-bundle", str(certs.ca))
+    res, console, md = compare(cli, tmp_path / "self", tmp_path / "vendor", tmp_path)
+    kinds = {c["kind"]: c["text"] for c in res["conditions"]}
+    assert set(kinds) == {"prefix_cache", "prompts", "sampling", "transport", "token_counts"}
+    assert kinds["transport"] == "transport: A plain HTTP; B TLS", kinds["transport"]
+    assert kinds["prefix_cache"].startswith("prefix cache: A salted (")
+    assert "B sends text" in kinds["prompts"]
+    assert kinds["sampling"] == "sampling: A greedy, B T=0.5"
+    assert "A counts the engine's token ids or counts" in kinds["token_counts"]
+    rows = {r["key"]: r for r in res["statistics"]}
+    assert rows["ttft_ms.p50"]["unlike"] == ["prefix_cache", "prompts", "sampling", "transport"]
+    assert rows["output_tokens_per_s"]["unlike"] == [
+        "prefix_cache", "prompts", "sampling", "token_counts"]
+    assert "prefix_cache" not in rows["tpot_ms.p50"]["unlike"]
+    assert "## Unlike conditions" in md
+    assert all(f"unlike: {t}" in console for t in kinds.values())
+
+
+def test_alike_runs_have_no_unlike_condition(synthetic, tmp_path, cli):
     eng = synthetic("--protocol", "vllm", "--model-name", "m", "--step-base-ms", "2")
-    run(eng.url, tmp_path / "a", "--engine", "vllm")
-    run(eng.url, tmp_path / "b", "--engine", "vllm")
-    res, console, md = compare(tmp_path / "a", tmp_path / "b", tmp_path)
+    run(cli, eng.url, tmp_path / "a", "--engine", "vllm")
+    run(cli, eng.url, tmp_path / "b", "--engine", "vllm")
+    res, console, md = compare(None, tmp_path / "a", tmp_path / "b", tmp_path)  # a subprocess
     assert res["conditions"] == []
     assert all(r["unlike"] == [] for r in res["statistics"])
     assert "(unlike: " not in console and "unlike: " not in console.replace("(unlike: ", "")
     assert "Unlike conditions" not in md and "not like for like" not in md
 
 
-def test_eos_honoured_on_one_side_is_named(synthetic, tmp_path):
+def test_eos_honoured_on_one_side_is_named(synthetic, tmp_path, cli):
     plain = synthetic("--protocol", "vllm", "--model-name", "m", "--step-base-ms", "1")
     eos = synthetic("--protocol", "vllm", "--model-name", "m", "--step-base-ms", "1",
                     "--honour-eos")
-    run(plain.url, tmp_path / "a", "--engine", "vllm", output_len=300)
-    run(eos.url, tmp_path / "b", "--engine", "vllm", output_len=300)
-    res, _, _ = compare(tmp_path / "a", tmp_path / "b", tmp_path)
+    run(cli, plain.url, tmp_path / "a", "--engine", "vllm", output_len=300)
+    run(cli, eos.url, tmp_path / "b", "--engine", "vllm", output_len=300)
+    res, _, _ = compare(cli, tmp_path / "a", tmp_path / "b", tmp_path)
     cond = next(c for c in res["conditions"] if c["kind"] == "output_lengths")
     recs = [json.loads(x) for x in (tmp_path / "b" / "requests.jsonl").read_text().splitlines()]
     early = sum(r["output_tokens"] < 300 for r in recs)
@@ -121,7 +161,9 @@ def test_eos_honoured_on_one_side_is_named(synthetic, tmp_path):
         f"request; B {early} of 12 requests stopped before their length (EOS honoured)")
 
 
-def test_like_for_like_recipe_leaves_only_the_vendors_hop(synthetic, tmp_path, nginx_servers):
+@pytest.mark.slow  # nginx
+def test_like_for_like_recipe_leaves_only_the_vendors_hop(synthetic, tmp_path, nginx_servers,
+                                                          cli, monkeypatch):
     """The recipe of docs/GUIDE.md on the synthetic engine (tests/test_vendor_recipe.py runs it on
     llama-server): the vendor behind nginx TLS with a bearer key, the self-hosted server's own
     chat endpoint direct, the same text workload: only the TLS and proxy hop is unlike."""
@@ -134,16 +176,15 @@ def test_like_for_like_recipe_leaves_only_the_vendors_hop(synthetic, tmp_path, n
     w = ["--engine", "openai", "--openai-mode", "chat", "--model", "m", "--dataset", "builtin",
          "--output-len", "16", "--concurrency", "2", "--num-requests", "12",
          "--warmup-requests", "2", "--quiet"]
+    monkeypatch.setenv("VK", key)
     for name, url, extra in (
             ("vendor", f"https://127.0.0.1:{ng.port}",
              ["--api-key-env", "VK", "--ca-bundle", str(certs.ca)]),
             ("self", eng.url, [])):
-        r = subprocess.run([sys.executable, "-m", "loadgen", "run", "--endpoint", url, *w,
-                            *extra, "--out", str(tmp_path / name)], capture_output=True,
-                           text=True, timeout=200, env={**CLEAN_ENV, "VK": key})
+        r = cli("run", "--endpoint", url, *w, *extra, "--out", str(tmp_path / name))
         assert r.returncode == 0, r.stderr
         assert key not in r.stderr + "".join(p.read_text() for p in (tmp_path / name).iterdir())
-    res, _, _ = compare(tmp_path / "vendor", tmp_path / "self", tmp_path)
+    res, _, _ = compare(cli, tmp_path / "vendor", tmp_path / "self", tmp_path)
     assert [c["kind"] for c in res["conditions"]] == ["transport"]
     assert res["conditions"][0]["text"] == (
         f"transport: A TLS, a local reverse proxy in front (pid {ng.proc.pid}); B plain HTTP")

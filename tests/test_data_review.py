@@ -233,22 +233,24 @@ def test_review_language_mix_and_shares():
     assert not by["multilingual_task_types"].ok
 
 
-def test_review_command(tmp_path):
+def test_review_command(tmp_path, loadgen_cli, monkeypatch):
     f = tmp_path / "q.jsonl"
     write_text_prompts(f, _clean_split(), header={"config": {"per_category": 12}})
-    cmd = [sys.executable, "-m", "loadgen", "data", "review", str(f), "--per-category", "3",
-           "--seed", "5"]
-    a = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
-    b = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    args = ["data", "review", str(f), "--per-category", "3", "--seed", "5"]
+    monkeypatch.chdir(REPO)
+    a = loadgen_cli(*args)
+    b = loadgen_cli(*args)
     assert a.returncode == 0 and a.stdout == b.stdout  # seeded: the same sample
     assert "=== qa (3 of the category" in a.stdout and a.stdout.count("--- qa-") == 3
     assert "PASS  content_filters" in a.stdout and a.stdout.rstrip().endswith("review: PASS")
     ps = _clean_split()
     ps[0].turns = ["Describe the uses of forests. Answer with the letter of the correct option."]
     write_text_prompts(f, ps)
-    bad = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+    bad = loadgen_cli(*args)
     assert bad.returncode == 1 and "FAIL  content_filters: 1 mc_without_options" in bad.stdout
-    missing = subprocess.run([*cmd[:5], str(tmp_path / "nope.jsonl")], capture_output=True,
+    # as a user runs it: a subprocess, its exit code and its one line
+    missing = subprocess.run([sys.executable, "-m", "loadgen", "data", "review",
+                              str(tmp_path / "nope.jsonl")], capture_output=True,
                              text=True, cwd=REPO, timeout=120)
     assert missing.returncode == 2 and missing.stderr.startswith("loadgen data: error:")
     assert "Traceback" not in missing.stderr

@@ -232,6 +232,37 @@ def test_tokenize_max_input_tokens(tok, tmp_path, capsys):
     assert not (tmp_path / "r.jsonl").exists()
 
 
+def test_gguf_context_length_read_once_then_from_the_cache(tmp_path, monkeypatch):
+    """A GGUF's context_length, parsed from its header the first time and then read from the
+    cache (keyed by the file's sha256); a GGUF without the key gives None."""
+    import gguf
+
+    from loadgen.data.tokenizer import gguf_context_length
+
+    monkeypatch.setenv("LOADGEN_CACHE", str(tmp_path / "cache"))
+
+    def tiny_gguf(path, context_length):
+        w = gguf.GGUFWriter(str(path), "llama")
+        if context_length is not None:
+            w.add_context_length(context_length)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        return path
+
+    with_ctx = tiny_gguf(tmp_path / "a.gguf", 1234)
+    without = tiny_gguf(tmp_path / "b.gguf", None)
+    assert gguf_context_length(with_ctx) == 1234
+    assert gguf_context_length(without) is None
+    memos = sorted((tmp_path / "cache" / "tokenizers" / "gguf-context").iterdir())
+    assert sorted(m.read_text() for m in memos) == ["", "1234"]
+    for memo in memos:  # the second read comes from the memo, not from the file
+        memo.write_text("777" if memo.read_text() else "")
+    assert (gguf_context_length(with_ctx), gguf_context_length(without)) == (777, None)
+    assert gguf_context_length(tmp_path / "missing.gguf") is None
+
+
 def test_run_time_length_warnings():
     from loadgen.data.lengthguard import length_warnings, parse_max_model_len
     from loadgen.data.prompts import PromptRecord

@@ -1,6 +1,7 @@
 """The engine behind a local reverse proxy (client/listener.py): real nginx (Debian's package)
-terminating TLS in front of the synthetic engine. The host monitor must take the synthetic
-engine, not nginx, for the engine, and count nginx apart from "others"."""
+terminating TLS in front of the synthetic engine (the slow lane), and a plain TCP forwarder (the
+fast lane). The host monitor must take the synthetic engine, not the proxy, for the engine, and
+count the proxy apart from "others"."""
 
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ def nginx_pids(ng) -> set[int]:
     return {top.pid, *(c.pid for c in top.children(recursive=True))}
 
 
+@pytest.mark.slow  # nginx
 def test_followed_from_the_nginx_config_before_any_request(synthetic, tmp_path, nginx_servers):
     eng = engine(synthetic)
     ng = start_nginx(tmp_path / "ng", make_certs(tmp_path), eng.url, buffering=False)
@@ -56,6 +58,7 @@ def test_followed_from_the_nginx_config_before_any_request(synthetic, tmp_path, 
     assert pid_listening_on(eng.url) == eng.proc.pid
 
 
+@pytest.mark.slow  # nginx
 def test_followed_from_the_proxys_connections(synthetic, tmp_path, nginx_servers):
     """proxy_pass through a variable: the config does not say; an in-flight request does."""
     eng = engine(synthetic, "--step-base-ms", "20")
@@ -93,6 +96,7 @@ def test_followed_from_the_proxys_connections(synthetic, tmp_path, nginx_servers
     assert via is not None and via.how == "connections" and via.proxy_pid == ng.proc.pid
 
 
+@pytest.mark.slow  # nginx
 def test_run_through_nginx_counts_the_engine_not_others(synthetic, tmp_path, nginx_servers):
     eng = engine(synthetic)
     certs = make_certs(tmp_path)
@@ -123,7 +127,7 @@ def test_run_through_nginx_counts_the_engine_not_others(synthetic, tmp_path, ngi
     assert [c.strip() for c in row.split("|")][col] == f"{host['proxy_cores']:.2f}"
 
 
-def test_engine_pid_names_it(synthetic, tmp_path, nginx_servers):
+def test_engine_pid_names_it(synthetic, tmp_path):
     eng = engine(synthetic)
     ds = make_dataset(tmp_path / "p.jsonl", n=4)
     base = [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
@@ -162,3 +166,55 @@ server { listen 127.0.0.1:8445; location / { proxy_pass http://10.0.0.7:9100; } 
     assert nginx_upstream_port(conf, 8444) == 9100
     assert nginx_upstream_port(conf, 8445) is None  # not on this host
     assert nginx_upstream_port(conf, 8000) is None  # no server listens there
+
+
+# A TCP forwarder in its own process: every connection to its port is piped to the engine's.
+FORWARDER = """
+import socket, sys, threading
+up = int(sys.argv[1])
+srv = socket.create_server(("127.0.0.1", 0))
+print(srv.getsockname()[1], flush=True)
+
+def pipe(a, b):
+    try:
+        while data := a.recv(65536):
+            b.sendall(data)
+    except OSError:
+        pass
+    for s in (a, b):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+while True:
+    c, _ = srv.accept()
+    u = socket.create_connection(("127.0.0.1", up))
+    threading.Thread(target=pipe, args=(c, u), daemon=True).start()
+    threading.Thread(target=pipe, args=(u, c), daemon=True).start()
+"""
+
+
+def test_followed_through_a_forwarder_and_forgotten_when_reached_directly(synthetic):
+    """Through a process that is no nginx, the engine is found from the proxy's established
+    connections once a connection is open (before, the listener itself is the answer); the
+    engine reached directly afterwards is no longer said to be behind that proxy."""
+    from urllib.parse import urlsplit
+
+    eng = engine(synthetic)
+    fwd = subprocess.Popen([sys.executable, "-c", FORWARDER, str(urlsplit(eng.url).port)],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert fwd.stdout is not None
+        url = f"http://127.0.0.1:{int(fwd.stdout.readline())}"
+        assert pid_listening_on(url) == fwd.pid  # no connection to follow yet
+        with httpx.Client(timeout=10) as c:  # keep-alive: the forwarder holds its upstream
+            assert c.get(url + "/health").status_code == 200
+            assert pid_listening_on(url) == eng.proc.pid
+            via = followed(eng.proc.pid)
+            assert via is not None and via.proxy_pid == fwd.pid and via.how == "connections"
+        assert pid_listening_on(eng.url) == eng.proc.pid
+        assert followed(eng.proc.pid) is None
+    finally:
+        fwd.kill()
+        fwd.wait(10)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import resource
 import signal
 import socket
@@ -27,7 +26,8 @@ from loadgen.run.benchmark import run_benchmark
 from tests.synthetic_data import make_dataset
 
 # cold requests measured: the tests count every record (the default warm-up adds requests)
-RUN = [sys.executable, "-m", "loadgen", "run", "--warmup-requests", "0"]
+RUN_ARGS = ["run", "--warmup-requests", "0"]
+RUN = [sys.executable, "-m", "loadgen", *RUN_ARGS]  # as a user runs it: signals, limits
 
 
 def loadgen_run(*args: str, limits: dict[int, tuple[int, int]] | None = None,
@@ -110,11 +110,11 @@ def test_lost_requests_a_record_that_cannot_be_written_stops_the_run_loudly(synt
     ["--timeout", "-1"], ["--warmup-requests", "-3"], ["--concurrency", "0"],
     ["--num-requests", "0"], ["--output-len", "-2"],
 ])
-def test_hangs_from_unchecked_values_are_refused_up_front(tmp_path, flags):
+def test_hangs_from_unchecked_values_are_refused_up_front(loadgen_cli, tmp_path, flags):
     ds = make_dataset(tmp_path / "ds.jsonl", n=3)
     out = tmp_path / "out"
-    proc = loadgen_run("--endpoint", f"http://127.0.0.1:{closed_port()}", "--dataset", str(ds),
-                       "--out", str(out), *flags)
+    proc = loadgen_cli(*RUN_ARGS, "--endpoint", f"http://127.0.0.1:{closed_port()}",
+                       "--dataset", str(ds), "--out", str(out), *flags)
     assert proc.returncode == 2
     assert flags[-2] in one_line_error(proc)
     assert not out.exists()
@@ -210,21 +210,21 @@ def test_ctrl_c_while_the_run_starts_is_one_line(tmp_path):
 
 
 # -- 7. run directories are never replaced silently -----------------------------------------
-def test_run_directory_is_not_destroyed(synthetic, tmp_path):
+def test_run_directory_is_not_destroyed(synthetic, loadgen_cli, tmp_path, monkeypatch):
     eng = synthetic("--protocol", "vllm", "--fast")
     ds = make_dataset(tmp_path / "ds.jsonl", n=3)
     out = tmp_path / "out"
     base = ["--endpoint", eng.url, "--engine", "vllm", "--dataset", str(ds), "--output-len",
             "4", "--out", str(out), "--quiet"]
-    assert loadgen_run(*base).returncode == 0
+    assert loadgen_cli(*RUN_ARGS, *base).returncode == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    proc = loadgen_run(*base)
+    proc = loadgen_cli(*RUN_ARGS, *base)
     assert proc.returncode == 2 and "already holds a run" in one_line_error(proc)
-    env = {k: v for k, v in os.environ.items() if k != "LOADGEN_UNSET_KEY"}
-    proc = loadgen_run(*base, "--overwrite", "--api-key-env", "LOADGEN_UNSET_KEY", env=env)
+    monkeypatch.delenv("LOADGEN_UNSET_KEY", raising=False)
+    proc = loadgen_cli(*RUN_ARGS, *base, "--overwrite", "--api-key-env", "LOADGEN_UNSET_KEY")
     assert proc.returncode == 2 and "LOADGEN_UNSET_KEY" in one_line_error(proc)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
-    assert loadgen_run(*base, "--overwrite", "--num-requests", "2").returncode == 0
+    assert loadgen_cli(*RUN_ARGS, *base, "--overwrite", "--num-requests", "2").returncode == 0
     assert summary_of(out).requests.total == 2 and status_of(out) == "complete"
 
 
@@ -285,7 +285,7 @@ def _parquet_with_bad_json(path: Path) -> Path:
     ("parquet", "column 'meta' is not valid JSON"), ("directory", "is a directory"),
     ("bigid", "below 2**32"),
 ])
-def test_bad_inputs_are_one_line(tmp_path, kind, expect):
+def test_bad_inputs_are_one_line(loadgen_cli, tmp_path, kind, expect):
     p = tmp_path / "ds.jsonl"
     if kind == "binary":
         p.write_bytes(bytes(range(256)))
@@ -301,20 +301,20 @@ def test_bad_inputs_are_one_line(tmp_path, kind, expect):
         p.mkdir()
     else:
         p.write_text(json.dumps({"id": "a", "category": "c", "prompt_token_ids": [2**70]}))
-    proc = loadgen_run("--endpoint", f"http://127.0.0.1:{closed_port()}", "--dataset", str(p),
-                       "--out", str(tmp_path / "out"))
+    proc = loadgen_cli(*RUN_ARGS, "--endpoint", f"http://127.0.0.1:{closed_port()}",
+                       "--dataset", str(p), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
     assert expect in one_line_error(proc)
 
 
 @pytest.mark.parametrize("where", ["file", "under_a_file"])
-def test_bad_out_is_one_line(tmp_path, where):
+def test_bad_out_is_one_line(loadgen_cli, tmp_path, where):
     ds = make_dataset(tmp_path / "ds.jsonl", n=2)
     f = tmp_path / "afile"
     f.write_text("x")
     out = f if where == "file" else f / "sub"
-    proc = loadgen_run("--endpoint", f"http://127.0.0.1:{closed_port()}", "--dataset", str(ds),
-                       "--out", str(out))
+    proc = loadgen_cli(*RUN_ARGS, "--endpoint", f"http://127.0.0.1:{closed_port()}",
+                       "--dataset", str(ds), "--out", str(out))
     assert proc.returncode == 2
     assert str(out) in one_line_error(proc)
 

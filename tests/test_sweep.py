@@ -26,7 +26,7 @@ TIMING = ["--step-base-ms", "10", "--per-token-ms", "1.0", "--draft-ms", "0.5",
 def sweep_config(synthetic, tmp_path):
     sd = synthetic("--protocol", "vllm", *TIMING, "--per-request-spec-metrics", "summary")
     off = synthetic("--protocol", "vllm", *TIMING, "--no-spec")
-    make_dataset(tmp_path / "ds.jsonl", n=32)
+    make_dataset(tmp_path / "ds.jsonl", n=32, lengths=(8, 24))  # short: prefill costs little
     cfg = {
         "engine": "vllm",
         "sd_configs": [{"label": "off", "baseline": True, "endpoint": off.url},

@@ -36,9 +36,10 @@ def multi_turn_file(path: Path, header: bool = True) -> Path:
     return write_prompts(path, recs, pf.header if header else {"built_by": "test"})
 
 
-def loadgen_run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "loadgen", "run", *args, "--quiet"],
-                          capture_output=True, text=True, timeout=150)
+@pytest.fixture
+def loadgen_run(loadgen_cli):
+    """``loadgen run ARGS --quiet`` in this process (tests/conftest.py ``loadgen_cli``)."""
+    return lambda *args: loadgen_cli("run", *args, "--quiet")
 
 
 def text_only_engine(synthetic, truth):
@@ -47,7 +48,8 @@ def text_only_engine(synthetic, truth):
                      "--model-name", "m", "--truth-log", str(truth))
 
 
-def test_next_turn_built_from_the_reply_text_with_the_files_tokenizer(synthetic, tmp_path):
+def test_next_turn_built_from_the_reply_text_with_the_files_tokenizer(synthetic, tmp_path,
+                                                                     loadgen_run):
     truth = tmp_path / "truth.jsonl"
     eng = text_only_engine(synthetic, truth)
     ds = multi_turn_file(tmp_path / "mt.jsonl")
@@ -77,7 +79,7 @@ def test_next_turn_built_from_the_reply_text_with_the_files_tokenizer(synthetic,
     assert any("tokenized with smollm2" in w for w in summary["warnings"])
 
 
-def test_no_tokenizer_known_refused_before_anything_is_sent(synthetic, tmp_path):
+def test_no_tokenizer_known_refused_before_anything_is_sent(synthetic, tmp_path, loadgen_run):
     truth = tmp_path / "truth.jsonl"
     eng = text_only_engine(synthetic, truth)
     ds = multi_turn_file(tmp_path / "mt.jsonl", header=False)
@@ -97,7 +99,7 @@ def test_no_tokenizer_known_refused_before_anything_is_sent(synthetic, tmp_path)
     assert len(read_truth(truth)) == 3
 
 
-def test_ids_in_the_stream_are_used_when_they_come(synthetic, tmp_path):
+def test_ids_in_the_stream_are_used_when_they_come(synthetic, tmp_path, loadgen_run):
     """vLLM's surface honours return_token_ids: the reply's own ids, nothing from text."""
     truth = tmp_path / "truth.jsonl"
     eng = synthetic("--protocol", "vllm", "--step-base-ms", "1", "--model-name", "m",
@@ -118,7 +120,7 @@ def test_ids_in_the_stream_are_used_when_they_come(synthetic, tmp_path):
 
 
 @pytest.mark.parametrize("mode", ["chat", "ids"])
-def test_dataset_builtin_in_run(synthetic, tmp_path, mode):
+def test_dataset_builtin_in_run(synthetic, tmp_path, mode, loadgen_run):
     """``--dataset builtin``: text records in chat mode, SmolLM2 ids otherwise."""
     truth = tmp_path / "truth.jsonl"
     eng = synthetic("--protocol", "vllm", "--step-base-ms", "1", "--model-name", "m",
@@ -143,7 +145,7 @@ def test_dataset_builtin_in_run(synthetic, tmp_path, mode):
     assert manifest["dataset"]["path"].endswith("builtin_prompts.jsonl")
 
 
-def test_scaled_run_replays_from_text_in_every_worker(synthetic, tmp_path):
+def test_scaled_run_replays_from_text_in_every_worker(synthetic, tmp_path, loadgen_run):
     truth = tmp_path / "truth.jsonl"
     eng = text_only_engine(synthetic, truth)
     ds = multi_turn_file(tmp_path / "mt.jsonl")
@@ -183,7 +185,7 @@ def test_sweep_reads_builtin_as_text_in_chat_mode(synthetic, tmp_path):
     assert len(recs) == 4 and all(x["status"] == "ok" and x["text_prompt"] for x in recs)
 
 
-def test_chat_mode_replays_a_token_id_files_text(synthetic, tmp_path):
+def test_chat_mode_replays_a_token_id_files_text(synthetic, tmp_path, loadgen_run):
     """A token-id file in chat mode: its text messages go, split into turns (the first user
     turn, then each later one after the live reply); no tokenizer is needed."""
     truth = tmp_path / "truth.jsonl"

@@ -4,8 +4,6 @@ stream, 429 with Retry-After and --retry-429; all against the synthetic engine's
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -89,15 +87,14 @@ def test_messages_jsonl_and_text_completions_mode(synthetic, tmp_path):
         prompt_digest(tokenize_text(completion_text(m))) for m in msgs}
 
 
-def test_token_id_engines_refuse_text_files_with_one_clear_line(tmp_path):
+def test_token_id_engines_refuse_text_files_with_one_clear_line(tmp_path, loadgen_cli):
     ds = write_text_prompts(tmp_path / "text.jsonl", TEXTS)
     with pytest.raises(PromptFileError, match="tokenize it for the target model first"):
         read_prompts(ds)
     msgs = tmp_path / "m.jsonl"
     msgs.write_text(json.dumps({"messages": [{"role": "user", "content": "x"}]}) + "\n")
-    proc = subprocess.run([sys.executable, "-m", "loadgen", "run", "--endpoint",
-                           "http://127.0.0.1:9", "--engine", "vllm", "--dataset", str(msgs),
-                           "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    proc = loadgen_cli("run", "--endpoint", "http://127.0.0.1:9", "--engine", "vllm",
+                       "--dataset", str(msgs), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("loadgen run: ")

@@ -41,6 +41,7 @@ def _no_secret_in(out: Path, *texts: str) -> None:
             assert s not in blob
 
 
+@pytest.mark.slow  # nginx
 def test_credentials_leak(synthetic, tmp_path):
     """userinfo and query are taken from the URL once: sent with every request (the proxy
     refuses any request without them), shown nowhere; scrapes reach /metrics, not
@@ -98,7 +99,7 @@ def test_credentials_leak_redaction_units():
     assert PASSWORD not in str(exc.value) and KEY not in str(exc.value)
 
 
-def test_header_injection(synthetic, tmp_path):
+def test_header_injection(synthetic, tmp_path, loadgen_cli, monkeypatch):
     """An API key or header value with CR/LF is refused before anything is sent."""
     truth = tmp_path / "truth.jsonl"
     eng = synthetic("--protocol", "vllm", "--truth-log", str(truth))
@@ -107,7 +108,9 @@ def test_header_injection(synthetic, tmp_path):
     for extra, env in ((["--api-key-env", "K"], {"K": "abc\r\nX-Injected: 1"}),
                        (["--header", "X-A: env:V"], {"V": "a\nb"}),
                        (["--header", "X-A: ok", "--header", "Bad Name: v"], {})):
-        r = _cli([*base, "--out", str(tmp_path / "o"), *extra], env=env)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        r = loadgen_cli("run", *base, "--out", str(tmp_path / "o"), *extra)
         assert r.returncode == 2, r.stderr
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("loadgen run: "), r.stderr

@@ -82,6 +82,7 @@ def pid_listening_on(endpoint: str) -> int | None:
         return None
     found = _follow(pid, port, listening, conns)
     if found is None:
+        _FOLLOWED.pop(pid, None)  # reached directly now (an earlier run in this process may not)
         return pid
     _FOLLOWED[found.engine_pid] = found
     return found.engine_pid

@@ -9,12 +9,22 @@ import sys
 import time
 from pathlib import Path
 
+# ``loadgen serve synthetic ARGS`` with only that command's parser: the same options and code,
+# without importing every other command's modules (half the start-up of ``python -m loadgen``).
+_SERVE = ("import argparse, sys\n"
+          "from loadgen.cli import serve_synthetic\n"
+          "p = argparse.ArgumentParser(prog='loadgen serve')\n"
+          "serve_synthetic.register(p.add_subparsers(dest='engine', required=True))\n"
+          "a = p.parse_args(sys.argv[1:])\n"
+          "sys.exit(a.func(a))\n")
+
 
 class SyntheticProcess:
     """``with SyntheticProcess(["--protocol", "sglang"]) as eng: eng.url``.
 
-    Runs ``python -m loadgen serve synthetic --port 0 ARGS`` and reads the port it bound from its
-    first line of output; on exit sends SIGTERM (the truth log is closed cleanly), then SIGKILL.
+    Runs ``loadgen serve synthetic --port 0 ARGS`` (its parser alone, ``_SERVE``) and reads the
+    port it bound from its first line of output; on exit sends SIGTERM (the truth log is closed
+    cleanly), then SIGKILL.
     """
 
     def __init__(self, args: list[str], host: str = "127.0.0.1", start_timeout: float = 30.0,
@@ -27,8 +37,8 @@ class SyntheticProcess:
         self.url = ""
 
     def start(self) -> SyntheticProcess:
-        cmd = [sys.executable, "-m", "loadgen", "serve", "synthetic", "--host", self.host,
-               "--port", "0", *self.args]
+        cmd = [sys.executable, "-c", _SERVE, "synthetic", "--host", self.host, "--port", "0",
+               *self.args]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env, start_new_session=True)
