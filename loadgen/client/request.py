@@ -225,7 +225,10 @@ class RequestSender:
                         break  # the retry could not finish within the request timeout
                     rec.retries += 1
                     rec.retry_after = res.headers.get("retry-after")
-                    await asyncio.sleep(wait)
+                    # the whole Retry-After: a timer may fire up to a millisecond early
+                    until = _now_ns() + int(wait * 1e9)
+                    while (rest := until - _now_ns()) > 0:
+                        await asyncio.sleep(rest / 1e9)
                     st = self._new_state(keep, text)
             rec.end_ns = _now_ns()
             rec.http_status = res.status
