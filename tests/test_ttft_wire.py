@@ -24,7 +24,9 @@ TOKENS = 16
 def test_connections_reused_and_ttft_true_to_the_wire(synthetic, tmp_path, engine):
     truth_path = tmp_path / "truth.jsonl"
     ds = make_dataset(tmp_path / "ds.jsonl", n=REQUESTS, seed=1)
-    eng = synthetic(*engine_args(engine, truth_path))
+    # steps of ~30 ms at this batch: a client off by a step (a connect per request, late
+    # stamps) stands apart from the ~2 ms it takes to read 200 streams' events of one step
+    eng = synthetic(*engine_args(engine, truth_path, "--step-base-ms", "20"))
     out = tmp_path / "out"
     s = run(eng.url, engine, ds, out, concurrency=CONCURRENCY, num_requests=REQUESTS,
             output_len=TOKENS)
