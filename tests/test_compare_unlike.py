@@ -59,6 +59,17 @@ def nginx_servers():
         s.stop()
 
 
+def assert_unlike_statistics(res: dict) -> None:
+    """The vendor-style pair's statistics: every one affected by the prompts and the sampling;
+    TTFT by the cache and the transport too, throughput by the token counts, TPOT not by the
+    cache."""
+    rows = {r["key"]: r for r in res["statistics"]}
+    assert rows["ttft_ms.p50"]["unlike"] == ["prefix_cache", "prompts", "sampling", "transport"]
+    assert rows["output_tokens_per_s"]["unlike"] == [
+        "prefix_cache", "prompts", "sampling", "token_counts"]
+    assert "prefix_cache" not in rows["tpot_ms.p50"]["unlike"]
+
+
 @pytest.mark.slow  # nginx
 def test_vendor_against_self_hosted_names_every_unlike_condition(synthetic, tmp_path,
                                                                   nginx_servers, cli):
@@ -82,12 +93,7 @@ def test_vendor_against_self_hosted_names_every_unlike_condition(synthetic, tmp_
     assert kinds["transport"].startswith("transport: A plain HTTP; B TLS, a local reverse "
                                          "proxy in front (pid ")
     assert "A counts the engine's token ids or counts" in kinds["token_counts"]
-    rows = {r["key"]: r for r in res["statistics"]}
-    # every statistic is affected by the prompts and the sampling; TTFT by the cache too
-    assert rows["ttft_ms.p50"]["unlike"] == ["prefix_cache", "prompts", "sampling", "transport"]
-    assert rows["output_tokens_per_s"]["unlike"] == [
-        "prefix_cache", "prompts", "sampling", "token_counts"]
-    assert "prefix_cache" not in rows["tpot_ms.p50"]["unlike"]
+    assert_unlike_statistics(res)
     line = next(x for x in md.splitlines() if "TTFT p50" in x)
     assert line.endswith("(not like for like: prefix cache differs; unlike prompts, sampling, "
                          "transport) |")
@@ -125,11 +131,7 @@ def test_vendor_style_over_tls_names_every_unlike_condition(synthetic, tmp_path,
     assert "B sends text" in kinds["prompts"]
     assert kinds["sampling"] == "sampling: A greedy, B T=0.5"
     assert "A counts the engine's token ids or counts" in kinds["token_counts"]
-    rows = {r["key"]: r for r in res["statistics"]}
-    assert rows["ttft_ms.p50"]["unlike"] == ["prefix_cache", "prompts", "sampling", "transport"]
-    assert rows["output_tokens_per_s"]["unlike"] == [
-        "prefix_cache", "prompts", "sampling", "token_counts"]
-    assert "prefix_cache" not in rows["tpot_ms.p50"]["unlike"]
+    assert_unlike_statistics(res)
     assert "## Unlike conditions" in md
     assert all(f"unlike: {t}" in console for t in kinds.values())
 
