@@ -309,9 +309,11 @@ def test_preopened_connections_take_sends_written_without_yielding():
         await _until(lambda: client.ready() == 3)
         sent: list[int] = []
         sinks = [Collect() for _ in range(4)]
-        started = [client.start("/x", b'{"i": %d}' % i, sink=sinks[i], sent=sent)
+        started = [client.start(client.message("/x", b'{"i": %d}' % i), sent=sent)
                    for i in range(4)]
         assert len(sent) == 3 and started[3] is None  # written synchronously, three ready
+        for ex, sink in zip(started[:3], sinks, strict=False):
+            ex.stream_to(sink)  # in the turn of the loop it was written
         results = [await client.post("/x", b"", sink=sinks[i], started=ex)
                    for i, ex in enumerate(started[:3])]
         await asyncio.sleep(0.003)  # parked long enough ago: reused without a loop turn
@@ -351,7 +353,8 @@ def test_preopened_connection_closed_by_the_server_is_not_used():
                 client.preopen(1)
                 await _until(lambda: client.connections_opened == 1 and client.ready() == 0
                              and first.is_set())
-                assert client.start("/x", b"{}") is None  # the closed one is never written on
+                # the closed one is never written on
+                assert client.start(client.message("/x", b"{}")) is None
                 res = await client.post("/x", b"{}", sink=Collect())
                 return res, srv, client
             finally:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from loadgen.client.plan import Item
-from loadgen.client.request import Opening, RequestSender, Turn
+from loadgen.client.request import Opening, RequestSender, Turn, Written
 from loadgen.client.schedule import arrival_offsets, trace_offsets
 
 _now_ns = time.monotonic_ns
@@ -156,7 +156,7 @@ class Driver:
                         stopped: asyncio.Task[Any], direct: bool) -> None:
         """Send each planned item at its due time (open_loop). ``direct`` (no concurrency
         cap): the request is written here, in the turn of the loop its time came
-        (``RequestSender.begin``), and a task carries it on."""
+        (``RequestSender.write``, its bytes built ahead), and a task carries it on."""
         sender = self.sender
         while not self.stop.is_set():
             if not ahead:
@@ -178,9 +178,16 @@ class Driver:
                 # turns (its reads go on) until the time; never sending before it.
                 while _now_ns() < due:
                     await asyncio.sleep(0)
-            ahead.popleft()
-            begun = sender.begin(item, due, opening) if direct else None
-            task = self.spawn(fire(item, due, opening, begun))
-            if begun is not None:  # cancelled before it ran: still a record
-                task.add_done_callback(lambda t, b=begun: t.cancelled() and sender.abandon(b))
-            tasks.append(task)
+            # Every send due by now is written first, one after another (a trace's burst:
+            # many at one instant); their records and tasks are made after the last write.
+            burst: list[tuple[Item, int, Opening, Written | None]] = []
+            while ahead and ahead[0][1] <= _now_ns():
+                item, due, opening = ahead.popleft()
+                burst.append((item, due, opening, sender.write(opening) if direct else None))
+            for item, due, opening, written in burst:
+                begun = None if written is None else sender.begin(item, due, opening, written)
+                task = self.spawn(fire(item, due, opening, begun))
+                if begun is not None:  # cancelled before it ran: still a record
+                    task.add_done_callback(
+                        lambda t, b=begun: t.cancelled() and sender.abandon(b))
+                tasks.append(task)

@@ -51,13 +51,24 @@ def retry_after_s(value: str | None) -> float:
 
 @dataclass(slots=True)
 class Opening:
-    """A conversation's first request: text or ids, the later turns, the encoded body."""
+    """A conversation's first request: text or ids, the later turns, the encoded body and the
+    bytes written on the wire for it (``HttpClient.message``)."""
 
     text: bool
     ids: list[int]
     messages: list[dict[str, str]] | None
     turns: list[Any]
     body: bytes | None
+    message: bytes | None = None
+
+
+@dataclass(slots=True)
+class Written:
+    """An opening request handed to the kernel (``RequestSender.write``), its record not yet
+    made (``RequestSender.begin``): the exchange and the stamp taken just before the write."""
+
+    exchange: Exchange
+    sent: list[int]
 
 
 @dataclass(slots=True)
@@ -111,7 +122,8 @@ class RequestSender:
                 self.adapter.sampling.request_seed(item.index, 0))
         except Exception:  # encoded again inside the request, whose record says why
             body = None
-        return Opening(text, ids, messages, list(later or []), body)
+        message = None if body is None else self.client.message(self.adapter.stream_path, body)
+        return Opening(text, ids, messages, list(later or []), body, message)
 
     async def conversation(self, item: Item, scheduled_ns: int,
                            opening: Opening | None = None, begun: Turn | None = None) -> None:
@@ -143,19 +155,25 @@ class RequestSender:
                 ids = ids + reply_ids + turns[turn]
             scheduled_ns = 0  # later turns are sent as soon as the previous reply ends
 
-    def begin(self, item: Item, scheduled_ns: int, opening: Opening) -> Turn | None:
+    def write(self, opening: Opening) -> Written | None:
         """The conversation's first request written now, without yielding to the event loop,
         when a connection is ready for it (``HttpClient.start``); None when not (the
-        conversation then sends it as any other). ``conversation(..., begun=)`` goes on."""
-        if opening.body is None:
+        conversation then sends it as any other). Only the write: a burst of requests due
+        at one time is written first, their records made after (``begin``)."""
+        if opening.message is None:
             return None
-        t = self._turn(item, opening.ids, 0, scheduled_ns, bool(opening.turns), 0)
-        ad = self.adapter
-        t.exchange = self.client.start(ad.stream_path, opening.body, sink=partial(ad.feed, t.st),
-                                       reuse=ad.reuse_connections, sent=t.sent)
-        if t.exchange is None:
-            self.in_flight -= 1
-            return None
+        sent: list[int] = []
+        exchange = self.client.start(opening.message, reuse=self.adapter.reuse_connections,
+                                     sent=sent)
+        return None if exchange is None else Written(exchange, sent)
+
+    def begin(self, item: Item, scheduled_ns: int, opening: Opening, written: Written) -> Turn:
+        """The record and stream state of a request ``write`` has written, in the same turn
+        of the loop; ``conversation(..., begun=)`` goes on with it."""
+        t = self._turn(item, opening.ids, 0, scheduled_ns, bool(opening.turns), 0,
+                       released=written.sent[0])
+        t.sent, t.exchange = written.sent, written.exchange
+        written.exchange.stream_to(partial(self.adapter.feed, t.st))
         return t
 
     def abandon(self, t: Turn) -> None:
@@ -177,8 +195,9 @@ class RequestSender:
         self.on_record(rec.to_dict())
 
     def _turn(self, item: Item, ids: list[int], turn: int, scheduled_ns: int, keep: bool,
-              from_text: int) -> Turn:
-        """A request about to be sent: its record and stream state, counted in flight."""
+              from_text: int, released: int | None = None) -> Turn:
+        """A request about to be sent (``released``: written already, at that stamp): its
+        record and stream state, counted in flight."""
         p = item.prompt
         text = not ids
         rec = RequestRecord(index=item.index, prompt_id=p.id, category=p.category, turn=turn,
@@ -188,7 +207,8 @@ class RequestSender:
                             seed=self.adapter.sampling.request_seed(item.index, turn),
                             prompt_ids_from_text=from_text or None)
         self.in_flight += 1
-        rec.send_ns = _now_ns()  # the request left the loop; the wire stamp is in ``sent``
+        # the request left the loop; the wire stamp is in ``sent``
+        rec.send_ns = _now_ns() if released is None else released
         return Turn(rec, self._new_state(keep, text), rec.send_ns)
 
     async def one_turn(self, item: Item, ids: list[int],

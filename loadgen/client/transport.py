@@ -139,6 +139,10 @@ class _Connection(asyncio.Protocol):
         self.transport.write(payload)
         return self._done
 
+    def stream_to(self, sink: BodySink) -> None:
+        assert self._result is None, "a sink set after the response began"
+        self._sink = sink
+
     @property
     def keep_alive(self) -> bool:
         """The last response completed and allowed the connection to be reused."""
@@ -158,6 +162,11 @@ class Exchange:
     payload: bytes  # head and body, for a resend
     kind: str  # its connection: "new", "fresh" (opened for it: preopen) or "reused"
     reuse: bool  # park the connection for reuse after the response
+
+    def stream_to(self, sink: BodySink) -> None:
+        """Where the response's body goes: set in the loop turn the request was written
+        (``HttpClient.start``), before any of its bytes can be read."""
+        self.conn.stream_to(sink)
 
 
 class HttpClient:
@@ -208,21 +217,26 @@ class HttpClient:
                 return c, "reused"
         return None, "new"
 
-    def start(self, path: str, body: bytes, sink: BodySink | None = None, reuse: bool = True,
+    def message(self, path: str, body: bytes) -> bytes:
+        """A POST of ``body`` to ``path`` as written on the wire: head and body (built ahead
+        of a scheduled send, so that at its time ``start`` only writes)."""
+        return self._head(path, len(body)) + body
+
+    def start(self, message: bytes, reuse: bool = True,
               sent: list[int] | None = None) -> Exchange | None:
-        """Write a POST now, without yielding to the event loop, on a connection that is
-        ready (``_take``); None when none is (``post`` then connects). The open loop sends
-        this way at a request's scheduled time: a task would start a turn of the loop later,
-        after every stream's reads (milliseconds under load). ``post(started=...)`` awaits
-        the response."""
+        """Write ``message`` (``message()``) now, without yielding to the event loop, on a
+        connection that is ready (``_take``); None when none is (``post`` then connects). The
+        open loop sends this way at a request's scheduled time: a task would start a turn of
+        the loop later, after every stream's reads (milliseconds under load). The response's
+        body goes to the sink given by ``Exchange.stream_to`` (before the loop turns again);
+        ``post(started=...)`` awaits it."""
         reuse = reuse and not self.reuse_disabled
         conn, kind = self._take(reuse)
         if conn is None:
             return None
         if sent is not None:
             sent.append(_now_ns())
-        payload = self._head(path, len(body)) + body
-        return Exchange(conn, conn.begin(payload, sink), payload, kind, reuse)
+        return Exchange(conn, conn.begin(message, None), message, kind, reuse)
 
     def _head(self, path: str, length: int) -> bytes:
         return (f"POST {self.connector.target(path)} HTTP/1.1\r\n{self._fixed_headers}"
@@ -254,7 +268,7 @@ class HttpClient:
                 sent.append(_now_ns())
             if conn is None:
                 conn, connect_ns = await self._open()
-            payload = self._head(path, len(body)) + body
+            payload = self.message(path, body)
             started = Exchange(conn, conn.begin(payload, sink), payload, kind, reuse)
         conn, reuse = started.conn, started.reuse
         resent = False

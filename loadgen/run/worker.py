@@ -31,7 +31,7 @@ from loadgen.client.lag import LagMonitor, client_stats
 from loadgen.client.loops import Driver
 from loadgen.client.plan import Item, iter_records, share_count
 from loadgen.client.replay import text_replay
-from loadgen.client.request import Opening, RequestSender, Turn
+from loadgen.client.request import Opening, RequestSender, Turn, Written
 from loadgen.client.tally import RecordTally
 from loadgen.client.wiring import build_wire
 from loadgen.config import RunConfig
@@ -125,11 +125,9 @@ class _CountingSender(RequestSender):
 
     counter: Counter
 
-    def begin(self, item: Item, scheduled_ns: int, opening: Opening) -> Turn | None:
-        begun = super().begin(item, scheduled_ns, opening)
-        if begun is not None:
-            self.counter.value += 1
-        return begun
+    def begin(self, item: Item, scheduled_ns: int, opening: Opening, written: Written) -> Turn:
+        self.counter.value += 1
+        return super().begin(item, scheduled_ns, opening, written)
 
     async def conversation(self, item: Item, scheduled_ns: int,
                            opening: Opening | None = None, begun: Turn | None = None) -> None:
