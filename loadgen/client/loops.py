@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
+from loadgen.client import gcwindow
 from loadgen.client.plan import Item
 from loadgen.client.request import Opening, RequestSender, Turn, Written
 from loadgen.client.schedule import arrival_offsets, trace_offsets
@@ -66,6 +67,24 @@ class Driver:
         if delay > 0:
             await asyncio.wait((stopped,), timeout=delay)
         return self.stop.is_set()
+
+    async def _at(self, t_ns: int, stopped: asyncio.Task[Any]) -> bool:
+        """Wait until ``t_ns`` exactly, never returning before it (timers fire on millisecond
+        ticks: woken up to TIMER_SLACK_NS early, the loop turns, its reads going on, until the
+        time), or the stop flag; True when stopped."""
+        if await self._sleep_until(t_ns - TIMER_SLACK_NS, stopped):
+            return True
+        while _now_ns() < t_ns and not self.stop.is_set():
+            await asyncio.sleep(0)
+        return self.stop.is_set()
+
+    async def wait_until(self, t_ns: int) -> bool:
+        """``_at`` for a caller without a stop task of its own (a closed loop's start)."""
+        stopped = asyncio.get_running_loop().create_task(self.stop.wait())
+        try:
+            return await self._at(t_ns, stopped)
+        finally:
+            stopped.cancel()
 
     def cancel_all(self) -> None:
         for t in list(self.tasks):
@@ -142,9 +161,11 @@ class Driver:
         ahead: deque[tuple[Item, int, Opening]] = deque()
         tasks = []
         stopped = asyncio.get_running_loop().create_task(self.stop.wait())
+        collector = gcwindow.hold()  # collections run in the gaps between sends (_schedule)
         try:
             await self._schedule(plan, ahead, tasks, fire, stopped, direct=sem is None)
         finally:
+            gcwindow.release(collector)
             stopped.cancel()
         self.mark_window_end()
         await self.wait(tasks)
@@ -172,12 +193,10 @@ class Driver:
                         (nxt := next(plan, None)) is not None:
                     ahead.append((*nxt, sender.opening(nxt[0])))
                 sender.client.preopen(sum(1 for a in ahead if a[1] <= due + PREOPEN_LEAD_NS))
-                if await self._sleep_until(due - TIMER_SLACK_NS, stopped):
+                if due - _now_ns() > gcwindow.GAP_NS:
+                    gcwindow.collect_due()
+                if await self._at(due, stopped):
                     break
-                # Timers fire on millisecond ticks: woken up to TIMER_SLACK_NS early, the loop
-                # turns (its reads go on) until the time; never sending before it.
-                while _now_ns() < due:
-                    await asyncio.sleep(0)
             # Every send due by now is written first, one after another (a trace's burst:
             # many at one instant); their records and tasks are made after the last write.
             burst: list[tuple[Item, int, Opening, Written | None]] = []
@@ -191,3 +210,4 @@ class Driver:
                     task.add_done_callback(
                         lambda t, b=begun: t.cancelled() and sender.abandon(b))
                 tasks.append(task)
+            gcwindow.collect_due(overdue_only=True)  # no gap for long: memory stays bounded
