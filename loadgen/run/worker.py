@@ -269,12 +269,7 @@ class WorkerCore:
         # an open loop waits for its schedule's origin itself, opening the connections of its
         # first sends meanwhile (client/loops.py); a closed loop starts at the origin
         if start_ns is not None and not drv.stop.is_set() and cfg.load.request_rate is None:
-            delay = (start_ns - _now_ns()) / 1e9
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(drv.stop.wait(), delay)
-            while _now_ns() < start_ns and not drv.stop.is_set():
-                await asyncio.sleep(0)
+            await drv.wait_until(start_ns)
         drv.new_window()
         lag = LagMonitor()
         cpu0 = time.process_time()
