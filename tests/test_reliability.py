@@ -191,7 +191,8 @@ def test_two_quick_ctrl_c_still_leave_a_summary(synthetic, tmp_path):
 
 def test_ctrl_c_while_the_run_starts_is_one_line(tmp_path):
     """A listener that accepts and never answers: the run is stuck in its start (probes);
-    Ctrl-C there ends it at once with a valid (empty) summary, no traceback."""
+    Ctrl-C there ends it at once with a valid (empty) summary, no traceback: the probe and
+    the first scrape are cut, not waited for until their bound (no timeout warning)."""
     ds = make_dataset(tmp_path / "ds.jsonl", n=2)
     out = tmp_path / "out"
     with socket.socket() as srv:
@@ -206,7 +207,10 @@ def test_ctrl_c_while_the_run_starts_is_one_line(tmp_path):
         _, err = proc.communicate(timeout=60)
         conn.close()
     assert proc.returncode == 130 and "Traceback" not in err, err
-    assert summary_of(out).interrupted and status_of(out) == "interrupted"
+    s = summary_of(out)
+    assert s.interrupted and status_of(out) == "interrupted"
+    assert any("interrupted during start-up" in w for w in s.warnings), s.warnings
+    assert not any("probe failed" in w or "within 5 s" in w for w in s.warnings), s.warnings
 
 
 # -- 7. run directories are never replaced silently -----------------------------------------

@@ -48,7 +48,7 @@ from loadgen.engines import adapter_for
 from loadgen.results.facts import RecordsFile, RunFacts, WindowFacts
 from loadgen.results.summary import ClientStats
 from loadgen.run.handles import WorkerDied, WorkerHandle
-from loadgen.run.merge import ClockOffset, account_dead, merge_client, probe_clock
+from loadgen.run.merge import ClockOffset, account_deaths, merge_client, probe_clock
 from loadgen.run.windows import category_windows, needs_first_request
 from loadgen.run.worker import Phase
 
@@ -81,6 +81,7 @@ class Coordinator:
         # the command's StopSignals take SIGINT/SIGTERM (else this coordinator's loop does)
         self.own_signals = True
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None  # set on interrupt (execute's loop)
         self.scrapes = scrapes_for(cfg, self.adapter, self.warnings)
         # other exporters (GPU power, CPU) over the same windows (--telemetry)
         self.telemetry = Telemetry(cfg.measurement.telemetry, self.warnings,
@@ -108,6 +109,8 @@ class Coordinator:
 
     def interrupt(self) -> None:
         self.interrupted = True
+        if self._stopped is not None:
+            self._stopped.set()
         self._stop_workers()
 
     def _stop_workers(self) -> None:
@@ -155,16 +158,16 @@ class Coordinator:
                 self.first_ok_has_sd = res["first_ok_has_sd"]
             if res["max_index"] is not None:
                 self.max_index = max(self.max_index or 0, res["max_index"])
-            if res.get("failure") and self.failure is None:
-                self.failure = res["failure"]
-                self._stop_workers()
+            self._fail(res.get("failure"))
 
     def _on_phase_done(self, fut: Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            self._fail(fut.result().get("failure"))
+
+    def _fail(self, failure: str | None) -> None:
         """A worker that cannot write its records stops the run at once."""
-        if fut.cancelled() or fut.exception() is not None:
-            return
-        if fut.result().get("failure") and self.failure is None:
-            self.failure = fut.result()["failure"]
+        if failure and self.failure is None:
+            self.failure = failure
             self._stop_workers()
 
     async def _phase(self, phase: Phase) -> None:
@@ -185,6 +188,9 @@ class Coordinator:
     # -- the run ----------------------------------------------------------------------------
     async def execute(self) -> None:
         loop = self._loop = asyncio.get_running_loop()
+        self._stopped = asyncio.Event()
+        if self.interrupted:
+            self._stopped.set()
         for sig in (signal.SIGINT, signal.SIGTERM) if self.own_signals else ():
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.interrupt)
@@ -207,19 +213,39 @@ class Coordinator:
                 self.offsets[k] = await loop.run_in_executor(None, probe_clock, h.clock_ns)
         async with self.wire.http_client(timeout=cfg.endpoint.probe_timeout_s) as http:
             try:
-                if not self.stopping:
-                    await self._start(http)
-                if not self.stopping:
+                started = not self.stopping and await self._unless_interrupted(
+                    self._start(http))
+                if started and not self.stopping:
                     await self._phases(http)
                 if self.host_monitor is not None:  # the drain included
                     self.host = self.host_monitor.stop()
-                await asyncio.gather(self.scrapes.take(http, "run_end"),  # interrupted too
-                                     self.telemetry.take("run_end"))
+                if started:  # interrupted too, once the run_start scrapes were taken
+                    await asyncio.gather(self.scrapes.take(http, "run_end"),
+                                         self.telemetry.take("run_end"))
             finally:
                 await self.telemetry.aclose()
                 if self.host_monitor is not None:
                     self.host_monitor.stop()  # interrupted: stop its thread (idempotent)
                 await self.adapter.stop_polling()
+
+    async def _unless_interrupted(self, coro: Any) -> bool:
+        """Run ``coro`` (the start: probe, first scrapes, prefix-cache preparation, each
+        bounded by the probe timeout) unless an interrupt comes first: then it is cancelled
+        at once (Ctrl-C does not wait for a silent server's timeouts) and False returned."""
+        assert self._stopped is not None
+        task, stop = asyncio.ensure_future(coro), asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait((task, stop), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not task.done():
+                task.cancel()
+                self.warnings.append("interrupted during start-up (the probe and the first "
+                                     "scrapes): no request was sent")
+        with contextlib.suppress(asyncio.CancelledError):  # cancelled here: False
+            await task  # its exception, if it failed
+            return True
+        return False
 
     async def _start(self, http: httpx.AsyncClient) -> None:
         cfg = self.cfg
@@ -338,23 +364,12 @@ class Coordinator:
     # -- after the run ------------------------------------------------------------------------
     def account(self) -> None:
         """Each dead worker's unfinished conversations become error records in its file."""
-        for k, reason in enumerate(self.deaths):
-            if reason is None:
-                continue
-            h = self.handles[k]
-            error = (f"worker {k} died with its node: this request was started, its record "
-                     f"was lost" if h.records_lost else None)
-            added = account_dead(self.cfg.out / h.describe()["shard"], self.cfg, self.prompts,
-                                 k, len(self.handles), h.issued(), f"worker {k} died", error)
-            what = "started" if h.records_lost else "in flight"
-            self.warnings.append(f"{reason}: {added} request(s) {what} accounted as errors; "
-                                 f"the other workers went on{h.shard_note}")
+        self.warnings += account_deaths(self.cfg, self.prompts, self.handles, self.deaths)
 
     def client_stats(self) -> ClientStats | None:
-        nodes = [h.node for h in self.handles]
         if all(r is None for r in self.results) and not any(self.deaths):
             return None
-        client = merge_client(self.results, nodes, self.deaths,
+        client = merge_client(self.results, [h.node for h in self.handles], self.deaths,
                               self.cfg.measurement.lag_threshold_ms)
         if self.in_process:
             client.workers = None  # one worker: its figures are the client's

@@ -7,7 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loadgen.analysis.metrics import stats
 from loadgen.client.plan import iter_items
@@ -18,6 +18,9 @@ from loadgen.results.summary import (
     ClientStats,
     WorkerClient,
 )
+
+if TYPE_CHECKING:
+    from loadgen.run.handles import WorkerHandle
 
 _now_ns = time.monotonic_ns
 
@@ -84,6 +87,25 @@ def account_dead(shard: Path, cfg: RunConfig, prompts: PromptFile, index: int, w
     finally:
         writer.close()
     return added
+
+
+def account_deaths(cfg: RunConfig, prompts: PromptFile, handles: list[WorkerHandle],
+                   deaths: list[str | None]) -> list[str]:
+    """Each dead worker's unfinished conversations as error records in its file
+    (``account_dead``); a warning each."""
+    warnings = []
+    for k, reason in enumerate(deaths):
+        if reason is None:
+            continue
+        h = handles[k]
+        error = (f"worker {k} died with its node: this request was started, its record "
+                 f"was lost" if h.records_lost else None)
+        added = account_dead(cfg.out / h.describe()["shard"], cfg, prompts, k, len(handles),
+                             h.issued(), f"worker {k} died", error)
+        what = "started" if h.records_lost else "in flight"
+        warnings.append(f"{reason}: {added} request(s) {what} accounted as errors; the other "
+                        f"workers went on{h.shard_note}")
+    return warnings
 
 
 def _cut_torn_tail(path: Path) -> None:
