@@ -17,12 +17,44 @@ from loadgen.client import gcwindow
 from loadgen.client.plan import Item
 from loadgen.client.request import Opening, RequestSender, Turn, Written
 from loadgen.client.schedule import arrival_offsets, trace_offsets
+from loadgen.client.waker import Waker
 
 _now_ns = time.monotonic_ns
 # a connection is opened this long before each scheduled send (HttpClient.preopen): far
 # longer than a connect, far shorter than any server's idle keep-alive timeout (5 s and up)
 PREOPEN_LEAD_NS = 200_000_000
-TIMER_SLACK_NS = 1_000_000  # libuv's (and epoll's) timer resolution
+# The loop's timer (millisecond ticks: up to ~1.4 ms late on a busy loop) wakes a wait this
+# long before its time, the waker thread (client/waker.py) WAKER_EARLY_NS before it, and the
+# loop turns the rest, its reads going on (never returning before the time).
+TIMER_SLACK_NS = 2_000_000
+WAKER_EARLY_NS = 200_000
+# later sends are prepared (encoded: ~0.15 ms for 14k ids) only while the next send is at least
+# this far off
+PREPARE_GUARD_NS = 2_000_000
+
+
+async def wait_until(t_ns: int, waker: Waker | None,
+                     stopped: asyncio.Future[Any] | None = None) -> bool:
+    """Wait until ``t_ns`` (monotonic) exactly, never returning before it, or until
+    ``stopped`` is done (True then): a loop timer TIMER_SLACK_NS early, the ``waker`` thread
+    (None: not used) WAKER_EARLY_NS early, loop turns to the time. The timer wakes this
+    coroutine in the loop turn it fires (``asyncio.wait``), where ``wait_for`` would first
+    cancel its inner task and resume a turn or two later."""
+    delay = (t_ns - TIMER_SLACK_NS - _now_ns()) / 1e9
+    if delay > 0:
+        if stopped is None:
+            await asyncio.sleep(delay)
+        else:
+            await asyncio.wait((stopped,), timeout=delay)
+    if stopped is not None and stopped.done():
+        return True
+    if waker is not None and t_ns - WAKER_EARLY_NS > _now_ns():
+        await waker.until(t_ns - WAKER_EARLY_NS)
+    while _now_ns() < t_ns:
+        if stopped is not None and stopped.done():
+            return True
+        await asyncio.sleep(0)
+    return False
 
 
 class Driver:
@@ -59,30 +91,19 @@ class Driver:
                 self.failures.append(res)
 
     async def _sleep_until(self, t_ns: int, stopped: asyncio.Task[Any]) -> bool:
-        """Wait until ``t_ns`` (monotonic) or the stop flag (``stopped``: a task waiting for
-        it); True when stopped. The timer wakes this coroutine in the loop turn it fires
-        (``asyncio.wait``), where ``wait_for`` would first cancel its inner task and resume a
-        turn or two later: each turn of a loop busy with streams can take milliseconds."""
+        """Wait until about ``t_ns`` (the loop's timer, millisecond ticks) or the stop flag
+        (``stopped``: a task waiting for it); True when stopped."""
         delay = (t_ns - _now_ns()) / 1e9
         if delay > 0:
             await asyncio.wait((stopped,), timeout=delay)
         return self.stop.is_set()
 
-    async def _at(self, t_ns: int, stopped: asyncio.Task[Any]) -> bool:
-        """Wait until ``t_ns`` exactly, never returning before it (timers fire on millisecond
-        ticks: woken up to TIMER_SLACK_NS early, the loop turns, its reads going on, until the
-        time), or the stop flag; True when stopped."""
-        if await self._sleep_until(t_ns - TIMER_SLACK_NS, stopped):
-            return True
-        while _now_ns() < t_ns and not self.stop.is_set():
-            await asyncio.sleep(0)
-        return self.stop.is_set()
-
     async def wait_until(self, t_ns: int) -> bool:
-        """``_at`` for a caller without a stop task of its own (a closed loop's start)."""
+        """``wait_until`` (module) for a caller without a stop task (a closed loop's
+        start); True when stopped."""
         stopped = asyncio.get_running_loop().create_task(self.stop.wait())
         try:
-            return await self._at(t_ns, stopped)
+            return await wait_until(t_ns, None, stopped) or self.stop.is_set()
         finally:
             stopped.cancel()
 
@@ -162,9 +183,12 @@ class Driver:
         tasks = []
         stopped = asyncio.get_running_loop().create_task(self.stop.wait())
         collector = gcwindow.hold()  # collections run in the gaps between sends (_schedule)
+        waker = Waker.create()  # None (not Linux): the loop turns through TIMER_SLACK_NS
         try:
-            await self._schedule(plan, ahead, tasks, fire, stopped, direct=sem is None)
+            await self._schedule(plan, ahead, tasks, fire, stopped, waker, direct=sem is None)
         finally:
+            if waker is not None:
+                waker.close()
             gcwindow.release(collector)
             stopped.cancel()
         self.mark_window_end()
@@ -174,7 +198,7 @@ class Driver:
                         ahead: deque[tuple[Item, int, Opening]], tasks: list[asyncio.Task[Any]],
                         fire: Callable[[Item, int, Opening, Turn | None],
                                        Coroutine[Any, Any, None]],
-                        stopped: asyncio.Task[Any], direct: bool) -> None:
+                        stopped: asyncio.Task[Any], waker: Waker | None, direct: bool) -> None:
         """Send each planned item at its due time (open_loop). ``direct`` (no concurrency
         cap): the request is written here, in the turn of the loop its time came
         (``RequestSender.write``, its bytes built ahead), and a task carries it on."""
@@ -189,13 +213,16 @@ class Driver:
             if due - _now_ns() > 0:
                 if await self._sleep_until(due - PREOPEN_LEAD_NS, stopped):
                     break
+                # the sends due within the lead, prepared while this one's time allows (a
+                # burst of long prompts takes milliseconds to encode; the rest waits a gap)
                 while ahead[-1][1] <= due + PREOPEN_LEAD_NS and \
+                        due - _now_ns() > PREPARE_GUARD_NS and \
                         (nxt := next(plan, None)) is not None:
                     ahead.append((*nxt, sender.opening(nxt[0])))
                 sender.client.preopen(sum(1 for a in ahead if a[1] <= due + PREOPEN_LEAD_NS))
                 if due - _now_ns() > gcwindow.GAP_NS:
                     gcwindow.collect_due()
-                if await self._at(due, stopped):
+                if await wait_until(due, waker, stopped):
                     break
             # Every send due by now is written first, one after another (a trace's burst:
             # many at one instant); their records and tasks are made after the last write.
