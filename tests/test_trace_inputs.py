@@ -259,3 +259,35 @@ def test_a_malformed_header_is_refused_without_echoing_it(tmp_path, loadgen_cli,
                     "--out", tmp_path / "o")
     assert r.returncode == 2 and "expected 'Name: value'" in r.stderr, r.stderr
     assert "SECRET" not in r.stderr + r.stdout
+
+
+def test_ctrl_c_during_a_replay_says_how_many_of_the_trace_were_measured(synthetic, tmp_path):
+    """Ctrl-C mid-replay: exit 130, no traceback, and a last line counting the requests measured
+    against the trace's planned ones (before: the summary table's "of N" was the measured count
+    alone, so a cut replay read like a whole one)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    eng = synthetic("--step-base-ms", "2")
+    out = tmp_path / "o"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
+         "--dataset", str(_trace_prompts(tmp_path)), "--arrival", "trace", "--time-scale",
+         "0.05", "--out", str(out), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    deadline = time.monotonic() + 60
+    records = out / "requests.jsonl"
+    while not (records.exists() and len(records.read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    summary = json.loads((out / "summary.json").read_text())
+    total = summary["requests"]["total"]
+    assert proc.returncode == 130 and "Traceback" not in err and 2 <= total < 8, err
+    assert err.strip().splitlines()[-1] == (f"loadgen run: interrupted: {total} requests "
+                                            f"measured of the 8 planned; what was measured is "
+                                            f"in {out}")
