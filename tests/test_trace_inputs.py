@@ -122,6 +122,9 @@ def tok():
         pytest.skip(f"SmolLM2 tokenizer unavailable: {exc}")
 
 
+COLS = ("--columns", "arrival=t,input=i,output=o")  # the 6-row trace's columns
+
+
 @pytest.fixture
 def build(tok, tmp_path, loadgen_cli, monkeypatch):
     """``build(trace, *flags)``: ``loadgen data build trace`` in this process, the module's
@@ -134,7 +137,7 @@ def build(tok, tmp_path, loadgen_cli, monkeypatch):
 
     def run(*flags: object):
         r = loadgen_cli("data", "build", "trace", "--tokenizer", "smollm2", "--data-root", root,
-                        "--columns", "arrival=t,input=i,output=o", *flags)
+                        *flags)
         assert "Traceback" not in r.stderr
         return r
 
@@ -181,7 +184,7 @@ def test_outputs_and_seed_are_checked_before_the_build(build, tmp_path, argv, me
 
     argv = [fill(a) for a in argv]
     out = [] if "--out" in argv else ["--out", tmp_path / "o.jsonl"]
-    _one_error(build(tmp_path / "t.csv", *out, *argv), fill(message))
+    _one_error(build(tmp_path / "t.csv", *COLS, *out, *argv), fill(message))
     assert not (tmp_path / "o.jsonl").exists()
 
 
@@ -192,7 +195,7 @@ def test_huge_limit_and_weights_unordered_rows_replace_an_existing_file_whole(bu
     .partial file is left behind."""
     out = tmp_path / "o.jsonl"
     out.write_text("an older prompt file\n")
-    r = build(tmp_path / "t.csv", "--out", out, "--limit", 10**20,
+    r = build(tmp_path / "t.csv", *COLS, "--out", out, "--limit", 10**20,
               "--category-mix", "coding=1e308,rag=1e308")
     assert r.returncode == 0, r.stderr
     assert "t.csv: 1 row arrives before the row above" in r.stderr
@@ -291,3 +294,19 @@ def test_ctrl_c_during_a_replay_says_how_many_of_the_trace_were_measured(synthet
     assert err.strip().splitlines()[-1] == (f"loadgen run: interrupted: {total} requests "
                                             f"measured of the 8 planned; what was measured is "
                                             f"in {out}")
+
+
+def test_columns_are_never_ignored(build, tmp_path):
+    """--columns on a trace whose columns are Azure's: the mapping is used (before: the format
+    was detected as Azure and the mapping, here its category column, silently dropped); with
+    --format azure or mooncake it is refused."""
+    trace = tmp_path / "az.csv"
+    trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens,kind\n"
+                     "2023-11-16 18:15:46.68,12,3,cooking\n2023-11-16 18:15:47.0,9,4,coding\n")
+    cols = "arrival=TIMESTAMP,input=ContextTokens,output=GeneratedTokens,category=kind"
+    out = tmp_path / "o.jsonl"
+    r = build(trace, "--out", out, "--columns", cols)
+    _one_error(r, "row 1: category 'cooking' is not in the mix")
+    _one_error(build(trace, "--out", out, "--columns", cols, "--format", "azure"),
+               "--columns maps a generic trace's columns: not with --format azure")
+    assert not out.exists()

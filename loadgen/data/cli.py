@@ -148,7 +148,11 @@ def _cmd_trace(args: argparse.Namespace) -> int:
         cats = load_recipe("qualitative").categories
         mix = parse_mix(args.category_mix, cats) if args.category_mix else dict.fromkeys(
             cats, 1 / len(cats))
-        spec = TraceSpec(Path(args.trace), fmt=args.format,
+        if args.columns and args.format in ("azure", "mooncake"):
+            raise TraceError(f"--columns maps a generic trace's columns: not with --format "
+                             f"{args.format}")
+        # a column mapping says the trace is generic, even when its columns are Azure's
+        spec = TraceSpec(Path(args.trace), fmt="generic" if args.columns else args.format,
                          mapping=parse_mapping(args.columns) if args.columns else None,
                          time_unit=args.time_unit, block_size=args.block_size)
         window = parse_window(args.window) if args.window else None
