@@ -155,8 +155,8 @@ def _main(args: argparse.Namespace, signals) -> int:
                       confirm=args.confirm, max_runs=args.max_runs, max_time=args.max_time,
                       max_level=args.max_level)
     spec.validate()
-    if args.target_rate is not None and not args.target_rate > 0:
-        raise ValueError("--target-rate must be > 0")
+    if args.target_rate is not None and not 0 < args.target_rate < float("inf"):
+        raise ValueError(f"--target-rate must be a finite number > 0, not {args.target_rate:g}")
     if not 0 <= args.headroom < 10:
         raise ValueError("--headroom must be in [0, 10), e.g. 0.2 for 20%")
     targets = _targets(args)
@@ -168,13 +168,19 @@ def _main(args: argparse.Namespace, signals) -> int:
     engine = args.engine or args.serve or "vllm"
     # every value checked before anything starts or is written
     RunConfig.build(endpoint="http://127.0.0.1", engine=engine, out=Path("."), concurrency=1,
-                    **{**run_opts, "num_requests": run_opts["num_requests"] or 1})
+                    **{**run_opts, "num_requests": 1 if args.num_requests is None
+                       else args.num_requests})
     try:
         prompts, ds_path = load_dataset({"path": args.dataset}, Path("."), engine, run_opts)
     except (OSError, PromptFileError) as exc:
         raise ValueError(f"--dataset {args.dataset}: {exc}") from None
     sliced = trace_slice(prompts, args.num_requests, args.warmup_requests, args.duration) \
         if trace else None
+    if trace:
+        from loadgen.client.trace import check_time_scale
+
+        check_time_scale("--start", spec.start)
+        check_time_scale("--max-level", spec.max_level)
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a directory")

@@ -268,6 +268,10 @@ def _main(args: argparse.Namespace, signals) -> int:
         print_summary(summary)
         print(f"results in {out}")
     if summary.interrupted:
+        planned = cfg.load.num_requests
+        print(f"loadgen run: interrupted: {summary.requests.total} requests measured"
+              + (f" of the {planned} planned" if planned else "")
+              + f"; what was measured is in {out}", file=sys.stderr)
         return signals.exit_code
     if summary.requests.ok == 0:
         reasons = summary.error_reasons or {}

@@ -127,8 +127,9 @@ def parse_header(spec: str, environ: dict[str, str] | None = None) -> tuple[str,
     name, sep, value = spec.partition(":")
     name, value = name.strip(), value.strip()
     if not sep or not _TOKEN.match(name):
-        raise EndpointError(f"--header {name[:40]!r}...: expected 'Name: value' with a valid "
-                            "header name")
+        # the text is not echoed: without its colon, a header's value (a key) is in it
+        raise EndpointError("--header: expected 'Name: value' with a valid header name (the "
+                            "text given is not shown: it may hold a secret)")
     if value.startswith(ENV_PREFIX):
         var = value[len(ENV_PREFIX):]
         if var not in env or not env[var]:

@@ -15,6 +15,17 @@ from itertools import pairwise
 from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile
 
+# the time scales a replay accepts: beyond them a schedule is a burst of everything at once or
+# a replay of years, and ``1e9 / scale`` (nanoseconds per trace second) leaves float range
+TIME_SCALES = (1e-6, 1e6)
+
+
+def check_time_scale(flag: str, scale: float) -> None:
+    """ValueError (one line) unless ``scale`` lies in TIME_SCALES."""
+    if not TIME_SCALES[0] <= scale <= TIME_SCALES[1]:
+        raise ValueError(f"{flag} must be from {TIME_SCALES[0]:g} to {TIME_SCALES[1]:g} "
+                         f"(a time scale), not {scale:g}")
+
 
 @dataclass(slots=True)
 class TraceSchedule:
@@ -49,7 +60,12 @@ def trace_schedule(prompts: PromptFile, time_scale: float | None = None,
             raise ValueError("--target-rate: the trace's requests all arrive at once; use "
                              "--time-scale")
         time_scale = target_rate / native
+        if not TIME_SCALES[0] <= time_scale <= TIME_SCALES[1]:
+            raise ValueError(f"--target-rate {target_rate:g} is {time_scale:.3g} times the "
+                             f"trace's mean rate ({native:.4g} requests/s): the time scale "
+                             f"must be from {TIME_SCALES[0]:g} to {TIME_SCALES[1]:g}")
     scale = time_scale or 1.0
+    check_time_scale("--time-scale", scale)
     return TraceSchedule(rows=len(recs), span_s=span, native_rate=native, time_scale=scale,
                          offered_rate=native * scale)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -141,10 +142,17 @@ def _cmd_trace(args: argparse.Namespace) -> int:
             raise ValueError(f"--limit must be at least 1 (got {args.limit})")
         if args.block_size < 1:
             raise ValueError(f"--block-size must be at least 1 (got {args.block_size})")
+        if not 0 <= args.seed < 2**63:
+            raise ValueError(f"--seed must be a whole number from 0 to 2^63 - 1 (got "
+                             f"{args.seed})")
         cats = load_recipe("qualitative").categories
         mix = parse_mix(args.category_mix, cats) if args.category_mix else dict.fromkeys(
             cats, 1 / len(cats))
-        spec = TraceSpec(Path(args.trace), fmt=args.format,
+        if args.columns and args.format in ("azure", "mooncake"):
+            raise TraceError(f"--columns maps a generic trace's columns: not with --format "
+                             f"{args.format}")
+        # a column mapping says the trace is generic, even when its columns are Azure's
+        spec = TraceSpec(Path(args.trace), fmt="generic" if args.columns else args.format,
                          mapping=parse_mapping(args.columns) if args.columns else None,
                          time_unit=args.time_unit, block_size=args.block_size)
         window = parse_window(args.window) if args.window else None
@@ -152,6 +160,7 @@ def _cmd_trace(args: argparse.Namespace) -> int:
             raise TraceError(f"--out {args.out}: a trace prompt file is .jsonl or .jsonl.gz")
         if not spec.path.is_file():
             raise TraceError(f"{spec.path}: no such trace file")
+        _check_outputs(spec.path, args.out, args.report)
         if spec.fmt == "generic" and not spec.mapping:
             raise TraceError(f"{spec.path}: a generic trace needs --columns "
                              f"arrival=COL,input=COL,output=COL (docs/DATASETS.md, 'Traces')")
@@ -162,9 +171,37 @@ def _cmd_trace(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     print(format_report(report))
     if args.report:
-        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2))
+        try:
+            Path(args.report).write_text(json.dumps(report.to_dict(), indent=2))
+        except OSError as exc:
+            return _fail(f"--report {args.report}: cannot write it ({exc.strerror or exc}); "
+                         f"{args.out} was written")
     print(f"wrote {args.out}")
     return 0
+
+
+def _check_outputs(trace: Path, out: str, report: str | None) -> None:
+    """Before any work: ``--out`` and ``--report`` can be written, and neither is the trace
+    (which would be replaced by its own prompt file) or the other."""
+    from loadgen.data.trace_read import TraceError
+
+    paths = [("--out", Path(out))] + ([("--report", Path(report))] if report else [])
+    for flag, path in paths:
+        if path.exists() and (path.samefile(trace) or path.is_dir()):
+            what = "is the trace file itself" if path.samefile(trace) else "is a directory"
+            raise TraceError(f"{flag} {path} {what}: give another file")
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise TraceError(f"{flag} {path}: {blocker} is a file, not a folder")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TraceError(f"{flag} {path}: cannot create its folder ({exc.strerror or exc})") \
+                from None
+        if not os.access(path.parent, os.W_OK):
+            raise TraceError(f"{flag} {path}: its folder is not writable")
+    if report and Path(report).resolve() == Path(out).resolve():
+        raise TraceError(f"--report {report} is --out itself: give another file")
 
 
 def _cmd_tokenize(args: argparse.Namespace) -> int:

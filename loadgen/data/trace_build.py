@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import time
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,10 @@ def lengths(values: np.ndarray) -> Lengths:
 
 def rate_over_time(arrivals: np.ndarray) -> list[RateBucket]:
     """Arrivals per bucket; the bucket the smallest of RATE_BUCKETS giving at most
-    MAX_RATE_ROWS buckets."""
+    MAX_RATE_ROWS buckets (beyond them, the span / MAX_RATE_ROWS rounded up to hours)."""
     span = float(arrivals[-1]) if len(arrivals) else 0.0
-    width = next((w for w in RATE_BUCKETS if span / w < MAX_RATE_ROWS), RATE_BUCKETS[-1])
+    width = next((w for w in RATE_BUCKETS if span / w < MAX_RATE_ROWS),
+                 RATE_BUCKETS[-1] * (span // (RATE_BUCKETS[-1] * MAX_RATE_ROWS) + 1))
     edges = np.arange(0.0, span + width, width)
     if len(edges) < 2:
         edges = np.array([0.0, float(width)])
@@ -102,6 +104,13 @@ def build_trace(spec: TraceSpec, tok: ChatTokenizer, out: str | Path, mix: dict[
     t0 = time.perf_counter()
     fmt, rows = read_trace(spec)
     n_read = len(rows)
+    if limit is not None:
+        limit = min(limit, n_read)
+    late = sum(b.arrival_s < a.arrival_s for a, b in pairwise(rows))
+    if late and log is not None:
+        log(f"warning: {spec.path}: {late} {'row arrives' if late == 1 else 'rows arrive'} "
+            f"before the row above; the prompt file is in arrival order (trace order among "
+            f"equal times)")
     rows = select(rows, window, limit)
     root = Path(data_root) if data_root else default_data_root()
     if root is None or not root.exists():
@@ -116,13 +125,8 @@ def build_trace(spec: TraceSpec, tok: ChatTokenizer, out: str | Path, mix: dict[
     t_read = time.perf_counter()
     pool = TextPool(tok, root, sorted(set(cats)), seed, log)
     t_pool = time.perf_counter()
-    blocks = BlockFiller(pool, spec.block_size)
-    rng = np.random.default_rng([seed, 2])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    name = out.name.split(".")[0]
-    n_blocks = n_seen = reused = total_in = 0
-    hashed = any(r.hash_ids is not None for r in rows)
     arrivals = np.array([r.arrival_s for r in rows])
     report = TraceReport(
         file=str(spec.path), format=fmt, rows_read=n_read, requests=len(rows),
@@ -132,11 +136,32 @@ def build_trace(spec: TraceSpec, tok: ChatTokenizer, out: str | Path, mix: dict[
         output_len=lengths(np.array([r.output_len for r in rows])),
         rate_over_time=rate_over_time(arrivals),
         categories={c: cats.count(c) for c in sorted(set(cats))})
+    header = _header(tok, spec, fmt, window, limit, seed, mix, root)
+    header["trace"]["licenses"] = pool.licenses
     tmp = out.with_name(out.name + ".partial")
+    done = out.with_name(out.name + ".partial2")
+    try:
+        _write(tmp, out, header, rows, cats, pool, BlockFiller(pool, spec.block_size),
+               np.random.default_rng([seed, 2]), report)
+        t_write = time.perf_counter()
+        report.build_s = {"read": round(t_read - t0, 2), "pool": round(t_pool - t_read, 2),
+                          "fill_write": round(t_write - t_pool, 2)}
+        _rewrite_header(tmp, done, out, report)
+        done.replace(out)  # an existing file is replaced whole, never left half-written
+    finally:
+        tmp.unlink(missing_ok=True)
+        done.unlink(missing_ok=True)
+    return report
+
+
+def _write(tmp: Path, out: Path, header: dict[str, Any], rows: list[TraceRow],
+           cats: list[str], pool: TextPool, blocks: BlockFiller, rng: np.random.Generator,
+           report: TraceReport) -> None:
+    """The header and one record per row into ``tmp``; the report's token counts."""
+    name = out.name.split(".")[0]
+    n_blocks = n_seen = reused = total_in = 0
     opener = gzip.open if out.suffix == ".gz" else open
     with opener(tmp, "wb") as fh:
-        header = _header(tok, spec, fmt, window, limit, seed, mix, root)
-        header["trace"]["licenses"] = pool.licenses
         fh.write(orjson.dumps(header) + b"\n")
         for r, cat in zip(rows, cats, strict=True):
             start = pool.start(cat, rng)
@@ -154,14 +179,9 @@ def build_trace(spec: TraceSpec, tok: ChatTokenizer, out: str | Path, mix: dict[
                                    "arrival_s": r.arrival_s, "meta": meta},
                                   option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
     report.input_tokens = total_in
-    if hashed:
+    if any(r.hash_ids is not None for r in rows):
         report.reuse_blocks = round(n_seen / n_blocks, 6) if n_blocks else 0.0
         report.reuse_tokens = round(reused / total_in, 6) if total_in else 0.0
-    t_write = time.perf_counter()
-    report.build_s = {"read": round(t_read - t0, 2), "pool": round(t_pool - t_read, 2),
-                      "fill_write": round(t_write - t_pool, 2)}
-    _rewrite_header(tmp, out, report)
-    return report
 
 
 def _header(tok: ChatTokenizer, spec: TraceSpec, fmt: str, window, limit, seed: int,
@@ -175,16 +195,16 @@ def _header(tok: ChatTokenizer, spec: TraceSpec, fmt: str, window, limit, seed: 
                        "no chat template"})
 
 
-def _rewrite_header(tmp: Path, out: Path, report: TraceReport) -> None:
-    """Put the report into the header line (the first line is rewritten, the rest copied)."""
+def _rewrite_header(tmp: Path, dst_path: Path, out: Path, report: TraceReport) -> None:
+    """``tmp`` with the report in its header line (the first line rewritten, the rest copied)
+    into ``dst_path`` (compressed as ``out`` is)."""
     opener = gzip.open if out.suffix == ".gz" else open
-    with opener(tmp, "rb") as src, opener(out, "wb") as dst:
+    with opener(tmp, "rb") as src, opener(dst_path, "wb") as dst:
         header = orjson.loads(src.readline())
         header["trace"]["report"] = report.to_dict()
         dst.write(orjson.dumps(header) + b"\n")
         while chunk := src.read(1 << 22):
             dst.write(chunk)
-    tmp.unlink()
 
 
 def format_report(rep: TraceReport) -> str:

@@ -45,11 +45,15 @@ def parse_mix(text: str, categories: list[str]) -> dict[str, float]:
             raise ValueError(f"--category-mix: {part!r}: the weight is not a number") from None
         if not weight >= 0 or weight == float("inf"):
             raise ValueError(f"--category-mix: {part!r}: the weight must be >= 0")
-        mix[name] = mix.get(name, 0.0) + weight
-    total = sum(mix.values())
-    if total <= 0:
+        if name in mix:
+            raise ValueError(f"--category-mix: {name} is given twice")
+        mix[name] = weight
+    top = max(mix.values(), default=0.0)
+    if top <= 0:
         raise ValueError("--category-mix: the weights add up to 0")
-    return {k: v / total for k, v in mix.items() if v > 0}
+    scaled = {k: v / top for k, v in mix.items()}  # <= 1 each: their sum cannot overflow
+    total = sum(scaled.values())
+    return {k: v / total for k, v in scaled.items() if v > 0}
 
 
 @dataclass

@@ -14,8 +14,10 @@ Every row becomes a ``TraceRow``; arrivals are seconds from the first row kept.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +31,9 @@ TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 MOONCAKE_BLOCK = 512  # tokens per hash id in Mooncake's traces
 MAPPING_KEYS = ("arrival", "input", "output", "hash_ids", "category")
 REQUIRED_KEYS = ("arrival", "input", "output")
+# the longest input or output length a row may give: beyond any model's context (a larger
+# number is a corrupt row, and its prompt ids alone would take gigabytes)
+MAX_LENGTH = 1 << 24
 
 
 class TraceError(ValueError):
@@ -64,6 +69,8 @@ def parse_mapping(text: str) -> dict[str, str]:
         if not sep or not col.strip() or key.strip() not in MAPPING_KEYS:
             raise TraceError(f"--columns: {part!r} is not KEY=COLUMN with KEY one of "
                              f"{', '.join(MAPPING_KEYS)}")
+        if key.strip() in out:
+            raise TraceError(f"--columns: {key.strip()} is given twice")
         out[key.strip()] = col.strip()
     missing = [k for k in REQUIRED_KEYS if k not in out]
     if missing:
@@ -76,7 +83,10 @@ def parse_duration(text: str) -> float:
     m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([smh]?)\s*", text)
     if not m:
         raise TraceError(f"--window: {text!r} is not a time such as 90, 90s, 10m or 1h")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    seconds = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    if not math.isfinite(seconds):
+        raise TraceError(f"--window: {text[:40]!r} is too large a time")
+    return seconds
 
 
 def parse_window(text: str) -> tuple[float, float]:
@@ -98,16 +108,44 @@ def _datetime_s(text: str) -> float:
     return base + (float("0." + frac) if frac else 0.0)
 
 
-def _detect(path: Path) -> str:
+def _encoding(path: Path) -> str:
+    """The file's text encoding: UTF-16 when it starts with a UTF-16 byte-order mark (a
+    spreadsheet's "Unicode text"), else UTF-8 (a UTF-8 byte-order mark is skipped)."""
     with open(path, "rb") as fh:
-        head = fh.readline(65536)
+        bom = fh.read(2)
+    return "utf-16" if bom in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else "utf-8-sig"
+
+
+def _lines(path: Path):
+    """(line number, text) of every line of a text file, decoded (``_encoding``); a byte that
+    is not of the encoding is a ``TraceError`` naming the line."""
+    enc = _encoding(path)
+    try:
+        with open(path, encoding=enc, newline="") as fh:
+            yield from enumerate(fh, 1)
+    except UnicodeDecodeError:
+        raw = path.read_bytes()
+        try:
+            raw.decode(enc)
+            bad, line = 0, 0
+        except UnicodeDecodeError as exc:
+            bad = exc.start
+            line = raw[:bad].decode(enc, "replace").count("\n") + 1
+        name = "UTF-16" if enc == "utf-16" else "UTF-8"
+        raise TraceError(f"{path}: line {line} is not {name} text (byte 0x{raw[bad:bad + 1].hex()} "
+                         f"at offset {bad}); convert the file to UTF-8 (e.g. iconv -f latin1 "
+                         f"-t utf-8)") from None
+
+
+def _detect(path: Path) -> str:
+    head = next((line[:65536].encode() for _, line in _lines(path)), b"")
     if head.lstrip().startswith(b"{"):
         try:
             obj = orjson.loads(head)
         except orjson.JSONDecodeError:
             return "generic"
         return "mooncake" if isinstance(obj, dict) and "input_length" in obj else "generic"
-    cols = [c.strip() for c in head.decode("utf-8-sig", "replace").split(",")]
+    cols = [c.strip() for c in head.decode().split(",")]
     return "azure" if cols[:3] == ["TIMESTAMP", "ContextTokens", "GeneratedTokens"] \
         else "generic"
 
@@ -115,29 +153,28 @@ def _detect(path: Path) -> str:
 def _records(path: Path, jsonl: bool):
     """(row, dict) of a CSV (header line) or JSONL file."""
     if jsonl:
-        with open(path, "rb") as fh:
-            row = 0
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    raise TraceError(f"{path}:{lineno}: not valid JSON ({exc})") from None
-                if not isinstance(obj, dict):
-                    raise TraceError(f"{path}:{lineno}: a row must be a JSON object")
-                yield row, obj
-                row += 1
+        row = 0
+        for lineno, line in _lines(path):
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise TraceError(f"{path}:{lineno}: not valid JSON ({exc})") from None
+            if not isinstance(obj, dict):
+                raise TraceError(f"{path}:{lineno}: a row must be a JSON object")
+            yield row, obj
+            row += 1
         return
-    text = path.read_text(encoding="utf-8-sig")
-    reader = csv.DictReader(io.StringIO(text))
+    text = "".join(line for _, line in _lines(path))
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         yield from enumerate(reader)
     except csv.Error as exc:
         raise TraceError(f"{path}: malformed CSV ({exc})") from None
 
 
-def _int(value: Any, where: str, name: str, low: int) -> int:
+def _int(value: Any, where: str, name: str, low: int, high: int | None = None) -> int:
     try:
         n = int(value)
         if isinstance(value, float) and n != value:
@@ -146,22 +183,29 @@ def _int(value: Any, where: str, name: str, low: int) -> int:
         raise TraceError(f"{where}: {name} {value!r} is not a whole number") from None
     if n < low:
         raise TraceError(f"{where}: {name} is {n}, below {low}")
+    if high is not None and n > high:
+        raise TraceError(f"{where}: {name} is {n}, above {high} (no model reads or writes "
+                         f"that many tokens)")
     return n
 
 
 def _arrival(value: Any, where: str, unit: float) -> float:
+    """The arrival in seconds (any origin); a finite number, or a ``TraceError``."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value) * unit
-    text = str(value).strip()
-    try:
-        return float(text) * unit
-    except ValueError:
-        pass
-    try:
-        return _datetime_s(text)
-    except ValueError:
-        raise TraceError(f"{where}: arrival {value!r} is neither a number nor a date-time") \
-            from None
+        seconds = float(value) * unit
+    else:
+        text = str(value).strip()
+        try:
+            seconds = float(text) * unit
+        except ValueError:
+            try:
+                seconds = _datetime_s(text)
+            except ValueError:
+                raise TraceError(f"{where}: arrival {value!r} is neither a number nor a "
+                                 f"date-time") from None
+    if not math.isfinite(seconds):
+        raise TraceError(f"{where}: arrival {value!r} is not a finite time")
+    return seconds
 
 
 def read_trace(spec: TraceSpec) -> tuple[str, list[TraceRow]]:
@@ -182,8 +226,8 @@ def read_trace(spec: TraceSpec) -> tuple[str, list[TraceRow]]:
             raise TraceError(f"{path}: not an Azure or Mooncake trace: give --columns "
                              f"arrival=COL,input=COL,output=COL (docs/DATASETS.md, 'Traces')")
         mapping, unit = spec.mapping, TIME_UNITS[spec.time_unit]
-        with open(path, "rb") as fh:
-            jsonl = fh.read(4096).lstrip().startswith(b"{")
+        jsonl = next((line.lstrip().startswith("{") for _, line in _lines(path)
+                      if line.strip()), False)
     rows: list[TraceRow] = []
     for row, rec in _records(path, jsonl):
         where = f"{path}: row {row + 1}"
@@ -204,8 +248,10 @@ def read_trace(spec: TraceSpec) -> tuple[str, list[TraceRow]]:
             hashes = [_int(h, where, "hash id", 0) for h in raw]
         cat = rec.get(mapping["category"]) if "category" in mapping else None
         rows.append(TraceRow(row=row, arrival_s=_arrival(rec[mapping["arrival"]], where, unit),
-                             input_len=_int(rec[mapping["input"]], where, "input length", 1),
-                             output_len=_int(rec[mapping["output"]], where, "output length", 1),
+                             input_len=_int(rec[mapping["input"]], where, "input length", 1,
+                                            MAX_LENGTH),
+                             output_len=_int(rec[mapping["output"]], where, "output length", 1,
+                                             MAX_LENGTH),
                              hash_ids=hashes, category=str(cat) if cat else None))
     if not rows:
         raise TraceError(f"{path}: holds no rows")
