@@ -359,6 +359,8 @@ def test_open_file_limit_is_raised_to_the_hard_limit(synthetic, tmp_path):
 
 # -- 12. a server's error pages are one line ------------------------------------------------
 class _HtmlErrors(http.server.BaseHTTPRequestHandler):
+    status = 502
+
     def do_GET(self) -> None:
         self.send_response(404)
         self.end_headers()
@@ -368,7 +370,7 @@ class _HtmlErrors(http.server.BaseHTTPRequestHandler):
         body = (b"<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n"
                 b"<center><h1>502 Bad Gateway</h1></center>\n<hr><center>nginx</center>\n"
                 b"</body>\n</html>\n")
-        self.send_response(502)
+        self.send_response(self.status)
         self.send_header("content-type", "text/html")
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -391,3 +393,22 @@ def test_error_reasons_are_one_line_without_markup(tmp_path):
     finally:
         srv.shutdown()
     assert s.error_reasons == {"HTTP 502: 502 Bad Gateway 502 Bad Gateway nginx": 3}
+
+
+class _HtmlOk(_HtmlErrors):
+    status = 200  # a portal page or a misrouted gateway answering 200
+
+
+def test_a_200_page_that_is_not_an_event_stream_says_so(tmp_path):
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HtmlOk)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        ds = make_dataset(tmp_path / "ds.jsonl", n=2)
+        cfg = RunConfig.build(endpoint=f"http://127.0.0.1:{srv.server_address[1]}", engine="vllm",
+                              out=tmp_path / "o", output_len=4, concurrency=1, num_requests=2,
+                              warmup_requests=0)
+        s = run_benchmark(cfg, read_prompts(ds), argv=["t"], use_uvloop=False)
+    finally:
+        srv.shutdown()
+    [(reason, n)] = s.error_reasons.items()
+    assert n == 2 and reason.startswith("answered text/html, not an event stream ("), reason

@@ -183,6 +183,7 @@ class RequestSender:
             return
         t.taken = True
         if t.exchange is not None:
+            t.exchange.done.cancel()  # nobody awaits it: no "exception never retrieved"
             t.exchange.conn.abort()
         self.in_flight -= 1
         rec = t.rec
@@ -261,6 +262,9 @@ class RequestSender:
                 rec.error = f"HTTP {res.status}: {error_text(res.body)}"
             else:
                 reason = ad.check_complete(st)
+                ctype = res.headers.get("content-type", "")
+                if reason and not st.arrivals_ns and ctype and "event-stream" not in ctype:
+                    reason = f"answered {one_line(ctype)}, not an event stream ({reason})"
                 if reason is None and st.tokens != max_tokens:
                     reason = (f"output length {st.tokens} != requested {max_tokens} "
                               f"(finish_reason {st.finish_reason!r})")
