@@ -8,8 +8,8 @@ Load: the first ``--rows`` rows of Mooncake's conversation trace (bursts of simu
 stamping each request's first segment when it reached the host's network stack).
 
 Rows, all from one run of this script:
-- ``loadgen``: the open loop as ``loadgen run --arrival trace`` runs it (each send prepared ahead
-  and written in the event loop's turn its time comes);
+- ``loadgen``: the open loop as ``loadgen run --arrival trace`` runs it (each send prepared ahead,
+  woken for by a timerfd, written in the event loop's turn its time comes);
 - ``baseline``: the same replay with ``--max-concurrency`` above the requests, which starts each
   send in a task of its own (a turn of the loop later: every stream's reads first);
 - ``floor``: the lateness of the open loop's way of waiting at the same due times, on an idle loop
@@ -24,7 +24,6 @@ Needs the data kit (../shared/data/traces) and SmolLM2's tokenizer (cached by sc
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import shutil
 import sys
@@ -37,8 +36,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from loadgen.client.loops import TIMER_SLACK_NS
+from loadgen.client.loops import wait_until
 from loadgen.client.trace import configure, trace_schedule
+from loadgen.client.waker import Waker
 from loadgen.config import RunConfig
 from loadgen.data.prompts import PromptFile, read_prompts
 from loadgen.data.sources import default_data_root
@@ -98,21 +98,19 @@ def replay(prompts: PromptFile, path: Path, rate: float, work: Path,
 
 
 async def _timers(offsets_s: list[float]) -> np.ndarray:
-    """The open loop's way of waiting (a timer TIMER_SLACK_NS early, then loop turns until the
-    time) on an idle loop: its lateness at each distinct due time."""
-    loop = asyncio.get_running_loop()
+    """The open loop's way of waiting (``loops.wait_until`` with its timerfd waker) on an idle
+    loop: its lateness at each distinct due time."""
+    waker = Waker.create()
     t0 = time.monotonic_ns() + 50_000_000
     late = []
-    for off in sorted(set(offsets_s)):
-        due = t0 + int(off * 1e9)
-        delay = (due - TIMER_SLACK_NS - time.monotonic_ns()) / 1e9
-        if delay > 0:
-            fut = loop.create_future()
-            loop.call_later(delay, fut.set_result, None)
-            await fut
-        while time.monotonic_ns() < due:
-            await asyncio.sleep(0)
-        late.append((time.monotonic_ns() - due) / 1e6)
+    try:
+        for off in sorted(set(offsets_s)):
+            due = t0 + int(off * 1e9)
+            await wait_until(due, waker)
+            late.append((time.monotonic_ns() - due) / 1e6)
+    finally:
+        if waker is not None:
+            waker.close()
     return np.array(late)
 
 
