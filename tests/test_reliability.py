@@ -380,18 +380,22 @@ class _HtmlErrors(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_error_reasons_are_one_line_without_markup(tmp_path):
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HtmlErrors)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
+def _run_against(handler: type[http.server.BaseHTTPRequestHandler], tmp_path: Path,
+                 n: int) -> Summary:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        ds = make_dataset(tmp_path / "ds.jsonl", n=3)
+        ds = make_dataset(tmp_path / "ds.jsonl", n=n)
         cfg = RunConfig.build(endpoint=f"http://127.0.0.1:{srv.server_address[1]}", engine="vllm",
-                              out=tmp_path / "o", output_len=4, concurrency=1, num_requests=3,
+                              out=tmp_path / "o", output_len=4, concurrency=1, num_requests=n,
                               warmup_requests=0)
-        s = run_benchmark(cfg, read_prompts(ds), argv=["t"], use_uvloop=False)
+        return run_benchmark(cfg, read_prompts(ds), argv=["t"], use_uvloop=False)
     finally:
         srv.shutdown()
+
+
+def test_error_reasons_are_one_line_without_markup(tmp_path):
+    s = _run_against(_HtmlErrors, tmp_path, 3)
     assert s.error_reasons == {"HTTP 502: 502 Bad Gateway 502 Bad Gateway nginx": 3}
 
 
@@ -400,15 +404,6 @@ class _HtmlOk(_HtmlErrors):
 
 
 def test_a_200_page_that_is_not_an_event_stream_says_so(tmp_path):
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HtmlOk)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        ds = make_dataset(tmp_path / "ds.jsonl", n=2)
-        cfg = RunConfig.build(endpoint=f"http://127.0.0.1:{srv.server_address[1]}", engine="vllm",
-                              out=tmp_path / "o", output_len=4, concurrency=1, num_requests=2,
-                              warmup_requests=0)
-        s = run_benchmark(cfg, read_prompts(ds), argv=["t"], use_uvloop=False)
-    finally:
-        srv.shutdown()
+    s = _run_against(_HtmlOk, tmp_path, 2)
     [(reason, n)] = s.error_reasons.items()
     assert n == 2 and reason.startswith("answered text/html, not an event stream ("), reason
