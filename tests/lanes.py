@@ -11,6 +11,7 @@ import importlib.util
 import os
 
 FAST = "not slow"
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def _marker(args: list[str]) -> str | None:
@@ -31,3 +32,8 @@ def pytest_load_initial_conftests(early_config, parser, args: list[str]) -> None
     if (cores or 1) < 2 or importlib.util.find_spec("xdist") is None:
         return
     args[:] = [*args, "-n", str(cores), "--dist", "worksteal"]
+    # One BLAS thread per worker (the workers inherit the environment and import numpy after
+    # this): a worker per core already fills the cores, and OpenBLAS threads of two workers
+    # contending for two cores made numpy's small matrix products several times slower.
+    for var in BLAS_THREADS:
+        os.environ.setdefault(var, "1")

@@ -273,7 +273,7 @@ def test_ctrl_c_leaves_a_valid_partial_result(synthetic, tmp_path):
     env = dict(os.environ, LOADGEN_TEST_KEY="sekrit-value-123")
     proc = subprocess.Popen(
         [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
-         "--dataset", str(ds), "--output-len", "200", "--concurrency", "4",
+         "--dataset", str(ds), "--output-len", "60", "--concurrency", "4",
          "--num-requests", "400", "--warmup-requests", "0", "--out", str(out),
          "--api-key-env", "LOADGEN_TEST_KEY",
          "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

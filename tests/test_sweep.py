@@ -15,10 +15,11 @@ from loadgen.results.sweepdir import load_sweep
 from tests.synthetic_data import make_dataset
 
 # SD pays at concurrency 1 and costs at 32, verifying K+1 tokens per sequence dominating the
-# step (docs/SYNTHETIC.md): per-user speedup (10 + 1 + 0)/((10 + 4 + 1.5)/AL) = 1.34 at 1 and
-# (10 + 32)/((10 + 128 + 1.5)/AL) = 0.57 at 32, AL = 1.888. A busy host adds the same delay D
-# to every step of both engines: that favours SD, but it still costs at 32 unless D > 68 ms.
-TIMING = ["--step-base-ms", "10", "--per-token-ms", "1.0", "--draft-ms", "0.5",
+# step (docs/SYNTHETIC.md): per-user speedup (5 + 0.5 + 0)/((5 + 2 + 0.75)/AL) = 1.34 at 1 and
+# (5 + 16)/((5 + 64 + 0.75)/AL) = 0.57 at 32, AL = 1.888. A busy host adds the same delay D
+# to every step of both engines: that favours SD, but it still costs at 32 unless D > 34 ms.
+# (Every time scales with the step: a shorter step leaves these ratios as they are.)
+TIMING = ["--step-base-ms", "5", "--per-token-ms", "0.5", "--draft-ms", "0.25",
           "--accept-rates", "0.6,0.4,0.2", "--model-name", "m"]
 
 
@@ -34,7 +35,7 @@ def sweep_config(synthetic, tmp_path):
         "datasets": [{"name": "synth", "path": "ds.jsonl"}],
         "loads": {"concurrency": [1, 32]},
         "run": {"output_len": 16, "num_requests": 32, "warmup_requests": 0},
-        "slo": "tpot_p99_ms=18",
+        "slo": "tpot_p99_ms=9",
     }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))

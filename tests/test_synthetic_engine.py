@@ -345,13 +345,16 @@ def test_llamacpp_one_event_per_token_and_timings(synthetic, tmp_path):
 
 
 def test_health_loading_then_ready(synthetic):
+    engines = []  # both loading at once, each checked as soon as it listens
     for protocol in ("vllm", "llamacpp"):
         eng = synthetic("--protocol", protocol, "--load-delay", "1.0")
         assert httpx.get(eng.url + "/health").status_code == 503
         body = {"prompt": [1, 2], "max_tokens": 2, "n_predict": 2}
         path = "/completion" if protocol == "llamacpp" else "/v1/completions"
         assert httpx.post(eng.url + path, json=body).status_code == 503
-        time.sleep(1.1)
+        engines.append(eng)
+    time.sleep(1.1)  # the load delay, from the later start
+    for eng in engines:
         assert httpx.get(eng.url + "/health").status_code == 200
 
 

@@ -18,16 +18,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("transformers")
-pytest.importorskip("gguf")
-
 from loadgen.data.prompts import read_prompts
 from loadgen.data.sources import default_data_root
 from loadgen.data.trace_build import build_trace
 from loadgen.data.trace_read import TraceSpec, parse_mapping
 from loadgen.results.records import read_run_records
 from loadgen.synthetic.process import read_truth
+from tests.needs import installed_or_skip
 from tests.test_scale import ray_cluster  # noqa: F401  (the local 2-node Ray cluster fixture)
+
+installed_or_skip("transformers", "gguf")
 
 
 def _data_root() -> Path | None:
