@@ -78,11 +78,14 @@ def test_collect_due_overdue_only_waits_for_ten_thresholds(collector):
 
 def test_open_loop_collects_in_its_gaps_and_gives_the_collector_back(synthetic, loadgen_cli,
                                                                     tmp_path, collector):
-    """A run at 40 requests/s (gaps of ~25 ms): collections inside the schedule come from the
+    """A run at 80 requests/s (gaps of ~12 ms): collections inside the schedule come from the
     open loop (``collect_due``, the automatic collector held), at least one ran, every request
-    is accounted, and the collector is on again after the run."""
+    is accounted, and the collector is on again after the run. The young generation's
+    threshold is 10 here: the sends the loop holds prepared ahead (~16 within its 200 ms lead,
+    each an Opening and a tuple) pass it by the first gap, whatever else the process holds."""
+    gc.set_threshold(10, 10, 10)
     eng = synthetic("--protocol", "vllm", "--fast")
-    ds = make_dataset(tmp_path / "ds.jsonl", n=60)
+    ds = make_dataset(tmp_path / "ds.jsonl", n=24)
     seen: list[tuple[bool, bool]] = []  # (collector enabled, called by collect_due)
 
     def watch(phase: str, info: dict) -> None:
@@ -97,13 +100,13 @@ def test_open_loop_collects_in_its_gaps_and_gives_the_collector_back(synthetic, 
     gc.callbacks.append(watch)
     try:
         res = loadgen_cli("run", "--endpoint", eng.url, "--engine", "vllm", "--dataset", ds,
-                          "--out", tmp_path / "run", "--request-rate", "40", "--num-requests", "60",
-                          "--output-len", "64", "--quiet")
+                          "--out", tmp_path / "run", "--request-rate", "80", "--num-requests", "24",
+                          "--output-len", "16", "--quiet")
     finally:
         gc.callbacks.remove(watch)
     assert res.returncode == 0, res.stderr
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["requests"]["ok"] == 60
+    assert summary["requests"]["ok"] == 24
     held = [ours for enabled, ours in seen if not enabled]
     assert held and all(held)  # while held, only the open loop's own collections
     assert gc.isenabled()

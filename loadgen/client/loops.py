@@ -237,4 +237,6 @@ class Driver:
                     task.add_done_callback(
                         lambda t, b=begun: t.cancelled() and sender.abandon(b))
                 tasks.append(task)
+            if not direct:  # the tasks write their requests before anything else here
+                await asyncio.sleep(0)
             gcwindow.collect_due(overdue_only=True)  # no gap for long: memory stays bounded
