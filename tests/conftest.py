@@ -1,10 +1,11 @@
 """Shared fixtures: real servers on 127.0.0.1, started as child processes, and the CLI run in
 this process (``loadgen_cli``).
 
-The fast lane, ``python3 -m pytest -q -m "not slow"``: 421 tests in 2 min 21 s on 2 quiet cores,
-one pytest-xdist worker per core (tests/lanes.py; 4 min 9 s in one process: tokenizer loads,
-engine start-ups and CLI calls shared or in-process, the heaviest tests left a sweep of four
-cells, bootstrap coverage trials and the report's twelve runs). The whole suite (CI,
+The fast lane, ``python3 -m pytest -q -m "not slow"`` (its time on 2 quiet cores: README.md),
+runs one pytest-xdist worker per core (tests/lanes.py); its heaviest tests are the data
+builders' (the qualitative build and the recipe formats load sentence-transformers and embed a
+pool, the throughput builder tokenizes long documents), the report's twelve runs and a sweep of
+four cells. The whole suite (CI,
 ``.ci/run``) runs in one process and adds the slow lane below. Line coverage of a lane, child
 processes included (pyproject's ``[tool.coverage.run]``): ``python3 -m coverage run -m pytest
 -q -m "not slow" -n 0; python3 -m coverage combine -q; python3 -m coverage report``."""
