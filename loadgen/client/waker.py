@@ -92,7 +92,7 @@ class Waker:
         """A waker on the running loop, or None where the platform has no timerfd."""
         try:
             timer = _timerfd()
-        except (OSError, AttributeError):
+        except (OSError, AttributeError, TypeError):  # no timerfd, or no libc to load (Windows)
             return None
         return None if timer is None else cls(asyncio.get_running_loop(), timer)
 
