@@ -24,7 +24,7 @@ _now_ns = time.monotonic_ns
 # longer than a connect, far shorter than any server's idle keep-alive timeout (5 s and up)
 PREOPEN_LEAD_NS = 200_000_000
 # The loop's timer (millisecond ticks: up to ~1.4 ms late on a busy loop) wakes a wait this
-# long before its time, the waker thread (client/waker.py) WAKER_EARLY_NS before it, and the
+# long before its time, the waker's timerfd (client/waker.py) WAKER_EARLY_NS before it, and the
 # loop turns the rest, its reads going on (never returning before the time).
 TIMER_SLACK_NS = 2_000_000
 WAKER_EARLY_NS = 200_000
@@ -33,20 +33,26 @@ WAKER_EARLY_NS = 200_000
 PREPARE_GUARD_NS = 2_000_000
 
 
-async def wait_until(t_ns: int, waker: Waker | None,
-                     stopped: asyncio.Future[Any] | None = None) -> bool:
-    """Wait until ``t_ns`` (monotonic) exactly, never returning before it, or until
-    ``stopped`` is done (True then): a loop timer TIMER_SLACK_NS early, the ``waker`` thread
-    (None: not used) WAKER_EARLY_NS early, loop turns to the time. The timer wakes this
-    coroutine in the loop turn it fires (``asyncio.wait``), where ``wait_for`` would first
-    cancel its inner task and resume a turn or two later."""
-    delay = (t_ns - TIMER_SLACK_NS - _now_ns()) / 1e9
+async def sleep_until(t_ns: int, stopped: asyncio.Future[Any] | None = None) -> bool:
+    """Wait until about ``t_ns`` (monotonic; the loop's timer, millisecond ticks) or until
+    ``stopped`` is done (True then). The timer wakes this coroutine in the loop turn it fires
+    (``asyncio.wait``), where ``wait_for`` would first cancel its inner task and resume a turn
+    or two later."""
+    delay = (t_ns - _now_ns()) / 1e9
     if delay > 0:
         if stopped is None:
             await asyncio.sleep(delay)
         else:
             await asyncio.wait((stopped,), timeout=delay)
-    if stopped is not None and stopped.done():
+    return stopped is not None and stopped.done()
+
+
+async def wait_until(t_ns: int, waker: Waker | None,
+                     stopped: asyncio.Future[Any] | None = None) -> bool:
+    """Wait until ``t_ns`` (monotonic) exactly, never returning before it, or until
+    ``stopped`` is done (True then): the loop's timer TIMER_SLACK_NS early (``sleep_until``),
+    the ``waker`` (None: not used) WAKER_EARLY_NS early, loop turns to the time."""
+    if await sleep_until(t_ns - TIMER_SLACK_NS, stopped):
         return True
     if waker is not None and t_ns - WAKER_EARLY_NS > _now_ns():
         await waker.until(t_ns - WAKER_EARLY_NS)
@@ -89,14 +95,6 @@ class Driver:
         for res in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(res, BaseException) and not isinstance(res, asyncio.CancelledError):
                 self.failures.append(res)
-
-    async def _sleep_until(self, t_ns: int, stopped: asyncio.Task[Any]) -> bool:
-        """Wait until about ``t_ns`` (the loop's timer, millisecond ticks) or the stop flag
-        (``stopped``: a task waiting for it); True when stopped."""
-        delay = (t_ns - _now_ns()) / 1e9
-        if delay > 0:
-            await asyncio.wait((stopped,), timeout=delay)
-        return self.stop.is_set()
 
     async def wait_until(self, t_ns: int) -> bool:
         """``wait_until`` (module) for a caller without a stop task (a closed loop's
@@ -208,17 +206,17 @@ class Driver:
                 nxt = next(plan, None)
                 if nxt is None:
                     break
-                ahead.append((*nxt, sender.opening(nxt[0])))
+                ahead.append((*nxt, sender.opening(nxt[0], wire=direct)))
             item, due, opening = ahead[0]
             if due - _now_ns() > 0:
-                if await self._sleep_until(due - PREOPEN_LEAD_NS, stopped):
+                if await sleep_until(due - PREOPEN_LEAD_NS, stopped) or self.stop.is_set():
                     break
                 # the sends due within the lead, prepared while this one's time allows (a
                 # burst of long prompts takes milliseconds to encode; the rest waits a gap)
                 while ahead[-1][1] <= due + PREOPEN_LEAD_NS and \
                         due - _now_ns() > PREPARE_GUARD_NS and \
                         (nxt := next(plan, None)) is not None:
-                    ahead.append((*nxt, sender.opening(nxt[0])))
+                    ahead.append((*nxt, sender.opening(nxt[0], wire=direct)))
                 sender.client.preopen(sum(1 for a in ahead if a[1] <= due + PREOPEN_LEAD_NS))
                 if due - _now_ns() > gcwindow.GAP_NS:
                     gcwindow.collect_due()

@@ -101,9 +101,10 @@ class RequestSender:
     def max_tokens(self, item: Item) -> int:
         return self.cfg.load.output_len or item.prompt.max_tokens or 256
 
-    def opening(self, item: Item) -> Opening:
+    def opening(self, item: Item, wire: bool = False) -> Opening:
         """What the conversation's first request sends, its body encoded: the open loop
-        builds it ahead of the scheduled time (loadgen/client/loops.py)."""
+        builds it ahead of the scheduled time (loadgen/client/loops.py); ``wire``: its bytes
+        on the wire too, for the loop to write itself (``write``)."""
         p = item.prompt
         text = not p.prompt_token_ids  # a text record (loadgen/data/prompts.py)
         # never copied: a 14k-id list per request in flight is what a collection inside the
@@ -122,7 +123,8 @@ class RequestSender:
                 self.adapter.sampling.request_seed(item.index, 0))
         except Exception:  # encoded again inside the request, whose record says why
             body = None
-        message = None if body is None else self.client.message(self.adapter.stream_path, body)
+        message = (self.client.message(self.adapter.stream_path, body)
+                   if wire and body is not None else None)
         return Opening(text, ids, messages, list(later or []), body, message)
 
     async def conversation(self, item: Item, scheduled_ns: int,
