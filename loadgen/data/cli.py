@@ -187,9 +187,10 @@ def _check_outputs(trace: Path, out: str, report: str | None) -> None:
 
     paths = [("--out", Path(out))] + ([("--report", Path(report))] if report else [])
     for flag, path in paths:
-        if path.exists() and (path.samefile(trace) or path.is_dir()):
-            what = "is the trace file itself" if path.samefile(trace) else "is a directory"
-            raise TraceError(f"{flag} {path} {what}: give another file")
+        if path.exists() and path.samefile(trace):
+            raise TraceError(f"{flag} {path} is the trace file itself: give another file")
+        if path.is_dir():
+            raise TraceError(f"{flag} {path} is a directory: give another file")
         blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
         if blocker is not None:
             raise TraceError(f"{flag} {path}: {blocker} is a file, not a folder")
