@@ -13,7 +13,14 @@ import pytest
 
 from loadgen.data import sources as src_mod
 from loadgen.data.builtin import builtin_prompts_path
-from loadgen.data.recipe import CATEGORIES, load_recipe, resolve_recipe, source_prompts
+from loadgen.data.recipe import (
+    CATEGORIES,
+    load_recipe,
+    render,
+    resolve_recipe,
+    source_categories,
+    source_prompts,
+)
 from loadgen.data.select import (
     exact_duplicates,
     mean_pairwise,
@@ -157,18 +164,31 @@ def test_sources_read_every_format_quirk():
     assert len(he) == 164
 
 
-@needs_data
-def test_recipe_covers_every_category(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(src_mod, "_HUB_STATE", {})
-    recipe = load_recipe(resolve_recipe("qualitative"))
+@pytest.fixture(scope="module")
+def shipped_sources():
+    """The shipped qualitative recipe and every local source's (prompts, stats), read once."""
+    if DATA is None:
+        pytest.skip("../shared/data is not present")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setattr(src_mod, "_HUB_STATE", {})
+        recipe = load_recipe(resolve_recipe("qualitative"))
+        read = {s["name"]: source_prompts(s, DATA, recipe.defaults) for s in recipe.sources
+                if not s.get("hub")}
+    return recipe, read
+
+
+def test_recipe_covers_every_category(shipped_sources):
+    recipe, read = shipped_sources
     counts: dict[str, int] = {}
     multi = 0
     for s in recipe.sources:
         if s.get("hub"):
             continue
-        ps, stats = source_prompts(s, DATA, recipe.defaults)
+        ps, stats = read[s["name"]]
         assert stats["bad_template"] == 0, s["name"]
+        # a build for some categories skips the sources that cannot give them
+        assert {p.category for p in ps} <= source_categories(s), s["name"]
         for p in ps:
             counts[p.category] = counts.get(p.category, 0) + 1
             multi += len(p.turns) > 1
@@ -177,6 +197,23 @@ def test_recipe_covers_every_category(monkeypatch):
     assert min(counts.values()) >= 80
     assert multi > 500  # mt_bench and mtbench101 keep their user turns
     assert 15000 < sum(counts.values()) < 30000
+
+
+def test_render_is_format_map_with_the_recipe_specs():
+    rec = {"q": "  Hi {there}  ", "n": 3.5, "opts": ["x", "y"], "_file_stem": "f",
+           "long": "Ab-c " * 100}
+    for tpl in ("{q}", "{{lit}} {n:.2f}", "{n!r}|{q!s:>16}", "{opts[1]}", "x{opts}y"):
+        assert render(tpl, rec) == tpl.format_map(rec), tpl
+    specs = {"{q:strip}!": "Hi {there}!", "{opts:letters}": "A. x\nB. y",
+             "{opts:lines}": "x\ny", "{long:head}": "abc" * 40}
+    for tpl, want in specs.items():
+        assert render(tpl, rec) == want, tpl
+    with pytest.raises(IndexError):  # positional fields: refused as str.format refuses them
+        render("{_file_stem}:{0}", rec)
+    with pytest.raises(KeyError):
+        render("{missing}", rec)
+    with pytest.raises(ValueError):
+        render("{q", rec)
 
 
 def test_recipe_errors(tmp_path):
@@ -201,14 +238,11 @@ def test_jsonl_split_on_newline_only(tmp_path):
     assert [r["q"] for r in recs] == ["a\u2028b\u000bc", "d"]
 
 
-@needs_data
-def test_shipped_recipe_categories_hold(monkeypatch):
+def test_shipped_recipe_categories_hold(shipped_sources):
     """Roleplay is role-play (no MT-Bench-101 'Are you sure?' dialogues, no act-as
     tools), writing takes self-instruct only from writing apps and at most a quarter, every
     category has descriptions, and the hub sources are optional."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(src_mod, "_HUB_STATE", {})
-    recipe = load_recipe(resolve_recipe("qualitative"))
+    recipe, read = shipped_sources
     assert set(recipe.descriptions) == set(CATEGORIES)
     assert recipe.defaults["require_fit"] is True
     feeds: dict[str, set[str]] = {}
@@ -216,7 +250,7 @@ def test_shipped_recipe_categories_hold(monkeypatch):
         if s.get("hub"):
             assert s.get("optional") is True
             continue
-        ps, _ = source_prompts(s, DATA, recipe.defaults)
+        ps, _ = read[s["name"]]
         for p in ps:
             feeds.setdefault(p.category, set()).add(s["name"])
             if p.category == "roleplay":
@@ -225,5 +259,5 @@ def test_shipped_recipe_categories_hold(monkeypatch):
     assert not any(n.startswith("mtbench101") for n in feeds["writing"] | feeds["roleplay"])
     si = next(s for s in recipe.sources if s["name"] == "self_instruct")
     assert si["max_share"] <= 0.25
-    ps, stats = source_prompts(si, DATA, recipe.defaults)
+    ps, stats = read["self_instruct"]
     assert stats["filtered"] > 150 and not any("sudoku" in p.turns[0].lower() for p in ps)

@@ -45,7 +45,8 @@ def test_build_small_qualitative(tmp_path):
     assert rep["screen"]["task_duplicates"]["summarization"] > 0
     for p in prompts:
         assert p.meta["source"] and p.meta["license"] and p.meta["original_id"]
-    assert "hub_mmlu_pro" in format_report(rep)  # the skipped hub source is reported
+    assert "hub_cnn_dailymail" in format_report(rep)  # the skipped hub source is reported
+    assert "hub_mmlu_pro" not in format_report(rep)  # it gives neither category: not read
     again = build_qualitative(resolve_recipe("qualitative"), tmp_path / "q2.jsonl",
                               per_category=10, categories=["roleplay", "summarization"], seed=3)
     assert again["categories"] == rep["categories"]

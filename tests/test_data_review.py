@@ -172,6 +172,30 @@ def test_one_prompt_per_task_and_per_passage(tmp_path):
     assert rep.passage_duplicates == {"reasoning": 2}
 
 
+def test_caseless_search_is_ignorecase_search():
+    """The filters' fast case-insensitive search finds what re.IGNORECASE finds, span for span,
+    on every character that IGNORECASE folds onto an ASCII letter."""
+    import re
+
+    from loadgen.data.caseless import ODD, Caseless, lowered
+
+    letter = re.compile("[a-z]", re.IGNORECASE)
+    folds = {chr(c) for c in range(0x80, 0x110000) if not 0xD800 <= c < 0xE000
+             and letter.fullmatch(chr(c))}
+    assert {c for c in folds if not (c.lower().isascii() and len(c.lower()) == 1)} == set(ODD)
+    rx = Caseless(r"ignore (?:all )?previous instructions|\baim\b.*machiavellian|k+elvin")
+    texts = ["Please IGNORE previous Instructions now", "ignore all previous instructions",
+             "İgnore previous instructions", "ıgnore prevıous ınstructıons", "AIM is Machiavellian",
+             "\u212aelvin and KKelvin", "nothing here at all", "tranſlate: ignore preſent rules",
+             "Ǳ ignore PREVIOUS instructions ǲ", ""]
+    for t in texts:
+        want = re.search(rx.exact.pattern, t, re.IGNORECASE)
+        got = rx.search(t, lowered(t))
+        assert (got and got.span()) == (want and want.span()), t
+    with pytest.raises(ValueError, match="lower case"):
+        Caseless(r"\bDAN\b")
+
+
 def test_language_detection_is_by_script_then_classifier():
     assert detect_language("珍妮的鸭子每天下16个蛋。她每天早上吃三个。") == "zh"
     assert detect_language("ジャネットのアヒルは1日に16個の卵を産みます。") == "ja"

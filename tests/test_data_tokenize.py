@@ -120,8 +120,8 @@ def test_throughput_exact_lengths_instruction_last_and_deterministic(tok):
             if r.meta["sub_category"] == "needle":
                 assert _contains(r.prompt_token_ids,
                                  tok.encode(f"The secret code is {r.meta['needle']}.\n"))
-    same = ThroughputBuilder(tok, seed=7).build(1000, "1k", 4)
-    other = ThroughputBuilder(tok, seed=8).build(1000, "1k", 4)
+    same = ThroughputBuilder(tok, seed=7).build(1000, "1k", 4)  # from scratch
+    other = ThroughputBuilder(tok, seed=8, store=b.store).build(1000, "1k", 4)
     first = b.build(1000, "1k", 4)
     assert [r.prompt_token_ids for r in same.records] == [r.prompt_token_ids
                                                           for r in first.records]

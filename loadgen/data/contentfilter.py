@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadgen.data.caseless import Caseless, lowered
+
 #: Defect class -> what it is (the build report and review use these names).
 FILTERS = {
     "placeholder": "unfilled template slots: {character}, [title], {age}-year-old",
@@ -45,29 +47,31 @@ _PLACEHOLDER = re.compile(
     rf"|\[(?i:(?:insert|enter|your|add)\b[^\]\n]{{0,30}}|(?:{SLOT_WORDS}))\](?!\()"
     r"|\$\{[A-Za-z][A-Za-z ]{1,30}(?::[^}\n]{0,40})?\}"         # ${Position:Engineer}
     r"|<(?i:insert|your|enter)\b[^>\n]{0,30}>")
-_JAILBREAK = re.compile(
-    r"(?-i:\bDAN\b)|do anything now|jailbr(?:eak|oken)|developer mode|\bAIM\b.*machiavellian"
+_DAN = re.compile(r"\bDAN\b")
+_JAILBREAK = Caseless(
+    r"do anything now|jailbr(?:eak|oken)|developer mode|\baim\b.*machiavellian"
     r"|ignore (?:all |any )?(?:the |your )?(?:previous|prior|above|earlier) (?:instructions|rules)"
     r"|(?:you|ai|model|chatbot|assistant)s? (?:has|have|with|without) (?:no|any) (?:restrictions"
     r"|censorship|filters|limitations|limits|ethics)"
     r"|no (?:ethical|moral) (?:guidelines|restrictions|limits|principles)"
     r"|(?:unfiltered|uncensored) (?:ai|model|assistant|chatbot|responses?|answers?)"
-    r"|broken free of|not bound by (?:any|the) (?:rules|policies)|content polic(?:y|ies)", re.I)
+    r"|broken free of|not bound by (?:any|the) (?:rules|policies)|content polic(?:y|ies)")
 _HTML_TAGS = ("p|td|tr|th|table|tbody|thead|li|ul|ol|br|div|span|h[1-6]|dd|dt|dl|a|b|i|em|"
               "strong|img|hr|font|center|sup|sub|caption|blockquote")
 _TAG = re.compile(rf"</?(?:{_HTML_TAGS})(?=[\s>_/])[^<>\n]{{0,200}}>", re.I)
 _BLOCK_TAG = re.compile(r"</?(?:p|tr|table|li|ul|ol|br|div|h[1-6]|dd|dt|dl|caption)\b", re.I)
 _ENTITY = re.compile(r"&(?:nbsp|amp|lt|gt|quot|apos|#\d{1,6}|#x[0-9a-f]{1,5});", re.I)
-_MC_ASK = re.compile(r"letter of the (?:correct|right|best) (?:option|answer|choice)"
-                     r"|answer with the letter|(?-i:\bOptions:)|choose the correct option", re.I)
+_MC_ASK = Caseless(r"letter of the (?:correct|right|best) (?:option|answer|choice)"
+                  r"|answer with the letter|choose the correct option")
+_MC_OPTIONS = re.compile(r"\bOptions:")
 _MC_OPTION = re.compile(r"^\s*(?:\(?[A-Ea-e][).:]|\([A-Ea-e]\)|[-•*])\s*\S", re.M)
-_ERROR = re.compile(r"content is blocked|content was blocked|blocked by (?:the )?(?:safety|content)"
-                    r"|as an ai language model|i'?m sorry, but i can(?:not|'t)"
-                    r"|an error (?:has )?occurred|rate limit (?:exceeded|reached)"
-                    r"|internal server error|request failed with status|\bopenai\.error\b"
-                    r"|i cannot fulfill (?:this|that|your) request"
-                    r"|error! (?:no text of specified style|reference source not found"
-                    r"|bookmark not defined)", re.I)
+_ERROR = Caseless(r"content is blocked|content was blocked|blocked by (?:the )?(?:safety|content)"
+                  r"|as an ai language model|i'?m sorry, but i can(?:not|'t)"
+                  r"|an error (?:has )?occurred|rate limit (?:exceeded|reached)"
+                  r"|internal server error|request failed with status|\bopenai\.error\b"
+                  r"|i cannot fulfill (?:this|that|your) request"
+                  r"|error! (?:no text of specified style|reference source not found"
+                  r"|bookmark not defined)")
 _SENT_END = re.compile(r"[.!?。！？…](?:[\"'”’)\]]*)(?=\s|$)")
 _TERMINAL = tuple(".!?。！？…\"'”’“„)]:;»«」』।؟—–")
 _FOOTNOTE = re.compile(r"[.!?]\d{1,2}$")
@@ -131,24 +135,31 @@ def truncated_block(text: str) -> str | None:
     return None
 
 
+def _first(*found: re.Match[str] | None) -> re.Match[str] | None:
+    """The leftmost of several patterns' matches (what one alternation of them finds)."""
+    return min((m for m in found if m), key=lambda m: m.start(), default=None)
+
+
 def defects(turns: list[str], category: str) -> dict[str, str]:
     """Defect class -> the offending text, for every class this prompt shows."""
     text = "\n\n".join(turns)
     prose = strip_code(text)
+    low_text, low_prose = lowered(text), lowered(prose)
     found: dict[str, str] = {}
     code = category in CODE_CATEGORIES
-    checks: list[tuple[str, re.Pattern[str], str]] = [
-        ("transcript_tags", _TRANSCRIPT, text), ("jailbreak", _JAILBREAK, prose),
-        ("provider_error", _ERROR, text)]
+    checks: list[tuple[str, re.Match[str] | None, str]] = [
+        ("transcript_tags", _TRANSCRIPT.search(text), text),
+        ("jailbreak", _first(_DAN.search(prose), _JAILBREAK.search(prose, low_prose)), prose),
+        ("provider_error", _ERROR.search(text, low_text), text)]
     if not code:
-        checks += [("placeholder", _PLACEHOLDER, prose), ("markup", _TAG, prose),
-                   ("markup", _ENTITY, prose)]
-    for name, rx, where in checks:
-        m = rx.search(where)
+        checks += [("placeholder", _PLACEHOLDER.search(prose), prose),
+                   ("markup", _TAG.search(prose) or _ENTITY.search(prose), prose)]
+    for name, m, where in checks:
         if m and name not in found:
             found[name] = where[max(0, m.start() - 40): m.end() + 40]
-    if _MC_ASK.search(prose) and len(_MC_OPTION.findall(prose)) < 2:
-        found["mc_without_options"] = _MC_ASK.search(prose).group(0)
+    ask = _first(_MC_OPTIONS.search(prose), _MC_ASK.search(prose, low_prose))
+    if ask and len(_MC_OPTION.findall(prose)) < 2:
+        found["mc_without_options"] = ask.group(0)
     if not code:
         cut = truncated_block(prose)
         if cut:

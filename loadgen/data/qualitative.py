@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from loadgen.data.recipe import load_recipe, source_prompts
+from loadgen.data.recipe import load_recipe, source_categories, source_prompts
 from loadgen.data.review import MAX_LANGUAGE_SHARE
 from loadgen.data.screen import format_screen
 from loadgen.data.sources import SourceError, default_data_root
@@ -40,7 +40,8 @@ def collect_pool(recipe_path: str | Path, data_root: str | Path | None = None, s
     """(recipe, root, prompts, per-source report) for every source of the recipe.
 
     A source that yields nothing raises SourceError naming it and why, unless it is marked
-    ``optional: true`` (then it is skipped and reported)."""
+    ``optional: true`` (then it is skipped and reported). With ``categories``, a source that
+    can give none of them is not read (and not reported)."""
     recipe = load_recipe(recipe_path)
     root = Path(data_root) if data_root else default_data_root()
     if categories:
@@ -51,6 +52,8 @@ def collect_pool(recipe_path: str | Path, data_root: str | Path | None = None, s
     pool: list[TextPrompt] = []
     sources: list[dict[str, Any]] = []
     for src in recipe.sources:
+        if categories and not source_categories(src) & set(categories):
+            continue  # none of its prompts could be kept: not read
         entry: dict[str, Any] = {"name": src["name"], "license": src["license"],
                                  "origin": src.get("origin"),
                                  "where": "hub:" + src["hub"]["path"] if src.get("hub")

@@ -35,6 +35,7 @@ import re
 import string
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from loadgen.data.sources import (
     read_file_records,
     read_hub_records,
 )
-from loadgen.data.textfmt import TextPrompt
+from loadgen.data.textfmt import TextPrompt, alnum_head
 from loadgen.resources import resource_path
 
 #: The categories of SPEED-Bench's qualitative split (the shipped recipe describes each).
@@ -70,15 +71,36 @@ class _Formatter(string.Formatter):
         if format_spec == "strip":
             return str(value).strip()
         if format_spec == "head":  # a key: the first 120 letters and digits, lower-case
-            return "".join(ch for ch in str(value).lower() if ch.isalnum())[:120]
+            return alnum_head(str(value), 120)
         return super().format_field(value, format_spec)
 
 
 _FMT = _Formatter()
 
 
+@lru_cache(maxsize=512)
+def _plan(template: str) -> tuple[tuple[str, str | None, str | None, str], ...] | None:
+    """A template parsed once: (literal, field name, conversion, spec) per part; None when a
+    field is positional, indexed, an attribute or has a nested spec (then ``vformat`` does it)."""
+    parts = []
+    for literal, name, spec, conv in _FMT.parse(template):
+        if name is not None and (not name.isidentifier() or "{" in (spec or "")):
+            return None
+        parts.append((literal, name, conv, spec or ""))
+    return tuple(parts)
+
+
 def render(template: str, rec: dict[str, Any]) -> str:
-    return _FMT.vformat(template, (), rec)
+    """``template.format_map(rec)`` with the recipe's specs (letters, lines, strip, head)."""
+    plan = _plan(template)
+    if plan is None:
+        return _FMT.vformat(template, (), rec)
+    out = []
+    for literal, name, conv, spec in plan:
+        out.append(literal)
+        if name is not None:
+            out.append(_FMT.format_field(_FMT.convert_field(rec[name], conv), spec))
+    return "".join(out)
 
 
 @dataclass
@@ -224,6 +246,15 @@ def _matches(rec: dict[str, Any], cond: dict[str, Any]) -> bool:
         if _norm(rec.get(key)) not in {_norm(w) for w in wants}:
             return False
     return True
+
+
+def source_categories(src: dict[str, Any]) -> set[str]:
+    """Every category a source can give its prompts (a fixed one, or ``category_by``'s map
+    values and default)."""
+    if src.get("category"):
+        return {src["category"]}
+    by = src.get("category_by") or {}
+    return {c for c in (*(by.get("map") or {}).values(), by.get("default")) if c}
 
 
 def _category(src: dict[str, Any], rec: dict[str, Any]) -> str | None:

@@ -23,7 +23,7 @@ from typing import Any
 from loadgen.data.categorycheck import category_problem
 from loadgen.data.contentfilter import FilterReport, filter_prompt
 from loadgen.data.language import detect_language
-from loadgen.data.textfmt import TextPrompt
+from loadgen.data.textfmt import TextPrompt, alnum_head
 
 PASSAGE_MIN = 200
 PASSAGE_KEY_CHARS = 160
@@ -37,7 +37,7 @@ def passage_key(p: TextPrompt) -> str | None:
     longest = max(lines, key=len, default="")
     if len(longest) < PASSAGE_MIN:
         return None
-    return "".join(ch for ch in longest.lower() if ch.isalnum())[:PASSAGE_KEY_CHARS]
+    return alnum_head(longest, PASSAGE_KEY_CHARS)
 
 
 def _rank(seed: int, pid: str) -> str:

@@ -19,6 +19,7 @@ import gzip
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,12 @@ from loadgen.data.jsonl import check_unique_ids, iter_jsonl, open_text
 
 TEXT_HEADER_KEY = "loadgen_text_prompts"
 TEXT_FORMAT_VERSION = 1
+
+
+def alnum_head(text: str, n: int) -> str:
+    """The first ``n`` letters and digits of ``text``, lower-case (a key that ignores spacing,
+    punctuation and case; reads no further than it needs)."""
+    return "".join(islice(filter(str.isalnum, text.lower()), n))
 
 
 class TextPromptError(ValueError):

@@ -101,6 +101,8 @@ class DocumentStore:
         self.tok = tok
         self.root = root
         self._corpora: dict[str, Corpus] = {}
+        self._shots: list[tuple[str, list[int]]] | None = None
+        self._lines: tuple[list[list[int]], dict[str, str]] | None = None
         vocab_ids = range(len(tok.hf))
         pieces = tok.hf.convert_ids_to_tokens(list(vocab_ids))
         nl = set()
@@ -145,6 +147,24 @@ class DocumentStore:
         c = Corpus(name=name, ids=ids, line_starts=starts, docs=offsets, licenses=licenses)
         self._corpora[name] = c
         return c
+
+    def shots(self) -> list[tuple[str, list[int]]]:
+        """(shot id, ids) of every exam item (``_shots``), tokenized once per store."""
+        if self._shots is None:
+            shots = _shots(self.root)
+            enc = self.tok.encode_batch([t for _, t in shots])
+            self._shots = list(zip([s for s, _ in shots], enc, strict=True))
+        return self._shots
+
+    def lines(self) -> tuple[list[list[int]], dict[str, str]]:
+        """The ids of each line of the sorting corpus (longer than 8 characters), and its
+        licenses; tokenized once per store."""
+        if self._lines is None:
+            c = self.corpus("lines")
+            text = read_bytes_text(self.root / "long/tinyshakespeare.txt")
+            kept = [ln for ln in text.split("\n") if len(ln.strip()) > 8]
+            self._lines = (self.tok.encode_batch([ln + "\n" for ln in kept]), c.licenses)
+        return self._lines
 
     def window(self, c: Corpus, n: int, rng: random.Random) -> tuple[list[int], int]:
         """n ids of the corpus from a random line start (wrapping around if needed)."""
@@ -195,18 +215,20 @@ def _shots(root: Path) -> list[tuple[str, str]]:
 
 class ThroughputBuilder:
     def __init__(self, tok: ChatTokenizer, data_root: str | Path | None = None, seed: int = 0,
-                 system: str | None = None):
+                 system: str | None = None, store: DocumentStore | None = None):
+        """``store``: the tokenized documents of another builder with the same tokenizer and
+        data root (they do not depend on the seed or system prompt)."""
         root = Path(data_root) if data_root else default_data_root()
         if root is None or not root.exists():
             raise FileNotFoundError(
                 "the throughput builder needs the long-document kit: pass --data-root or set "
                 "LOADGEN_DATA_ROOT (../shared/data beside the checkout is used when present)")
         self.tok, self.root, self.seed = tok, root, seed
-        self.store = DocumentStore(tok, root)
+        if store is not None and (store.tok is not tok or store.root != root):
+            raise ValueError("a shared document store needs the same tokenizer and data root")
+        self.store = store or DocumentStore(tok, root)
         self.prefix, self.suffix = tok.template_parts(system)
         self.system = system
-        self._shot_ids: list[tuple[str, list[int]]] | None = None
-        self._lines: list[list[int]] | None = None
         self._lead = {k: tok.encode(v) for k, v in LEAD_IN.items()}
         self._instr = {k: [tok.encode("\n\n" + s) for s in v] for k, v in INSTRUCTIONS.items()}
 
@@ -218,17 +240,12 @@ class ThroughputBuilder:
                      "licenses": c.licenses}
 
     def _ctx_sorting(self, n: int, rng: random.Random):
-        if self._lines is None:
-            c = self.store.corpus("lines")
-            text_lines = [ln for ln in read_bytes_text(self.root / "long/tinyshakespeare.txt")
-                          .split("\n") if len(ln.strip()) > 8]
-            self._lines = self.tok.encode_batch([ln + "\n" for ln in text_lines])
-            self._lines_lic = c.licenses
+        lines, licenses = self.store.lines()
         out: list[int] = []
         while len(out) < n:
-            out.extend(self._lines[rng.randrange(len(self._lines))])
+            out.extend(lines[rng.randrange(len(lines))])
         return out[:n], {"corpus": "lines", "doc": "long/tinyshakespeare.txt",
-                         "licenses": self._lines_lic}
+                         "licenses": licenses}
 
     def _ctx_needle(self, n: int, rng: random.Random):
         code = f"{rng.choice(['AMBER', 'COBALT', 'JUNIPER', 'SAFFRON', 'TUNDRA', 'VIOLET'])}-" \
@@ -244,11 +261,7 @@ class ThroughputBuilder:
         return ids, prov
 
     def _ctx_fewshot(self, n: int, rng: random.Random):
-        if self._shot_ids is None:
-            shots = _shots(self.root)
-            enc = self.tok.encode_batch([t for _, t in shots])
-            self._shot_ids = list(zip([s for s, _ in shots], enc, strict=True))
-        pool = self._shot_ids
+        pool = self.store.shots()
         out: list[list[int]] = []
         used: list[str] = []
         total = 0
@@ -265,7 +278,8 @@ class ThroughputBuilder:
     # ----- prompts -------------------------------------------------------------------------
     def _question(self, rng: random.Random) -> tuple[list[int], str]:
         """The unanswered few-shot question: the instruction at the end of the prompt."""
-        sid, ids = self._shot_ids[rng.randrange(len(self._shot_ids))]  # type: ignore[index]
+        shots = self.store.shots()
+        sid, ids = shots[rng.randrange(len(shots))]
         text = self.tok.decode(ids)
         q = text.rsplit("Answer:", 1)[0] + "Answer:"
         return self.tok.encode("\n\n" + INSTRUCTIONS["fewshot"][0] + "\n\n" + q), sid
@@ -274,8 +288,6 @@ class ThroughputBuilder:
         rng = random.Random(f"{self.seed}:{isl}:{kind}:{i}")
         lead = self._lead[kind]
         if kind == "fewshot":
-            if self._shot_ids is None:
-                self._ctx_fewshot(1, random.Random(0))
             instr, qid = self._question(rng)
             instr_text = None
         else:
