@@ -128,7 +128,7 @@ def test_server_that_never_answers_ends_with_timeouts_and_a_reason(synthetic, tm
     out = tmp_path / "out"
     proc = loadgen_cli(*RUN_ARGS, "--endpoint", eng.url, "--engine", "vllm", "--dataset",
                        str(ds), "--timeout", "1", "--num-requests", "2", "--concurrency", "2",
-                       "--out", str(out), "--quiet")
+                       "--probe-timeout", "0.5", "--out", str(out), "--quiet")
     assert proc.returncode == 1
     line = one_line_error(proc)
     assert "no request succeeded" in line and "timed out after 1 s" in line
@@ -136,6 +136,7 @@ def test_server_that_never_answers_ends_with_timeouts_and_a_reason(synthetic, tm
     assert s.error_reasons == {"timed out after 1 s": 2}
     # one scrape waited for its bound, the later ones were skipped (not waited for again)
     assert sum("scrape" in w for w in s.warnings) == 1, s.warnings
+    assert "0.5 s" in next(w for w in s.warnings if "scrape" in w)
 
 
 def test_hang_fault_bounds_only_the_hung_requests(synthetic, tmp_path):

@@ -14,10 +14,10 @@ from loadgen.cli import main as cli_main
 from loadgen.results.sweepdir import load_sweep
 from tests.synthetic_data import make_dataset
 
-# SD pays at concurrency 1 and costs at 32, verifying K+1 tokens per sequence dominating the
+# SD pays at concurrency 1 and costs at 16, verifying K+1 tokens per sequence dominating the
 # step (docs/SYNTHETIC.md): per-user speedup (5 + 0.5 + 0)/((5 + 2 + 0.75)/AL) = 1.34 at 1 and
-# (5 + 16)/((5 + 64 + 0.75)/AL) = 0.57 at 32, AL = 1.888. A busy host adds the same delay D
-# to every step of both engines: that favours SD, but it still costs at 32 unless D > 34 ms.
+# (5 + 8)/((5 + 32 + 0.75)/AL) = 0.65 at 16, AL = 1.888. A busy host adds the same delay D
+# to every step of both engines: that favours SD, but it still costs at 16 unless D > 15 ms.
 # (Every time scales with the step: a shorter step leaves these ratios as they are.)
 TIMING = ["--step-base-ms", "5", "--per-token-ms", "0.5", "--draft-ms", "0.25",
           "--accept-rates", "0.6,0.4,0.2", "--model-name", "m"]
@@ -27,14 +27,14 @@ TIMING = ["--step-base-ms", "5", "--per-token-ms", "0.5", "--draft-ms", "0.25",
 def sweep_config(synthetic, tmp_path):
     sd = synthetic("--protocol", "vllm", *TIMING, "--per-request-spec-metrics", "summary")
     off = synthetic("--protocol", "vllm", *TIMING, "--no-spec")
-    make_dataset(tmp_path / "ds.jsonl", n=32, lengths=(8, 24))  # short: prefill costs little
+    make_dataset(tmp_path / "ds.jsonl", n=16, lengths=(8, 24))  # short: prefill costs little
     cfg = {
         "engine": "vllm",
         "sd_configs": [{"label": "off", "baseline": True, "endpoint": off.url},
                        {"label": "sd-k3", "endpoint": sd.url}],
         "datasets": [{"name": "synth", "path": "ds.jsonl"}],
-        "loads": {"concurrency": [1, 32]},
-        "run": {"output_len": 16, "num_requests": 32, "warmup_requests": 0},
+        "loads": {"concurrency": [1, 16]},
+        "run": {"output_len": 16, "num_requests": 16, "warmup_requests": 0},
         "slo": "tpot_p99_ms=9",
     }
     path = tmp_path / "sweep.yaml"
@@ -50,29 +50,29 @@ def test_sweep_speedup_capacity_and_resume(sweep_config, tmp_path, capsys):
     assert [c.status for c in sweep.cells] == ["complete"] * 4
     for c in sweep.cells:
         s = sweep.summary(c)
-        assert s is not None and s.requests.ok == 32
+        assert s is not None and s.requests.ok == 16
     rows = {(r["load_level"], r["category"]): r for r in sweep.analysis["speedup"]}
-    low, high = rows[(1.0, "all")], rows[(32.0, "all")]
+    low, high = rows[(1.0, "all")], rows[(16.0, "all")]
     assert low["pays"] and low["speedup_output_tokens_per_s"] > 1.1
-    # at 32 every request is decoding: SD costs each user (per-request figures; the window's
-    # throughput at this load depends on how the 32 sends spread over the engine's steps)
+    # at 16 every request is decoding: SD costs each user (per-request figures; the window's
+    # throughput at this load depends on how the 16 sends spread over the engine's steps)
     assert high["speedup_per_user_tokens_per_s"] < 1.0
     assert low["acceptance_length"] > 1.5
     assert {cat for (_, cat) in rows} >= {"coding", "roleplay", "math"}
     # The config's SLO was evaluated for every cell (the verdicts depend on the machine's load).
     assert {c["sd"] for c in sweep.analysis["capacity"]["configs"]} == {"off", "sd-k3"}
     # Capacity against an SLO placed between this sweep's own figures (no wall-clock constant):
-    # the timing model puts every TPOT p99 at concurrency 1 below every one at 32, so a limit
-    # between the two holds at 1 and fails at 32 for both configurations.
+    # the timing model puts every TPOT p99 at concurrency 1 below every one at 16, so a limit
+    # between the two holds at 1 and fails at 16 for both configurations.
     p99 = {(c.sd, c.load_level): sweep.summary(c).latency_ms.tpot.p99 for c in sweep.cells}
     low_max = max(v for (_, lv), v in p99.items() if lv == 1.0)
-    high_min = min(v for (_, lv), v in p99.items() if lv == 32.0)
+    high_min = min(v for (_, lv), v in p99.items() if lv == 16.0)
     assert low_max < high_min, p99
     cap_doc = capacity(sweep, {"tpot_p99_ms": (low_max * high_min) ** 0.5})
     cap = {c["sd"]: c for c in cap_doc["configs"]}
     for label in ("off", "sd-k3"):
         levels = {lv["load_level"]: lv for lv in cap[label]["levels"]}
-        assert levels[1.0]["meets_slos"] and not levels[32.0]["meets_slos"]
+        assert levels[1.0]["meets_slos"] and not levels[16.0]["meets_slos"]
         assert cap[label]["capacity"] == 1.0
         assert levels[1.0]["goodput_requests_per_s"] > 0
     assert "up to 1 concurrent requests" in cap_doc["recommendation"]

@@ -540,9 +540,11 @@ def _decode_rate(url: str, concurrency: int, truth_path, tokens: int = 40) -> fl
 
 def test_sd_pays_at_low_load_and_costs_at_high_load(synthetic, tmp_path):
     """The timing model's central property: with the same acceptance, SD raises throughput at
-    concurrency 1 and lowers it at high concurrency (verify cost dominates)."""
-    common = ["--protocol", "vllm", "--step-base-ms", "10", "--per-token-ms", "0.4",
-              "--draft-ms", "0.5", "--accept-rates", "0.6,0.4,0.2"]
+    concurrency 1 and lowers it at high concurrency (verify cost dominates). Decode rates, SD
+    over off: (5 + 0.2)/((5 + 4 x 0.2 + 3 x 0.25)/AL) = 1.5 at 1, (5 + 48 x 0.2)/((5 + 192 x
+    0.2 + 0.75)/AL) = 0.62 at 48, AL = 1.888."""
+    common = ["--protocol", "vllm", "--step-base-ms", "5", "--per-token-ms", "0.2",
+              "--draft-ms", "0.25", "--accept-rates", "0.6,0.4,0.2"]
     sd_t, off_t = tmp_path / "sd.jsonl", tmp_path / "off.jsonl"
     sd = synthetic(*common, "--truth-log", str(sd_t))
     off = synthetic(*common, "--no-spec", "--truth-log", str(off_t))

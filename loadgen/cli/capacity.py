@@ -84,6 +84,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--arrival", choices=ARRIVALS, default=default("arrival"))
     run.add_argument("--timeout", type=float, default=default("timeout_s"),
                      help="per-request timeout, seconds")
+    run.add_argument("--probe-timeout", type=float, default=default("probe_timeout_s"),
+                     metavar="SECONDS", help="bound on each server probe and counter scrape "
+                     "(default %(default)g)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=main)
 
@@ -163,7 +166,8 @@ def _main(args: argparse.Namespace, signals) -> int:
     output_len = args.output_len if args.output_len is not None or trace else OUTPUT_LEN
     run_opts = {"output_len": output_len, "num_requests": args.num_requests,
                 "duration_s": args.duration, "warmup_requests": args.warmup_requests,
-                "arrival": args.arrival, "timeout_s": args.timeout, "model": args.model,
+                "arrival": args.arrival, "timeout_s": args.timeout,
+                "probe_timeout_s": args.probe_timeout, "model": args.model,
                 "progress": False}
     engine = args.engine or args.serve or "vllm"
     # every value checked before anything starts or is written

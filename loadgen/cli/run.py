@@ -89,6 +89,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=default("seed"))
     p.add_argument("--timeout", type=float, default=default("timeout_s"),
                    help="per-request timeout, seconds")
+    p.add_argument("--probe-timeout", type=float, default=default("probe_timeout_s"),
+                   metavar="SECONDS", help="bound on each probe and counter scrape (default "
+                   "%(default)g); a source slower than this is warned about, never waited for "
+                   "again")
     p.add_argument("--openai-mode", choices=OPENAI_MODES, default=default("openai_mode"))
     p.add_argument("--keep-token-ids", action="store_true",
                    help="store output token ids in requests.jsonl")
@@ -231,7 +235,8 @@ def _main(args: argparse.Namespace, signals) -> int:
                           else args.num_requests), duration_s=args.duration,
             warmup_requests=args.warmup_requests, model=args.model, api_key_env=args.api_key_env,
             headers=args.header, ca_bundle=args.ca_bundle, insecure=args.insecure, proxy=args.proxy,
-            seed=args.seed, timeout_s=args.timeout, keep_token_ids=args.keep_token_ids,
+            seed=args.seed, timeout_s=args.timeout, probe_timeout_s=args.probe_timeout,
+            keep_token_ids=args.keep_token_ids,
             openai_mode=args.openai_mode, multi_turn=not args.no_multi_turn,
             temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
             seed_per_request=args.seed_per_request, category_windows=args.category_windows,

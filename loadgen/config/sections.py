@@ -92,7 +92,7 @@ class EndpointOptions:
     def __post_init__(self) -> None:
         at_least("--retry-429", self.retry_429, 0)
         positive("--timeout", self.timeout_s)
-        positive("probe_timeout_s", self.probe_timeout_s)
+        positive("--probe-timeout", self.probe_timeout_s)
         one_of("--openai-mode", self.openai_mode, OPENAI_MODES)
         parse_targets(self.metrics, self.metrics_selector)
 
