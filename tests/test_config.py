@@ -29,23 +29,23 @@ BASE = {"endpoint": "http://127.0.0.1:1", "engine": "vllm", "out": "o", "concurr
         "num_requests": 1}
 
 
-def test_a_real_runs_manifest_config_round_trips_through_the_sections(synthetic, tmp_path):
+def test_a_real_runs_manifest_config_round_trips_through_the_sections(synthetic, tmp_path,
+                                                                     loadgen_cli):
     """`loadgen run` with many non-default flags: the manifest's flat ``config`` builds the
     sections (checked) and ``to_flat`` gives it back, key for key; the sections hold what the
     flags said."""
     eng = synthetic("--protocol", "vllm", "--model-name", "m")
     ds = make_dataset(tmp_path / "ds.jsonl", n=6)
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "loadgen", "run", "--endpoint", eng.url, "--engine", "vllm",
-         "--dataset", str(ds), "--out", str(out), "--quiet", "--model", "m",
-         "--request-rate", "40", "--arrival", "constant", "--max-concurrency", "3",
-         "--num-requests", "4", "--warmup-requests", "1", "--output-len", "6",
-         "--temperature", "0.7", "--top-p", "0.9", "--top-k", "40", "--seed-per-request",
-         "--seed", "5", "--timeout", "30", "--retry-429", "2", "--keep-token-ids",
-         "--no-multi-turn", "--keep-prefix-cache", "--header", "X-Team: secret-value",
-         "--telemetry-interval", "2", "--no-category-windows"],
-        capture_output=True, text=True, timeout=120)
+    proc = loadgen_cli(
+        "run", "--endpoint", eng.url, "--engine", "vllm", "--dataset", ds, "--out", out,
+        "--quiet", "--model", "m", "--request-rate", "40", "--arrival", "constant",
+        "--max-concurrency", "3", "--num-requests", "4", "--warmup-requests", "1",
+        "--output-len", "6", "--temperature", "0.7", "--top-p", "0.9", "--top-k", "40",
+        "--seed-per-request", "--seed", "5", "--timeout", "30", "--probe-timeout", "4",
+        "--retry-429", "2", "--keep-token-ids", "--no-multi-turn", "--keep-prefix-cache",
+        "--header", "X-Team: secret-value", "--telemetry-interval", "2",
+        "--no-category-windows")
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "manifest.json").read_text())["config"]
     flat = {k: v for k, v in config.items() if k in FLAT}
@@ -59,7 +59,8 @@ def test_a_real_runs_manifest_config_round_trips_through_the_sections(synthetic,
     assert dataclasses.asdict(cfg.sampling) == {"temperature": 0.7, "top_p": 0.9, "top_k": 40,
                                                 "seed_per_request": True}
     assert (cfg.endpoint.url, cfg.endpoint.engine, cfg.endpoint.model, cfg.endpoint.timeout_s,
-            cfg.endpoint.retry_429) == (eng.url, "vllm", "m", 30.0, 2)
+            cfg.endpoint.probe_timeout_s, cfg.endpoint.retry_429) == (eng.url, "vllm", "m", 30.0,
+                                                                      4.0, 2)
     assert cfg.endpoint.headers == ["X-Team: ***"]  # the value never written
     assert "secret-value" not in (out / "manifest.json").read_text()
     assert (cfg.measurement.keep_token_ids, cfg.measurement.keep_prefix_cache,

@@ -10,8 +10,6 @@ prompt, the reply's text tokenized with the prompt file's tokenizer, the next us
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -167,7 +165,7 @@ def test_scaled_run_replays_from_text_in_every_worker(synthetic, tmp_path, loadg
     assert all(prompt_digest(p.prompt_token_ids) in sent for p in prompts.values())
 
 
-def test_sweep_reads_builtin_as_text_in_chat_mode(synthetic, tmp_path):
+def test_sweep_reads_builtin_as_text_in_chat_mode(synthetic, tmp_path, loadgen_cli):
     import yaml
 
     eng = synthetic("--protocol", "vllm", "--step-base-ms", "1", "--model-name", "m")
@@ -177,9 +175,8 @@ def test_sweep_reads_builtin_as_text_in_chat_mode(synthetic, tmp_path):
            "run": {"output_len": 4, "num_requests": 4, "warmup_requests": 0,
                    "openai_mode": "chat", "model": "m", "multi_turn": False}}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(cfg))
-    r = subprocess.run([sys.executable, "-m", "loadgen", "sweep", "--config",
-                        str(tmp_path / "s.yaml"), "--out", str(tmp_path / "sw"), "--quiet"],
-                       capture_output=True, text=True, timeout=150)
+    r = loadgen_cli("sweep", "--config", tmp_path / "s.yaml", "--out", tmp_path / "sw",
+                    "--quiet")
     assert r.returncode == 0, r.stderr
     recs = [x for f in (tmp_path / "sw").rglob("requests.jsonl") for x in read_records(f)]
     assert len(recs) == 4 and all(x["status"] == "ok" and x["text_prompt"] for x in recs)

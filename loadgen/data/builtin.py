@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from loadgen.cache import cache_dir
+from loadgen.cache import cache_dir, publish_file
 from loadgen.data.prompts import PromptFile, read_prompts, write_prompts
 from loadgen.resources import resource_path
 
@@ -71,9 +71,7 @@ def builtin_prompts(tokenizer: str = "smollm2", path: str | Path | None = None) 
         "source_file": str(src), "source_sha256": content,
         "source_header": {k: v for k, v in text_header.items() if k != "loadgen_text_prompts"},
         "dataset": "builtin"})
-    tmp = cached.with_suffix(".partial")
-    write_prompts(tmp, pf.records, pf.header)
-    tmp.replace(cached)
+    publish_file(cached, lambda tmp: write_prompts(tmp, pf.records, pf.header))
     return read_prompts(cached)
 
 

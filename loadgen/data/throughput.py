@@ -116,7 +116,7 @@ class DocumentStore:
     def corpus(self, name: str) -> Corpus:
         if name in self._corpora:
             return self._corpora[name]
-        from loadgen.cache import cache_dir
+        from loadgen.cache import cache_dir, publish_file
 
         docs: list[tuple[str, str]] = []
         licenses: dict[str, str] = {}
@@ -132,9 +132,7 @@ class DocumentStore:
             enc = json.loads(cache.read_text())
         else:
             enc = self.tok.encode_batch([t for _, t in docs])
-            tmp = cache.with_suffix(".partial")
-            tmp.write_text(json.dumps(enc))
-            tmp.replace(cache)
+            publish_file(cache, lambda tmp: tmp.write_text(json.dumps(enc)))
         sep = self.tok.encode("\n\n")
         ids: list[int] = []
         offsets: list[tuple[int, str]] = []

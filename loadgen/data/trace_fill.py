@@ -113,7 +113,7 @@ class TextPool:
     def _ids(self, name: str, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """``texts`` tokenized once (cached by tokenizer identity and text): all their ids in
         one array, and each text's length."""
-        from loadgen.cache import cache_dir
+        from loadgen.cache import cache_dir, publish_file
 
         h = hashlib.sha256(self.tok.identity()["vocab_sha256"].encode())
         for t in texts:
@@ -125,9 +125,7 @@ class TextPool:
         enc = self.tok.encode_batch(texts)
         lens = np.array([len(e) for e in enc], dtype=np.int64)
         flat = np.fromiter((t for e in enc for t in e), dtype=np.int32, count=int(lens.sum()))
-        tmp = path.with_name(path.name + ".partial.npz")
-        np.savez(tmp, ids=flat, lens=lens)
-        tmp.replace(path)
+        publish_file(path, lambda tmp: np.savez(tmp, ids=flat, lens=lens))
         return flat, lens
 
     def total(self, cat: str) -> int:

