@@ -1,5 +1,6 @@
 """Where loadgen keeps things it builds or unpacks once and reuses (engine binaries, models, venvs,
-tokenizers, tokenized documents, embeddings), and how an entry is published.
+tokenizers, tokenized documents, embeddings), and how an entry (or any file written whole:
+results/files.py) is published.
 
 Outside any clone, so CI and later sessions on the same machine reuse them: ``$LOADGEN_CACHE`` or
 ``$XDG_CACHE_HOME/loadgen`` or ``~/.cache/loadgen``.

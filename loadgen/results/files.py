@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from loadgen.cache import publish_file
 
 
 class ResultFileError(ValueError):
@@ -15,9 +16,7 @@ class ResultFileError(ValueError):
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` through a temporary file and a rename, so a reader never sees half a file
     (and a crash never leaves one)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    publish_file(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json(path: Path, obj: Any) -> None:
