@@ -191,12 +191,12 @@ async def serve(args: argparse.Namespace, server) -> None:
                              kernel_stamps=not args.no_kernel_stamps, ssl=ctx)
     port = srv.sockets[0].getsockname()[1]
     scheme = "https" if ctx else "http"
-    print(f"loadgen synthetic ({args.protocol}) listening on {scheme}://{args.host}:{port}",
-          flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before the address: whoever reads it may stop
+        loop.add_signal_handler(sig, stop.set)  # this engine at once, and is answered cleanly
+    print(f"loadgen synthetic ({args.protocol}) listening on {scheme}://{args.host}:{port}",
+          flush=True)
     try:
         await stop.wait()
     finally:
