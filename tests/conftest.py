@@ -1,11 +1,12 @@
-"""Shared fixtures: real servers on 127.0.0.1, started as child processes, and the CLI run in
-this process (``loadgen_cli``).
+"""Shared fixtures: real servers on 127.0.0.1, each a process of its own (the synthetic engine
+forked from a fork server that has imported it: loadgen/synthetic/process.py), and the CLI run
+in this process (``loadgen_cli``).
 
 The fast lane, ``python3 -m pytest -q -m "not slow"`` (its time on 2 quiet cores: README.md),
 runs one pytest-xdist worker per core (tests/lanes.py); its heaviest tests are the data
-builders' (the qualitative build and the recipe formats load sentence-transformers and embed a
-pool, the throughput builder tokenizes long documents), the report's twelve runs and a sweep of
-four cells. The whole suite (CI,
+builders' (the recipe formats and the qualitative build import sentence-transformers, about 9 s
+of CPU, and embed a pool; the throughput builder tokenizes long documents), the report's twelve
+runs and plots, and the bootstrap's coverage trials. The whole suite (CI,
 ``.ci/run``) runs in one process and adds the slow lane below. Line coverage of a lane, child
 processes included (pyproject's ``[tool.coverage.run]``): ``python3 -m coverage run -m pytest
 -q -m "not slow" -n 0; python3 -m coverage combine -q; python3 -m coverage report``."""

@@ -279,7 +279,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--max-seq-length", type=int, default=64,
                    help="word pieces the embedder reads per prompt (head and tail are kept)")
     q.add_argument("--no-quantize", action="store_true", help="embed in float32 (slower)")
-    q.add_argument("--categories", help="comma-separated subset of the recipe's categories")
+    q.add_argument("--categories", help="comma-separated subset of the recipe's categories (a "
+                   "source that can give none of them is not read)")
     q.add_argument("--no-cache", action="store_true", help="do not reuse cached embeddings")
     q.add_argument("--report", help="also write the build report as JSON here")
     q.add_argument("--allow-short", action="store_true",
