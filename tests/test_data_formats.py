@@ -16,7 +16,6 @@ from loadgen.data.builtin import builtin_prompts_path
 from loadgen.data.recipe import (
     CATEGORIES,
     load_recipe,
-    render,
     resolve_recipe,
     source_categories,
     source_prompts,
@@ -29,6 +28,7 @@ from loadgen.data.select import (
     select_diverse,
 )
 from loadgen.data.sources import default_data_root, read_file_records
+from loadgen.data.template import render
 from loadgen.data.textfmt import (
     TextPrompt,
     TextPromptError,

@@ -32,10 +32,8 @@ import glob
 import hashlib
 import random
 import re
-import string
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +46,8 @@ from loadgen.data.sources import (
     read_file_records,
     read_hub_records,
 )
-from loadgen.data.textfmt import TextPrompt, alnum_head
+from loadgen.data.template import render
+from loadgen.data.textfmt import TextPrompt
 from loadgen.resources import resource_path
 
 #: The categories of SPEED-Bench's qualitative split (the shipped recipe describes each).
@@ -58,49 +57,6 @@ CATEGORIES = ("coding", "humanities", "math", "multilingual", "qa", "rag", "reas
 
 class RecipeError(ValueError):
     """A recipe that cannot be used; the message names the recipe and source."""
-
-
-class _Formatter(string.Formatter):
-    def format_field(self, value: Any, format_spec: str) -> str:
-        if format_spec == "letters":
-            items = value if isinstance(value, list) else [value]
-            return "\n".join(f"{chr(ord('A') + i)}. {v}" for i, v in enumerate(items))
-        if format_spec == "lines":
-            items = value if isinstance(value, list) else [value]
-            return "\n".join(str(v) for v in items)
-        if format_spec == "strip":
-            return str(value).strip()
-        if format_spec == "head":  # a key: the first 120 letters and digits, lower-case
-            return alnum_head(str(value), 120)
-        return super().format_field(value, format_spec)
-
-
-_FMT = _Formatter()
-
-
-@lru_cache(maxsize=512)
-def _plan(template: str) -> tuple[tuple[str, str | None, str | None, str], ...] | None:
-    """A template parsed once: (literal, field name, conversion, spec) per part; None when a
-    field is positional, indexed, an attribute or has a nested spec (then ``vformat`` does it)."""
-    parts = []
-    for literal, name, spec, conv in _FMT.parse(template):
-        if name is not None and (not name.isidentifier() or "{" in (spec or "")):
-            return None
-        parts.append((literal, name, conv, spec or ""))
-    return tuple(parts)
-
-
-def render(template: str, rec: dict[str, Any]) -> str:
-    """``template.format_map(rec)`` with the recipe's specs (letters, lines, strip, head)."""
-    plan = _plan(template)
-    if plan is None:
-        return _FMT.vformat(template, (), rec)
-    out = []
-    for literal, name, conv, spec in plan:
-        out.append(literal)
-        if name is not None:
-            out.append(_FMT.format_field(_FMT.convert_field(rec[name], conv), spec))
-    return "".join(out)
 
 
 @dataclass
