@@ -62,6 +62,11 @@ def publish_file(target: Path, write: Callable[[Path], object]) -> Path:
     return target
 
 
+def publish_text(target: Path, text: str) -> Path:
+    """``text`` (UTF-8) published as ``target`` (``publish_file``)."""
+    return publish_file(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
 def publish_dir(target: Path, write: Callable[[Path], object]) -> Path:
     """``write(tmp)`` fills a temporary folder of this call's own beside ``target``, then it
     becomes ``target`` in one rename; when another process published ``target`` first, that

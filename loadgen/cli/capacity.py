@@ -12,6 +12,7 @@ from pathlib import Path
 
 from loadgen.capacity.output import DEFAULT_HEADROOM
 from loadgen.capacity.search import UNITS, SearchSpec
+from loadgen.cli.run import add_timeouts
 from loadgen.cli.sweep import spec_tokens_arg
 from loadgen.config import ARRIVALS, default
 from loadgen.engines import ENGINES
@@ -82,11 +83,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                           "least this long, in whole passes of the slice (default 15)")
     run.add_argument("--warmup-requests", type=int, default=default("warmup_requests"))
     run.add_argument("--arrival", choices=ARRIVALS, default=default("arrival"))
-    run.add_argument("--timeout", type=float, default=default("timeout_s"),
-                     help="per-request timeout, seconds")
-    run.add_argument("--probe-timeout", type=float, default=default("probe_timeout_s"),
-                     metavar="SECONDS", help="bound on each server probe and counter scrape "
-                     "(default %(default)g)")
+    add_timeouts(run)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=main)
 

@@ -11,6 +11,16 @@ from loadgen.engines import ENGINES, LAUNCHABLE_ENGINES
 from loadgen.launch.commands import SPEC_METHODS
 
 
+def add_timeouts(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--timeout`` and ``--probe-timeout`` (``run`` and ``capacity``)."""
+    p.add_argument("--timeout", type=float, default=default("timeout_s"),
+                   help="per-request timeout, seconds")
+    p.add_argument("--probe-timeout", type=float, default=default("probe_timeout_s"),
+                   metavar="SECONDS", help="bound on each probe and counter scrape (default "
+                   "%(default)g); a source slower than this is warned about, never waited for "
+                   "again")
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "run", help="benchmark an endpoint with a pre-tokenized prompt file",
@@ -87,12 +97,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "one loadgen launched, else the listener on a loopback endpoint's port, "
                         "followed through a local reverse proxy where it can be)")
     p.add_argument("--seed", type=int, default=default("seed"))
-    p.add_argument("--timeout", type=float, default=default("timeout_s"),
-                   help="per-request timeout, seconds")
-    p.add_argument("--probe-timeout", type=float, default=default("probe_timeout_s"),
-                   metavar="SECONDS", help="bound on each probe and counter scrape (default "
-                   "%(default)g); a source slower than this is warned about, never waited for "
-                   "again")
+    add_timeouts(p)
     p.add_argument("--openai-mode", choices=OPENAI_MODES, default=default("openai_mode"))
     p.add_argument("--keep-token-ids", action="store_true",
                    help="store output token ids in requests.jsonl")

@@ -68,7 +68,12 @@ def tokenizer_spec(header: dict[str, Any]) -> str | None:
 def _tokenizer_json(spec: str) -> Path | None:
     """The ``tokenizer.json`` a spec resolves to without transformers, where there is one: a
     tokenizer folder's own, or the converted copy loadgen keeps of a GGUF's (data/tokenizer.py)."""
-    from loadgen.data.tokenizer import SMOLLM2_ALIASES, _is_gguf, gguf_tokenizer_folder
+    from loadgen.data.tokenizer import (
+        SMOLLM2_ALIASES,
+        _is_gguf,
+        _sha256_file,
+        gguf_tokenizer_folder,
+    )
 
     if spec.lower() in SMOLLM2_ALIASES:
         from loadgen.models.smollm2 import smollm2_gguf_path
@@ -79,7 +84,7 @@ def _tokenizer_json(spec: str) -> Path | None:
     if path.is_dir():
         tj = path / "tokenizer.json"
     elif path.is_file() and _is_gguf(path):
-        tj = gguf_tokenizer_folder(path) / "tokenizer.json"
+        tj = gguf_tokenizer_folder(_sha256_file(path)) / "tokenizer.json"
     else:
         return None
     return tj if tj.is_file() else None

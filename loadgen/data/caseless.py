@@ -26,11 +26,11 @@ class Caseless:
     """A case-insensitive pattern; ``search(text, lowered(text))`` is
     ``re.search(pattern, text, re.IGNORECASE)``."""
 
-    def __init__(self, pattern: str, flags: int = 0) -> None:
+    def __init__(self, pattern: str) -> None:
         if pattern != pattern.lower():
             raise ValueError(f"a caseless pattern is written in lower case: {pattern!r}")
-        self.plain = re.compile(pattern, flags)
-        self.exact = re.compile(pattern, flags | re.IGNORECASE)
+        self.plain = re.compile(pattern)
+        self.exact = re.compile(pattern, re.IGNORECASE)
 
     def search(self, text: str, low: str | None) -> re.Match[str] | None:
         if low is not None and self.plain.search(low) is None:

@@ -144,7 +144,8 @@ def defects(turns: list[str], category: str) -> dict[str, str]:
     """Defect class -> the offending text, for every class this prompt shows."""
     text = "\n\n".join(turns)
     prose = strip_code(text)
-    low_text, low_prose = lowered(text), lowered(prose)
+    low_text = lowered(text)
+    low_prose = low_text if prose is text else lowered(prose)  # no code block: the same text
     found: dict[str, str] = {}
     code = category in CODE_CATEGORIES
     checks: list[tuple[str, re.Match[str] | None, str]] = [

@@ -116,7 +116,7 @@ class DocumentStore:
     def corpus(self, name: str) -> Corpus:
         if name in self._corpora:
             return self._corpora[name]
-        from loadgen.cache import cache_dir, publish_file
+        from loadgen.cache import cache_dir, publish_text
 
         docs: list[tuple[str, str]] = []
         licenses: dict[str, str] = {}
@@ -132,7 +132,7 @@ class DocumentStore:
             enc = json.loads(cache.read_text())
         else:
             enc = self.tok.encode_batch([t for _, t in docs])
-            publish_file(cache, lambda tmp: tmp.write_text(json.dumps(enc)))
+            publish_text(cache, json.dumps(enc))
         sep = self.tok.encode("\n\n")
         ids: list[int] = []
         offsets: list[tuple[int, str]] = []

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadgen.cache import cache_dir, publish_dir, publish_file
+from loadgen.cache import cache_dir, publish_dir, publish_text
 
 SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct")
 REPLY_SENTINEL = "LOADGENREPLYSENTINEL"
@@ -49,7 +49,7 @@ def _sha256_file(path: Path) -> str:
         while chunk := fh.read(1 << 22):
             h.update(chunk)
     digest = h.hexdigest()
-    publish_file(memo, lambda tmp: tmp.write_text(digest))
+    publish_text(memo, digest)
     return digest
 
 
@@ -234,7 +234,7 @@ def gguf_context_length(path: Path) -> int | None:
         n = int(f.parts[f.data[0]][0]) if f is not None else None
     except Exception:  # an unreadable header only costs the default length limit
         return None
-    publish_file(memo, lambda tmp: tmp.write_text("" if n is None else str(n)))
+    publish_text(memo, "" if n is None else str(n))
     return n
 
 
@@ -247,15 +247,15 @@ def _with_context(tok: Any, path: Path) -> Any:
     return tok
 
 
-def gguf_tokenizer_folder(path: Path) -> Path:
-    """Where the tokenizer of the GGUF at ``path``, converted once, is kept (by its sha256)."""
-    return cache_dir("tokenizers") / f"gguf-{_sha256_file(path)[:20]}"
+def gguf_tokenizer_folder(digest: str) -> Path:
+    """Where the tokenizer of the GGUF whose sha256 is ``digest``, converted once, is kept."""
+    return cache_dir("tokenizers") / f"gguf-{digest[:20]}"
 
 
 def _load_gguf(path: Path) -> tuple[Any, str]:
     """A GGUF's tokenizer through transformers, converted once and kept in the cache."""
     digest = _sha256_file(path)
-    folder = gguf_tokenizer_folder(path)
+    folder = gguf_tokenizer_folder(digest)
     from transformers import AutoTokenizer
 
     if (folder / "tokenizer_config.json").exists():

@@ -13,8 +13,8 @@ Draft specs understood by :func:`resolve_draft` (``--draft`` on ``loadgen serve 
 * ``layers=N``: the target GGUF truncated to N blocks
 * anything else: a path to a GGUF file
 
-Truncated files are cached in ``cache_dir("models", "gguf-drafts")``, written to a temporary name
-and renamed, so an interrupted write never looks finished. Needs the ``gguf`` package.
+Truncated files are cached in ``cache_dir("models", "gguf-drafts")``, published whole
+(``cache.publish_file``), so an interrupted write never looks finished. Needs the ``gguf`` package.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import re
 import sys
 from pathlib import Path
 
-from loadgen.cache import cache_dir
+from loadgen.cache import cache_dir, publish_file
 
 _LAYERS_RE = re.compile(r"^(?:(?P<base>[a-z0-9_.-]+):)?layers=(?P<n>\d+)$")
 
@@ -80,44 +80,41 @@ def truncate_gguf(src: Path, n_layers: int, dst: Path | None = None) -> Path:
 
     print(f"loadgen: writing {n_layers}/{total}-layer draft of {src.name} -> {dst}",
           file=sys.stderr)
-    partial = dst.with_name(f".{dst.name}.partial.{os.getpid()}")
-    writer = GGUFWriter(partial, arch=arch, endianess=reader.endianess)
-    alignment = reader.fields.get("general.alignment")
-    if alignment is not None:
-        writer.data_alignment = int(alignment.contents())
-    for name, fld in reader.fields.items():
-        # GGUF.*: the reader's pseudo-fields (version, counts); the writer adds the architecture.
-        if name.startswith("GGUF.") or name == "general.architecture":
-            continue
-        vtype = fld.types[0]
-        if name == count_key:
-            writer.add_key_value(name, n_layers, vtype)
-        elif vtype == GGUFValueType.ARRAY:
-            writer.add_key_value(name, fld.contents(), vtype, sub_type=fld.types[-1])
-        else:
-            writer.add_key_value(name, fld.contents(), vtype)
-
     kept = []
     for tensor in reader.tensors:
         m = re.match(r"^blk\.(\d+)\.", tensor.name)
-        if m and int(m.group(1)) >= n_layers:
-            continue
-        kept.append(tensor)
-    for tensor in kept:
-        # Raw bytes with the source's quantization type: no re-quantization, exact copy.
-        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype,
-                               tensor.data.nbytes, tensor.tensor_type)
-    try:
+        if not (m and int(m.group(1)) >= n_layers):
+            kept.append(tensor)
+
+    def write(tmp: Path) -> None:
+        writer = GGUFWriter(tmp, arch=arch, endianess=reader.endianess)
+        alignment = reader.fields.get("general.alignment")
+        if alignment is not None:
+            writer.data_alignment = int(alignment.contents())
+        for name, fld in reader.fields.items():
+            # GGUF.*: the reader's pseudo-fields (version, counts); the writer adds the
+            # architecture.
+            if name.startswith("GGUF.") or name == "general.architecture":
+                continue
+            vtype = fld.types[0]
+            if name == count_key:
+                writer.add_key_value(name, n_layers, vtype)
+            elif vtype == GGUFValueType.ARRAY:
+                writer.add_key_value(name, fld.contents(), vtype, sub_type=fld.types[-1])
+            else:
+                writer.add_key_value(name, fld.contents(), vtype)
+        for tensor in kept:
+            # Raw bytes with the source's quantization type: no re-quantization, exact copy.
+            writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype,
+                                   tensor.data.nbytes, tensor.tensor_type)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         for tensor in kept:
             writer.write_tensor_data(np.asarray(tensor.data))
         writer.close()
-        os.replace(partial, dst)
-    finally:
-        if partial.exists():
-            partial.unlink()
+
+    publish_file(dst, write)
     return dst
 
 

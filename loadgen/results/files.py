@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from loadgen.cache import publish_file
+from loadgen.cache import publish_text
 
 
 class ResultFileError(ValueError):
@@ -16,7 +16,7 @@ class ResultFileError(ValueError):
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` through a temporary file and a rename, so a reader never sees half a file
     (and a crash never leaves one)."""
-    publish_file(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    publish_text(Path(path), text)
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -26,11 +26,6 @@ _NODE_LAUNCHER = (
     "from ray.scripts.scripts import main\n"
     "sys.exit(main())\n")
 _COMMON = ["--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
-# Token authentication off for this loopback cluster unless the caller chose a mode: with a
-# token file left in ~/.ray (``ray get-auth-token --generate``) and no mode set, Ray's nodes
-# disagreed on the mode and a further node was refused ("InvalidAuthToken").
-def _auth() -> dict[str, str]:
-    return {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
 
 
 class RayClusterError(RuntimeError):
@@ -57,7 +52,11 @@ class LocalRayCluster:
 
     def start(self) -> str:
         ray_cli = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
-        env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", **_auth())
+        # token authentication off for this loopback cluster unless the caller chose a mode:
+        # with a token file left in ~/.ray and no mode set, Ray's nodes disagreed on the mode
+        # and a further node was refused ("InvalidAuthToken")
+        base = dict(os.environ, RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"))
+        env = dict(base, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
         head = [*ray_cli, "start", "--head", "--port", "0", "--include-dashboard=false",
                 "--num-cpus", str(self.cpus), "--object-store-memory", str(self.store),
                 *_COMMON]
@@ -71,7 +70,7 @@ class LocalRayCluster:
         if not re.fullmatch(r"127\.0\.0\.1:\d+", text):
             raise RayClusterError(f"ray start --head: no 127.0.0.1 address in {current}")
         self.address = text
-        env1 = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1", **_auth())
+        env1 = dict(base, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="1")
         for _ in range(self.nodes - 1):
             self._run([sys.executable, "-c", _NODE_LAUNCHER, "start", "--address",
                        self.address, "--num-cpus", str(self.cpus), "--object-store-memory",

@@ -65,10 +65,6 @@ class SyntheticProcess:
         self._out: Connection | None = None
         self._err: Path | None = None
 
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
     def start(self) -> SyntheticProcess:
         ctx = _context()
         fd, err = tempfile.mkstemp(prefix="loadgen-synthetic-", suffix=".err")
