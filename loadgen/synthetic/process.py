@@ -1,25 +1,31 @@
 """Start the synthetic engine as a process of its own (tests, benchmarks, demos).
 
-Each engine is ``loadgen serve synthetic --port 0 ARGS`` (that command's parser and code alone)
-in a new process forked from a multiprocessing fork server that has already imported the engine
-(``PRELOAD``): about 70 ms to a listening engine instead of about 200 ms for a new interpreter,
-with the same isolation (its own process, session and event loop; nothing inherited from the
-process that asks for it but the arguments).
+Each engine is ``loadgen serve synthetic --port 0 ARGS`` (that command's parser and code alone),
+in its own process, session and event loop. Where it can (``_forkable``), the process is forked
+from a multiprocessing fork server that has already imported the engine (``PRELOAD``): about
+70 ms to a listening engine instead of about 200 ms for a new interpreter. The fork server
+prepares each child by importing the asking process's main script by path, so under a script
+(``python bench.py``, ``python -``) each engine is a new interpreter instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import select
+import subprocess
 import sys
 import tempfile
 import time
 from functools import lru_cache
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 #: What the fork server imports once, before it forks engines.
 PRELOAD = ["loadgen.cli.serve_synthetic", "loadgen.synthetic.server", "uvloop"]
+_SERVE = "import sys\nfrom loadgen.synthetic.process import serve\nserve(sys.argv[1:])\n"
 
 
 @lru_cache(maxsize=1)
@@ -29,14 +35,18 @@ def _context():
     return ctx
 
 
-def _serve(argv: list[str], out: Connection, err_path: str) -> None:
-    """The engine process: its own session (a terminal's Ctrl-C is not its), standard output
-    the pipe its address is read from, standard error a file (read when it fails to start)."""
-    os.setsid()
-    os.dup2(out.fileno(), 1)
-    fd = os.open(err_path, os.O_WRONLY | os.O_TRUNC)
-    os.dup2(fd, 2)
-    os.close(fd)
+def _forkable() -> bool:
+    """Whether a fork-server child needs no main script of this process: under ``python -m``
+    (pytest: ``pytest.__main__`` is skipped) or ``python -c``."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None:
+        return spec.name == "__main__" or spec.name.endswith(".__main__")
+    return getattr(main, "__file__", None) is None
+
+
+def serve(argv: list[str]) -> None:
+    """``loadgen serve ARGV`` with the synthetic command's parser alone."""
     import argparse
 
     from loadgen.cli import serve_synthetic
@@ -47,12 +57,35 @@ def _serve(argv: list[str], out: Connection, err_path: str) -> None:
     sys.exit(a.func(a))
 
 
+def _forked(argv: list[str], out: Connection, err_path: str) -> None:
+    """The fork server's child: its own session (a terminal's Ctrl-C is not its), standard
+    output the pipe its address is read from, standard error the file read when it fails."""
+    os.setsid()
+    os.dup2(out.fileno(), 1)
+    fd = os.open(err_path, os.O_WRONLY | os.O_TRUNC)
+    os.dup2(fd, 2)
+    os.close(fd)
+    serve(argv)
+
+
+def _alive(proc: Any) -> bool:
+    return proc.poll() is None if isinstance(proc, subprocess.Popen) else proc.is_alive()
+
+
+def _join(proc: Any, timeout: float) -> None:
+    if isinstance(proc, subprocess.Popen):
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
+    else:
+        proc.join(timeout)
+
+
 class SyntheticProcess:
     """``with SyntheticProcess(["--protocol", "sglang"]) as eng: eng.url``.
 
     Reads the address the engine bound from its first line of output; ``stop`` sends SIGTERM
-    (the truth log is closed cleanly), then SIGKILL. ``proc`` is the engine's
-    ``multiprocessing.Process`` (``proc.pid``)."""
+    (the truth log is closed cleanly), then SIGKILL. ``proc`` is the engine's process
+    (``proc.pid``)."""
 
     def __init__(self, args: list[str], host: str = "127.0.0.1", start_timeout: float = 30.0,
                  cpu: int | None = None) -> None:
@@ -60,21 +93,28 @@ class SyntheticProcess:
         self.host = host
         self.start_timeout = start_timeout
         self.cpu = cpu
-        self.proc: mp.process.BaseProcess | None = None
+        self.proc: Any = None  # a multiprocessing.Process, or a subprocess.Popen
         self.url = ""
-        self._out: Connection | None = None
+        self._out: Any = None  # what the first line is read from (a Connection or a pipe)
         self._err: Path | None = None
 
     def start(self) -> SyntheticProcess:
-        ctx = _context()
         fd, err = tempfile.mkstemp(prefix="loadgen-synthetic-", suffix=".err")
         os.close(fd)
         self._err = Path(err)
-        self._out, child_out = ctx.Pipe(duplex=False)
         argv = ["synthetic", "--host", self.host, "--port", "0", *self.args]
-        self.proc = ctx.Process(target=_serve, args=(argv, child_out, err), daemon=True)
-        self.proc.start()
-        child_out.close()
+        if _forkable():
+            ctx = _context()
+            self._out, child_out = ctx.Pipe(duplex=False)
+            self.proc = ctx.Process(target=_forked, args=(argv, child_out, err), daemon=True)
+            self.proc.start()
+            child_out.close()
+        else:
+            with open(err, "w") as errf:
+                self.proc = subprocess.Popen([sys.executable, "-c", _SERVE, *argv],
+                                             stdout=subprocess.PIPE, stderr=errf,
+                                             start_new_session=True)
+            self._out = self.proc.stdout
         if self.cpu is not None and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(self.proc.pid, {self.cpu})
         line = self._first_line(time.monotonic() + self.start_timeout)
@@ -88,29 +128,29 @@ class SyntheticProcess:
     def _first_line(self, deadline: float) -> str:
         """The engine's first line of output; what came, if it ends or the deadline passes
         first."""
-        assert self._out is not None and self.proc is not None
+        fd = self._out.fileno()
         got = b""
         while b"\n" not in got:
             left = deadline - time.monotonic()
             if left <= 0:
                 return got.decode(errors="replace") + " (start timed out)"
-            if self._out.poll(min(left, 0.5)):
-                chunk = os.read(self._out.fileno(), 4096)
+            if select.select([fd], [], [], min(left, 0.5))[0]:
+                chunk = os.read(fd, 4096)
                 if not chunk:  # the engine ended
                     break
                 got += chunk
-            elif not self.proc.is_alive():
+            elif not _alive(self.proc):
                 break
         return got.decode(errors="replace").split("\n", 1)[0]
 
     def stop(self) -> None:
         proc = self.proc
-        if proc is not None and proc.is_alive():
+        if proc is not None and _alive(proc):
             proc.terminate()
-            proc.join(10)
-            if proc.is_alive():
+            _join(proc, 10)
+            if _alive(proc):
                 proc.kill()
-                proc.join(10)
+                _join(proc, 10)
         if self._out is not None:
             self._out.close()
             self._out = None
