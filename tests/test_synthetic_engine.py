@@ -6,6 +6,8 @@ from __future__ import annotations
 import itertools
 import json
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -552,3 +554,22 @@ def test_sd_pays_at_low_load_and_costs_at_high_load(synthetic, tmp_path):
     high_sd, high_off = _decode_rate(sd.url, 48, sd_t), _decode_rate(off.url, 48, off_t)
     assert low_sd > 1.2 * low_off
     assert high_sd < high_off
+
+
+@pytest.mark.parametrize("how", ["stdin", "script"])
+def test_engine_starts_under_a_main_script_too(tmp_path, how):
+    """Under ``python -`` or ``python script.py`` (no fork server there: its child would import
+    the main script by path) the engine starts, answers and stops cleanly."""
+    code = ("from loadgen.synthetic.process import SyntheticProcess\n"
+            "import httpx\n"
+            "if __name__ == '__main__':\n"
+            "    with SyntheticProcess(['--protocol', 'vllm', '--fast']) as eng:\n"
+            "        print(httpx.get(eng.url + '/health').status_code, type(eng.proc).__name__)\n"
+            "    print(eng.proc.returncode)\n")
+    script = tmp_path / "main.py"
+    script.write_text(code)
+    argv = [sys.executable, "-" if how == "stdin" else str(script)]
+    r = subprocess.run(argv, input=code if how == "stdin" else None, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["200", "Popen", "0"], r.stdout + r.stderr
