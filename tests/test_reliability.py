@@ -5,6 +5,7 @@ server sending HTML errors."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import resource
@@ -68,6 +69,33 @@ def wait_for_line(path: Path, proc: subprocess.Popen[str]) -> None:
             return
         time.sleep(0.02)  # a polling interval, not a timing assumption
     raise AssertionError(f"process ended before {path} got a line: {proc.stderr.read()}")
+
+
+def _open_descriptors() -> list[str]:
+    fds = Path("/proc/self/fd")
+    out = []
+    for f in fds.iterdir():
+        with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
+            out.append(str(f.readlink()))
+    return sorted(out)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_runs_in_one_process_hold_no_descriptors(synthetic, tmp_path):
+    """A capacity search or a sweep runs many benchmarks in one process: each run gives back
+    its event loop (six descriptors), connections and files; a process left holding over
+    1024 descriptors cannot use select()."""
+    eng = synthetic("--protocol", "vllm", "--fast", "--model-name", "m")
+    ds = make_dataset(tmp_path / "ds.jsonl", n=8)
+    held = []
+    for k in range(4):
+        cfg = RunConfig.build(endpoint=eng.url, engine="vllm", out=tmp_path / f"o{k}",
+                              output_len=4, concurrency=2, num_requests=8, warmup_requests=0)
+        s = run_benchmark(cfg, read_prompts(ds), ds, argv=["t"])
+        assert s.requests.ok == 8
+        held.append(_open_descriptors())
+    # the first runs may open what a process keeps (caches); later runs add nothing
+    assert held[3] == held[1]
 
 
 # -- 1. requests lost silently --------------------------------------------------------------

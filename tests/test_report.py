@@ -297,7 +297,9 @@ class _DevTools:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("chromium did not answer")
-            if select.select([self.rfd], [], [], left)[0]:
+            poller = select.poll()  # not select(): the worker may hold over 1024 descriptors
+            poller.register(self.rfd, select.POLLIN)
+            if poller.poll(left * 1000):
                 chunk = os.read(self.rfd, 1 << 16)
                 if not chunk:
                     raise EOFError("chromium closed the DevTools pipe")

@@ -363,6 +363,8 @@ class WorkerCore:
             self.writer.close()
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(timeout=10)
+            if not self._thread.is_alive():  # its epoll, eventfd and pipes: six descriptors
+                self.loop.close()
 
 
 def shard_name(k: int, workers: int, in_process: bool) -> str:

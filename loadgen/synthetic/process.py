@@ -129,12 +129,14 @@ class SyntheticProcess:
         """The engine's first line of output; what came, if it ends or the deadline passes
         first."""
         fd = self._out.fileno()
+        poller = select.poll()  # not select(): a process holding over 1024 descriptors
+        poller.register(fd, select.POLLIN)
         got = b""
         while b"\n" not in got:
             left = deadline - time.monotonic()
             if left <= 0:
                 return got.decode(errors="replace") + " (start timed out)"
-            if select.select([fd], [], [], min(left, 0.5))[0]:
+            if poller.poll(min(left, 0.5) * 1000):
                 chunk = os.read(fd, 4096)
                 if not chunk:  # the engine ended
                     break
