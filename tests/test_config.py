@@ -22,7 +22,7 @@ from loadgen.config import (
     RunConfig,
     default,
 )
-from loadgen.config.run import TOP_LEVEL
+from loadgen.config.run import RUN_EXIT_ONLY, TOP_LEVEL
 from tests.synthetic_data import make_dataset
 
 BASE = {"endpoint": "http://127.0.0.1:1", "engine": "vllm", "out": "o", "concurrency": 1,
@@ -90,7 +90,10 @@ def test_every_section_field_has_exactly_one_flat_name():
         holder = cfg if sec is None else getattr(cfg, sec)
         assert str(getattr(holder, attr)) == f"v-{name}", name
     assert cfg.to_flat() == marked
-    assert set(FLAT) - PER_CELL == SWEEP_RUN_KEYS
+    # every flat name is set per sweep cell, by a sweep's run:, or only by loadgen run
+    assert not (PER_CELL & RUN_EXIT_ONLY or PER_CELL & SWEEP_RUN_KEYS
+                or RUN_EXIT_ONLY & SWEEP_RUN_KEYS)
+    assert set(FLAT) == PER_CELL | RUN_EXIT_ONLY | SWEEP_RUN_KEYS
 
 
 def test_defaults_are_the_sections_defaults():

@@ -136,7 +136,8 @@ def test_lost_requests_a_record_that_cannot_be_written_stops_the_run_loudly(synt
     ["--request-rate", "1", "--max-concurrency", "-1"],
     ["--request-rate", "1", "--burstiness", "0"], ["--duration", "0"], ["--duration", "-5"],
     ["--timeout", "-1"], ["--warmup-requests", "-3"], ["--concurrency", "0"],
-    ["--num-requests", "0"], ["--output-len", "-2"],
+    ["--num-requests", "0"], ["--output-len", "-2"], ["--max-error-rate", "-0.1"],
+    ["--max-error-rate", "1.5"], ["--max-error-rate", "nan"],
 ])
 def test_hangs_from_unchecked_values_are_refused_up_front(loadgen_cli, tmp_path, flags):
     ds = make_dataset(tmp_path / "ds.jsonl", n=3)
@@ -363,6 +364,35 @@ def test_exit_nonzero_when_everything_failed(tmp_path):
     line = one_line_error(proc)
     assert "no request succeeded" in line and "cannot connect" in line
     assert summary_of(out).requests.error == 3
+
+
+def test_exit_nonzero_above_the_max_error_rate(synthetic, loadgen_cli, tmp_path):
+    """Every 4th request answered 500: 5 of 20 failed (25%). Above --max-error-rate (default
+    0.05, then 0.2) the run ends with exit 1 and one line; at 0.25 (not above) exit 0; the
+    summary warns either way, and says so again when rebuilt from the run directory."""
+    eng = synthetic("--protocol", "vllm", "--fast", "--model-name", "m",
+                    "--fault", "http500:every=4")
+    ds = make_dataset(tmp_path / "ds.jsonl", n=20)
+    common = ("--endpoint", eng.url, "--engine", "vllm", "--dataset", ds, "--num-requests",
+              "20", "--warmup-requests", "0", "--concurrency", "2", "--output-len", "4",
+              "--quiet")
+    for k, (flags, code) in enumerate([((), 1), (("--max-error-rate", "0.2"), 1),
+                                       (("--max-error-rate", "0.25"), 0)]):
+        out = tmp_path / f"o{k}"
+        proc = loadgen_cli("run", *common, "--out", out, *flags)
+        assert proc.returncode == code, proc.stderr
+        s = summary_of(out)
+        assert (s.requests.total, s.requests.ok, s.requests.error) == (20, 15, 5)
+        assert s.warnings[0].startswith("5 of 20 measured requests failed (25.0%)")
+        if code:
+            line = one_line_error(proc)
+            limit = flags[1] if flags else "0.05"
+            assert f"5 of 20 measured requests failed (25.0%, above --max-error-rate {limit})" \
+                in line and "500" in line and str(out) in line
+        else:
+            assert proc.stderr == ""
+    rebuilt = loadgen_cli("summarize", tmp_path / "o2")
+    assert rebuilt.returncode == 0 and "5 of 20 measured requests failed" in rebuilt.stdout
 
 
 def test_open_file_limit_below_the_concurrency_is_refused(tmp_path):

@@ -23,7 +23,12 @@ from loadgen.engines.base import EngineAdapter
 from loadgen.results.facts import RunFacts, read_facts
 from loadgen.results.files import ResultFileError, read_json
 from loadgen.results.records import iter_records
-from loadgen.results.summary import AcceptanceSummary, PrefixCacheStats, Summary
+from loadgen.results.summary import (
+    AcceptanceSummary,
+    PrefixCacheStats,
+    RequestCounts,
+    Summary,
+)
 from loadgen.scrape.log import CounterLog, consistent
 
 # above this hit rate an unprotected run says its TTFT may measure someone else's cache
@@ -103,6 +108,8 @@ def summarize_facts(run_dir: Path, facts: RunFacts, adapter: EngineAdapter, rate
                          [{"start_scrape": w.start_scrape, "end_scrape": w.end_scrape}
                           for w in wins] if facts.category_windows else [])
     warnings = [*facts.warnings, *notes, *summary.warnings]
+    if (failed := failed_requests(summary.requests)) is not None:
+        warnings.insert(0, failed)
     if (acceptance is not None and len(summary.categories) > 1
             and all(c.acceptance_length is None for c in summary.categories.values())):
         warnings.append(NO_CATEGORY_AL)
@@ -121,6 +128,16 @@ def summarize_facts(run_dir: Path, facts: RunFacts, adapter: EngineAdapter, rate
     if adapter.neutral_tokenizer:
         summary.throughput.neutral_tokenizer = adapter.neutral_tokenizer
     return summary
+
+
+def failed_requests(requests: RequestCounts) -> str | None:
+    """The warning of a run some of whose measured requests failed: its latencies and AL are
+    those of the requests that succeeded, its throughput what they delivered."""
+    if not requests.error:
+        return None
+    return (f"{requests.error} of {requests.total} measured requests failed "
+            f"({requests.error / requests.total:.1%}): latency and acceptance describe the "
+            f"{requests.ok} that succeeded, throughput what they delivered")
 
 
 def merged_window(windows: list) -> dict[str, object]:

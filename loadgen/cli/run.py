@@ -21,6 +21,13 @@ def add_timeouts(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
                    "again")
 
 
+def add_max_error_rate(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--max-error-rate", type=float, default=default("max_error_rate"),
+                   metavar="FRACTION",
+                   help="exit 1 when more than this share of the measured requests failed "
+                        "(default %(default)g; 0: any failure, 1: never)")
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "run", help="benchmark an endpoint with a pre-tokenized prompt file",
@@ -98,6 +105,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "followed through a local reverse proxy where it can be)")
     p.add_argument("--seed", type=int, default=default("seed"))
     add_timeouts(p)
+    add_max_error_rate(p)
     p.add_argument("--openai-mode", choices=OPENAI_MODES, default=default("openai_mode"))
     p.add_argument("--keep-token-ids", action="store_true",
                    help="store output token ids in requests.jsonl")
@@ -250,7 +258,7 @@ def _main(args: argparse.Namespace, signals) -> int:
             workers=args.workers, ray=args.ray, workers_per_node=args.workers_per_node,
             telemetry=args.telemetry or [], telemetry_interval_s=args.telemetry_interval,
             metrics=args.metrics, metrics_selector=args.metrics_selector,
-            engine_pid=args.engine_pid)
+            engine_pid=args.engine_pid, max_error_rate=args.max_error_rate)
         _check_engine_pid(cfg.measurement.engine_pid)
         check_run_dir(out, args.overwrite)
         prompts, args.dataset = read_dataset(
@@ -283,12 +291,18 @@ def _main(args: argparse.Namespace, signals) -> int:
               + (f" of the {planned} planned" if planned else "")
               + f"; what was measured is in {out}", file=sys.stderr)
         return signals.exit_code
+    reasons = summary.error_reasons or {}
+    common = max(reasons, key=lambda k: reasons[k]) if reasons else "no request was sent"
+    n, failed = summary.requests.total, summary.requests.error
     if summary.requests.ok == 0:
-        reasons = summary.error_reasons or {}
-        common = max(reasons, key=lambda k: reasons[k]) if reasons else "no request was sent"
-        n = summary.requests.total
         print(f"loadgen run: nothing measured: no request succeeded ({n} measured, "
-              f"{summary.requests.error} failed); commonest reason: {common}", file=sys.stderr)
+              f"{failed} failed); commonest reason: {common}", file=sys.stderr)
+        return 1
+    limit = cfg.measurement.max_error_rate
+    if failed > limit * n:
+        print(f"loadgen run: {failed} of {n} measured requests failed ({failed / n:.1%}, "
+              f"above --max-error-rate {limit:g}); commonest reason: {common}; what was "
+              f"measured is in {out}", file=sys.stderr)
         return 1
     return 0
 

@@ -23,6 +23,14 @@ def positive(flag: str, value: float | None) -> None:
         raise ValueError(f"{flag} must be a finite number > 0, not {value:g}")
 
 
+def fraction(flag: str, value: float) -> None:
+    """A share between 0 and 1, both included."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{flag} must be a number, not {value!r}")
+    if not 0 <= value <= 1:  # nan fails too
+        raise ValueError(f"{flag} must be between 0 and 1, not {value:g}")
+
+
 def one_of(flag: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{flag} must be one of {', '.join(choices)}")

@@ -176,5 +176,7 @@ def default(name: str) -> Any:
 # What a run is pointed at and how hard it is driven: set per cell by a sweep, not by `run:`.
 PER_CELL = frozenset({"endpoint", "engine", "out", "concurrency", "request_rate", "progress",
                       "extra"})
+# `loadgen run`'s exit code alone: a sweep judges each cell's failed requests itself (its SLO).
+RUN_EXIT_ONLY = frozenset({"max_error_rate"})
 # The keys a sweep config's `run:` section may set.
-SWEEP_RUN_KEYS = frozenset(FLAT) - PER_CELL
+SWEEP_RUN_KEYS = frozenset(FLAT) - PER_CELL - RUN_EXIT_ONLY

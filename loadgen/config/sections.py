@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from loadgen.config.checks import at_least, one_of, positive
+from loadgen.config.checks import at_least, fraction, one_of, positive
 from loadgen.config.targets import parse_targets
 
 ARRIVALS = ("poisson", "constant", "gamma", "trace")  # trace: each record's arrival_s
@@ -165,9 +165,13 @@ class MeasurementOptions:
     # the engine's PID for the host monitor (default: launched by loadgen, else the listener on
     # a loopback endpoint's port, followed through a local proxy: client/listener.py)
     engine_pid: int | None = None
+    # `loadgen run` exits 1 when more than this share of the measured requests failed (its
+    # figures then describe a minority of what was asked); 1 never, 0 at any failure
+    max_error_rate: float = 0.05
 
     def __post_init__(self) -> None:
         positive("lag_threshold_ms", self.lag_threshold_ms)
+        fraction("--max-error-rate", self.max_error_rate)
         positive("scrape_interval_s", self.scrape_interval_s)
         positive("--telemetry-interval", self.telemetry_interval_s)
         if isinstance(self.telemetry, str) or not isinstance(self.telemetry, list | tuple):
