@@ -71,16 +71,18 @@ def wait_for_line(path: Path, proc: subprocess.Popen[str]) -> None:
     raise AssertionError(f"process ended before {path} got a line: {proc.stderr.read()}")
 
 
+FD_DIR = Path("/proc/self/fd")
+
+
 def _open_descriptors() -> list[str]:
-    fds = Path("/proc/self/fd")
     out = []
-    for f in fds.iterdir():
+    for f in FD_DIR.iterdir():
         with contextlib.suppress(OSError):  # the listing's own descriptor, closed by now
             out.append(str(f.readlink()))
     return sorted(out)
 
 
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+@pytest.mark.skipif(not FD_DIR.is_dir(), reason="needs /proc")
 def test_runs_in_one_process_hold_no_descriptors(synthetic, tmp_path):
     """A capacity search or a sweep runs many benchmarks in one process: each run gives back
     its event loop (six descriptors), connections and files; a process left holding over
